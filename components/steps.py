@@ -1,0 +1,193 @@
+"""One thin kfp v2 component per pipeline step. Each translates typed artifacts to paths and calls
+`cxr.steps`; no logic lives here. kfp ships each function's source into its container, so every
+import happens inside the function body.
+
+Images: CPU steps run in the components image, training in the GPU training image. Both names are
+placeholders rewritten at compile time (`pipelines.compile.compile_pipeline(image_registry, tag)`).
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+CPU_IMAGE = "cxr-python-components:latest"
+GPU_IMAGE = "cxr-python-train-gpu:latest"
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def ingest(
+    data_dir: str,
+    params_json: str,
+    tracking_uri: str,
+    run_name: str,
+    data_version: str,
+    git_commit: str,
+    dataset: Output[Dataset],
+) -> str:
+    """Folder of class sub-folders -> manifest + normalised images. Opens the pipeline's MLflow run
+    and returns its id."""
+    from cxr import tracking
+    from cxr.params import params_from_json
+    from cxr.steps import RunContext, ingest_step
+
+    params = params_from_json(params_json)
+    run_id = tracking.start_pipeline_run(params, tracking_uri, run_name,
+                                         {"data_version": data_version, "git_commit": git_commit,
+                                          "orchestrator": "kfp"})
+    summary = ingest_step(RunContext(tracking_uri, run_id), data_dir, dataset.path, params)
+    dataset.metadata.update(summary)
+    return run_id
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def validate(
+    dataset: Input[Dataset],
+    params_json: str,
+    tracking_uri: str,
+    parent_run_id: str,
+    report: Output[HTML],
+) -> bool:
+    """great-expectations suite over the manifest; fails the pipeline (naming files) on violations."""
+    import shutil
+    from pathlib import Path
+
+    from cxr.params import params_from_json
+    from cxr.steps import RunContext, validate_step
+    from cxr.validation import report_index
+
+    report_dir = Path(report.path).parent / "validation"
+    try:
+        validate_step(RunContext(tracking_uri, parent_run_id), dataset.path, str(report_dir),
+                      params_from_json(params_json))
+    finally:
+        page = report_index(report_dir)
+        if page is not None:
+            shutil.copyfile(page, report.path)
+    return True
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def augment(
+    dataset: Input[Dataset],
+    params_json: str,
+    tracking_uri: str,
+    parent_run_id: str,
+    augmentation: Output[Dataset],
+):
+    """The paper's augmentation (applied on the fly by training, train split only) and a preview."""
+    from cxr.params import params_from_json
+    from cxr.steps import RunContext, augment_step
+
+    spec = augment_step(RunContext(tracking_uri, parent_run_id), dataset.path, augmentation.path,
+                        params_from_json(params_json))
+    augmentation.metadata.update({k: str(v) for k, v in spec.items()})
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train(
+    dataset: Input[Dataset],
+    augmentation: Input[Dataset],
+    params_json: str,
+    tracking_uri: str,
+    parent_run_id: str,
+    model: Output[Model],
+) -> str:
+    """VGG16 + the paper's head; returns the MLflow model URI."""
+    import json
+    from pathlib import Path
+
+    from cxr.params import params_from_json
+    from cxr.steps import RunContext, train_step
+
+    params = params_from_json(params_json)
+    spec = json.loads((Path(augmentation.path) / "augmentation.json").read_text())
+    print("augmentation applied to the train split:", spec)
+    model_uri = train_step(RunContext(tracking_uri, parent_run_id), dataset.path, model.path, params)
+    model.metadata.update({"mlflow_model_uri": model_uri, "image_size": params.train.image_size,
+                           "weights": params.train.weights})
+    return model_uri
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def evaluate(
+    dataset: Input[Dataset],
+    model: Input[Model],
+    params_json: str,
+    tracking_uri: str,
+    parent_run_id: str,
+    metrics: Output[Metrics],
+    val_classification: Output[ClassificationMetrics],
+    test_classification: Output[ClassificationMetrics],
+    report: Output[Dataset],
+) -> float:
+    """Metrics on val (gated) and test (reported); returns validation F1."""
+    import math
+
+    from cxr.params import params_from_json
+    from cxr.steps import RunContext, evaluate_step
+
+    reports = evaluate_step(RunContext(tracking_uri, parent_run_id), dataset.path, model.path, report.path,
+                            params_from_json(params_json))
+    for split, target in (("val", val_classification), ("test", test_classification)):
+        if split not in reports:
+            continue
+        r = reports[split]
+        for key, value in r["metrics"].items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                metrics.log_metric(f"{split}_{key}", value)
+        target.log_confusion_matrix(r["confusion_matrix"]["labels"], r["confusion_matrix"]["matrix"])
+        if r["roc"]["fpr"]:
+            target.log_roc_curve(r["roc"]["fpr"], r["roc"]["tpr"], r["roc"]["thresholds"])
+    return float(reports["val"]["metrics"]["f1"])
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def gate(
+    dataset: Input[Dataset],
+    candidate_f1: float,
+    params_json: str,
+    tracking_uri: str,
+    parent_run_id: str,
+) -> NamedTuple("GateOutputs", [("passed", bool), ("decision", str)]):
+    """The promotion gate on validation F1 (against the champion on the same split)."""
+    from collections import namedtuple
+
+    from cxr.params import params_from_json
+    from cxr.steps import RunContext, gate_step
+
+    decision = gate_step(RunContext(tracking_uri, parent_run_id), dataset.path, candidate_f1,
+                         params_from_json(params_json))
+    print("gate:", "PASS" if decision.passed else "FAIL", "-", decision.reason)
+    return namedtuple("GateOutputs", ["passed", "decision"])(decision.passed, decision.to_json())
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def register(
+    model_uri: str,
+    decision: str,
+    params_json: str,
+    tracking_uri: str,
+    parent_run_id: str,
+    data_version: str,
+    git_commit: str,
+) -> str:
+    """Register the gated model version with the challenger alias; returns the version number."""
+    from cxr.params import params_from_json
+    from cxr.steps import RunContext, register_step
+
+    version = register_step(RunContext(tracking_uri, parent_run_id), model_uri, decision,
+                            params_from_json(params_json),
+                            {"data_version": data_version, "git_commit": git_commit})
+    print("registered version", version)
+    return version
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def reject(decision: str, tracking_uri: str, parent_run_id: str) -> str:
+    """The gate failed: nothing is registered; the reason is recorded on the MLflow run."""
+    from cxr.steps import RunContext, reject_step
+
+    reason = reject_step(RunContext(tracking_uri, parent_run_id), decision)
+    print("not registered:", reason)
+    return reason

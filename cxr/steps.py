@@ -1,0 +1,204 @@
+"""The pipeline steps as plain functions: core work + MLflow logging in a child run of the pipeline run.
+
+Kubeflow components, DVC stages and the CLI call these; they hold no orchestration logic themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxr import tracking
+from cxr.params import Params
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a step logs: the tracking store and the pipeline's parent run."""
+
+    tracking_uri: str
+    parent_run_id: str
+
+
+def _finite(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def ingest_step(ctx: RunContext, data_dir: str, dataset_dir: str, params: Params) -> dict:
+    import mlflow
+
+    from cxr.data import ingest
+
+    with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "ingest"):
+        records = ingest(data_dir, dataset_dir, params.ingest)
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[f"n_{r.split}_{r.label}"] = counts.get(f"n_{r.split}_{r.label}", 0) + 1
+        summary = {"n_images": len(records), "n_undecodable": sum(not r.decodes for r in records), **counts}
+        mlflow.log_metrics(summary)
+        mlflow.log_artifact(str(Path(dataset_dir) / "manifest.csv"))
+    return summary
+
+
+def validate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Params):
+    """Run the suite, log its data docs; raise CxrError (naming files) when it fails."""
+    import mlflow
+
+    from cxr.data import read_manifest
+    from cxr.validation import require_valid, validate_manifest
+
+    with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "validate"):
+        outcome = validate_manifest(read_manifest(dataset_dir), params.validate, report_dir)
+        mlflow.log_metrics({f"validation_{k}": float(v) for k, v in outcome.statistics.items()
+                            if isinstance(v, (int, float))})
+        mlflow.set_tag("validation.success", str(outcome.success).lower())
+        mlflow.log_artifacts(report_dir, artifact_path="validation")
+        if not outcome.success:
+            mlflow.set_tag("validation.failures", " | ".join(outcome.failures)[:4000])
+        require_valid(outcome)
+    return outcome
+
+
+def augment_step(ctx: RunContext, dataset_dir: str, out_dir: str, params: Params) -> dict:
+    """Record the augmentation the training step applies and a preview grid of it."""
+    import mlflow
+
+    from cxr.augment import augmentation_spec, write_preview
+    from cxr.data import read_manifest
+    from cxr.train import split_frame
+
+    with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "augment"):
+        spec = augmentation_spec(params.augment)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "augmentation.json").write_text(json.dumps(spec, indent=2))
+        frame = split_frame(read_manifest(dataset_dir), "train")
+        write_preview(frame, dataset_dir, params.augment, params.train.image_size, out / "preview.png",
+                      seed=params.train.seed)
+        mlflow.log_dict(spec, "augmentation.json")
+        mlflow.log_artifact(str(out / "preview.png"))
+    return spec
+
+
+def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params) -> str:
+    """Train and log the MLflow model; returns its model URI (runs:/<train run>/model)."""
+    import mlflow
+
+    from cxr.pyfunc import log_model
+    from cxr.train import train_model
+
+    with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "train") as run:
+        result = train_model(dataset_dir, params, model_dir)
+        mlflow.log_metrics({"best_epoch": result.best_epoch, "gpu": int(result.gpu),
+                            "mixed_precision": int(result.mixed_precision)})
+        mlflow.set_tag("weights", params.train.weights)
+        log_model(model_dir)
+        model_uri = f"runs:/{run.info.run_id}/model"
+    mlflow.MlflowClient().set_tag(ctx.parent_run_id, "model_uri", model_uri)
+    return model_uri
+
+
+def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: str, params: Params) -> dict:
+    """Score val and test splits; log metrics (val_*, test_*) and plots; returns {split: report}."""
+    import mlflow
+
+    from cxr.data import read_manifest
+    from cxr.evaluate import evaluate_split
+    from cxr.pyfunc import XrayClassifier, read_config
+    from cxr.train import split_frame
+
+    classifier = XrayClassifier().load(Path(model_dir) / "model.keras", read_config(model_dir))
+    frame = read_manifest(dataset_dir)
+    out = Path(out_dir)
+    reports = {}
+    with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "evaluate"):
+        for split in ("val", "test"):
+            part = split_frame(frame, split)
+            if part.empty:
+                continue
+            report = evaluate_split(classifier, part, dataset_dir, split, out)
+            reports[split] = report
+            mlflow.log_metrics({f"{split}_{k}": v for k, v in _finite(report["metrics"]).items()})
+            for suffix in ("confusion.png", "roc.png", "report.json"):
+                mlflow.log_artifact(str(out / f"{split}_{suffix}"), artifact_path="evaluation")
+    summary = {f"{s}_{k}": v for s, r in reports.items() for k, v in _finite(r["metrics"]).items()}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    mlflow.MlflowClient().log_batch(ctx.parent_run_id, metrics=[
+        mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in summary.items()])
+    return reports
+
+
+def champion_f1_on(dataset_dir: str, params: Params) -> tuple[float | None, str | None]:
+    """The current champion's F1 re-scored on this run's validation split (None without a champion)."""
+    from cxr.augment import labels_of
+    from cxr.data import read_manifest
+    from cxr.evaluate import compute_metrics, predict_split
+    from cxr.pyfunc import load_pyfunc
+    from cxr.registry import CHAMPION, alias_version
+    from cxr.train import split_frame
+
+    champion = alias_version(params.register.model_name, CHAMPION)
+    if champion is None:
+        return None, None
+    classifier = load_pyfunc(f"models:/{params.register.model_name}@{CHAMPION}")
+    frame = split_frame(read_manifest(dataset_dir), "val")
+    probability = predict_split(classifier, frame, dataset_dir)
+    metrics = compute_metrics(labels_of(frame, classifier.config["positive_class"]), probability,
+                              float(classifier.config["threshold"]))
+    return metrics["f1"], str(champion.version)
+
+
+def gate_step(ctx: RunContext, dataset_dir: str, candidate_f1: float, params: Params):
+    """Apply the F1 gate (against the champion re-scored on the same split); record it on the run."""
+    import mlflow
+
+    from cxr.registry import decide_promotion
+
+    with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "gate"):
+        champion_f1, champion_version = champion_f1_on(dataset_dir, params)
+        decision = decide_promotion(candidate_f1, params.gate.min_f1, params.gate.min_delta,
+                                    champion_f1, champion_version)
+        mlflow.log_dict(json.loads(decision.to_json()), "gate.json")
+    client = mlflow.MlflowClient()
+    client.set_tag(ctx.parent_run_id, "gate.passed", str(decision.passed).lower())
+    client.set_tag(ctx.parent_run_id, "gate.reason", decision.reason)
+    if champion_f1 is not None:
+        client.log_metric(ctx.parent_run_id, "champion_val_f1", champion_f1)
+    return decision
+
+
+def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: Params, tags: dict) -> str:
+    """Register the gated model as a new version with the challenger alias; returns the version."""
+    import mlflow
+
+    from cxr.registry import GateDecision, register_candidate
+
+    decision = GateDecision.from_json(decision_json)
+    with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "register"):
+        version = register_candidate(model_uri, params.register.model_name, params.register.alias,
+                                     {**tags, "run_id": ctx.parent_run_id, "profile": params.profile}, decision)
+        mlflow.set_tag("registered_version", version.version)
+    client = mlflow.MlflowClient()
+    client.set_tag(ctx.parent_run_id, "registered_version", version.version)
+    tracking.finish_pipeline_run(ctx.tracking_uri, ctx.parent_run_id)
+    return str(version.version)
+
+
+def reject_step(ctx: RunContext, decision_json: str) -> str:
+    """The gate failed: register nothing, record why on the pipeline run, close it."""
+    import mlflow
+
+    from cxr.registry import GateDecision
+
+    decision = GateDecision.from_json(decision_json)
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    mlflow.MlflowClient().set_tag(ctx.parent_run_id, "registered_version", "none")
+    tracking.finish_pipeline_run(ctx.tracking_uri, ctx.parent_run_id)
+    return decision.reason

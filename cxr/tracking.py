@@ -1,0 +1,123 @@
+"""MLflow set-up: where the store is, the experiment, one parent run per pipeline run, a child per step.
+
+Configured only from entry points (CLI, components, DVC stages), never at import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+from cxr.errors import CxrError
+from cxr.params import PROJECT_ROOT, Params
+
+LOCAL_STORE = PROJECT_ROOT / "mlflow"
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{LOCAL_STORE / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(params: Params | None = None, explicit: str = "") -> str:
+    """Explicit argument > params mlflow.tracking_uri > $MLFLOW_TRACKING_URI > the local store under mlflow/."""
+    return (explicit or (params.mlflow.tracking_uri if params else "")
+            or os.environ.get("MLFLOW_TRACKING_URI", "") or default_tracking_uri())
+
+
+def is_local(uri: str) -> bool:
+    return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+
+
+def configure(tracking_uri: str, experiment: str) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns the experiment id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    if tracking_uri.startswith("sqlite:"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if tracking_uri.startswith("sqlite:"):
+            # artifacts beside the database, not in whatever folder the process started in
+            location = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+        return mlflow.create_experiment(experiment, artifact_location=location)
+    except Exception as exc:
+        raise CxrError(f"The MLflow tracking server at {tracking_uri} cannot be reached ({exc.__class__.__name__}); "
+                       "start it (make ui / mlflow/server.sh) or set MLFLOW_TRACKING_URI.") from exc
+
+
+def data_version(dvc_file: Path = PROJECT_ROOT / "data.dvc") -> str:
+    """The md5 that data.dvc records for the dataset ('unversioned' without one)."""
+    import yaml
+
+    if not dvc_file.is_file():
+        return "unversioned"
+    outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [])
+    return str(outs[0].get("md5", "unversioned")) if outs else "unversioned"
+
+
+def git_commit(root: Path = PROJECT_ROOT) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def start_pipeline_run(params: Params, tracking_uri: str, run_name: str, tags: dict) -> str:
+    """Create the parent run of one pipeline run, with flattened params and the comparison tags."""
+    import mlflow
+
+    experiment_id = configure(tracking_uri, params.mlflow.experiment)
+    client = mlflow.MlflowClient()
+    run = client.create_run(experiment_id, run_name=run_name or None,
+                            tags={"profile": params.profile, **{k: str(v) for k, v in tags.items()}})
+    run_id = run.info.run_id
+    flat = {k: str(v)[:6000] for k, v in params.flat().items()}
+    items = list(flat.items())
+    for start in range(0, len(items), 100):
+        mlflow_params = [mlflow.entities.Param(k, v) for k, v in items[start:start + 100]]
+        client.log_batch(run_id, params=mlflow_params)
+    return run_id
+
+
+@contextlib.contextmanager
+def step_run(tracking_uri: str, parent_run_id: str, step: str):
+    """A child run for one step, nested under the pipeline's parent run. Yields the active run.
+
+    A failing step marks its child run FAILED and the parent too, with the error as a tag.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    try:
+        with mlflow.start_run(run_name=step, experiment_id=parent.info.experiment_id,
+                              parent_run_id=parent_run_id, tags={"step": step}) as run:
+            yield run
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            client.set_tag(parent_run_id, "failed_step", step)
+            client.set_tag(parent_run_id, "error", str(exc)[:4000])
+            client.set_terminated(parent_run_id, status="FAILED")
+        raise
+
+
+def finish_pipeline_run(tracking_uri: str, parent_run_id: str, status: str = "FINISHED") -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.MlflowClient().set_terminated(parent_run_id, status=status)

@@ -1,0 +1,108 @@
+"""Training: fit the paper's model on the train split, keep the best epoch by validation loss."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxr.augment import build_augmenter, make_dataset
+from cxr.data import class_names, read_manifest
+from cxr.errors import CxrError
+from cxr.model import build_model, compile_model
+from cxr.params import Params
+from cxr.pyfunc import CONFIG_FILE, MODEL_FILE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    best_epoch: int  # 1-based
+    history: dict
+    gpu: bool
+    mixed_precision: bool
+
+
+def configure_devices(mode: str) -> tuple[bool, bool]:
+    """(gpu visible, mixed precision on). `auto` turns mixed precision on only with a GPU."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    use_mixed = (mode == "auto" and bool(gpus)) or str(mode).lower() in ("true", "on", "1")
+    keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
+    return bool(gpus), use_mixed
+
+
+class MlflowEpochLogger:
+    """Keras callback factory: per-epoch loss and metrics to the active MLflow run."""
+
+    @staticmethod
+    def create():
+        import keras
+        import mlflow
+
+        class _Logger(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if mlflow.active_run() is not None:
+                    mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)
+
+        return _Logger()
+
+
+def split_frame(frame, split: str):
+    return frame[(frame["split"] == split) & frame["decodes"]].reset_index(drop=True)
+
+
+def train_model(dataset_dir: str | Path, params: Params, out_dir: str | Path, log_to_mlflow: bool = True) -> TrainResult:
+    """Fit, checkpoint the best epoch by val_loss, write model.keras + config.json into out_dir."""
+    import keras
+
+    tp = params.train
+    keras.utils.set_random_seed(tp.seed)
+    gpu, mixed = configure_devices(tp.mixed_precision)
+    frame = read_manifest(dataset_dir)
+    negative, positive = class_names(frame, params.ingest.positive_class)
+    train_frame, val_frame = split_frame(frame, "train"), split_frame(frame, "val")
+    if train_frame.empty or val_frame.empty:
+        raise CxrError(f"The train and val splits of {dataset_dir} must both hold images; "
+                       "add images or change ingest.split.")
+    train_ds = make_dataset(train_frame, dataset_dir, positive, tp.image_size, tp.batch_size,
+                            augmenter=build_augmenter(params.augment, seed=tp.seed),
+                            shuffle_buffer=params.augment.shuffle_buffer, seed=tp.seed)
+    val_ds = make_dataset(val_frame, dataset_dir, positive, tp.image_size, tp.batch_size)
+
+    model = build_model(tp)
+    compile_model(model, tp)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = out_dir / "best.keras"
+    callbacks = [keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True)]
+    if log_to_mlflow:
+        callbacks.append(MlflowEpochLogger.create())
+    history = model.fit(train_ds, validation_data=val_ds, epochs=tp.epochs, callbacks=callbacks, verbose=2)
+    losses = history.history["val_loss"]
+    best_epoch = int(min(range(len(losses)), key=losses.__getitem__)) + 1
+
+    best = keras.models.load_model(checkpoint, compile=False)
+    keras.mixed_precision.set_global_policy("float32")
+    best.save(out_dir / MODEL_FILE)
+    checkpoint.unlink()
+    config = {
+        "image_size": tp.image_size,
+        "positive_class": positive,
+        "negative_class": negative,
+        "threshold": params.evaluate.threshold,
+        "weights": tp.weights,
+        "freeze_base": tp.freeze_base,
+        "best_epoch": best_epoch,
+        "profile": params.profile,
+    }
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    return TrainResult(out_dir, best_epoch, {k: [float(x) for x in v] for k, v in history.history.items()},
+                       gpu, mixed)

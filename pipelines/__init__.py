@@ -1,0 +1,1 @@
+"""Pipeline wiring, compilation and local/remote runs."""

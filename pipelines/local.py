@@ -1,0 +1,75 @@
+"""Run the training pipeline with kfp's local runner (subprocesses in this environment)."""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cxr import tracking
+from cxr.errors import CxrError
+from cxr.params import PROJECT_ROOT, Params
+
+LOCAL_ROOT = PROJECT_ROOT / ".kfp" / "outputs"
+
+
+@dataclass
+class PipelineOutcome:
+    run_id: str
+    status: str
+    metrics: dict = field(default_factory=dict)
+    gate_passed: bool | None = None
+    gate_reason: str = ""
+    registered_version: str = ""
+    model_uri: str = ""
+    error: str = ""
+
+
+def new_run_name() -> str:
+    return f"pipeline-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def run_local(params: Params, data_dir: str | Path, tracking_uri: str, run_name: str = "",
+              pipeline_root: str | Path = LOCAL_ROOT) -> PipelineOutcome:
+    """Run every step locally; return what the MLflow run recorded (metrics, gate, version)."""
+    from kfp import local
+
+    from pipelines.training import training_pipeline
+
+    data_dir = Path(data_dir).resolve()
+    if not data_dir.is_dir():
+        raise CxrError(f"Data folder {data_dir} does not exist; pass --data with a folder of class sub-folders "
+                       "(or run `dvc pull` to fetch the bundled sample).")
+    run_name = run_name or new_run_name()
+    tracking.configure(tracking_uri, params.mlflow.experiment)
+    Path(pipeline_root).mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+               raise_on_error=False)
+    training_pipeline(data_dir=str(data_dir), params_json=params.to_json(), tracking_uri=tracking_uri,
+                      run_name=run_name, data_version=tracking.data_version(), git_commit=tracking.git_commit())
+    return read_outcome(tracking_uri, params.mlflow.experiment, run_name)
+
+
+def read_outcome(tracking_uri: str, experiment: str, run_name: str) -> PipelineOutcome:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string=f"attributes.run_name = '{run_name}'",
+                              output_format="list")
+    if not runs:
+        raise CxrError(f"The pipeline run '{run_name}' left no MLflow run in {tracking_uri}; "
+                       "see the step logs above for the failure.")
+    run = runs[0]
+    tags = run.data.tags
+    gate = tags.get("gate.passed")
+    return PipelineOutcome(
+        run_id=run.info.run_id,
+        status=run.info.status,
+        metrics=dict(sorted(run.data.metrics.items())),
+        gate_passed=None if gate is None else gate == "true",
+        gate_reason=tags.get("gate.reason", ""),
+        registered_version=tags.get("registered_version", ""),
+        model_uri=tags.get("model_uri", ""),
+        error=tags.get("error", ""),
+    )
