@@ -84,14 +84,33 @@ def build_base(image_size: int, weights: str, weights_path: str = ""):
     return base
 
 
+def caffe_input_layer():
+    """[0, 1] RGB -> the input VGG16's pretrained weights expect (0-255 BGR minus the ImageNet mean)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="cxr")
+    class CaffeInput(keras.layers.Layer):
+        def call(self, x):
+            x = keras.ops.flip(x, axis=-1) * 255.0
+            return x - keras.ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
+
+    return CaffeInput(name="caffe_input")
+
+
 def build_model(params: TrainParams):
-    """VGG16 base -> Flatten -> Dense 1024 ReLU -> Dense 512 ReLU -> Dense 1 sigmoid (the paper's head)."""
+    """VGG16 base -> Flatten -> Dense 1024 ReLU -> Dense 512 ReLU -> Dense 1 sigmoid (the paper's head).
+
+    `base_input: caffe` feeds the base the input scale its pretrained weights were trained on; the
+    paper fed it the 1/255-rescaled image directly (`base_input: rescale`), which fine-tuning absorbs
+    but a frozen base cannot (its features are then dominated by the biases).
+    """
     import keras
 
     base = build_base(params.image_size, params.weights, params.weights_path)
     base.trainable = not params.freeze_base
     inputs = keras.Input((params.image_size, params.image_size, 3), name="image")
-    x = base(inputs, training=False)
+    x = caffe_input_layer()(inputs) if params.base_input == "caffe" else inputs
+    x = base(x, training=False)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(1024, activation="relu", name="fc1024")(x)
     x = keras.layers.Dense(512, activation="relu", name="fc512")(x)
@@ -104,7 +123,8 @@ def compile_model(model, params: TrainParams) -> None:
     import keras
 
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=params.learning_rate, momentum=params.momentum),
+        optimizer=keras.optimizers.SGD(learning_rate=params.learning_rate, momentum=params.momentum,
+                                       clipnorm=params.clipnorm or None),
         loss="binary_crossentropy",
         metrics=[
             keras.metrics.BinaryAccuracy(name="accuracy"),

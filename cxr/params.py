@@ -54,9 +54,11 @@ class TrainParams:
     epochs: int = 6
     learning_rate: float = 0.01
     momentum: float = 0.0
+    clipnorm: float = 0.0
     weights: str = "hed"
     weights_path: str = ""
     freeze_base: bool = True
+    base_input: str = "caffe"
     mixed_precision: str = "auto"
     seed: int = 42
 

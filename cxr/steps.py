@@ -88,19 +88,18 @@ def augment_step(ctx: RunContext, dataset_dir: str, out_dir: str, params: Params
 
 
 def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params) -> str:
-    """Train and log the MLflow model; returns its model URI (runs:/<train run>/model)."""
+    """Train and log the MLflow model; returns its model URI."""
     import mlflow
 
     from cxr.pyfunc import log_model
     from cxr.train import train_model
 
-    with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "train") as run:
+    with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "train"):
         result = train_model(dataset_dir, params, model_dir)
         mlflow.log_metrics({"best_epoch": result.best_epoch, "gpu": int(result.gpu),
                             "mixed_precision": int(result.mixed_precision)})
         mlflow.set_tag("weights", params.train.weights)
-        log_model(model_dir)
-        model_uri = f"runs:/{run.info.run_id}/model"
+        model_uri = log_model(model_dir).model_uri  # models:/m-<id>; runs:/<run>/model resolves to it too
     mlflow.MlflowClient().set_tag(ctx.parent_run_id, "model_uri", model_uri)
     return model_uri
 

@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny synthetic X-ray-like datasets, a temporary MLflow store, tiny params."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+PROJECT = Path(__file__).resolve().parent.parent
+SAMPLE = PROJECT / "data" / "covid-radiography-sample"
+
+
+def synthetic_xray(seed: int, size: int = 64, bright: bool = False) -> np.ndarray:
+    """A grey image with two dark 'lungs'; `bright` adds hazy opacity (a learnable difference)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    image = 180 - 80 * (np.exp(-((xx - 0.3) ** 2 + (yy - 0.5) ** 2) / 0.03) + np.exp(-((xx - 0.7) ** 2 + (yy - 0.5) ** 2) / 0.03))
+    if bright:
+        image += 60 * np.exp(-((xx - 0.3) ** 2 + (yy - 0.6) ** 2) / 0.02)
+    image += rng.normal(0, 8, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_dataset(root: Path, per_class: int = 6, size: int = 64, classes=("COVID", "Normal")) -> Path:
+    for c, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(synthetic_xray(1000 * c + i, size, bright=(name == "COVID"))).save(folder / f"{name}-{i}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite MLflow store for one test."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.end_run()
+
+
+TINY = [
+    "train.image_size=32", "train.epochs=1", "train.batch_size=4", "train.weights=none",
+    "gate.min_f1=0.0", "augment.preview_images=2", "evaluate.bootstrap_samples=50",
+]
+
+
+def tiny(*extra: str):
+    """Fast settings: 32 px, 1 epoch, random weights, permissive gate; plus `stage.key=value` extras."""
+    from cxr.params import load_params
+
+    return load_params(overrides=TINY + list(extra))
+
+
+@pytest.fixture
+def tiny_params():
+    return tiny()
+
+
+def dicom_path() -> Path:
+    import data_store
+
+    return Path(data_store.__file__).parent / "data" / "RG1_UNCR.dcm"

@@ -1,0 +1,88 @@
+"""Each kfp component through its python_func, with temporary artifact folders and a real
+(temporary, SQLite) MLflow store: the same code the pipeline runs, without the orchestrator."""
+
+import json
+
+import mlflow
+import pytest
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model
+
+from components import steps as c
+from cxr.errors import CxrError
+from cxr.registry import CHAMPION
+from tests.conftest import tiny
+
+
+def art(cls, tmp_path, name):
+    return cls(name=name, uri=str(tmp_path / "artifacts" / name), metadata={})
+
+
+@pytest.fixture
+def ingested(tiny_data, tmp_path, tracking_uri, tiny_params):
+    dataset = art(Dataset, tmp_path, "dataset")
+    run_id = c.ingest.python_func(data_dir=str(tiny_data), params_json=tiny_params.to_json(),
+                                  tracking_uri=tracking_uri, run_name="unit", data_version="abc123",
+                                  git_commit="deadbeef", dataset=dataset)
+    return dataset, run_id
+
+
+def test_ingest_opens_the_pipeline_run_with_comparison_tags(ingested, tracking_uri):
+    dataset, run_id = ingested
+    run = mlflow.get_run(run_id)
+    assert run.info.run_name == "unit"
+    assert run.data.tags["data_version"] == "abc123" and run.data.tags["profile"] == "cpu"
+    assert run.data.params["train.image_size"] == "32"
+    assert dataset.metadata["n_images"] == 12
+
+
+def test_validate_writes_html_and_fails_on_bad_data(ingested, tmp_path, tracking_uri, tiny_params):
+    dataset, run_id = ingested
+    report = art(HTML, tmp_path, "report.html")
+    assert c.validate.python_func(dataset=dataset, params_json=tiny_params.to_json(), tracking_uri=tracking_uri,
+                                  parent_run_id=run_id, report=report)
+    assert "<html" in open(report.path).read().lower()
+    with pytest.raises(CxrError, match="narrower than 100"):
+        c.validate.python_func(dataset=dataset, params_json=tiny("validate.min_width=100").to_json(), tracking_uri=tracking_uri,
+                               parent_run_id=run_id, report=art(HTML, tmp_path, "report2.html"))
+    assert mlflow.get_run(run_id).data.tags["failed_step"] == "validate"
+
+
+def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_uri, tiny_params):
+    dataset, run_id = ingested
+    params_json = tiny_params.to_json()
+    common = {"params_json": params_json, "tracking_uri": tracking_uri, "parent_run_id": run_id}
+    augmentation = art(Dataset, tmp_path, "augmentation")
+    c.augment.python_func(dataset=dataset, augmentation=augmentation, **common)
+    assert json.loads(open(f"{augmentation.path}/augmentation.json").read())["rotation_range_deg"] == 40
+
+    model = art(Model, tmp_path, "model")
+    model_uri = c.train.python_func(dataset=dataset, augmentation=augmentation, model=model, **common)
+    assert model_uri.startswith("models:/m-") and model.metadata["image_size"] == 32
+
+    metrics, val_cm, test_cm = art(Metrics, tmp_path, "m"), art(ClassificationMetrics, tmp_path, "v"), \
+        art(ClassificationMetrics, tmp_path, "t")
+    f1 = c.evaluate.python_func(dataset=dataset, model=model, metrics=metrics, val_classification=val_cm,
+                                test_classification=test_cm, report=art(Dataset, tmp_path, "report"), **common)
+    assert 0.0 <= f1 <= 1.0
+    assert metrics.metadata["val_f1"] == pytest.approx(f1)
+    assert val_cm.metadata["confusionMatrix"]["annotationSpecs"][0]["displayName"] == "COVID"
+    logged = mlflow.get_run(run_id).data.metrics
+    assert logged["val_f1"] == pytest.approx(f1) and "test_bce" in logged
+
+    passed, decision = c.gate.python_func(dataset=dataset, candidate_f1=f1, **common)
+    assert passed  # tiny_params: gate.min_f1 = 0
+    version = c.register.python_func(model_uri=model_uri, decision=decision, data_version="abc123",
+                                     git_commit="deadbeef", **common)
+    mv = mlflow.MlflowClient().get_model_version_by_alias("covid-xray-vgg16", "challenger")
+    assert str(mv.version) == version and mv.tags["data_version"] == "abc123" and mv.tags["run_id"] == run_id
+    assert mv.tags["gate.passed"] == "true"
+
+    # with that version as champion, a candidate must now match its F1 re-scored on the same split
+    mlflow.MlflowClient().set_registered_model_alias("covid-xray-vgg16", CHAMPION, version)
+    demanding = {**common, "params_json": tiny("gate.min_delta=0.5").to_json()}
+    passed, decision = c.gate.python_func(dataset=dataset, candidate_f1=f1, **demanding)
+    assert not passed and f"< champion v{version} F1" in json.loads(decision)["reason"]
+    reason = c.reject.python_func(decision=decision, tracking_uri=tracking_uri, parent_run_id=run_id)
+    assert "gate.min_delta 0.5" in reason
+    assert mlflow.get_run(run_id).data.tags["registered_version"] == "none"
+    assert len(mlflow.MlflowClient().search_model_versions("name='covid-xray-vgg16'")) == 1

@@ -1,0 +1,39 @@
+import h5py
+import numpy as np
+import pytest
+
+from cxr.errors import CxrError
+from cxr.model import build_base, build_model, hed_weights_path
+from cxr.params import TrainParams
+
+
+def test_paper_head_on_vgg16():
+    model = build_model(TrainParams(image_size=32, weights="none"))
+    names = [layer.name for layer in model.layers]
+    assert "vgg16" in names
+    assert [model.get_layer(n).units for n in ("fc1024", "fc512", "probability")] == [1024, 512, 1]
+    assert model.get_layer("probability").activation.__name__ == "sigmoid"
+    assert model.output_shape == (None, 1)
+
+
+def test_freeze_base_controls_trainable_weights():
+    frozen = build_model(TrainParams(image_size=32, weights="none", freeze_base=True))
+    tuned = build_model(TrainParams(image_size=32, weights="none", freeze_base=False))
+    assert len(frozen.trainable_weights) == 6  # three Dense layers: kernel + bias
+    assert len(tuned.trainable_weights) == 6 + 26  # plus 13 conv layers
+
+
+def test_hed_weights_are_copied_layer_by_layer():
+    base = build_base(32, "hed")
+    with h5py.File(hed_weights_path(), "r") as fh:
+        assert np.array_equal(base.get_layer("block1_conv1").get_weights()[0], fh["block1/layers/conv2d/vars/0"][()])
+        assert np.array_equal(base.get_layer("block5_conv3").get_weights()[1], fh["block5/layers/conv2d_2/vars/1"][()])
+
+
+def test_missing_weight_files_give_one_sentence(tmp_path):
+    with pytest.raises(CxrError, match="does not exist"):
+        build_base(32, "imagenet", str(tmp_path / "vgg16.h5"))
+    with pytest.raises(CxrError, match="HED weight file"):
+        build_base(32, "hed", str(tmp_path / "hed.h5"))
+    with pytest.raises(CxrError, match="choose one of"):
+        build_base(32, "resnet")

@@ -1,0 +1,45 @@
+import pytest
+
+from cxr.errors import CxrError
+from cxr.params import load_params, params_from_json
+
+
+def test_default_profile_is_the_cpu_profile():
+    params = load_params()
+    assert params.profile == "cpu"
+    assert params.train.freeze_base is True
+    assert params.ingest.positive_class == "COVID"
+
+
+def test_paper_profile_has_the_papers_settings():
+    params = load_params(profile="paper")
+    assert (params.train.image_size, params.train.epochs, params.train.learning_rate) == (256, 20, 0.01)
+    assert params.train.freeze_base is False
+
+
+def test_overrides_are_typed_and_win_over_the_profile():
+    params = load_params(profile="paper", overrides=["train.epochs=3", "train.freeze_base=true"])
+    assert params.train.epochs == 3 and params.train.freeze_base is True
+
+
+def test_json_round_trip_keeps_everything():
+    params = load_params(overrides=["gate.min_f1=0.8"])
+    assert params_from_json(params.to_json()) == params
+
+
+def test_flat_params_carry_stage_prefixes():
+    flat = load_params().flat()
+    assert flat["train.image_size"] == 128 and flat["gate.min_f1"] == 0.6
+
+
+@pytest.mark.parametrize("override", ["train.epochs", "epochs=3", "nosuch.key=1", "train.nosuch=1"])
+def test_bad_overrides_say_what_is_wrong(override):
+    with pytest.raises(CxrError):
+        load_params(overrides=[override])
+
+
+def test_unknown_profile_and_missing_file(tmp_path):
+    with pytest.raises(CxrError, match="Profile 'gpu'"):
+        load_params(profile="gpu")
+    with pytest.raises(CxrError, match="does not exist"):
+        load_params(tmp_path / "nope.yaml")
