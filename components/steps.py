@@ -32,9 +32,9 @@ def ingest(
     from cxr.steps import RunContext, ingest_step
 
     params = params_from_json(params_json)
-    run_id = tracking.start_pipeline_run(params, tracking_uri, run_name,
-                                         {"data_version": data_version, "git_commit": git_commit,
-                                          "orchestrator": "kfp"})
+    run_id = tracking.start_pipeline_run(
+        params, tracking_uri, run_name, {"data_version": data_version, "git_commit": git_commit, "orchestrator": "kfp"}
+    )
     summary = ingest_step(RunContext(tracking_uri, run_id), data_dir, dataset.path, params)
     dataset.metadata.update(summary)
     return run_id
@@ -58,8 +58,9 @@ def validate(
 
     report_dir = Path(report.path).parent / "validation"
     try:
-        validate_step(RunContext(tracking_uri, parent_run_id), dataset.path, str(report_dir),
-                      params_from_json(params_json))
+        validate_step(
+            RunContext(tracking_uri, parent_run_id), dataset.path, str(report_dir), params_from_json(params_json)
+        )
     finally:
         page = report_index(report_dir)
         if page is not None:
@@ -79,8 +80,9 @@ def augment(
     from cxr.params import params_from_json
     from cxr.steps import RunContext, augment_step
 
-    spec = augment_step(RunContext(tracking_uri, parent_run_id), dataset.path, augmentation.path,
-                        params_from_json(params_json))
+    spec = augment_step(
+        RunContext(tracking_uri, parent_run_id), dataset.path, augmentation.path, params_from_json(params_json)
+    )
     augmentation.metadata.update({k: str(v) for k, v in spec.items()})
 
 
@@ -104,8 +106,9 @@ def train(
     spec = json.loads((Path(augmentation.path) / "augmentation.json").read_text())
     print("augmentation applied to the train split:", spec)
     model_uri = train_step(RunContext(tracking_uri, parent_run_id), dataset.path, model.path, params)
-    model.metadata.update({"mlflow_model_uri": model_uri, "image_size": params.train.image_size,
-                           "weights": params.train.weights})
+    model.metadata.update(
+        {"mlflow_model_uri": model_uri, "image_size": params.train.image_size, "weights": params.train.weights}
+    )
     return model_uri
 
 
@@ -127,8 +130,9 @@ def evaluate(
     from cxr.params import params_from_json
     from cxr.steps import RunContext, evaluate_step
 
-    reports = evaluate_step(RunContext(tracking_uri, parent_run_id), dataset.path, model.path, report.path,
-                            params_from_json(params_json))
+    reports = evaluate_step(
+        RunContext(tracking_uri, parent_run_id), dataset.path, model.path, report.path, params_from_json(params_json)
+    )
     for split, target in (("val", val_classification), ("test", test_classification)):
         if split not in reports:
             continue
@@ -156,8 +160,9 @@ def gate(
     from cxr.params import params_from_json
     from cxr.steps import RunContext, gate_step
 
-    decision = gate_step(RunContext(tracking_uri, parent_run_id), dataset.path, candidate_f1,
-                         params_from_json(params_json))
+    decision = gate_step(
+        RunContext(tracking_uri, parent_run_id), dataset.path, candidate_f1, params_from_json(params_json)
+    )
     print("gate:", "PASS" if decision.passed else "FAIL", "-", decision.reason)
     return namedtuple("GateOutputs", ["passed", "decision"])(decision.passed, decision.to_json())
 
@@ -176,9 +181,13 @@ def register(
     from cxr.params import params_from_json
     from cxr.steps import RunContext, register_step
 
-    version = register_step(RunContext(tracking_uri, parent_run_id), model_uri, decision,
-                            params_from_json(params_json),
-                            {"data_version": data_version, "git_commit": git_commit})
+    version = register_step(
+        RunContext(tracking_uri, parent_run_id),
+        model_uri,
+        decision,
+        params_from_json(params_json),
+        {"data_version": data_version, "git_commit": git_commit},
+    )
     print("registered version", version)
     return version
 

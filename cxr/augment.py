@@ -42,8 +42,9 @@ def build_augmenter(params: AugmentParams, seed: int | None = None):
         keras.layers.RandomRotation(params.rotation_deg / 360.0, fill_mode="nearest", seed=seed),
         keras.layers.RandomTranslation(params.height_shift, params.width_shift, fill_mode="nearest", seed=seed),
         keras.layers.RandomShear(x_factor=math.tan(math.radians(params.shear)), fill_mode="nearest", seed=seed),
-        keras.layers.RandomZoom((-params.zoom, params.zoom), (-params.zoom, params.zoom), fill_mode="nearest",
-                                seed=seed),
+        keras.layers.RandomZoom(
+            (-params.zoom, params.zoom), (-params.zoom, params.zoom), fill_mode="nearest", seed=seed
+        ),
     ]
     if params.horizontal_flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))

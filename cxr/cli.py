@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -39,11 +38,12 @@ def _load(params_file, profile, overrides):
 @pipeline_app.command("run")
 def pipeline_run(
     profile: str = ProfileOpt,
-    params_file: Optional[Path] = ParamsOpt,
-    data: Optional[Path] = typer.Option(None, "--data", help="Folder of class sub-folders (default: ingest.data_dir)."),
-    overrides: Optional[List[str]] = SetOpt,
-    tracking_uri: str = typer.Option("", "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI "
-                                     "or the local store under mlflow/)."),
+    params_file: Path | None = ParamsOpt,
+    data: Path | None = typer.Option(None, "--data", help="Folder of class sub-folders (default: ingest.data_dir)."),
+    overrides: list[str] | None = SetOpt,
+    tracking_uri: str = typer.Option(
+        "", "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or the local store under mlflow/)."
+    ),
     run_name: str = typer.Option("", "--run-name", help="MLflow run name (default: pipeline-<time>-<id>)."),
 ) -> None:
     """Run the whole pipeline locally (kfp local runner); print the run id, metrics and gate decision."""
@@ -55,13 +55,19 @@ def pipeline_run(
     uri = tracking.resolve_tracking_uri(params, tracking_uri)
     data_dir = data or (PROJECT_ROOT / params.ingest.data_dir)
     outcome = run_local(params, data_dir, uri, run_name)
-    print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, "tracking_uri": uri,
-                      "metrics": outcome.metrics}, indent=2))
+    print(
+        json.dumps(
+            {"run_id": outcome.run_id, "status": outcome.status, "tracking_uri": uri, "metrics": outcome.metrics},
+            indent=2,
+        )
+    )
     if outcome.error or outcome.status == "FAILED" or outcome.gate_passed is None:
         raise CxrError(f"The pipeline failed: {outcome.error or 'see the step logs above'}")
     if outcome.gate_passed:
-        print(f"gate: PASSED ({outcome.gate_reason}); registered {params.register.model_name} "
-              f"version {outcome.registered_version} as @{params.register.alias}")
+        print(
+            f"gate: PASSED ({outcome.gate_reason}); registered {params.register.model_name} "
+            f"version {outcome.registered_version} as @{params.register.alias}"
+        )
     else:
         print(f"gate: FAILED ({outcome.gate_reason}); no model registered")
 
@@ -70,30 +76,41 @@ def pipeline_run(
 def pipeline_compile(
     output: Path = typer.Option(Path("build/covid_xray_pipeline.yaml"), "--output", help="Package file to write."),
     profile: str = ProfileOpt,
-    params_file: Optional[Path] = ParamsOpt,
-    overrides: Optional[List[str]] = SetOpt,
+    params_file: Path | None = ParamsOpt,
+    overrides: list[str] | None = SetOpt,
     image_registry: str = typer.Option("ghcr.io/cxr", "--image-registry", help="Registry of the component images."),
     image_tag: str = typer.Option("0.1.0", "--image-tag", help="Tag of the component images."),
-    tracking_uri: str = typer.Option("http://mlflow.cxr.svc.cluster.local:5000", "--tracking-uri",
-                                     help="MLflow server the cluster run logs to."),
-    data_dir: str = typer.Option("/app/data/covid-radiography-sample", "--data-dir",
-                                 help="Dataset path inside the component image or volume."),
+    tracking_uri: str = typer.Option(
+        "http://mlflow.cxr.svc.cluster.local:5000", "--tracking-uri", help="MLflow server the cluster run logs to."
+    ),
+    data_dir: str = typer.Option(
+        "/app/data/covid-radiography-sample", "--data-dir", help="Dataset path inside the component image or volume."
+    ),
 ) -> None:
     """Compile the pipeline to a Kubeflow Pipelines package (the training task asks for one NVIDIA GPU)."""
     from cxr import tracking
     from pipelines.compile import compile_pipeline
 
     params = _load(params_file, profile, overrides)
-    path = compile_pipeline(output, params, image_registry, image_tag, tracking_uri, data_dir,
-                            tracking.data_version(), tracking.git_commit())
+    path = compile_pipeline(
+        output,
+        params,
+        image_registry,
+        image_tag,
+        tracking_uri,
+        data_dir,
+        tracking.data_version(),
+        tracking.git_commit(),
+    )
     print(f"wrote {path}")
 
 
 @app.command("predict")
 def predict(
-    files: List[Path] = typer.Argument(..., help="X-ray files: PNG, JPEG or DICOM."),
-    model: str = typer.Option(..., "--model", help="MLflow model URI: runs:/ID/model, models:/NAME@ALIAS, "
-                              "models:/NAME/N."),
+    files: list[Path] = typer.Argument(..., help="X-ray files: PNG, JPEG or DICOM."),
+    model: str = typer.Option(
+        ..., "--model", help="MLflow model URI: runs:/ID/model, models:/NAME@ALIAS, models:/NAME/N."
+    ),
     as_json: bool = typer.Option(True, "--json/--no-json", help="One JSON object per line (default)."),
     tracking_uri: str = typer.Option("", "--tracking-uri", help="MLflow store holding the model."),
 ) -> None:

@@ -38,8 +38,10 @@ class Record:
 def list_class_folders(data_dir: Path) -> dict[str, list[Path]]:
     """Class name (folder name) -> image files, sorted. Errors name the folder and the fix."""
     if not data_dir.is_dir():
-        raise CxrError(f"Data folder {data_dir} does not exist; pass --data with a folder of class sub-folders "
-                       "(or run `dvc pull` to fetch the bundled sample).")
+        raise CxrError(
+            f"Data folder {data_dir} does not exist; pass --data with a folder of class sub-folders "
+            "(or run `dvc pull` to fetch the bundled sample)."
+        )
     classes = {}
     for folder in sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
@@ -47,8 +49,10 @@ def list_class_folders(data_dir: Path) -> dict[str, list[Path]]:
             raise CxrError(f"Class folder {folder} holds no PNG, JPEG or DICOM images; add images or remove it.")
         classes[folder.name] = files
     if len(classes) < 2:
-        raise CxrError(f"Data folder {data_dir} needs at least two class sub-folders (e.g. COVID/ and Normal/), "
-                       f"found {len(classes)}.")
+        raise CxrError(
+            f"Data folder {data_dir} needs at least two class sub-folders (e.g. COVID/ and Normal/), "
+            f"found {len(classes)}."
+        )
     return classes
 
 
@@ -96,8 +100,10 @@ def ingest(data_dir: str | Path, out_dir: str | Path, params: IngestParams) -> l
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     classes = list_class_folders(data_dir)
     if params.positive_class not in classes:
-        raise CxrError(f"Positive class '{params.positive_class}' (ingest.positive_class) is not a sub-folder of "
-                       f"{data_dir}; found {', '.join(classes)}.")
+        raise CxrError(
+            f"Positive class '{params.positive_class}' (ingest.positive_class) is not a sub-folder of "
+            f"{data_dir}; found {', '.join(classes)}."
+        )
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     records = [read_record(f, data_dir, label, out_dir) for label, files in classes.items() for f in files]
     assign_splits(records, params.split, params.seed)
@@ -122,8 +128,9 @@ def read_manifest(dataset_dir: str | Path):
     path = Path(dataset_dir) / MANIFEST
     if not path.is_file():
         raise CxrError(f"{path} is missing; run the ingest step first (cxr pipeline run, or dvc repro ingest).")
-    frame = pd.read_csv(path, dtype={"sha256": str, "dhash": str, "file": str, "error": str, "mode": str},
-                        keep_default_na=False)
+    frame = pd.read_csv(
+        path, dtype={"sha256": str, "dhash": str, "file": str, "error": str, "mode": str}, keep_default_na=False
+    )
     frame["decodes"] = frame["decodes"].astype(str).str.lower() == "true"
     return frame
 

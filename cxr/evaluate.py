@@ -83,8 +83,7 @@ def plot_confusion(table: dict, title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center",
-                color="white" if value > matrix.max() / 2 else "black")
+        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > matrix.max() / 2 else "black")
     ax.set_xticks([0, 1], table["labels"])
     ax.set_yticks([0, 1], table["labels"])
     ax.set_xlabel("predicted")
@@ -137,9 +136,17 @@ def evaluate_split(classifier, frame, dataset_dir, split: str, out_dir: Path) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_confusion(table, f"{split}: confusion matrix (positive = {positive})", out_dir / f"{split}_confusion.png")
     plot_roc(points, metrics["roc_auc"], f"{split}: ROC (positive = {positive})", out_dir / f"{split}_roc.png")
-    report = {"split": split, "positive_class": positive, "negative_class": negative, "metrics": metrics,
-              "confusion_matrix": table, "roc": points,
-              "predictions": [{"source": s, "label": lab, "probability": float(p)}
-                              for s, lab, p in zip(frame["source"], frame["label"], probability)]}
+    report = {
+        "split": split,
+        "positive_class": positive,
+        "negative_class": negative,
+        "metrics": metrics,
+        "confusion_matrix": table,
+        "roc": points,
+        "predictions": [
+            {"source": s, "label": lab, "probability": float(p)}
+            for s, lab, p in zip(frame["source"], frame["label"], probability, strict=True)
+        ],
+    }
     (out_dir / f"{split}_report.json").write_text(json.dumps(report, indent=2))
     return report

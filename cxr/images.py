@@ -65,8 +65,10 @@ def decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, str]:
     try:
         pixels = ds.pixel_array
     except Exception as exc:
-        raise CxrError(f"{name}: the DICOM pixel data cannot be decoded ({exc.__class__.__name__}); "
-                       "re-export it uncompressed or as PNG.") from exc
+        raise CxrError(
+            f"{name}: the DICOM pixel data cannot be decoded ({exc.__class__.__name__}); "
+            "re-export it uncompressed or as PNG."
+        ) from exc
     if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
         pixels = pixels[0]  # multi-frame: the first frame
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
@@ -95,7 +97,9 @@ def decode_raster(data: bytes, name: str) -> tuple[np.ndarray, str]:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise CxrError(f"{name} is too large to decode safely (decompression bomb); downscale it.") from exc
         except UnidentifiedImageError as exc:
-            raise CxrError(f"{name} is not a PNG, JPEG or DICOM image; upload a chest X-ray in one of those formats.") from exc
+            raise CxrError(
+                f"{name} is not a PNG, JPEG or DICOM image; upload a chest X-ray in one of those formats."
+            ) from exc
         except (OSError, SyntaxError, ValueError) as exc:
             raise CxrError(f"{name} is corrupt or truncated ({exc}); re-export the image and try again.") from exc
     mode = image.mode
@@ -119,7 +123,11 @@ def decode_image(data: bytes, name: str = "upload") -> tuple[np.ndarray, str]:
 
 def encode_png(array: np.ndarray) -> bytes:
     """8-bit array -> lossless PNG bytes (grayscale when all three channels agree)."""
-    if array.ndim == 3 and np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2]):
+    if (
+        array.ndim == 3
+        and np.array_equal(array[..., 0], array[..., 1])
+        and np.array_equal(array[..., 0], array[..., 2])
+    ):
         array = array[..., 0]
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")

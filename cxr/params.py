@@ -166,9 +166,7 @@ def from_dict(raw: dict, profile: str = "cpu") -> Params:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values or {}) - known
         if unknown:
-            raise CxrError(
-                f"Unknown key(s) {sorted(unknown)} in params section '{stage}'; known: {sorted(known)}."
-            )
+            raise CxrError(f"Unknown key(s) {sorted(unknown)} in params section '{stage}'; known: {sorted(known)}.")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in (values or {}).items()}
         sections[stage] = cls(**values)
     return Params(**sections, profile=profile)
@@ -190,9 +188,7 @@ def load_params(
     profiles = raw.get("profiles", {}) or {}
     if profile != "cpu":
         if profile not in profiles:
-            raise CxrError(
-                f"Profile '{profile}' is not in {path}; known: cpu, {', '.join(profiles) or '(none)'}."
-            )
+            raise CxrError(f"Profile '{profile}' is not in {path}; known: cpu, {', '.join(profiles) or '(none)'}.")
         raw = _deep_merge(raw, profiles[profile])
     for text in overrides:
         stage, key, value = _parse_override(text)

@@ -16,8 +16,10 @@ def load_classifier(model_uri: str):
     try:
         return load_pyfunc(model_uri)
     except (MlflowException, OSError) as exc:
-        raise CxrError(f"Model {model_uri} cannot be loaded ({str(exc).splitlines()[0][:200]}); check the URI "
-                       "(runs:/ID/model, models:/NAME@ALIAS, models:/NAME/N) and MLFLOW_TRACKING_URI.") from exc
+        raise CxrError(
+            f"Model {model_uri} cannot be loaded ({str(exc).splitlines()[0][:200]}); check the URI "
+            "(runs:/ID/model, models:/NAME@ALIAS, models:/NAME/N) and MLFLOW_TRACKING_URI."
+        ) from exc
 
 
 def predict_files(classifier, files: list[Path]) -> list[dict]:
@@ -35,8 +37,12 @@ def predict_files(classifier, files: list[Path]) -> list[dict]:
             results.append({"file": str(path)})
         except CxrError as exc:
             results.append({"file": str(path), "error": str(exc)})
-    for i, probability in zip(index, classifier.predict_arrays(arrays)):
-        results[i].update({"probability": round(float(probability), 6),
-                           "label": classifier.label_for(float(probability)),
-                           "threshold": float(classifier.config["threshold"])})
+    for i, probability in zip(index, classifier.predict_arrays(arrays), strict=True):
+        results[i].update(
+            {
+                "probability": round(float(probability), 6),
+                "label": classifier.label_for(float(probability)),
+                "threshold": float(classifier.config["threshold"]),
+            }
+        )
     return results

@@ -40,9 +40,13 @@ def decide_promotion(
 ) -> GateDecision:
     """The F1 gate. Pass when candidate F1 >= min_f1 and, if a champion exists, candidate F1 >=
     champion F1 (on the same validation split) + min_delta."""
-    figures = dict(candidate_f1=float(candidate_f1), min_f1=float(min_f1), min_delta=float(min_delta),
-                   champion_f1=None if champion_f1 is None else float(champion_f1),
-                   champion_version=champion_version)
+    figures = dict(
+        candidate_f1=float(candidate_f1),
+        min_f1=float(min_f1),
+        min_delta=float(min_delta),
+        champion_f1=None if champion_f1 is None else float(champion_f1),
+        champion_version=champion_version,
+    )
     if candidate_f1 != candidate_f1:  # NaN
         return GateDecision(False, "validation F1 is undefined (NaN)", **figures)
     if candidate_f1 < min_f1:

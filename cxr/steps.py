@@ -27,13 +27,15 @@ class RunContext:
 
 
 def _finite(metrics: dict) -> dict:
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 def ingest_step(ctx: RunContext, data_dir: str, dataset_dir: str, params: Params) -> dict:
     import mlflow
-
     from cxr.data import ingest
 
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "ingest"):
@@ -50,14 +52,14 @@ def ingest_step(ctx: RunContext, data_dir: str, dataset_dir: str, params: Params
 def validate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Params):
     """Run the suite, log its data docs; raise CxrError (naming files) when it fails."""
     import mlflow
-
     from cxr.data import read_manifest
     from cxr.validation import require_valid, validate_manifest
 
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "validate"):
         outcome = validate_manifest(read_manifest(dataset_dir), params.validate, report_dir)
-        mlflow.log_metrics({f"validation_{k}": float(v) for k, v in outcome.statistics.items()
-                            if isinstance(v, (int, float))})
+        mlflow.log_metrics(
+            {f"validation_{k}": float(v) for k, v in outcome.statistics.items() if isinstance(v, (int, float))}
+        )
         mlflow.set_tag("validation.success", str(outcome.success).lower())
         mlflow.log_artifacts(report_dir, artifact_path="validation")
         if not outcome.success:
@@ -69,7 +71,6 @@ def validate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Pa
 def augment_step(ctx: RunContext, dataset_dir: str, out_dir: str, params: Params) -> dict:
     """Record the augmentation the training step applies and a preview grid of it."""
     import mlflow
-
     from cxr.augment import augmentation_spec, write_preview
     from cxr.data import read_manifest
     from cxr.train import split_frame
@@ -80,8 +81,9 @@ def augment_step(ctx: RunContext, dataset_dir: str, out_dir: str, params: Params
         out.mkdir(parents=True, exist_ok=True)
         (out / "augmentation.json").write_text(json.dumps(spec, indent=2))
         frame = split_frame(read_manifest(dataset_dir), "train")
-        write_preview(frame, dataset_dir, params.augment, params.train.image_size, out / "preview.png",
-                      seed=params.train.seed)
+        write_preview(
+            frame, dataset_dir, params.augment, params.train.image_size, out / "preview.png", seed=params.train.seed
+        )
         mlflow.log_dict(spec, "augmentation.json")
         mlflow.log_artifact(str(out / "preview.png"))
     return spec
@@ -90,14 +92,14 @@ def augment_step(ctx: RunContext, dataset_dir: str, out_dir: str, params: Params
 def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params) -> str:
     """Train and log the MLflow model; returns its model URI."""
     import mlflow
-
     from cxr.pyfunc import log_model
     from cxr.train import train_model
 
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "train"):
         result = train_model(dataset_dir, params, model_dir)
-        mlflow.log_metrics({"best_epoch": result.best_epoch, "gpu": int(result.gpu),
-                            "mixed_precision": int(result.mixed_precision)})
+        mlflow.log_metrics(
+            {"best_epoch": result.best_epoch, "gpu": int(result.gpu), "mixed_precision": int(result.mixed_precision)}
+        )
         mlflow.set_tag("weights", params.train.weights)
         model_uri = log_model(model_dir).model_uri  # models:/m-<id>; runs:/<run>/model resolves to it too
     mlflow.MlflowClient().set_tag(ctx.parent_run_id, "model_uri", model_uri)
@@ -107,7 +109,6 @@ def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params
 def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: str, params: Params) -> dict:
     """Score val and test splits; log metrics (val_*, test_*) and plots; returns {split: report}."""
     import mlflow
-
     from cxr.data import read_manifest
     from cxr.evaluate import evaluate_split
     from cxr.pyfunc import XrayClassifier, read_config
@@ -129,8 +130,10 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
                 mlflow.log_artifact(str(out / f"{split}_{suffix}"), artifact_path="evaluation")
     summary = {f"{s}_{k}": v for s, r in reports.items() for k, v in _finite(r["metrics"]).items()}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-    mlflow.MlflowClient().log_batch(ctx.parent_run_id, metrics=[
-        mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in summary.items()])
+    mlflow.MlflowClient().log_batch(
+        ctx.parent_run_id,
+        metrics=[mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in summary.items()],
+    )
     return reports
 
 
@@ -149,21 +152,22 @@ def champion_f1_on(dataset_dir: str, params: Params) -> tuple[float | None, str 
     classifier = load_pyfunc(f"models:/{params.register.model_name}@{CHAMPION}")
     frame = split_frame(read_manifest(dataset_dir), "val")
     probability = predict_split(classifier, frame, dataset_dir)
-    metrics = compute_metrics(labels_of(frame, classifier.config["positive_class"]), probability,
-                              float(classifier.config["threshold"]))
+    metrics = compute_metrics(
+        labels_of(frame, classifier.config["positive_class"]), probability, float(classifier.config["threshold"])
+    )
     return metrics["f1"], str(champion.version)
 
 
 def gate_step(ctx: RunContext, dataset_dir: str, candidate_f1: float, params: Params):
     """Apply the F1 gate (against the champion re-scored on the same split); record it on the run."""
     import mlflow
-
     from cxr.registry import decide_promotion
 
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "gate"):
         champion_f1, champion_version = champion_f1_on(dataset_dir, params)
-        decision = decide_promotion(candidate_f1, params.gate.min_f1, params.gate.min_delta,
-                                    champion_f1, champion_version)
+        decision = decide_promotion(
+            candidate_f1, params.gate.min_f1, params.gate.min_delta, champion_f1, champion_version
+        )
         mlflow.log_dict(json.loads(decision.to_json()), "gate.json")
     client = mlflow.MlflowClient()
     client.set_tag(ctx.parent_run_id, "gate.passed", str(decision.passed).lower())
@@ -176,13 +180,17 @@ def gate_step(ctx: RunContext, dataset_dir: str, candidate_f1: float, params: Pa
 def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: Params, tags: dict) -> str:
     """Register the gated model as a new version with the challenger alias; returns the version."""
     import mlflow
-
     from cxr.registry import GateDecision, register_candidate
 
     decision = GateDecision.from_json(decision_json)
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "register"):
-        version = register_candidate(model_uri, params.register.model_name, params.register.alias,
-                                     {**tags, "run_id": ctx.parent_run_id, "profile": params.profile}, decision)
+        version = register_candidate(
+            model_uri,
+            params.register.model_name,
+            params.register.alias,
+            {**tags, "run_id": ctx.parent_run_id, "profile": params.profile},
+            decision,
+        )
         mlflow.set_tag("registered_version", version.version)
     client = mlflow.MlflowClient()
     client.set_tag(ctx.parent_run_id, "registered_version", version.version)
@@ -193,7 +201,6 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
 def reject_step(ctx: RunContext, decision_json: str) -> str:
     """The gate failed: register nothing, record why on the pipeline run, close it."""
     import mlflow
-
     from cxr.registry import GateDecision
 
     decision = GateDecision.from_json(decision_json)

@@ -22,8 +22,12 @@ def default_tracking_uri() -> str:
 
 def resolve_tracking_uri(params: Params | None = None, explicit: str = "") -> str:
     """Explicit argument > params mlflow.tracking_uri > $MLFLOW_TRACKING_URI > the local store under mlflow/."""
-    return (explicit or (params.mlflow.tracking_uri if params else "")
-            or os.environ.get("MLFLOW_TRACKING_URI", "") or default_tracking_uri())
+    return (
+        explicit
+        or (params.mlflow.tracking_uri if params else "")
+        or os.environ.get("MLFLOW_TRACKING_URI", "")
+        or default_tracking_uri()
+    )
 
 
 def is_local(uri: str) -> bool:
@@ -48,8 +52,10 @@ def configure(tracking_uri: str, experiment: str) -> str:
             location = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
         return mlflow.create_experiment(experiment, artifact_location=location)
     except Exception as exc:
-        raise CxrError(f"The MLflow tracking server at {tracking_uri} cannot be reached ({exc.__class__.__name__}); "
-                       "start it (make ui / mlflow/server.sh) or set MLFLOW_TRACKING_URI.") from exc
+        raise CxrError(
+            f"The MLflow tracking server at {tracking_uri} cannot be reached ({exc.__class__.__name__}); "
+            "start it (make ui / mlflow/server.sh) or set MLFLOW_TRACKING_URI."
+        ) from exc
 
 
 def data_version(dvc_file: Path = PROJECT_ROOT / "data.dvc") -> str:
@@ -64,14 +70,16 @@ def data_version(dvc_file: Path = PROJECT_ROOT / "data.dvc") -> str:
 
 def git_commit(root: Path = PROJECT_ROOT) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     if out.returncode != 0:
         return "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True, timeout=10).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+    ).stdout.strip()
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
@@ -81,13 +89,16 @@ def start_pipeline_run(params: Params, tracking_uri: str, run_name: str, tags: d
 
     experiment_id = configure(tracking_uri, params.mlflow.experiment)
     client = mlflow.MlflowClient()
-    run = client.create_run(experiment_id, run_name=run_name or None,
-                            tags={"profile": params.profile, **{k: str(v) for k, v in tags.items()}})
+    run = client.create_run(
+        experiment_id,
+        run_name=run_name or None,
+        tags={"profile": params.profile, **{k: str(v) for k, v in tags.items()}},
+    )
     run_id = run.info.run_id
     flat = {k: str(v)[:6000] for k, v in params.flat().items()}
     items = list(flat.items())
     for start in range(0, len(items), 100):
-        mlflow_params = [mlflow.entities.Param(k, v) for k, v in items[start:start + 100]]
+        mlflow_params = [mlflow.entities.Param(k, v) for k, v in items[start : start + 100]]
         client.log_batch(run_id, params=mlflow_params)
     return run_id
 
@@ -105,8 +116,9 @@ def step_run(tracking_uri: str, parent_run_id: str, step: str):
     client = mlflow.MlflowClient()
     parent = client.get_run(parent_run_id)
     try:
-        with mlflow.start_run(run_name=step, experiment_id=parent.info.experiment_id,
-                              parent_run_id=parent_run_id, tags={"step": step}) as run:
+        with mlflow.start_run(
+            run_name=step, experiment_id=parent.info.experiment_id, parent_run_id=parent_run_id, tags={"step": step}
+        ) as run:
             yield run
     except BaseException as exc:
         with contextlib.suppress(Exception):

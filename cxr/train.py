@@ -45,6 +45,7 @@ class MlflowEpochLogger:
     @staticmethod
     def create():
         import keras
+
         import mlflow
 
         class _Logger(keras.callbacks.Callback):
@@ -59,7 +60,9 @@ def split_frame(frame, split: str):
     return frame[(frame["split"] == split) & frame["decodes"]].reset_index(drop=True)
 
 
-def train_model(dataset_dir: str | Path, params: Params, out_dir: str | Path, log_to_mlflow: bool = True) -> TrainResult:
+def train_model(
+    dataset_dir: str | Path, params: Params, out_dir: str | Path, log_to_mlflow: bool = True
+) -> TrainResult:
     """Fit, checkpoint the best epoch by val_loss, write model.keras + config.json into out_dir."""
     import keras
 
@@ -70,11 +73,19 @@ def train_model(dataset_dir: str | Path, params: Params, out_dir: str | Path, lo
     negative, positive = class_names(frame, params.ingest.positive_class)
     train_frame, val_frame = split_frame(frame, "train"), split_frame(frame, "val")
     if train_frame.empty or val_frame.empty:
-        raise CxrError(f"The train and val splits of {dataset_dir} must both hold images; "
-                       "add images or change ingest.split.")
-    train_ds = make_dataset(train_frame, dataset_dir, positive, tp.image_size, tp.batch_size,
-                            augmenter=build_augmenter(params.augment, seed=tp.seed),
-                            shuffle_buffer=params.augment.shuffle_buffer, seed=tp.seed)
+        raise CxrError(
+            f"The train and val splits of {dataset_dir} must both hold images; add images or change ingest.split."
+        )
+    train_ds = make_dataset(
+        train_frame,
+        dataset_dir,
+        positive,
+        tp.image_size,
+        tp.batch_size,
+        augmenter=build_augmenter(params.augment, seed=tp.seed),
+        shuffle_buffer=params.augment.shuffle_buffer,
+        seed=tp.seed,
+    )
     val_ds = make_dataset(val_frame, dataset_dir, positive, tp.image_size, tp.batch_size)
 
     model = build_model(tp)
@@ -104,5 +115,4 @@ def train_model(dataset_dir: str | Path, params: Params, out_dir: str | Path, lo
         "profile": params.profile,
     }
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    return TrainResult(out_dir, best_epoch, {k: [float(x) for x in v] for k, v in history.history.items()},
-                       gpu, mixed)
+    return TrainResult(out_dir, best_epoch, {k: [float(x) for x in v] for k, v in history.history.items()}, gpu, mixed)

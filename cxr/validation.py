@@ -42,15 +42,16 @@ def add_derived_columns(frame):
 def build_expectations(params: ValidateParams) -> list:
     import great_expectations.expectations as gxe
 
-    decodable = {"row_condition": 'decodes==True', "condition_parser": "pandas"}
+    decodable = {"row_condition": "decodes==True", "condition_parser": "pandas"}
     return [
         gxe.ExpectColumnValuesToBeInSet(column="decodes", value_set=[True]),
         gxe.ExpectColumnValuesToBeBetween(column="width", min_value=params.min_width, **decodable),
         gxe.ExpectColumnValuesToBeBetween(column="height", min_value=params.min_height, **decodable),
         gxe.ExpectColumnValuesToBeInSet(column="mode", value_set=list(params.allowed_modes), **decodable),
         gxe.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=list(params.expected_classes)),
-        gxe.ExpectColumnValuesToBeBetween(column="class_share", min_value=params.min_class_share,
-                                          max_value=params.max_class_share),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="class_share", min_value=params.min_class_share, max_value=params.max_class_share
+        ),
         gxe.ExpectColumnValuesToBeBetween(column="splits_per_content", min_value=1, max_value=1),
         gxe.ExpectColumnValuesToNotBeNull(column="split"),
     ]
@@ -73,15 +74,21 @@ def _describe_failure(result, frame) -> str:
         return f"{len(errors)} file(s) do not decode: " + " ".join(errors[:MAX_NAMED])
     if column == "label":
         observed = sorted(set(frame["label"]))
-        return (f"the classes are {observed} but validate.expected_classes is {list(kwargs['value_set'])}; "
-                "fix the data folders or the params.")
+        return (
+            f"the classes are {observed} but validate.expected_classes is {list(kwargs['value_set'])}; "
+            "fix the data folders or the params."
+        )
     if column == "class_share":
         shares = frame.groupby("label")["class_share"].first().round(3).to_dict()
-        return (f"class shares {shares} fall outside [{kwargs['min_value']}, {kwargs['max_value']}] "
-                "(validate.min_class_share/max_class_share); rebalance the data or the bounds.")
+        return (
+            f"class shares {shares} fall outside [{kwargs['min_value']}, {kwargs['max_value']}] "
+            "(validate.min_class_share/max_class_share); rebalance the data or the bounds."
+        )
     if column == "splits_per_content":
-        return (f"identical files appear in more than one split (leakage): {', '.join(sources[:MAX_NAMED])}; "
-                "remove the duplicates.")
+        return (
+            f"identical files appear in more than one split (leakage): {', '.join(sources[:MAX_NAMED])}; "
+            "remove the duplicates."
+        )
     what = {
         "width": f"are narrower than {kwargs.get('min_value')} px (validate.min_width)",
         "height": f"are shorter than {kwargs.get('min_value')} px (validate.min_height)",
@@ -109,13 +116,16 @@ def validate_manifest(frame, params: ValidateParams, report_dir: str | Path | No
         for expectation in build_expectations(params):
             suite.add_expectation(expectation)
         definition = context.validation_definitions.add(
-            gx.ValidationDefinition(data=batch_definition, suite=suite, name="manifest-validation"))
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name="manifest-checkpoint",
-            validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data-docs")],
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["source"]},
-        ))
+            gx.ValidationDefinition(data=batch_definition, suite=suite, name="manifest-validation")
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name="manifest-checkpoint",
+                validation_definitions=[definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data-docs")],
+                result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["source"]},
+            )
+        )
         result = checkpoint.run(batch_parameters={"dataframe": frame})
         validation = next(iter(result.run_results.values()))
         if report_dir is not None:

@@ -27,11 +27,12 @@ class PipelineOutcome:
 
 
 def new_run_name() -> str:
-    return f"pipeline-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    return f"pipeline-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
-def run_local(params: Params, data_dir: str | Path, tracking_uri: str, run_name: str = "",
-              pipeline_root: str | Path = LOCAL_ROOT) -> PipelineOutcome:
+def run_local(
+    params: Params, data_dir: str | Path, tracking_uri: str, run_name: str = "", pipeline_root: str | Path = LOCAL_ROOT
+) -> PipelineOutcome:
     """Run every step locally; return what the MLflow run recorded (metrics, gate, version)."""
     from kfp import local
 
@@ -39,15 +40,22 @@ def run_local(params: Params, data_dir: str | Path, tracking_uri: str, run_name:
 
     data_dir = Path(data_dir).resolve()
     if not data_dir.is_dir():
-        raise CxrError(f"Data folder {data_dir} does not exist; pass --data with a folder of class sub-folders "
-                       "(or run `dvc pull` to fetch the bundled sample).")
+        raise CxrError(
+            f"Data folder {data_dir} does not exist; pass --data with a folder of class sub-folders "
+            "(or run `dvc pull` to fetch the bundled sample)."
+        )
     run_name = run_name or new_run_name()
     tracking.configure(tracking_uri, params.mlflow.experiment)
     Path(pipeline_root).mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-               raise_on_error=False)
-    training_pipeline(data_dir=str(data_dir), params_json=params.to_json(), tracking_uri=tracking_uri,
-                      run_name=run_name, data_version=tracking.data_version(), git_commit=tracking.git_commit())
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False)
+    training_pipeline(
+        data_dir=str(data_dir),
+        params_json=params.to_json(),
+        tracking_uri=tracking_uri,
+        run_name=run_name,
+        data_version=tracking.data_version(),
+        git_commit=tracking.git_commit(),
+    )
     return read_outcome(tracking_uri, params.mlflow.experiment, run_name)
 
 
@@ -55,11 +63,14 @@ def read_outcome(tracking_uri: str, experiment: str, run_name: str) -> PipelineO
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    runs = mlflow.search_runs(experiment_names=[experiment], filter_string=f"attributes.run_name = '{run_name}'",
-                              output_format="list")
+    runs = mlflow.search_runs(
+        experiment_names=[experiment], filter_string=f"attributes.run_name = '{run_name}'", output_format="list"
+    )
     if not runs:
-        raise CxrError(f"The pipeline run '{run_name}' left no MLflow run in {tracking_uri}; "
-                       "see the step logs above for the failure.")
+        raise CxrError(
+            f"The pipeline run '{run_name}' left no MLflow run in {tracking_uri}; "
+            "see the step logs above for the failure."
+        )
     run = runs[0]
     tags = run.data.tags
     gate = tags.get("gate.passed")

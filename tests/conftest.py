@@ -20,7 +20,9 @@ def synthetic_xray(seed: int, size: int = 64, bright: bool = False) -> np.ndarra
     """A grey image with two dark 'lungs'; `bright` adds hazy opacity (a learnable difference)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
-    image = 180 - 80 * (np.exp(-((xx - 0.3) ** 2 + (yy - 0.5) ** 2) / 0.03) + np.exp(-((xx - 0.7) ** 2 + (yy - 0.5) ** 2) / 0.03))
+    image = 180 - 80 * (
+        np.exp(-((xx - 0.3) ** 2 + (yy - 0.5) ** 2) / 0.03) + np.exp(-((xx - 0.7) ** 2 + (yy - 0.5) ** 2) / 0.03)
+    )
     if bright:
         image += 60 * np.exp(-((xx - 0.3) ** 2 + (yy - 0.6) ** 2) / 0.02)
     image += rng.normal(0, 8, image.shape)
@@ -32,7 +34,9 @@ def make_dataset(root: Path, per_class: int = 6, size: int = 64, classes=("COVID
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            Image.fromarray(synthetic_xray(1000 * c + i, size, bright=(name == "COVID"))).save(folder / f"{name}-{i}.png")
+            Image.fromarray(synthetic_xray(1000 * c + i, size, bright=(name == "COVID"))).save(
+                folder / f"{name}-{i}.png"
+            )
     return root
 
 
@@ -54,8 +58,13 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
 
 
 TINY = [
-    "train.image_size=32", "train.epochs=1", "train.batch_size=4", "train.weights=none",
-    "gate.min_f1=0.0", "augment.preview_images=2", "evaluate.bootstrap_samples=50",
+    "train.image_size=32",
+    "train.epochs=1",
+    "train.batch_size=4",
+    "train.weights=none",
+    "gate.min_f1=0.0",
+    "augment.preview_images=2",
+    "evaluate.bootstrap_samples=50",
 ]
 
 

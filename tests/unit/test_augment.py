@@ -11,7 +11,7 @@ def _frame(tiny_data, tmp_path):
 
 
 def _batches(ds):
-    xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in ds])
+    xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in ds], strict=True)
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -28,8 +28,9 @@ def test_eval_pipeline_is_deterministic_unaugmented_and_in_order(tiny_data, tmp_
 def test_training_pipeline_shuffles_each_epoch_and_augments(tiny_data, tmp_path):
     frame, ds_dir = _frame(tiny_data, tmp_path)
     plain = _batches(make_dataset(frame, ds_dir, "COVID", 32, 4))[0]
-    ds = make_dataset(frame, ds_dir, "COVID", 32, 4, augmenter=build_augmenter(AugmentParams(), seed=1),
-                      shuffle_buffer=64, seed=1)
+    ds = make_dataset(
+        frame, ds_dir, "COVID", 32, 4, augmenter=build_augmenter(AugmentParams(), seed=1), shuffle_buffer=64, seed=1
+    )
     xa, ya = _batches(ds)
     xb, yb = _batches(ds)
     assert xa.shape == plain.shape

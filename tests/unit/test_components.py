@@ -3,10 +3,10 @@
 
 import json
 
-import mlflow
 import pytest
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model
 
+import mlflow
 from components import steps as c
 from cxr.errors import CxrError
 from cxr.registry import CHAMPION
@@ -20,9 +20,15 @@ def art(cls, tmp_path, name):
 @pytest.fixture
 def ingested(tiny_data, tmp_path, tracking_uri, tiny_params):
     dataset = art(Dataset, tmp_path, "dataset")
-    run_id = c.ingest.python_func(data_dir=str(tiny_data), params_json=tiny_params.to_json(),
-                                  tracking_uri=tracking_uri, run_name="unit", data_version="abc123",
-                                  git_commit="deadbeef", dataset=dataset)
+    run_id = c.ingest.python_func(
+        data_dir=str(tiny_data),
+        params_json=tiny_params.to_json(),
+        tracking_uri=tracking_uri,
+        run_name="unit",
+        data_version="abc123",
+        git_commit="deadbeef",
+        dataset=dataset,
+    )
     return dataset, run_id
 
 
@@ -38,12 +44,22 @@ def test_ingest_opens_the_pipeline_run_with_comparison_tags(ingested, tracking_u
 def test_validate_writes_html_and_fails_on_bad_data(ingested, tmp_path, tracking_uri, tiny_params):
     dataset, run_id = ingested
     report = art(HTML, tmp_path, "report.html")
-    assert c.validate.python_func(dataset=dataset, params_json=tiny_params.to_json(), tracking_uri=tracking_uri,
-                                  parent_run_id=run_id, report=report)
+    assert c.validate.python_func(
+        dataset=dataset,
+        params_json=tiny_params.to_json(),
+        tracking_uri=tracking_uri,
+        parent_run_id=run_id,
+        report=report,
+    )
     assert "<html" in open(report.path).read().lower()
     with pytest.raises(CxrError, match="narrower than 100"):
-        c.validate.python_func(dataset=dataset, params_json=tiny("validate.min_width=100").to_json(), tracking_uri=tracking_uri,
-                               parent_run_id=run_id, report=art(HTML, tmp_path, "report2.html"))
+        c.validate.python_func(
+            dataset=dataset,
+            params_json=tiny("validate.min_width=100").to_json(),
+            tracking_uri=tracking_uri,
+            parent_run_id=run_id,
+            report=art(HTML, tmp_path, "report2.html"),
+        )
     assert mlflow.get_run(run_id).data.tags["failed_step"] == "validate"
 
 
@@ -59,10 +75,20 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
     model_uri = c.train.python_func(dataset=dataset, augmentation=augmentation, model=model, **common)
     assert model_uri.startswith("models:/m-") and model.metadata["image_size"] == 32
 
-    metrics, val_cm, test_cm = art(Metrics, tmp_path, "m"), art(ClassificationMetrics, tmp_path, "v"), \
-        art(ClassificationMetrics, tmp_path, "t")
-    f1 = c.evaluate.python_func(dataset=dataset, model=model, metrics=metrics, val_classification=val_cm,
-                                test_classification=test_cm, report=art(Dataset, tmp_path, "report"), **common)
+    metrics, val_cm, test_cm = (
+        art(Metrics, tmp_path, "m"),
+        art(ClassificationMetrics, tmp_path, "v"),
+        art(ClassificationMetrics, tmp_path, "t"),
+    )
+    f1 = c.evaluate.python_func(
+        dataset=dataset,
+        model=model,
+        metrics=metrics,
+        val_classification=val_cm,
+        test_classification=test_cm,
+        report=art(Dataset, tmp_path, "report"),
+        **common,
+    )
     assert 0.0 <= f1 <= 1.0
     assert metrics.metadata["val_f1"] == pytest.approx(f1)
     assert val_cm.metadata["confusionMatrix"]["annotationSpecs"][0]["displayName"] == "COVID"
@@ -71,8 +97,9 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
 
     passed, decision = c.gate.python_func(dataset=dataset, candidate_f1=f1, **common)
     assert passed  # tiny_params: gate.min_f1 = 0
-    version = c.register.python_func(model_uri=model_uri, decision=decision, data_version="abc123",
-                                     git_commit="deadbeef", **common)
+    version = c.register.python_func(
+        model_uri=model_uri, decision=decision, data_version="abc123", git_commit="deadbeef", **common
+    )
     mv = mlflow.MlflowClient().get_model_version_by_alias("covid-xray-vgg16", "challenger")
     assert str(mv.version) == version and mv.tags["data_version"] == "abc123" and mv.tags["run_id"] == run_id
     assert mv.tags["gate.passed"] == "true"

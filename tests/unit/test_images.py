@@ -24,7 +24,7 @@ def test_8bit_grayscale_png_becomes_rgb_with_same_values():
 
 
 def test_16bit_grayscale_is_stretched_to_8bit():
-    gray16 = (synthetic_xray(2, 40).astype(np.uint16) * 200)
+    gray16 = synthetic_xray(2, 40).astype(np.uint16) * 200
     image = Image.fromarray(gray16.astype(np.int32)).convert("I;16")
     buf = io.BytesIO()
     image.save(buf, format="PNG")
@@ -55,10 +55,13 @@ def test_real_dicom_is_windowed_and_monochrome1_inverted():
     assert array[..., 0][high].mean() < array[..., 0][low].mean()
 
 
-@pytest.mark.parametrize("data, expected", [
-    (b"", "is empty"),
-    (b"this is not an image at all", "not a PNG, JPEG or DICOM"),
-])
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"", "is empty"),
+        (b"this is not an image at all", "not a PNG, JPEG or DICOM"),
+    ],
+)
 def test_bad_bytes_get_one_sentence(data, expected):
     with pytest.raises(CxrError, match=expected):
         decode_image(data, "upload.png")
