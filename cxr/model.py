@@ -89,19 +89,6 @@ def build_base(image_size: int, weights: str, weights_path: str = ""):
     return base
 
 
-def caffe_input_layer():
-    """[0, 1] RGB -> the input VGG16's pretrained weights expect (0-255 BGR minus the ImageNet mean)."""
-    import keras
-
-    @keras.saving.register_keras_serializable(package="cxr")
-    class CaffeInput(keras.layers.Layer):
-        def call(self, x):
-            x = keras.ops.flip(x, axis=-1) * 255.0
-            return x - keras.ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
-
-    return CaffeInput(name="caffe_input")
-
-
 def build_model(params: TrainParams):
     """VGG16 base -> Flatten -> Dense 1024 ReLU -> Dense 512 ReLU -> Dense 1 sigmoid (the paper's head).
 
@@ -111,10 +98,12 @@ def build_model(params: TrainParams):
     """
     import keras
 
+    from cxr.layers import CaffeInput
+
     base = build_base(params.image_size, params.weights, params.weights_path)
     base.trainable = not params.freeze_base
     inputs = keras.Input((params.image_size, params.image_size, 3), name="image")
-    x = caffe_input_layer()(inputs) if params.base_input == "caffe" else inputs
+    x = CaffeInput(name="caffe_input")(inputs) if params.base_input == "caffe" else inputs
     x = base(x, training=False)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(1024, activation="relu", name="fc1024")(x)

@@ -51,8 +51,8 @@ class AugmentParams:
 class TrainParams:
     image_size: int = 128
     batch_size: int = 8
-    epochs: int = 6
-    learning_rate: float = 0.01
+    epochs: int = 10
+    learning_rate: float = 0.0001
     momentum: float = 0.0
     clipnorm: float = 0.0
     weights: str = "hed"

@@ -29,6 +29,8 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
     def load(self, keras_path: Path, config: dict):
         import keras
 
+        import cxr.layers  # noqa: F401 (registers the custom layers before loading)
+
         self.keras_model = keras.models.load_model(keras_path, compile=False)
         self.config = config
         size = int(config["image_size"])

@@ -114,11 +114,11 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
     from cxr.pyfunc import XrayClassifier, read_config
     from cxr.train import split_frame
 
-    classifier = XrayClassifier().load(Path(model_dir) / "model.keras", read_config(model_dir))
-    frame = read_manifest(dataset_dir)
     out = Path(out_dir)
     reports = {}
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "evaluate"):
+        classifier = XrayClassifier().load(Path(model_dir) / "model.keras", read_config(model_dir))
+        frame = read_manifest(dataset_dir)
         for split in ("val", "test"):
             part = split_frame(frame, split)
             if part.empty:

@@ -66,6 +66,8 @@ def train_model(
     """Fit, checkpoint the best epoch by val_loss, write model.keras + config.json into out_dir."""
     import keras
 
+    import cxr.layers  # noqa: F401 (registers the custom layers for reloading the checkpoint)
+
     tp = params.train
     keras.utils.set_random_seed(tp.seed)
     gpu, mixed = configure_devices(tp.mixed_precision)
