@@ -1,0 +1,120 @@
+"""The whole pipeline through kfp's local runner and the `cxr` command, on the real 40-image sample."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from cxr.tracking import data_version
+from tests.conftest import PROJECT, SAMPLE
+
+pytestmark = pytest.mark.slow
+CXR = str(Path(sys.executable).parent / "cxr")
+FAST = ["--set", "train.image_size=64", "--set", "train.epochs=1"]
+
+
+def cxr(*args, uri: str, check=True):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    out = subprocess.run([CXR, *args], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def passed_run(store):
+    out = cxr("pipeline", "run", *FAST, "--set", "gate.min_f1=0.0", "--run-name", "it-pass", uri=store)
+    return out
+
+
+def _parent(store, name):
+    mlflow.set_tracking_uri(store)
+    (run,) = mlflow.search_runs(experiment_names=["covid-xray"], filter_string=f"attributes.run_name = '{name}'",
+                                output_format="list")
+    return run
+
+
+def test_passing_gate_registers_a_challenger_with_lineage_tags(passed_run, store):
+    assert "gate: PASSED" in passed_run.stdout
+    run = _parent(store, "it-pass")
+    assert run.info.status == "FINISHED"
+    for key in ("val_f1", "val_accuracy", "val_bce", "val_roc_auc", "val_specificity", "test_f1"):
+        assert key in run.data.metrics
+    assert run.data.params["train.image_size"] == "64" and run.data.tags["profile"] == "cpu"
+    children = mlflow.search_runs(experiment_names=["covid-xray"], output_format="list",
+                                  filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert {c.data.tags["step"] for c in children} == {"ingest", "validate", "augment", "train", "evaluate", "gate",
+                                                        "register"}
+    train = next(c for c in children if c.data.tags["step"] == "train")
+    assert "loss" in train.data.metrics and "val_loss" in train.data.metrics
+    mv = mlflow.MlflowClient().get_model_version_by_alias("covid-xray-vgg16", "challenger")
+    assert mv.tags["data_version"] == data_version() and mv.tags["run_id"] == run.info.run_id
+    assert mv.tags["gate.passed"] == "true" and float(mv.tags["gate.candidate_f1"]) == pytest.approx(
+        run.data.metrics["val_f1"], abs=1e-6)
+    assert run.data.tags["registered_version"] == str(mv.version)
+
+
+def test_predict_on_images_the_pipeline_never_trained_on(passed_run, store):
+    run = _parent(store, "it-pass")
+    report = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=next(c.info.run_id for c in mlflow.search_runs(
+            experiment_names=["covid-xray"], output_format="list",
+            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.step = 'evaluate'")),
+        artifact_path="evaluation/test_report.json")).read_text())
+    files = [str(SAMPLE / p["source"]) for p in report["predictions"]]
+    for uri in ("models:/covid-xray-vgg16@challenger", "models:/covid-xray-vgg16/1", run.data.tags["model_uri"]):
+        out = cxr("predict", "--model", uri, *files, uri=store)
+        rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+        assert [r["file"] for r in rows] == files
+        for row, expected in zip(rows, report["predictions"], strict=True):
+            assert 0.0 <= row["probability"] <= 1.0 and row["label"] in {"COVID", "Normal"}
+            assert row["probability"] == pytest.approx(expected["probability"], abs=1e-4)
+
+
+def test_failing_gate_registers_nothing_and_says_why(passed_run, store):
+    out = cxr("pipeline", "run", *FAST, "--set", "gate.min_f1=1.01", "--run-name", "it-fail", uri=store)
+    assert "gate: FAILED" in out.stdout and "< gate.min_f1 1.0100" in out.stdout
+    run = _parent(store, "it-fail")
+    assert run.data.tags["gate.passed"] == "false" and run.data.tags["registered_version"] == "none"
+    assert len(mlflow.MlflowClient().search_model_versions("name='covid-xray-vgg16'")) == 1
+
+
+def test_a_corrupt_image_stops_the_pipeline_before_training(tmp_path, store):
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data)
+    (data / "Normal" / "Normal-1.png").write_bytes((SAMPLE / "Normal" / "Normal-1.png").read_bytes()[:500])
+    out = cxr("pipeline", "run", *FAST, "--data", str(data), "--run-name", "it-corrupt", uri=store, check=False)
+    assert out.returncode != 0
+    assert "Normal/Normal-1.png is corrupt or truncated" in out.stderr
+    run = _parent(store, "it-corrupt")
+    assert run.info.status == "FAILED" and run.data.tags["failed_step"] == "validate"
+
+
+def test_wrong_data_path_is_one_sentence(store, tmp_path):
+    out = cxr("pipeline", "run", "--data", str(tmp_path / "nope"), uri=store, check=False)
+    assert out.returncode == 2 and "does not exist; pass --data" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_compile_writes_a_package_whose_training_task_asks_for_a_gpu(tmp_path, store):
+    path = tmp_path / "pipeline.yaml"
+    cxr("pipeline", "compile", "--output", str(path), "--image-registry", "registry.example.com/cxr",
+        "--image-tag", "1.2.3", uri=store)
+    spec = yaml.safe_load(path.read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    train = executors["exec-train"]["container"]
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
+    assert train["image"] == "registry.example.com/cxr/cxr-python-train-gpu:1.2.3"
+    assert executors["exec-ingest"]["container"]["image"] == "registry.example.com/cxr/cxr-python-components:1.2.3"
+    assert "condition" in json.dumps(spec["root"]["dag"])
