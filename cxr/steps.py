@@ -36,6 +36,7 @@ def _finite(metrics: dict) -> dict:
 
 def ingest_step(ctx: RunContext, data_dir: str, dataset_dir: str, params: Params) -> dict:
     import mlflow
+
     from cxr.data import ingest
 
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "ingest"):
@@ -52,6 +53,7 @@ def ingest_step(ctx: RunContext, data_dir: str, dataset_dir: str, params: Params
 def validate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Params):
     """Run the suite, log its data docs; raise CxrError (naming files) when it fails."""
     import mlflow
+
     from cxr.data import read_manifest
     from cxr.validation import require_valid, validate_manifest
 
@@ -71,6 +73,7 @@ def validate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Pa
 def augment_step(ctx: RunContext, dataset_dir: str, out_dir: str, params: Params) -> dict:
     """Record the augmentation the training step applies and a preview grid of it."""
     import mlflow
+
     from cxr.augment import augmentation_spec, write_preview
     from cxr.data import read_manifest
     from cxr.train import split_frame
@@ -92,6 +95,7 @@ def augment_step(ctx: RunContext, dataset_dir: str, out_dir: str, params: Params
 def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params) -> str:
     """Train and log the MLflow model; returns its model URI."""
     import mlflow
+
     from cxr.pyfunc import log_model
     from cxr.train import train_model
 
@@ -109,6 +113,7 @@ def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params
 def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: str, params: Params) -> dict:
     """Score val and test splits; log metrics (val_*, test_*) and plots; returns {split: report}."""
     import mlflow
+
     from cxr.data import read_manifest
     from cxr.evaluate import evaluate_split
     from cxr.pyfunc import XrayClassifier, read_config
@@ -161,6 +166,7 @@ def champion_f1_on(dataset_dir: str, params: Params) -> tuple[float | None, str 
 def gate_step(ctx: RunContext, dataset_dir: str, candidate_f1: float, params: Params):
     """Apply the F1 gate (against the champion re-scored on the same split); record it on the run."""
     import mlflow
+
     from cxr.registry import decide_promotion
 
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "gate"):
@@ -180,6 +186,7 @@ def gate_step(ctx: RunContext, dataset_dir: str, candidate_f1: float, params: Pa
 def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: Params, tags: dict) -> str:
     """Register the gated model as a new version with the challenger alias; returns the version."""
     import mlflow
+
     from cxr.registry import GateDecision, register_candidate
 
     decision = GateDecision.from_json(decision_json)
@@ -201,6 +208,7 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
 def reject_step(ctx: RunContext, decision_json: str) -> str:
     """The gate failed: register nothing, record why on the pipeline run, close it."""
     import mlflow
+
     from cxr.registry import GateDecision
 
     decision = GateDecision.from_json(decision_json)

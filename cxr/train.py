@@ -45,7 +45,6 @@ class MlflowEpochLogger:
     @staticmethod
     def create():
         import keras
-
         import mlflow
 
         class _Logger(keras.callbacks.Callback):

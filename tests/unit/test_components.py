@@ -3,10 +3,10 @@
 
 import json
 
+import mlflow
 import pytest
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model
 
-import mlflow
 from components import steps as c
 from cxr.errors import CxrError
 from cxr.registry import CHAMPION
