@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GIT_PYTHON_REFRESH ?= quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data run test test-fast lint format ui compile clean
+.PHONY: help setup data run test test-fast lint format ui compile repro clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ ui: setup ## MLflow UI on the local store (http://127.0.0.1:5000)
 
 compile: setup ## Compile the Kubeflow Pipelines package to build/covid_xray_pipeline.yaml
 	$(BIN)/cxr pipeline compile --output build/covid_xray_pipeline.yaml $(ARGS)
+
+repro: data ## Run the DVC stages (dvc.yaml) and show the metrics
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+	$(BIN)/dvc metrics show
 
 clean: ## Remove local run outputs (keeps .venv and the MLflow store)
 	rm -rf .kfp build artifacts

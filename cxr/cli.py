@@ -133,6 +133,32 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command("serve")
+def serve(
+    model: str = typer.Option(
+        "",
+        "--model",
+        help="MLflow model URI (default: models:/covid-xray-vgg16@champion, else @challenger with a warning).",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port"),
+    params_file: Path | None = ParamsOpt,
+    tracking_uri: str = typer.Option("", "--tracking-uri", help="MLflow store holding the model."),
+) -> None:
+    """Start the web app: upload page at /, JSON API at /api/predict, /healthz, /readyz, /openapi.json."""
+    from cxr import tracking
+    from cxr.serving.app import serve as run_server
+
+    params = _load(params_file, "cpu", ())
+    uri = tracking.resolve_tracking_uri(params, tracking_uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    logging.getLogger("cxr").setLevel(logging.WARNING)
+    run_server(model, host, port, params.serve.max_upload_mb)
+
+
 ARTIFACTS = Path("artifacts")
 
 

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cxr.errors import CxrError
+from cxr.errors import CxrError, EmptyInput, InputTooLarge, UnsupportedFormat
 
 # Refuse images over ~90 MP (decompression bombs); PIL warns at half of this, we refuse at it.
 MAX_PIXELS = 90_000_000
@@ -61,7 +61,7 @@ def decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, str]:
         raise CxrError(f"{name} is a DICOM file without pixel data; upload a DICOM image (e.g. a CR/DX radiograph).")
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     if rows * cols > MAX_PIXELS:
-        raise CxrError(f"{name} is {cols}x{rows} pixels, over the {MAX_PIXELS:,}-pixel limit; downscale it.")
+        raise InputTooLarge(f"{name} is {cols}x{rows} pixels, over the {MAX_PIXELS:,}-pixel limit; downscale it.")
     try:
         pixels = ds.pixel_array
     except Exception as exc:
@@ -90,14 +90,16 @@ def decode_raster(data: bytes, name: str) -> tuple[np.ndarray, str]:
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > MAX_PIXELS:
-                raise CxrError(f"{name} is {width}x{height} pixels, over the {MAX_PIXELS:,}-pixel limit; downscale it.")
+                raise InputTooLarge(
+                    f"{name} is {width}x{height} pixels, over the {MAX_PIXELS:,}-pixel limit; downscale it."
+                )
             image.load()
         except CxrError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise CxrError(f"{name} is too large to decode safely (decompression bomb); downscale it.") from exc
+            raise InputTooLarge(f"{name} is too large to decode safely (decompression bomb); downscale it.") from exc
         except UnidentifiedImageError as exc:
-            raise CxrError(
+            raise UnsupportedFormat(
                 f"{name} is not a PNG, JPEG or DICOM image; upload a chest X-ray in one of those formats."
             ) from exc
         except (OSError, SyntaxError, ValueError) as exc:
@@ -115,7 +117,7 @@ def decode_raster(data: bytes, name: str) -> tuple[np.ndarray, str]:
 def decode_image(data: bytes, name: str = "upload") -> tuple[np.ndarray, str]:
     """Any supported X-ray file's bytes -> (H x W x 3 uint8 array, original mode). Raises CxrError."""
     if not data:
-        raise CxrError(f"{name} is empty; choose a PNG, JPEG or DICOM chest X-ray.")
+        raise EmptyInput(f"{name} is empty; choose a PNG, JPEG or DICOM chest X-ray.")
     if is_dicom(data, name):
         return decode_dicom(data, name)
     return decode_raster(data, name)

@@ -40,8 +40,9 @@ def passed_run(store):
 
 def _parent(store, name):
     mlflow.set_tracking_uri(store)
-    (run,) = mlflow.search_runs(experiment_names=["covid-xray"], filter_string=f"attributes.run_name = '{name}'",
-                                output_format="list")
+    (run,) = mlflow.search_runs(
+        experiment_names=["covid-xray"], filter_string=f"attributes.run_name = '{name}'", output_format="list"
+    )
     return run
 
 
@@ -52,26 +53,47 @@ def test_passing_gate_registers_a_challenger_with_lineage_tags(passed_run, store
     for key in ("val_f1", "val_accuracy", "val_bce", "val_roc_auc", "val_specificity", "test_f1"):
         assert key in run.data.metrics
     assert run.data.params["train.image_size"] == "64" and run.data.tags["profile"] == "cpu"
-    children = mlflow.search_runs(experiment_names=["covid-xray"], output_format="list",
-                                  filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-    assert {c.data.tags["step"] for c in children} == {"ingest", "validate", "augment", "train", "evaluate", "gate",
-                                                        "register"}
+    children = mlflow.search_runs(
+        experiment_names=["covid-xray"],
+        output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+    )
+    assert {c.data.tags["step"] for c in children} == {
+        "ingest",
+        "validate",
+        "augment",
+        "train",
+        "evaluate",
+        "gate",
+        "register",
+    }
     train = next(c for c in children if c.data.tags["step"] == "train")
     assert "loss" in train.data.metrics and "val_loss" in train.data.metrics
     mv = mlflow.MlflowClient().get_model_version_by_alias("covid-xray-vgg16", "challenger")
     assert mv.tags["data_version"] == data_version() and mv.tags["run_id"] == run.info.run_id
     assert mv.tags["gate.passed"] == "true" and float(mv.tags["gate.candidate_f1"]) == pytest.approx(
-        run.data.metrics["val_f1"], abs=1e-6)
+        run.data.metrics["val_f1"], abs=1e-6
+    )
     assert run.data.tags["registered_version"] == str(mv.version)
 
 
 def test_predict_on_images_the_pipeline_never_trained_on(passed_run, store):
     run = _parent(store, "it-pass")
-    report = json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=next(c.info.run_id for c in mlflow.search_runs(
-            experiment_names=["covid-xray"], output_format="list",
-            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.step = 'evaluate'")),
-        artifact_path="evaluation/test_report.json")).read_text())
+    report = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=next(
+                    c.info.run_id
+                    for c in mlflow.search_runs(
+                        experiment_names=["covid-xray"],
+                        output_format="list",
+                        filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.step = 'evaluate'",
+                    )
+                ),
+                artifact_path="evaluation/test_report.json",
+            )
+        ).read_text()
+    )
     files = [str(SAMPLE / p["source"]) for p in report["predictions"]]
     for uri in ("models:/covid-xray-vgg16@challenger", "models:/covid-xray-vgg16/1", run.data.tags["model_uri"]):
         out = cxr("predict", "--model", uri, *files, uri=store)
@@ -108,8 +130,17 @@ def test_wrong_data_path_is_one_sentence(store, tmp_path):
 
 def test_compile_writes_a_package_whose_training_task_asks_for_a_gpu(tmp_path, store):
     path = tmp_path / "pipeline.yaml"
-    cxr("pipeline", "compile", "--output", str(path), "--image-registry", "registry.example.com/cxr",
-        "--image-tag", "1.2.3", uri=store)
+    cxr(
+        "pipeline",
+        "compile",
+        "--output",
+        str(path),
+        "--image-registry",
+        "registry.example.com/cxr",
+        "--image-tag",
+        "1.2.3",
+        uri=store,
+    )
     spec = yaml.safe_load(path.read_text())
     executors = spec["deploymentSpec"]["executors"]
     train = executors["exec-train"]["container"]

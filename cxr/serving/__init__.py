@@ -1,0 +1,1 @@
+"""The web app for radiologists (Flask): upload page, JSON API, health endpoints."""

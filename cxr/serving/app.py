@@ -1,0 +1,156 @@
+"""The radiologists' web app: an upload page and a JSON API over the registered model.
+
+Uploads are read into memory, decoded with the pipeline's own functions and dropped; nothing about
+them (pixels, file names, DICOM fields) is written to disk or to the logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from pathlib import Path
+
+from flask import Flask, Request, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from cxr.errors import CxrError, EmptyInput, InputTooLarge, UnsupportedFormat
+from cxr.serving.openapi import openapi_spec
+
+log = logging.getLogger("cxr.serve")
+MAX_BATCH = 16
+
+
+class InMemoryRequest(Request):
+    """Uploads stay in memory: werkzeug would otherwise spool files over 500 kB to a temporary file."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
+def status_for(exc: CxrError) -> int:
+    if isinstance(exc, InputTooLarge):
+        return 413
+    if isinstance(exc, UnsupportedFormat):
+        return 415
+    if isinstance(exc, EmptyInput):
+        return 400
+    return 422
+
+
+def create_app(served, max_upload_mb: float = 20) -> Flask:
+    """The Flask app around one loaded ServedModel (see model_store.load_served_model)."""
+    app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
+    app.request_class = InMemoryRequest
+    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
+    limit = f"{max_upload_mb:g} MB"
+
+    def model_fields() -> dict:
+        return {
+            "model_uri": served.uri,
+            "model_version": served.version,
+            "data_version": served.data_version,
+            "threshold": served.threshold,
+            "positive_class": served.positive_class,
+        }
+
+    def predict_one(data: bytes, heatmap: bool) -> dict:
+        from cxr.gradcam import overlay_png, thumbnail_png
+        from cxr.images import decode_image
+
+        array, _ = decode_image(data, "The uploaded file")
+        if heatmap:
+            heat, probability = served.explain(array)
+        else:
+            probability = float(served.predict([array])[0])
+        result = {
+            "probability": round(probability, 6),
+            "label": served.classifier.label_for(probability),
+            **model_fields(),
+        }
+        if heatmap:
+            result["heatmap_png"] = base64.b64encode(overlay_png(array, heat)).decode()
+            result["image_png"] = base64.b64encode(thumbnail_png(array)).decode()
+        return result
+
+    def read_upload(field: str = "file") -> bytes:
+        upload = request.files.get(field)
+        if upload is None:
+            raise EmptyInput(f"No file was uploaded in the '{field}' field; choose a PNG, JPEG or DICOM chest X-ray.")
+        return upload.read()
+
+    @app.errorhandler(CxrError)
+    def bad_input(exc: CxrError):
+        return jsonify({"error": str(exc)}), status_for(exc)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_exc):
+        return jsonify(
+            {"error": f"The upload is larger than the {limit} limit (serve.max_upload_mb); send a smaller file."}
+        ), 413
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return jsonify({"error": f"{exc.name}: {exc.description}"}), exc.code
+
+    @app.get("/")
+    def index():
+        return render_template("index.html", result=None, error=None, warning=served.warning, **model_fields())
+
+    @app.post("/")
+    def index_upload():
+        try:
+            result = predict_one(read_upload(), heatmap=True)
+            return render_template("index.html", result=result, error=None, warning=served.warning, **model_fields())
+        except CxrError as exc:
+            return render_template(
+                "index.html", result=None, error=str(exc), warning=served.warning, **model_fields()
+            ), status_for(exc)
+
+    @app.post("/api/predict")
+    def api_predict():
+        heatmap = request.args.get("heatmap", "false").lower() in ("1", "true", "yes")
+        return jsonify(predict_one(read_upload(), heatmap))
+
+    @app.post("/api/predict/batch")
+    def api_predict_batch():
+        uploads = request.files.getlist("files")
+        if not uploads:
+            raise EmptyInput("No files were uploaded in the 'files' field; send one or more chest X-rays.")
+        if len(uploads) > MAX_BATCH:
+            raise InputTooLarge(f"{len(uploads)} files were sent; send at most {MAX_BATCH} per batch.")
+        results = []
+        for i, upload in enumerate(uploads):
+            try:
+                results.append({"index": i, **predict_one(upload.read(), heatmap=False)})
+            except CxrError as exc:
+                results.append({"index": i, "error": str(exc), "status": status_for(exc)})
+        return jsonify({"results": results})
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz():
+        ready = served.classifier is not None
+        return jsonify({"ready": ready, **model_fields()}), 200 if ready else 503
+
+    @app.get("/openapi.json")
+    def openapi():
+        return jsonify(openapi_spec(limit))
+
+    return app
+
+
+def serve(model_uri: str, host: str, port: int, max_upload_mb: float) -> None:
+    """Load the model once, then serve (threaded WSGI server; model calls are serialised)."""
+    from werkzeug.serving import make_server
+
+    from cxr.serving.model_store import load_served_model
+
+    served = load_served_model(model_uri)
+    app = create_app(served, max_upload_mb)
+    server = make_server(host, port, app, threaded=True)
+    log.warning("listening on http://%s:%d", host, server.server_port)
+    server.serve_forever()

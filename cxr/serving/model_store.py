@@ -1,0 +1,94 @@
+"""The served model: resolved once at start-up from the registry, with its version and data version."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cxr.errors import CxrError
+
+log = logging.getLogger("cxr.serve")
+DEFAULT_MODEL = "covid-xray-vgg16"
+
+
+@dataclass
+class ServedModel:
+    uri: str
+    version: str
+    data_version: str
+    classifier: object
+    warning: str = ""
+    gradcam: object = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.classifier.config["threshold"])
+
+    @property
+    def positive_class(self) -> str:
+        return self.classifier.config["positive_class"]
+
+    def predict(self, arrays: list[np.ndarray]) -> np.ndarray:
+        with self.lock:  # one Keras call at a time; the predict function is built once at load
+            return self.classifier.predict_arrays(arrays)
+
+    def explain(self, array: np.ndarray) -> tuple[np.ndarray, float]:
+        with self.lock:
+            return self.gradcam.heatmap(self.classifier.preprocess([array]))
+
+
+def resolve_default(name: str = DEFAULT_MODEL) -> tuple[str, str]:
+    """models:/name@champion, else @challenger with a warning; a clear error with neither."""
+    from cxr.registry import CHAMPION, alias_version
+
+    if alias_version(name, CHAMPION) is not None:
+        return f"models:/{name}@{CHAMPION}", ""
+    if alias_version(name, "challenger") is not None:
+        return (
+            f"models:/{name}@challenger",
+            f"No model holds @{CHAMPION} in '{name}'; serving @challenger, which no release manager has promoted.",
+        )
+    raise CxrError(
+        f"Registered model '{name}' has neither @champion nor @challenger; run `make run` "
+        "(or cxr pipeline run) to register one, or pass --model."
+    )
+
+
+def version_info(uri: str) -> tuple[str, str]:
+    """(version, data version) for a models:/ URI; ('', '') for run or path URIs."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if not uri.startswith("models:/") or uri.startswith("models:/m-"):
+        return "", ""
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        mv = client.get_model_version_by_alias(name, alias)
+    else:
+        name, number = ref.rsplit("/", 1)
+        mv = client.get_model_version(name, number)
+    return str(mv.version), mv.tags.get("data_version", "")
+
+
+def load_served_model(uri: str = "") -> ServedModel:
+    """Load once: the classifier, a warmed-up Grad-CAM function, the version metadata."""
+    from cxr.gradcam import GradCam
+    from cxr.predict import load_classifier
+
+    warning = ""
+    if not uri:
+        uri, warning = resolve_default()
+        if warning:
+            log.warning(warning)
+    classifier = load_classifier(uri)
+    version, data_version = version_info(uri)
+    size = int(classifier.config["image_size"])
+    gradcam = GradCam(classifier.keras_model, size)
+    gradcam.heatmap(np.zeros((1, size, size, 3), np.float32))  # trace once, now
+    log.warning("serving %s (version %s, data version %s)", uri, version or "-", data_version or "-")
+    return ServedModel(uri, version, data_version, classifier, warning, gradcam)

@@ -1,0 +1,104 @@
+"""The OpenAPI 3 description of the JSON API (served at /openapi.json)."""
+
+from __future__ import annotations
+
+ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+PREDICTION = {
+    "type": "object",
+    "required": ["label", "probability", "threshold", "model_version"],
+    "properties": {
+        "label": {"type": "string"},
+        "probability": {"type": "number", "minimum": 0, "maximum": 1, "description": "of the positive class"},
+        "threshold": {"type": "number"},
+        "positive_class": {"type": "string"},
+        "model_uri": {"type": "string"},
+        "model_version": {"type": "string"},
+        "data_version": {"type": "string"},
+        "heatmap_png": {"type": "string", "description": "base64 PNG: Grad-CAM over the image (heatmap=true)"},
+        "image_png": {"type": "string", "description": "base64 PNG: the image, downscaled (heatmap=true)"},
+    },
+}
+
+
+def _errors(limit: str) -> dict:
+    def ref(text):
+        return {"description": text, "content": {"application/json": {"schema": ERROR}}}
+
+    return {
+        "400": ref("no file, or an empty file"),
+        "413": ref(f"over the {limit} upload limit or the pixel limit (decompression bomb)"),
+        "415": ref("not a PNG, JPEG or DICOM image"),
+        "422": ref("a corrupt/truncated image or a DICOM without pixel data"),
+    }
+
+
+def _multipart(field: str, many: bool) -> dict:
+    item = {"type": "string", "format": "binary"}
+    schema = {"type": "array", "items": item} if many else item
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": [field], "properties": {field: schema}}}
+        },
+    }
+
+
+def openapi_spec(limit: str = "20 MB") -> dict:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "cxr: COVID-19 chest X-ray classifier",
+            "version": "0.1.0",
+            "description": "Research tool, not a diagnostic device. Uploads are processed in memory only.",
+        },
+        "paths": {
+            "/api/predict": {
+                "post": {
+                    "summary": "Predict one X-ray (PNG, JPEG, DICOM)",
+                    "parameters": [
+                        {
+                            "name": "heatmap",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "boolean", "default": False},
+                        }
+                    ],
+                    "requestBody": _multipart("file", many=False),
+                    "responses": {
+                        "200": {
+                            "description": "the prediction",
+                            "content": {"application/json": {"schema": PREDICTION}},
+                        },
+                        **_errors(limit),
+                    },
+                }
+            },
+            "/api/predict/batch": {
+                "post": {
+                    "summary": "Predict several X-rays; per-file errors are reported inline",
+                    "requestBody": _multipart("files", many=True),
+                    "responses": {
+                        "200": {
+                            "description": "one result per file",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {"results": {"type": "array", "items": {"type": "object"}}},
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(limit),
+                    },
+                }
+            },
+            "/healthz": {"get": {"summary": "the process is up", "responses": {"200": {"description": "up"}}}},
+            "/readyz": {
+                "get": {
+                    "summary": "the model is loaded",
+                    "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+                }
+            },
+        },
+    }

@@ -1,0 +1,238 @@
+"""The web app through a real `cxr serve` process on loopback: API, bad inputs, fuzz, DICOM."""
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from tests.conftest import PROJECT, SAMPLE, dicom_path, synthetic_xray, tiny
+
+CXR = str(Path(sys.executable).parent / "cxr")
+MAX_MB = 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def register_tiny_model(tmp: Path, uri: str) -> str:
+    """Train a 32-px model on synthetic data and register it as @challenger in the store at `uri`."""
+    import mlflow
+
+    from cxr.data import ingest
+    from cxr.pyfunc import log_model
+    from cxr.train import train_model
+    from tests.conftest import make_dataset
+
+    params = tiny()
+    data = make_dataset(tmp / "data")
+    ingest(data, tmp / "ds", params.ingest)
+    train_model(tmp / "ds", params, tmp / "model", log_to_mlflow=False)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("serving-test")
+    with mlflow.start_run():
+        info = log_model(tmp / "model")
+    version = mlflow.register_model(info.model_uri, "covid-xray-vgg16", tags={"data_version": "test-data-v1"})
+    mlflow.MlflowClient().set_registered_model_alias("covid-xray-vgg16", "challenger", version.version)
+    return str(version.version)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    version = register_tiny_model(tmp, uri)
+    params = tmp / "params.yaml"
+    params.write_text((PROJECT / "params.yaml").read_text().replace("max_upload_mb: 20", f"max_upload_mb: {MAX_MB}"))
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen(
+        [CXR, "serve", "--port", str(port), "--params", str(params)],
+        cwd=tmp,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(1)
+        assert proc.poll() is None, (tmp / "server.log").read_text()
+    yield {"base": base, "version": version, "log": tmp / "server.log", "dir": tmp}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def png(array, fmt="PNG", mode=None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def png16(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).convert("I;16").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def post(server, data: bytes, name="x.png", path="/api/predict"):
+    return requests.post(server["base"] + path, files={"file": (name, data)}, timeout=60)
+
+
+def test_health_ready_and_openapi(server):
+    assert requests.get(server["base"] + "/healthz").json() == {"status": "ok"}
+    ready = requests.get(server["base"] + "/readyz").json()
+    assert ready["ready"] and ready["model_version"] == server["version"] and ready["data_version"] == "test-data-v1"
+    spec = requests.get(server["base"] + "/openapi.json").json()
+    assert {"/api/predict", "/api/predict/batch", "/healthz", "/readyz"} <= set(spec["paths"])
+
+
+def test_warns_when_serving_a_challenger(server):
+    assert "serving @challenger" in server["log"].read_text()
+    assert "serving @challenger" in requests.get(server["base"] + "/").text
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("real.png", (SAMPLE / "COVID" / "COVID-1.png").read_bytes()),
+        ("wide.jpg", png(synthetic_xray(1, 300)[:100], fmt="JPEG")),
+        ("rgba.png", png(np.dstack([synthetic_xray(2, 80)] * 3 + [np.full((80, 80), 255, np.uint8)]))),
+        ("sixteen.png", png16(synthetic_xray(3, 90).astype(np.int32) * 250)),
+        ("chest.dcm", dicom_path().read_bytes()),
+    ],
+)
+def test_predicts_any_supported_image(server, name, data):
+    response = post(server, data, name)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert 0.0 <= body["probability"] <= 1.0 and body["label"] in {"COVID", "Normal"}
+    assert body["threshold"] == 0.5 and body["model_version"] == server["version"]
+
+
+def test_heatmap_is_an_image_of_the_upload(server):
+    body = requests.post(
+        server["base"] + "/api/predict?heatmap=true",
+        files={"file": ("x.png", (SAMPLE / "Normal" / "Normal-2.png").read_bytes())},
+    ).json()
+    heat = Image.open(io.BytesIO(__import__("base64").b64decode(body["heatmap_png"])))
+    assert heat.size == (299, 299) and heat.mode == "RGB"
+
+
+def test_dicom_patient_fields_never_come_back(server):
+    ds = pydicom.dcmread(dicom_path())
+    ds.PatientName = "Doe^Jane"
+    ds.PatientID = "SECRET-12345"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    response = post(server, buf.getvalue(), "patient.dcm")
+    assert response.status_code == 200
+    assert "Doe" not in response.text and "SECRET-12345" not in response.text
+    log = server["log"].read_text()
+    assert "Doe" not in log and "SECRET-12345" not in log and "patient.dcm" not in log
+
+
+def _truncated():
+    data = png(synthetic_xray(4, 64))
+    return data[: len(data) // 2]
+
+
+def _bomb():
+    buf = io.BytesIO()
+    Image.new("L", (12000, 8000)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _no_pixels():
+    ds = pydicom.dcmread(dicom_path())
+    del ds.PixelData
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name, data, status, words",
+    [
+        ("empty.png", b"", 400, "is empty"),
+        ("notes.txt", b"just some text, not an image", 415, "not a PNG, JPEG or DICOM"),
+        ("half.png", _truncated(), 422, "corrupt or truncated"),
+        ("bomb.png", _bomb(), 413, "downscale it"),
+        ("big.png", b"\x89PNG" + b"0" * (MAX_MB * 1024 * 1024 + 10), 413, f"{MAX_MB} MB limit"),
+        ("nopixels.dcm", _no_pixels(), 422, "without pixel data"),
+    ],
+)
+def test_bad_input_gets_a_4xx_sentence_and_the_server_keeps_serving(server, name, data, status, words):
+    response = post(server, data, name)
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]
+    assert requests.get(server["base"] + "/healthz").status_code == 200
+
+
+def test_missing_file_field_and_html_error_page(server):
+    assert requests.post(server["base"] + "/api/predict", data={"x": "1"}).status_code == 400
+    page = requests.post(server["base"] + "/", files={"file": ("a.txt", b"nope")})
+    assert page.status_code == 415 and "not a PNG, JPEG or DICOM" in page.text
+
+
+def test_batch_reports_per_file_results(server):
+    files = [
+        ("files", ("a.png", (SAMPLE / "COVID" / "COVID-2.png").read_bytes())),
+        ("files", ("b.txt", b"garbage")),
+        ("files", ("c.png", (SAMPLE / "Normal" / "Normal-4.png").read_bytes())),
+    ]
+    results = requests.post(server["base"] + "/api/predict/batch", files=files).json()["results"]
+    assert [("error" in r) for r in results] == [False, True, False]
+    assert results[1]["status"] == 415
+    assert requests.post(server["base"] + "/api/predict/batch").status_code == 400
+
+
+def test_uploads_leave_no_files_behind(server):
+    before = {p for p in server["dir"].rglob("*")}
+    post(server, (SAMPLE / "COVID" / "COVID-5.png").read_bytes())
+    after = {p for p in server["dir"].rglob("*")}
+    assert {p for p in after - before if p.suffix not in (".log",)} == set()
+
+
+# Schema-driven fuzz: bodies as the OpenAPI description allows them (binary parts, any field names, any
+# query), from random bytes to mutated real images; the server must never answer 5xx.
+real = (SAMPLE / "COVID" / "COVID-8.png").read_bytes()
+bodies = st.one_of(
+    st.binary(max_size=4096),
+    st.builds(lambda cut, junk: real[:cut] + junk, st.integers(0, len(real)), st.binary(max_size=64)),
+    st.builds(lambda i, b: real[:i] + bytes([b]) + real[i + 1 :], st.integers(0, len(real) - 1), st.integers(0, 255)),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    body=bodies,
+    field=st.sampled_from(["file", "files", "image", ""]),
+    path=st.sampled_from(["/api/predict", "/api/predict/batch", "/api/predict?heatmap=true", "/"]),
+    filename=st.text(max_size=30),
+)
+def test_fuzz_never_5xx(server, body, field, path, filename):
+    files = {field or "file": (filename or "f", body)} if field else None
+    response = requests.post(server["base"] + path, files=files, data=None if field else body, timeout=60)
+    assert response.status_code < 500, response.text[:300]
+    if response.headers.get("content-type", "").startswith("application/json"):
+        json.loads(response.text)
