@@ -51,8 +51,10 @@ def main() -> None:
         "PNG 299x299 8-bit": (ROOT / "data/covid-radiography-sample/COVID/COVID-1.png").read_bytes(),
         "DICOM 1841x1955 15-bit": (Path(data_store.__file__).parent / "data" / "RG1_UNCR.dcm").read_bytes(),
     }
-    print(f"model {served.uri} (version {served.version or '-'}), image_size {served.classifier.config['image_size']}, "
-          f"{args.requests} requests each, sequential, one client")
+    print(
+        f"model {served.uri} (version {served.version or '-'}), image_size {served.classifier.config['image_size']}, "
+        f"{args.requests} requests each, sequential, one client"
+    )
     for kind, data in images.items():
         array = decode_image(data, kind)[0]
         model_times, http_times, heat_times = [], [], []
@@ -69,9 +71,11 @@ def main() -> None:
             assert requests.post(url + "?heatmap=true", files={"file": ("x", data)}).status_code == 200
             heat_times.append(time.perf_counter() - t)
         ratio = statistics.median(http_times) / statistics.median(model_times)
-        print(f"{kind}: HTTP p50 {percentile(http_times, 50):.1f} ms p95 {percentile(http_times, 95):.1f} ms | "
-              f"with heatmap p50 {percentile(heat_times, 50):.1f} ms p95 {percentile(heat_times, 95):.1f} ms | "
-              f"model call alone p50 {percentile(model_times, 50):.1f} ms | HTTP/model ratio {ratio:.2f}")
+        print(
+            f"{kind}: HTTP p50 {percentile(http_times, 50):.1f} ms p95 {percentile(http_times, 95):.1f} ms | "
+            f"with heatmap p50 {percentile(heat_times, 50):.1f} ms p95 {percentile(heat_times, 95):.1f} ms | "
+            f"model call alone p50 {percentile(model_times, 50):.1f} ms | HTTP/model ratio {ratio:.2f}"
+        )
     server.shutdown()
 
 

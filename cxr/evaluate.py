@@ -122,8 +122,9 @@ def predict_split(classifier, frame, dataset_dir) -> np.ndarray:
     return classifier.predict_arrays(arrays)
 
 
-def evaluate_split(classifier, frame, dataset_dir, split: str, out_dir: Path) -> dict:
-    """Metrics, confusion matrix, ROC points and plots for one split; writes <split>_*.png/json."""
+def evaluate_split(classifier, frame, dataset_dir, split: str, out_dir: Path, bootstrap_samples: int = 1000) -> dict:
+    """Metrics (with bootstrap CIs), confusion matrix, ROC, calibration and plots for one split;
+    writes <split>_*.png/json."""
     from cxr.augment import labels_of
 
     positive = classifier.config["positive_class"]
@@ -136,12 +137,18 @@ def evaluate_split(classifier, frame, dataset_dir, split: str, out_dir: Path) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_confusion(table, f"{split}: confusion matrix (positive = {positive})", out_dir / f"{split}_confusion.png")
     plot_roc(points, metrics["roc_auc"], f"{split}: ROC (positive = {positive})", out_dir / f"{split}_roc.png")
+    cal = calibration(y_true, probability)
+    metrics["ece"] = cal["ece"]
+    plot_reliability(cal, f"{split}: reliability", out_dir / f"{split}_reliability.png")
+    ci = bootstrap_ci(y_true, probability, metrics["threshold"], bootstrap_samples)
     report = {
         "split": split,
         "positive_class": positive,
         "negative_class": negative,
         "metrics": metrics,
         "confusion_matrix": table,
+        "ci95": ci,
+        "calibration": cal,
         "roc": points,
         "predictions": [
             {"source": s, "label": lab, "probability": float(p)}
@@ -150,3 +157,85 @@ def evaluate_split(classifier, frame, dataset_dir, split: str, out_dir: Path) ->
     }
     (out_dir / f"{split}_report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def choose_threshold(
+    y_true, probability, strategy: str = "max_f1", target_sensitivity: float = 0.95, fixed: float = 0.5
+) -> float:
+    """The decision threshold, chosen on validation data.
+
+    max_f1: the candidate threshold (a predicted probability) with the highest F1, ties to the one
+    closest to 0.5; target_sensitivity: the highest threshold whose sensitivity reaches the target;
+    fixed: `fixed`.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    probability = np.asarray(probability, dtype=np.float64)
+    if strategy == "fixed" or len(set(y_true)) < 2:
+        return float(fixed)
+    candidates = np.unique(np.concatenate([probability, [fixed]]))
+    if strategy == "max_f1":
+        scores = [(compute_metrics(y_true, probability, t)["f1"], -abs(t - 0.5), t) for t in candidates]
+        return float(max(scores)[2])
+    if strategy == "target_sensitivity":
+        reaching = [t for t in candidates if compute_metrics(y_true, probability, t)["recall"] >= target_sensitivity]
+        return float(max(reaching)) if reaching else float(candidates.min())
+    raise ValueError(f"evaluate.threshold_strategy '{strategy}' is not one of fixed, max_f1, target_sensitivity")
+
+
+CI_METRICS = ("f1", "accuracy", "sensitivity", "specificity")
+
+
+def bootstrap_ci(y_true, probability, threshold: float, samples: int = 1000, seed: int = 0, metrics=CI_METRICS) -> dict:
+    """Percentile bootstrap 95% intervals: {metric: [low, high]} (resampling images with replacement)."""
+    y_true = np.asarray(y_true).astype(int)
+    probability = np.asarray(probability, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    draws = {m: [] for m in metrics}
+    n = len(y_true)
+    for _ in range(samples if n else 0):
+        idx = rng.integers(0, n, n)
+        values = compute_metrics(y_true[idx], probability[idx], threshold)
+        for m in metrics:
+            draws[m].append(values[m])
+    return {
+        m: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2
+        for m, v in draws.items()
+    }
+
+
+def calibration(y_true, probability, bins: int = 10) -> dict:
+    """Expected calibration error and the reliability-diagram points (equal-width bins)."""
+    y_true = np.asarray(y_true).astype(float)
+    probability = np.asarray(probability, dtype=np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(probability, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        mask = which == b
+        if not mask.any():
+            continue
+        confidence, observed = float(probability[mask].mean()), float(y_true[mask].mean())
+        ece += mask.mean() * abs(confidence - observed)
+        rows.append({"bin": b, "count": int(mask.sum()), "mean_probability": confidence, "observed_rate": observed})
+    return {"ece": float(ece), "bins": rows}
+
+
+def plot_reliability(cal: dict, title: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    xs = [r["mean_probability"] for r in cal["bins"]]
+    ys = [r["observed_rate"] for r in cal["bins"]]
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="perfect")
+    ax.plot(xs, ys, "o-", label=f"ECE {cal['ece']:.3f}")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed positive rate")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

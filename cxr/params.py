@@ -66,6 +66,8 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     threshold: float = 0.5
+    threshold_strategy: str = "max_f1"
+    target_sensitivity: float = 0.95
     bootstrap_samples: int = 1000
 
 

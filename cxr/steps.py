@@ -128,10 +128,12 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
             part = split_frame(frame, split)
             if part.empty:
                 continue
-            report = evaluate_split(classifier, part, dataset_dir, split, out)
+            report = evaluate_split(classifier, part, dataset_dir, split, out, params.evaluate.bootstrap_samples)
             reports[split] = report
+            for name, (low, high) in report["ci95"].items():
+                report["metrics"][f"{name}_ci_low"], report["metrics"][f"{name}_ci_high"] = low, high
             mlflow.log_metrics({f"{split}_{k}": v for k, v in _finite(report["metrics"]).items()})
-            for suffix in ("confusion.png", "roc.png", "report.json"):
+            for suffix in ("confusion.png", "roc.png", "reliability.png", "report.json"):
                 mlflow.log_artifact(str(out / f"{split}_{suffix}"), artifact_path="evaluation")
     summary = {f"{s}_{k}": v for s, r in reports.items() for k, v in _finite(r["metrics"]).items()}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))

@@ -7,9 +7,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxr.augment import build_augmenter, make_dataset
+import numpy as np
+
+from cxr.augment import build_augmenter, labels_of, make_dataset
 from cxr.data import class_names, read_manifest
 from cxr.errors import CxrError
+from cxr.evaluate import choose_threshold
 from cxr.model import build_model, compile_model
 from cxr.params import Params
 from cxr.pyfunc import CONFIG_FILE, MODEL_FILE
@@ -105,11 +108,17 @@ def train_model(
     keras.mixed_precision.set_global_policy("float32")
     best.save(out_dir / MODEL_FILE)
     checkpoint.unlink()
+    ep = params.evaluate
+    val_probability = np.asarray(best.predict(val_ds, verbose=0), dtype=np.float64).reshape(-1)
+    threshold = choose_threshold(
+        labels_of(val_frame, positive), val_probability, ep.threshold_strategy, ep.target_sensitivity, ep.threshold
+    )
     config = {
         "image_size": tp.image_size,
         "positive_class": positive,
         "negative_class": negative,
-        "threshold": params.evaluate.threshold,
+        "threshold": threshold,
+        "threshold_strategy": ep.threshold_strategy,
         "weights": tp.weights,
         "freeze_base": tp.freeze_base,
         "best_epoch": best_epoch,
