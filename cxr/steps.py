@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,17 @@ def ingest_step(ctx: RunContext, data_dir: str, dataset_dir: str, params: Params
         summary = {"n_images": len(records), "n_undecodable": sum(not r.decodes for r in records), **counts}
         mlflow.log_metrics(summary)
         mlflow.log_artifact(str(Path(dataset_dir) / "manifest.csv"))
+    _log_to_parent(ctx, summary)
     return summary
+
+
+def _log_to_parent(ctx: RunContext, metrics: dict) -> None:
+    """Summary figures on the pipeline's parent run too, where the UI's compare view reads them."""
+    import mlflow
+
+    now = int(time.time() * 1000)
+    batch = [mlflow.entities.Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    mlflow.MlflowClient().log_batch(ctx.parent_run_id, metrics=batch)
 
 
 def validate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Params):
@@ -137,10 +148,7 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
                 mlflow.log_artifact(str(out / f"{split}_{suffix}"), artifact_path="evaluation")
     summary = {f"{s}_{k}": v for s, r in reports.items() for k, v in _finite(r["metrics"]).items()}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-    mlflow.MlflowClient().log_batch(
-        ctx.parent_run_id,
-        metrics=[mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in summary.items()],
-    )
+    _log_to_parent(ctx, summary)
     return reports
 
 
@@ -169,12 +177,18 @@ def gate_step(ctx: RunContext, dataset_dir: str, candidate_f1: float, params: Pa
     """Apply the F1 gate (against the champion re-scored on the same split); record it on the run."""
     import mlflow
 
-    from cxr.registry import decide_promotion
+    from cxr.registry import alias_version, decide_promotion
 
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "gate"):
         champion_f1, champion_version = champion_f1_on(dataset_dir, params)
+        challenger = alias_version(params.register.model_name, params.register.alias)
         decision = decide_promotion(
-            candidate_f1, params.gate.min_f1, params.gate.min_delta, champion_f1, champion_version
+            candidate_f1,
+            params.gate.min_f1,
+            params.gate.min_delta,
+            champion_f1,
+            champion_version,
+            None if challenger is None else str(challenger.version),
         )
         mlflow.log_dict(json.loads(decision.to_json()), "gate.json")
     client = mlflow.MlflowClient()
@@ -186,25 +200,54 @@ def gate_step(ctx: RunContext, dataset_dir: str, candidate_f1: float, params: Pa
 
 
 def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: Params, tags: dict) -> str:
-    """Register the gated model as a new version with the challenger alias; returns the version."""
+    """Register the gated model as a new version (alias, lineage and metric tags, model card)."""
+    import getpass
+
     import mlflow
 
-    from cxr.registry import GateDecision, register_candidate
+    from cxr.model_card import render_card
+    from cxr.registry import GateDecision, gate_tags, register_candidate
 
     decision = GateDecision.from_json(decision_json)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(ctx.parent_run_id)
+    metrics = parent.data.metrics
+    name = params.register.model_name
+    summary = {
+        f"val_{k}": f"{metrics[f'val_{k}']:.6f}"
+        for k in ("f1", "accuracy", "sensitivity", "specificity", "threshold")
+        if f"val_{k}" in metrics
+    }
+    who = os.environ.get("USER") or getpass.getuser()
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "register"):
-        version = register_candidate(
+        version, note = register_candidate(
             model_uri,
-            params.register.model_name,
+            name,
             params.register.alias,
-            {**tags, "run_id": ctx.parent_run_id, "profile": params.profile},
+            {
+                **tags,
+                **summary,
+                "run_id": ctx.parent_run_id,
+                "profile": params.profile,
+                "registered_by": who,
+                "weights": params.train.weights,
+            },
             decision,
         )
-        mlflow.set_tag("registered_version", version.version)
-    client = mlflow.MlflowClient()
-    client.set_tag(ctx.parent_run_id, "registered_version", version.version)
+        number = str(version.version)
+        card = render_card(
+            name, number, parent.data.params, metrics, {**tags, **gate_tags(decision), "profile": params.profile}
+        )
+        path = f"model_cards/{name}-v{number}.md"
+        mlflow.log_text(card, path)
+        client.log_text(ctx.parent_run_id, card, path)
+        client.set_model_version_tag(name, number, "model_card", f"runs:/{ctx.parent_run_id}/{path}")
+        mlflow.set_tag("registered_version", number)
+        if note:
+            mlflow.set_tag("alias.skipped", note)
+    client.set_tag(ctx.parent_run_id, "registered_version", number)
     tracking.finish_pipeline_run(ctx.tracking_uri, ctx.parent_run_id)
-    return str(version.version)
+    return number
 
 
 def reject_step(ctx: RunContext, decision_json: str) -> str:
