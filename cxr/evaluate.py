@@ -164,15 +164,16 @@ def choose_threshold(
 ) -> float:
     """The decision threshold, chosen on validation data.
 
-    max_f1: the candidate threshold (a predicted probability) with the highest F1, ties to the one
-    closest to 0.5; target_sensitivity: the highest threshold whose sensitivity reaches the target;
-    fixed: `fixed`.
+    Candidates are the midpoints between consecutive distinct probabilities (so rounding never flips a
+    validation prediction). max_f1: the candidate with the highest F1, ties to the one closest to 0.5;
+    target_sensitivity: the highest candidate whose sensitivity reaches the target; fixed: `fixed`.
     """
     y_true = np.asarray(y_true).astype(int)
     probability = np.asarray(probability, dtype=np.float64)
     if strategy == "fixed" or len(set(y_true)) < 2:
         return float(fixed)
-    candidates = np.unique(np.concatenate([probability, [fixed]]))
+    distinct = np.unique(np.concatenate([[0.0], probability, [1.0]]))
+    candidates = np.unique(np.concatenate([(distinct[:-1] + distinct[1:]) / 2, [fixed]]))
     if strategy == "max_f1":
         scores = [(compute_metrics(y_true, probability, t)["f1"], -abs(t - 0.5), t) for t in candidates]
         return float(max(scores)[2])

@@ -1,0 +1,221 @@
+"""Release management on the MLflow registry: list, show, promote, roll back, history, model cards.
+
+Every promotion and rollback is recorded as a `release.event.<time>` tag (JSON: action, version,
+from_version, by, at, reason, forced) on the version that became champion, so the history is read
+back from the registry itself. Aliases are read again just before and after each write, so a
+concurrent promotion is detected and reported instead of silently overwritten.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import secrets
+
+from cxr.errors import CxrError
+from cxr.registry import CHAMPION, alias_version, client
+
+PREVIOUS = "previous-champion"
+EVENT_PREFIX = "release.event."
+LIST_FIELDS = ("version", "aliases", "val_f1", "val_accuracy", "data_version", "git_commit", "created", "registered_by")
+
+
+def resolve_version(name: str, ref: str):
+    """A version number or an alias ('champion', 'challenger', ...) -> ModelVersion."""
+    from mlflow.exceptions import MlflowException
+
+    ref = str(ref).lstrip("v") if str(ref).lstrip("v").isdigit() else str(ref)
+    try:
+        if ref.isdigit():
+            return client().get_model_version(name, ref)
+        return client().get_model_version_by_alias(name, ref.lstrip("@"))
+    except MlflowException as exc:
+        raise CxrError(
+            f"'{ref}' is not a version or alias of registered model '{name}'; see `cxr registry list`."
+        ) from exc
+
+
+def _created(mv) -> str:
+    return datetime.datetime.fromtimestamp(mv.creation_timestamp / 1000, datetime.UTC).isoformat(timespec="seconds")
+
+
+def list_versions(name: str) -> list[dict]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client().search_model_versions(f"name='{name}'")
+    except MlflowException as exc:
+        raise CxrError(
+            f"Registered model '{name}' cannot be read ({exc.__class__.__name__}); check MLFLOW_TRACKING_URI."
+        ) from exc
+    rows = []
+    for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        rows.append(
+            {
+                "version": str(mv.version),
+                "aliases": sorted(mv.aliases or []),
+                "val_f1": mv.tags.get("val_f1", ""),
+                "val_accuracy": mv.tags.get("val_accuracy", ""),
+                "data_version": mv.tags.get("data_version", ""),
+                "git_commit": mv.tags.get("git_commit", ""),
+                "created": _created(mv),
+                "registered_by": mv.tags.get("registered_by") or mv.user_id or "",
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no versions)"
+    cells = [[", ".join(v) if isinstance(v, list) else str(v)[:40] for v in (r[f] for f in LIST_FIELDS)] for r in rows]
+    widths = [max(len(f), *(len(c[i]) for c in cells)) for i, f in enumerate(LIST_FIELDS)]
+    lines = ["  ".join(f.ljust(w) for f, w in zip(LIST_FIELDS, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)) for cell in cells]
+    return "\n".join(lines)
+
+
+def run_link(run_id: str) -> str:
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if not run_id:
+        return ""
+    run = client().get_run(run_id)
+    if uri.startswith("http"):
+        return f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    return f"run {run_id} in experiment {run.info.experiment_id} (open with `make ui`)"
+
+
+def show_version(name: str, ref: str) -> dict:
+    mv = resolve_version(name, ref)
+    tags = dict(mv.tags)
+    return {
+        "name": name,
+        "version": str(mv.version),
+        "aliases": sorted(mv.aliases or []),
+        "created": _created(mv),
+        "source": mv.source,
+        "run_id": tags.get("run_id", mv.run_id or ""),
+        "run_link": run_link(tags.get("run_id", "")),
+        "gate": {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")},
+        "tags": {k: v for k, v in sorted(tags.items()) if not k.startswith(("gate.", EVENT_PREFIX))},
+        "events": [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(EVENT_PREFIX)],
+    }
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+
+
+def _record(name: str, version: str, event: dict) -> None:
+    key = EVENT_PREFIX + datetime.datetime.fromisoformat(event["at"]).strftime("%Y%m%dT%H%M%S%fZ")
+    client().set_model_version_tag(name, version, key, json.dumps(event, sort_keys=True))
+
+
+def _claim(name: str, action: str) -> str:
+    """Write a fresh token to the registered model and read it back: a concurrent writer shows up as
+    a different token (best effort: MLflow has no compare-and-set)."""
+    token = f"{action}-{secrets.token_hex(8)}"
+    client().set_registered_model_tag(name, "release.lock", token)
+    if client().get_registered_model(name).tags.get("release.lock") != token:
+        raise CxrError(f"Another promotion or rollback of '{name}' is in progress; nothing was changed. Retry.")
+    return token
+
+
+def _check_unchanged(name: str, alias: str, expected: str | None, token: str) -> None:
+    now = alias_version(name, alias)
+    now_v = None if now is None else str(now.version)
+    if now_v != expected or client().get_registered_model(name).tags.get("release.lock") != token:
+        raise CxrError(
+            f"@{alias} of '{name}' changed to v{now_v or '-'} while this command ran (it read "
+            f"v{expected or '-'}): a concurrent promotion. Nothing more was changed; check "
+            "`cxr registry history` and retry."
+        )
+
+
+def promote(name: str, ref: str, reason: str, by: str, force: bool = False, _after_read=None) -> dict:
+    """Move @champion to a version (previous champion -> @previous-champion). Refused when the version
+    did not pass the F1 gate, unless `force` (the override is recorded)."""
+    if not reason.strip():
+        raise CxrError('A promotion needs --reason "..." saying why; it is kept in the history.')
+    mv = resolve_version(name, ref)
+    version = str(mv.version)
+    passed = mv.tags.get("gate.passed") == "true"
+    if not passed and not force:
+        why = mv.tags.get("gate.reason") or "it has no gate record (registered outside the pipeline)"
+        raise CxrError(
+            f"Version {version} did not pass the F1 gate ({why}); promotion refused. "
+            "Use --force with --reason to override (the override is recorded)."
+        )
+    current = alias_version(name, CHAMPION)
+    before = None if current is None else str(current.version)
+    if before == version:
+        raise CxrError(f"Version {version} already holds @{CHAMPION}.")
+    token = _claim(name, "promote")
+    if _after_read is not None:
+        _after_read()
+    _check_unchanged(name, CHAMPION, before, token)
+    if before is not None:
+        client().set_registered_model_alias(name, PREVIOUS, before)
+    client().set_registered_model_alias(name, CHAMPION, version)
+    _check_unchanged(name, CHAMPION, version, token)
+    event = {
+        "action": "promote",
+        "version": version,
+        "from_version": before,
+        "by": by,
+        "at": _now(),
+        "reason": reason,
+        "forced": bool(force and not passed),
+        "gate_passed": passed,
+    }
+    _record(name, version, event)
+    return event
+
+
+def rollback(name: str, reason: str, by: str) -> dict:
+    """Put @champion back on @previous-champion (the version it replaced moves to @previous-champion)."""
+    if not reason.strip():
+        raise CxrError('A rollback needs --reason "..." saying why; it is kept in the history.')
+    previous = alias_version(name, PREVIOUS)
+    if previous is None:
+        raise CxrError(f"'{name}' has no @{PREVIOUS} to roll back to; use `cxr registry promote` instead.")
+    current = alias_version(name, CHAMPION)
+    before = None if current is None else str(current.version)
+    token = _claim(name, "rollback")
+    _check_unchanged(name, CHAMPION, before, token)
+    target = str(previous.version)
+    client().set_registered_model_alias(name, CHAMPION, target)
+    if before is not None:
+        client().set_registered_model_alias(name, PREVIOUS, before)
+    _check_unchanged(name, CHAMPION, target, token)
+    event = {
+        "action": "rollback",
+        "version": target,
+        "from_version": before,
+        "by": by,
+        "at": _now(),
+        "reason": reason,
+        "forced": False,
+    }
+    _record(name, target, event)
+    return event
+
+
+def history(name: str) -> list[dict]:
+    """Every recorded promotion and rollback, oldest first."""
+    events = []
+    for mv in client().search_model_versions(f"name='{name}'"):
+        events += [json.loads(v) for k, v in mv.tags.items() if k.startswith(EVENT_PREFIX)]
+    return sorted(events, key=lambda e: e["at"])
+
+
+def model_card(name: str, ref: str) -> str:
+    import mlflow
+
+    mv = resolve_version(name, ref)
+    uri = mv.tags.get("model_card")
+    if not uri:
+        raise CxrError(f"Version {mv.version} has no model card (registered outside the pipeline).")
+    return mlflow.artifacts.load_text(uri)

@@ -1,0 +1,211 @@
+"""The release manager's registry against real MLflow stores: a temporary SQLite store, and a real
+`mlflow server` process on loopback. Versions come from the pipeline's own steps on tiny data."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+
+from cxr import tracking
+from cxr.errors import CxrError
+from cxr.release import history, list_versions, model_card, promote, rollback, show_version
+from cxr.steps import RunContext, evaluate_step, gate_step, ingest_step, register_step, train_step
+from tests.conftest import make_dataset, tiny
+from tests.integration.conftest import free_port
+
+NAME = "covid-xray-vgg16"
+CXR = str(Path(sys.executable).parent / "cxr")
+
+
+def alias_of(alias: str) -> str:
+    return str(mlflow.MlflowClient().get_model_version_by_alias(NAME, alias).version)
+
+
+def pipeline(tmp: Path, uri: str, data: Path, *extra: str) -> str:
+    """Run the steps the Kubeflow pipeline runs (validation aside); returns the registered version."""
+    params = tiny(*extra)
+    run_id = tracking.start_pipeline_run(params, uri, "", {"data_version": "d1", "git_commit": "c1"})
+    ctx = RunContext(uri, run_id)
+    work = tmp / run_id
+    ingest_step(ctx, str(data), str(work / "ds"), params)
+    model_uri = train_step(ctx, str(work / "ds"), str(work / "model"), params)
+    reports = evaluate_step(ctx, str(work / "ds"), str(work / "model"), str(work / "eval"), params)
+    decision = gate_step(ctx, str(work / "ds"), reports["val"]["metrics"]["f1"], params)
+    return register_step(ctx, model_uri, decision.to_json(), params, {"data_version": "d1", "git_commit": "c1"})
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    data = make_dataset(tmp / "data", per_class=8)
+    v1 = pipeline(tmp, uri, data)
+    v2 = pipeline(tmp, uri, data, "train.seed=7")
+    v3 = pipeline(tmp, uri, data, "ingest.seed=3")  # another validation split
+    # a version registered by hand, outside the pipeline: it has no gate record
+    source = mlflow.MlflowClient().get_model_version(NAME, v1).source
+    manual = mlflow.register_model(source, NAME).version
+    yield {"uri": uri, "data": data, "v": [v1, v2, v3, str(manual)]}
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def test_every_version_is_listed_with_lineage_and_a_card(store):
+    rows = list_versions(NAME)
+    assert [r["version"] for r in rows] == ["4", "3", "2", "1"]
+    v1 = next(r for r in rows if r["version"] == "1")
+    assert v1["data_version"] == "d1" and v1["git_commit"] == "c1" and v1["val_f1"] != ""
+    assert v1["registered_by"] and v1["created"].startswith("20")
+    card = model_card(NAME, "1")
+    assert "Not a diagnostic device" in card and "Random initialisation" in card
+    assert "95% CI" in card and "| true COVID |" in card and "No patient-level split" in card
+    shown = show_version(NAME, "1")
+    assert shown["gate"]["passed"] == "true" and shown["run_id"] in shown["run_link"]
+
+
+def test_promote_refuse_force_rollback_and_history(store):
+    v1, v2, _, manual = store["v"]
+    promote(NAME, v1, "first release", "alice")
+    with pytest.raises(CxrError, match="did not pass the F1 gate"):
+        promote(NAME, manual, "hand-made", "bob")
+    assert alias_of("champion") == v1
+    promote(NAME, v2, "better recall on the new sample", "bob")
+    client = mlflow.MlflowClient()
+    assert alias_of("champion") == v2
+    assert alias_of("previous-champion") == v1
+    forced = promote(NAME, manual, "emergency hotfix approved by QA", "carol", force=True)
+    assert forced["forced"] is True
+    event = rollback(NAME, "hotfix misbehaved", "dave")
+    assert event["version"] == v2 and event["from_version"] == manual
+    assert alias_of("champion") == v2
+    log = history(NAME)
+    assert [(e["action"], e["by"], e["from_version"], e["version"]) for e in log] == [
+        ("promote", "alice", None, v1),
+        ("promote", "bob", v1, v2),
+        ("promote", "carol", v2, manual),
+        ("rollback", "dave", manual, v2),
+    ]
+    assert log[2]["reason"] == "emergency hotfix approved by QA" and log[2]["forced"]
+
+
+def test_a_concurrent_promotion_is_detected(store):
+    v1, v2, v3, _ = store["v"]
+    before = alias_of("champion")
+
+    def someone_else():
+        mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", v3)
+
+    with pytest.raises(CxrError, match="concurrent promotion"):
+        promote(NAME, v1 if before != v1 else v2, "racing", "erin", _after_read=someone_else)
+    mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", before)
+
+
+def test_register_refuses_a_stale_gate_and_keeps_the_better_challenger(store, tmp_path):
+    from cxr.registry import decide_promotion, register_candidate
+
+    source = mlflow.MlflowClient().get_model_version(NAME, "1").source
+    champion = alias_of("champion")
+    stale = decide_promotion(0.9, 0.0, champion_f1=0.1, champion_version="999")
+    with pytest.raises(CxrError, match="changed from v999"):
+        register_candidate(source, NAME, "challenger", {}, stale)
+    holder = mlflow.MlflowClient().get_model_version_by_alias(NAME, "challenger")
+    weaker = decide_promotion(
+        -0.5,
+        -1.0,
+        champion_f1=None if champion is None else -1.0,
+        champion_version=champion,
+        challenger_version="not-the-holder",
+    )
+    count = len(list_versions(NAME))
+    version, note = register_candidate(source, NAME, "challenger", {}, weaker)
+    assert len(list_versions(NAME)) == count + 1  # registered, nothing lost
+    assert note and alias_of("challenger") == str(holder.version)
+
+
+def test_compare_same_split_uses_recorded_predictions_and_reports_a_ci(store):
+    from cxr.compare import compare
+
+    result = compare(NAME, "1", "2", store["data"], samples=300)
+    assert result["split"].startswith("recorded predictions")
+    low, high = result["delta_f1"]["ci95"]
+    assert low <= result["delta_f1"]["b_minus_a"] <= high
+    assert set(result["versions"]) == {"1", "2"}
+    assert sum(map(sum, result["versions"]["1"]["confusion_matrix"]["matrix"])) == result["n"]
+
+
+def test_compare_different_splits_rescores_on_the_first_versions_split(store):
+    from cxr.compare import compare
+
+    result = compare(NAME, "1", "3", store["data"], samples=300)
+    assert result["split"].startswith("re-scored on version 1's validation split")
+    recorded = compare(NAME, "1", "2", store["data"], samples=10)
+    assert result["versions"]["1"]["metrics"]["f1"] == pytest.approx(
+        recorded["versions"]["1"]["metrics"]["f1"], abs=1e-6
+    )
+
+
+@pytest.fixture(scope="module")
+def server(store, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("server")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            store["uri"],
+            "--artifacts-destination",
+            str(tmp / "artifacts"),
+            "--serve-artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=open(tmp / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if requests.get(url + "/health", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def cli(url, *args, check=True):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": url}
+    out = subprocess.run([CXR, "registry", *args], env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def test_the_cli_against_a_tracking_server_process(server, store):
+    v1, v2, _, manual = store["v"]
+    rows = json.loads(cli(server, "list", "--json").stdout)
+    assert {r["version"] for r in rows} >= {v1, v2, manual}
+    assert "registered_by" in cli(server, "list").stdout
+    assert cli(server, "show", "champion").returncode == 0
+    refused = cli(server, "promote", manual, "--reason", "try", check=False)
+    assert refused.returncode != 0 and "did not pass the F1 gate" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    out = cli(server, "promote", v1, "--reason", "server-side release", "--by", "frank").stdout
+    assert f"@champion -> v{v1}" in out
+    assert "frank: server-side release" in cli(server, "history").stdout
+    assert "rolled back" in cli(server, "rollback", "--reason", "undo").stdout
+    assert "Model card" in cli(server, "card", v1).stdout
+    shown = json.loads(cli(server, "show", v1).stdout)
+    assert shown["run_link"].startswith(server + "/#/experiments/")
+    assert "paired bootstrap 95% CI" in cli(server, "compare", "1", "2", "--samples", "200").stdout
