@@ -77,7 +77,6 @@ def test_promote_refuse_force_rollback_and_history(store):
         promote(NAME, manual, "hand-made", "bob")
     assert alias_of("champion") == v1
     promote(NAME, v2, "better recall on the new sample", "bob")
-    client = mlflow.MlflowClient()
     assert alias_of("champion") == v2
     assert alias_of("previous-champion") == v1
     forced = promote(NAME, manual, "emergency hotfix approved by QA", "carol", force=True)
