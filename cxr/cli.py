@@ -77,37 +77,72 @@ def pipeline_run(
         print(f"gate: FAILED ({outcome.gate_reason}); no model registered")
 
 
+def _cluster_overrides(image_registry: str, image_tag: str, tracking_uri: str, data_dir: str) -> list[str]:
+    pairs = {
+        "image_registry": image_registry,
+        "image_tag": image_tag,
+        "tracking_uri": tracking_uri,
+        "data_dir": data_dir,
+    }
+    return [f"cluster.{k}={v}" for k, v in pairs.items() if v]
+
+
+RegistryOpt = typer.Option("", "--image-registry", help="Registry of the component images (cluster.image_registry).")
+TagOpt = typer.Option("", "--image-tag", help="Tag of the component images (cluster.image_tag).")
+ClusterUriOpt = typer.Option("", "--tracking-uri", help="MLflow server the cluster run logs to (cluster.tracking_uri).")
+DataDirOpt = typer.Option(
+    "", "--data-dir", help="Dataset path inside the component image or volume (cluster.data_dir)."
+)
+
+
 @pipeline_app.command("compile")
 def pipeline_compile(
     output: Path = typer.Option(Path("build/covid_xray_pipeline.yaml"), "--output", help="Package file to write."),
     profile: str = ProfileOpt,
     params_file: Path | None = ParamsOpt,
     overrides: list[str] | None = SetOpt,
-    image_registry: str = typer.Option("ghcr.io/cxr", "--image-registry", help="Registry of the component images."),
-    image_tag: str = typer.Option("0.1.0", "--image-tag", help="Tag of the component images."),
-    tracking_uri: str = typer.Option(
-        "http://mlflow.cxr.svc.cluster.local:5000", "--tracking-uri", help="MLflow server the cluster run logs to."
-    ),
-    data_dir: str = typer.Option(
-        "/app/data/covid-radiography-sample", "--data-dir", help="Dataset path inside the component image or volume."
-    ),
+    image_registry: str = RegistryOpt,
+    image_tag: str = TagOpt,
+    tracking_uri: str = ClusterUriOpt,
+    data_dir: str = DataDirOpt,
 ) -> None:
     """Compile the pipeline to a Kubeflow Pipelines package (the training task asks for one NVIDIA GPU)."""
     from cxr import tracking
     from pipelines.compile import compile_pipeline
 
-    params = _load(params_file, profile, overrides)
-    path = compile_pipeline(
-        output,
-        params,
-        image_registry,
-        image_tag,
-        tracking_uri,
-        data_dir,
-        tracking.data_version(),
-        tracking.git_commit(),
-    )
+    extra = _cluster_overrides(image_registry, image_tag, tracking_uri, data_dir)
+    params = _load(params_file, profile, list(overrides or []) + extra)
+    path = compile_pipeline(output, params, tracking.data_version(), tracking.git_commit())
     print(f"wrote {path}")
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    host: str = typer.Option(..., "--host", help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8888."),
+    experiment: str = typer.Option("covid-xray", "--experiment", help="KFP experiment name."),
+    namespace: str = typer.Option("", "--namespace", help="Kubeflow profile namespace (multi-user installs)."),
+    profile: str = ProfileOpt,
+    params_file: Path | None = ParamsOpt,
+    overrides: list[str] | None = SetOpt,
+    image_registry: str = RegistryOpt,
+    image_tag: str = TagOpt,
+    tracking_uri: str = ClusterUriOpt,
+    data_dir: str = DataDirOpt,
+) -> None:
+    """Compile and submit the pipeline to a Kubeflow Pipelines cluster; prints the KFP run id."""
+    import tempfile
+
+    from cxr import tracking
+    from pipelines.compile import compile_pipeline, submit_pipeline
+    from pipelines.local import new_run_name
+
+    extra = _cluster_overrides(image_registry, image_tag, tracking_uri, data_dir)
+    params = _load(params_file, profile, list(overrides or []) + extra)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(Path(tmp) / "pipeline.yaml", params, tracking.data_version(), tracking.git_commit())
+        run_name = new_run_name()
+        run_id = submit_pipeline(package, host, experiment, run_name, namespace or None)
+    print(json.dumps({"kfp_run_id": run_id, "run_name": run_name, "experiment": experiment, "host": host}))
 
 
 @app.command("predict")

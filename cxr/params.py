@@ -95,6 +95,18 @@ class ServeParams:
 
 
 @dataclass(frozen=True)
+class ClusterParams:
+    """Where the compiled pipeline runs: images, the in-cluster MLflow and data, GPU node placement."""
+
+    image_registry: str = "ghcr.io/cxr"
+    image_tag: str = "0.1.0"
+    tracking_uri: str = "http://mlflow.cxr.svc.cluster.local:5000"
+    data_dir: str = "/app/data/covid-radiography-sample"
+    gpu_node_selector: dict = field(default_factory=dict)
+    gpu_tolerations: tuple = ()
+
+
+@dataclass(frozen=True)
 class Params:
     ingest: IngestParams = field(default_factory=IngestParams)
     validate: ValidateParams = field(default_factory=ValidateParams)
@@ -105,6 +117,7 @@ class Params:
     register: RegisterParams = field(default_factory=RegisterParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
     serve: ServeParams = field(default_factory=ServeParams)
+    cluster: ClusterParams = field(default_factory=ClusterParams)
     profile: str = "cpu"
 
     def to_dict(self) -> dict:
@@ -135,6 +148,7 @@ _SECTIONS = {
     "register": RegisterParams,
     "mlflow": MlflowParams,
     "serve": ServeParams,
+    "cluster": ClusterParams,
 }
 
 

@@ -1,4 +1,4 @@
-"""Compile the training pipeline to a Kubeflow Pipelines package (YAML)."""
+"""Compile the training pipeline to a Kubeflow Pipelines package (YAML); submit it to a cluster."""
 
 from __future__ import annotations
 
@@ -7,13 +7,8 @@ from pathlib import Path
 import yaml
 
 from components.steps import CPU_IMAGE, GPU_IMAGE
-from cxr.params import Params
-
-DEFAULT_REGISTRY = "ghcr.io/cxr"
-DEFAULT_TAG = "0.1.0"
-# In-cluster defaults (infra/k8s): the MLflow service and the data baked into / mounted in the image.
-CLUSTER_TRACKING_URI = "http://mlflow.cxr.svc.cluster.local:5000"
-CLUSTER_DATA_DIR = "/app/data/covid-radiography-sample"
+from cxr.errors import CxrError
+from cxr.params import ClusterParams, Params
 
 
 def image_names(registry: str, tag: str) -> dict[str, str]:
@@ -23,37 +18,53 @@ def image_names(registry: str, tag: str) -> dict[str, str]:
 
 
 def compile_pipeline(
-    output: str | Path,
-    params: Params,
-    image_registry: str = DEFAULT_REGISTRY,
-    image_tag: str = DEFAULT_TAG,
-    tracking_uri: str = CLUSTER_TRACKING_URI,
-    data_dir: str = CLUSTER_DATA_DIR,
-    data_version: str = "unversioned",
-    git_commit: str = "unknown",
+    output: str | Path, params: Params, data_version: str = "unversioned", git_commit: str = "unknown"
 ) -> Path:
-    """Write the package with the given parameter defaults and component images; returns its path."""
+    """Write the package: parameter defaults, component images and GPU placement from params.cluster."""
     from kfp import compiler
 
-    from pipelines.training import training_pipeline
+    from pipelines.training import build_pipeline
 
+    cluster: ClusterParams = params.cluster
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    pipeline = build_pipeline(dict(cluster.gpu_node_selector), [dict(t) for t in cluster.gpu_tolerations])
     compiler.Compiler().compile(
-        training_pipeline,
+        pipeline,
         str(output),
         pipeline_parameters={
-            "data_dir": data_dir,
+            "data_dir": cluster.data_dir,
             "params_json": params.to_json(),
-            "tracking_uri": tracking_uri,
+            "tracking_uri": cluster.tracking_uri,
             "data_version": data_version,
             "git_commit": git_commit,
         },
     )
-    images = image_names(image_registry, image_tag)
+    images = image_names(cluster.image_registry, cluster.image_tag)
     docs = list(yaml.safe_load_all(output.read_text()))
     for executor in docs[0]["deploymentSpec"]["executors"].values():
         container = executor.get("container", {})
         container["image"] = images.get(container.get("image"), container.get("image"))
     output.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return output
+
+
+def submit_pipeline(package: Path, host: str, experiment: str, run_name: str, namespace: str | None = None) -> str:
+    """Submit a compiled package to a Kubeflow Pipelines endpoint; returns the KFP run id."""
+    import kfp
+
+    try:
+        client = kfp.Client(host=host, namespace=namespace)
+        run = client.create_run_from_pipeline_package(
+            str(package),
+            arguments={"run_name": run_name},
+            run_name=run_name,
+            experiment_name=experiment,
+            enable_caching=False,
+        )
+    except Exception as exc:  # kfp surfaces connection, auth and API errors as many types
+        raise CxrError(
+            f"Submitting to Kubeflow Pipelines at {host} failed ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0][:200]}); check --host and your credentials."
+        ) from exc
+    return run.run_id

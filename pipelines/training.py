@@ -1,49 +1,63 @@
 """The training pipeline: wiring only (steps, typed artifacts, the gate branch, resources)."""
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from components import steps
 
 PIPELINE_NAME = "covid-xray-vgg16-training"
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description="Ingest, validate, augment, train (GPU), evaluate, "
-    "gate on validation F1 and register the chest X-ray COVID-19 classifier.",
-)
-def training_pipeline(
-    data_dir: str,
-    params_json: str,
-    tracking_uri: str,
-    run_name: str = "",
-    data_version: str = "unversioned",
-    git_commit: str = "unknown",
-):
-    common = {"params_json": params_json, "tracking_uri": tracking_uri}
-    ingest = steps.ingest(
-        data_dir=data_dir, run_name=run_name, data_version=data_version, git_commit=git_commit, **common
-    ).set_display_name("ingest")
-    run_id = ingest.outputs["Output"]
-    dataset = ingest.outputs["dataset"]
-    validate = steps.validate(dataset=dataset, parent_run_id=run_id, **common).set_display_name("validate")
-    augment = steps.augment(dataset=dataset, parent_run_id=run_id, **common).after(validate)
-    train = steps.train(dataset=dataset, augmentation=augment.outputs["augmentation"], parent_run_id=run_id, **common)
-    train.set_display_name("train (GPU)").set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-    train.set_memory_request("16G").set_cpu_request("4")
-    evaluate = steps.evaluate(dataset=dataset, model=train.outputs["model"], parent_run_id=run_id, **common)
-    gate = steps.gate(dataset=dataset, candidate_f1=evaluate.outputs["Output"], parent_run_id=run_id, **common)
-    with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (kfp condition syntax)
-        register = steps.register(
-            model_uri=train.outputs["Output"],
-            decision=gate.outputs["decision"],
-            parent_run_id=run_id,
-            data_version=data_version,
-            git_commit=git_commit,
-            **common,
+def build_pipeline(gpu_node_selector: dict | None = None, gpu_tolerations: list | None = None):
+    """The pipeline, with the training task's node selector and tolerations (kfp-kubernetes) set."""
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Ingest, validate, augment, train (GPU), evaluate, gate on validation F1 and register "
+        "the chest X-ray COVID-19 classifier.",
+    )
+    def training_pipeline(
+        data_dir: str,
+        params_json: str,
+        tracking_uri: str,
+        run_name: str = "",
+        data_version: str = "unversioned",
+        git_commit: str = "unknown",
+    ):
+        common = {"params_json": params_json, "tracking_uri": tracking_uri}
+        ingest = steps.ingest(
+            data_dir=data_dir, run_name=run_name, data_version=data_version, git_commit=git_commit, **common
+        ).set_display_name("ingest")
+        run_id = ingest.outputs["Output"]
+        dataset = ingest.outputs["dataset"]
+        validate = steps.validate(dataset=dataset, parent_run_id=run_id, **common).set_display_name("validate")
+        augment = steps.augment(dataset=dataset, parent_run_id=run_id, **common).after(validate)
+        train = steps.train(
+            dataset=dataset, augmentation=augment.outputs["augmentation"], parent_run_id=run_id, **common
         )
-    with dsl.Else(name="gate-failed"):
-        reject = steps.reject(decision=gate.outputs["decision"], tracking_uri=tracking_uri, parent_run_id=run_id)
-    # Every run opens its own MLflow run and the champion may change between runs: never reuse outputs.
-    for task in (ingest, validate, augment, train, evaluate, gate, register, reject):
-        task.set_caching_options(False)
+        train.set_display_name("train (GPU)").set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+        train.set_memory_request("16G").set_cpu_request("4")
+        for key, value in (gpu_node_selector or {}).items():
+            kubernetes.add_node_selector(train, key, str(value))
+        for toleration in gpu_tolerations or []:
+            kubernetes.add_toleration(train, **toleration)
+        evaluate = steps.evaluate(dataset=dataset, model=train.outputs["model"], parent_run_id=run_id, **common)
+        gate = steps.gate(dataset=dataset, candidate_f1=evaluate.outputs["Output"], parent_run_id=run_id, **common)
+        with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (kfp condition syntax)
+            register = steps.register(
+                model_uri=train.outputs["Output"],
+                decision=gate.outputs["decision"],
+                parent_run_id=run_id,
+                data_version=data_version,
+                git_commit=git_commit,
+                **common,
+            )
+        with dsl.Else(name="gate-failed"):
+            reject = steps.reject(decision=gate.outputs["decision"], tracking_uri=tracking_uri, parent_run_id=run_id)
+        # Every run opens its own MLflow run and the champion may change between runs: never reuse outputs.
+        for task in (ingest, validate, augment, train, evaluate, gate, register, reject):
+            task.set_caching_options(False)
+
+    return training_pipeline
+
+
+training_pipeline = build_pipeline()

@@ -3,6 +3,7 @@
 import shutil
 
 import pytest
+import requests
 
 from tests.conftest import SAMPLE
 
@@ -32,7 +33,8 @@ def test_upload_in_a_browser_shows_label_probability_and_heatmap(server):
         page.wait_for_selector("#heatmap")
         assert page.inner_text("#label") in {"COVID", "Normal"}
         assert 0.0 <= float(page.inner_text("#probability")) <= 1.0
-        assert page.inner_text("#threshold") == "0.500"
+        threshold = requests.get(server["base"] + "/readyz").json()["threshold"]
+        assert page.inner_text("#threshold") == f"{threshold:.3f}"
         assert server["version"] in page.inner_text("#model")
         width = page.eval_on_selector("#heatmap", "img => img.naturalWidth")
         assert width == 299  # the Grad-CAM overlay decoded and rendered at the upload's size

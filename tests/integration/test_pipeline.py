@@ -141,7 +141,7 @@ def test_compile_writes_a_package_whose_training_task_asks_for_a_gpu(tmp_path, s
         "1.2.3",
         uri=store,
     )
-    spec = yaml.safe_load(path.read_text())
+    spec, platform = yaml.safe_load_all(path.read_text())
     executors = spec["deploymentSpec"]["executors"]
     train = executors["exec-train"]["container"]
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
@@ -149,3 +149,6 @@ def test_compile_writes_a_package_whose_training_task_asks_for_a_gpu(tmp_path, s
     assert train["image"] == "registry.example.com/cxr/cxr-python-train-gpu:1.2.3"
     assert executors["exec-ingest"]["container"]["image"] == "registry.example.com/cxr/cxr-python-components:1.2.3"
     assert "condition" in json.dumps(spec["root"]["dag"])
+    placement = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert placement["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
+    assert placement["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]

@@ -60,7 +60,10 @@ def test_predicts_any_supported_image(server, name, data):
     assert response.status_code == 200, response.text
     body = response.json()
     assert 0.0 <= body["probability"] <= 1.0 and body["label"] in {"COVID", "Normal"}
-    assert body["threshold"] == 0.5 and body["model_version"] == server["version"]
+    ready = requests.get(server["base"] + "/readyz").json()
+    assert body["threshold"] == ready["threshold"] and 0.0 <= body["threshold"] <= 1.0
+    assert body["model_version"] == server["version"]
+    assert body["label"] == ("COVID" if body["probability"] >= body["threshold"] else "Normal")
 
 
 def test_heatmap_is_an_image_of_the_upload(server):
