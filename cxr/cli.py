@@ -199,6 +199,29 @@ def serve(
     run_server(model, host, port, params.serve.max_upload_mb)
 
 
+@app.command("retrain")
+def retrain(
+    force: bool = typer.Option(False, "--force", help="Retrain even if the newest version used this data."),
+    profile: str = ProfileOpt,
+    params_file: Path | None = ParamsOpt,
+    overrides: list[str] | None = SetOpt,
+    tracking_uri: str = typer.Option("", "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI)."),
+) -> None:
+    """Run the pipeline and the gate when data.dvc's data version differs from the newest registered version's."""
+    from cxr import tracking
+    from cxr.retrain import decide_retrain, newest_version
+
+    params = _load(params_file, profile, overrides)
+    uri = tracking.resolve_tracking_uri(params, tracking_uri)
+    tracking.configure(uri, params.mlflow.experiment)
+    decision = decide_retrain(tracking.data_version(), newest_version(params.register.model_name), force)
+    print(decision.message)
+    if decision.run:
+        pipeline_run(
+            profile=profile, params_file=params_file, data=None, overrides=overrides, tracking_uri=uri, run_name=""
+        )
+
+
 ModelOpt = typer.Option("covid-xray-vgg16", "--name", help="Registered model name.")
 UriOpt = typer.Option("", "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or mlflow/).")
 

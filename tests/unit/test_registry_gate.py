@@ -30,3 +30,19 @@ def test_nan_f1_never_passes():
 def test_decision_round_trips_through_json():
     d = decide_promotion(0.9, 0.5, 0.01, 0.8, "2")
     assert GateDecision.from_json(d.to_json()) == d
+
+
+class _Version:
+    def __init__(self, version, data_version):
+        self.version, self.tags = version, {"data_version": data_version}
+
+
+def test_retrain_decision():
+    from cxr.retrain import decide_retrain
+
+    assert decide_retrain("abc", None).run
+    same = decide_retrain("abc", _Version(4, "abc"))
+    assert not same.run and "version 4 already used data abc" in same.message
+    changed = decide_retrain("def", _Version(4, "abc"))
+    assert changed.run and "abc (version 4) -> def" in changed.message
+    assert decide_retrain("abc", _Version(4, "abc"), force=True).run
