@@ -53,12 +53,12 @@ def pipeline_run(
 ) -> None:
     """Run the whole pipeline locally (kfp local runner); print the run id, metrics and gate decision."""
     from cxr import tracking
-    from cxr.params import PROJECT_ROOT
+    from cxr.params import project_root
     from pipelines.local import run_local
 
     params = _load(params_file, profile, overrides)
     uri = tracking.resolve_tracking_uri(params, tracking_uri)
-    data_dir = data or (PROJECT_ROOT / params.ingest.data_dir)
+    data_dir = data or (project_root() / params.ingest.data_dir)
     outcome = run_local(params, data_dir, uri, run_name)
     print(
         json.dumps(
@@ -273,10 +273,10 @@ def registry_compare(
 ):
     """Two versions (numbers or aliases) on the same validation split; ΔF1 with a paired bootstrap 95% CI."""
     from cxr.compare import compare, format_comparison
-    from cxr.params import PROJECT_ROOT, load_params
+    from cxr.params import load_params, project_root
 
     _registry(tracking_uri)
-    result = compare(name, a, b, data or PROJECT_ROOT / load_params().ingest.data_dir, samples)
+    result = compare(name, a, b, data or project_root() / load_params().ingest.data_dir, samples)
     print(json.dumps(result, indent=2) if as_json else format_comparison(result))
 
 

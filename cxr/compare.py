@@ -8,7 +8,7 @@ import numpy as np
 
 from cxr.errors import CxrError
 from cxr.evaluate import compute_metrics, confusion_matrix_table
-from cxr.release import resolve_version
+from cxr.release import aliases_by_version, resolve_version
 
 COMPARED = ("f1", "accuracy", "precision", "sensitivity", "specificity", "roc_auc", "bce", "threshold")
 
@@ -105,7 +105,7 @@ def compare(name: str, ref_a: str, ref_b: str, data_dir: Path, samples: int = 20
     for version, p, t in ((a, p_a, thresholds[0]), (b, p_b, thresholds[1])):
         m = compute_metrics(y, p, t)
         out["versions"][str(version.version)] = {
-            "aliases": sorted(version.aliases or []),
+            "aliases": aliases_by_version(name).get(str(version.version), []),
             "metrics": {k: m[k] for k in COMPARED},
             "confusion_matrix": confusion_matrix_table(m, negative, positive),
         }

@@ -14,7 +14,13 @@ import yaml
 from cxr.errors import CxrError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
+
+
+def project_root() -> Path:
+    """The project the command works on: the current folder when it holds a params.yaml (a clone, a
+    CI checkout), else the folder this package was installed from."""
+    cwd = Path.cwd()
+    return cwd if (cwd / "params.yaml").is_file() else PROJECT_ROOT
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,7 @@ def load_params(
     overrides: list[str] | tuple[str, ...] = (),
 ) -> Params:
     """Read params.yaml, apply `profiles.<profile>` (none for `cpu`) and `stage.key=value` overrides."""
-    path = Path(path) if path else DEFAULT_PARAMS
+    path = Path(path) if path else project_root() / "params.yaml"
     if not path.is_file():
         raise CxrError(f"Params file {path} does not exist; pass --params with an existing YAML file.")
     try:

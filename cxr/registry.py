@@ -99,10 +99,11 @@ def register_candidate(model_uri: str, name: str, alias: str, tags: dict[str, st
             f"The champion of '{name}' changed from v{decision.champion_version or '-'} to v{now_champion or '-'} "
             "after this run's gate compared against it; nothing was registered. Rerun the pipeline."
         )
-    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    # one request creates the version with every tag: a failure cannot leave a version without its gate record
+    version = mlflow.register_model(
+        model_uri, name, tags={**{k: str(v) for k, v in tags.items()}, **gate_tags(decision)}
+    )
     c = client()
-    for key, value in gate_tags(decision).items():
-        c.set_model_version_tag(name, version.version, key, value)
     holder = alias_version(name, alias)
     if holder is not None and str(holder.version) != (decision.challenger_version or ""):
         holder_f1 = float(holder.tags.get("gate.candidate_f1", "nan"))

@@ -39,6 +39,14 @@ def _created(mv) -> str:
     return datetime.datetime.fromtimestamp(mv.creation_timestamp / 1000, datetime.UTC).isoformat(timespec="seconds")
 
 
+def aliases_by_version(name: str) -> dict[str, list[str]]:
+    """Version -> its aliases, from the registered model (search results do not always carry aliases)."""
+    out: dict[str, list[str]] = {}
+    for alias, version in (client().get_registered_model(name).aliases or {}).items():
+        out.setdefault(str(version), []).append(alias)
+    return {v: sorted(a) for v, a in out.items()}
+
+
 def list_versions(name: str) -> list[dict]:
     from mlflow.exceptions import MlflowException
 
@@ -93,7 +101,7 @@ def show_version(name: str, ref: str) -> dict:
     return {
         "name": name,
         "version": str(mv.version),
-        "aliases": sorted(mv.aliases or []),
+        "aliases": aliases_by_version(name).get(str(mv.version), []),
         "created": _created(mv),
         "source": mv.source,
         "run_id": tags.get("run_id", mv.run_id or ""),

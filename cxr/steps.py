@@ -209,17 +209,17 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
     from cxr.registry import GateDecision, gate_tags, register_candidate
 
     decision = GateDecision.from_json(decision_json)
-    client = mlflow.MlflowClient()
-    parent = client.get_run(ctx.parent_run_id)
-    metrics = parent.data.metrics
     name = params.register.model_name
-    summary = {
-        f"val_{k}": f"{metrics[f'val_{k}']:.6f}"
-        for k in ("f1", "accuracy", "sensitivity", "specificity", "threshold")
-        if f"val_{k}" in metrics
-    }
     who = os.environ.get("USER") or getpass.getuser()
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "register"):
+        client = mlflow.MlflowClient()
+        parent = client.get_run(ctx.parent_run_id)
+        metrics = parent.data.metrics
+        summary = {
+            f"val_{k}": f"{metrics[f'val_{k}']:.6f}"
+            for k in ("f1", "accuracy", "sensitivity", "specificity", "threshold")
+            if f"val_{k}" in metrics
+        }
         version, note = register_candidate(
             model_uri,
             name,
@@ -231,6 +231,7 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
                 "profile": params.profile,
                 "registered_by": who,
                 "weights": params.train.weights,
+                "positive_class": params.ingest.positive_class,
             },
             decision,
         )

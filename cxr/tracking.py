@@ -11,13 +11,11 @@ import subprocess
 from pathlib import Path
 
 from cxr.errors import CxrError
-from cxr.params import PROJECT_ROOT, Params
-
-LOCAL_STORE = PROJECT_ROOT / "mlflow"
+from cxr.params import Params, project_root
 
 
 def default_tracking_uri() -> str:
-    return f"sqlite:///{LOCAL_STORE / 'mlflow.db'}"
+    return f"sqlite:///{project_root() / 'mlflow' / 'mlflow.db'}"
 
 
 def resolve_tracking_uri(params: Params | None = None, explicit: str = "") -> str:
@@ -58,17 +56,19 @@ def configure(tracking_uri: str, experiment: str) -> str:
         ) from exc
 
 
-def data_version(dvc_file: Path = PROJECT_ROOT / "data.dvc") -> str:
+def data_version(dvc_file: Path | None = None) -> str:
     """The md5 that data.dvc records for the dataset ('unversioned' without one)."""
     import yaml
 
+    dvc_file = dvc_file or project_root() / "data.dvc"
     if not dvc_file.is_file():
         return "unversioned"
     outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [])
     return str(outs[0].get("md5", "unversioned")) if outs else "unversioned"
 
 
-def git_commit(root: Path = PROJECT_ROOT) -> str:
+def git_commit(root: Path | None = None) -> str:
+    root = root or project_root()
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
@@ -114,18 +114,52 @@ def step_run(tracking_uri: str, parent_run_id: str, step: str):
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = mlflow.MlflowClient()
-    parent = client.get_run(parent_run_id)
+    try:
+        parent = client.get_run(parent_run_id)
+    except Exception as exc:
+        raise store_error(tracking_uri, step, exc) from exc
     try:
         with mlflow.start_run(
             run_name=step, experiment_id=parent.info.experiment_id, parent_run_id=parent_run_id, tags={"step": step}
         ) as run:
             yield run
     except BaseException as exc:
+        error = exc if isinstance(exc, CxrError) or not _is_store_failure(exc) else store_error(tracking_uri, step, exc)
         with contextlib.suppress(Exception):
             client.set_tag(parent_run_id, "failed_step", step)
-            client.set_tag(parent_run_id, "error", str(exc)[:4000])
+            client.set_tag(parent_run_id, "error", str(error)[:4000])
             client.set_terminated(parent_run_id, status="FAILED")
-        raise
+        if error is exc:
+            raise
+        raise error from exc
+
+
+def _is_store_failure(exc: BaseException) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    text = str(exc)
+    return isinstance(exc, MlflowException | ConnectionError | OSError) and (
+        "API request to" in text
+        or "Connection" in text
+        or "S3" in text
+        or "bucket" in text.lower()
+        or "artifact" in text.lower()
+    )
+
+
+def store_error(tracking_uri: str, step: str, exc: BaseException) -> CxrError:
+    """One sentence for a tracking server or artifact store failing under a step."""
+    first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else exc.__class__.__name__
+    artifacts = "mlflow-artifacts" in first or "500 error" in first or "S3" in first or "ucket" in first
+    if not artifacts and ("API request to" in first or "Connection" in first):
+        return CxrError(
+            f"The MLflow tracking server at {tracking_uri} stopped answering during step '{step}' "
+            f"({first}); nothing was registered by this step. Restart the server and rerun the pipeline."
+        )
+    return CxrError(
+        f"The artifact store behind the MLflow server at {tracking_uri} refused a write during step "
+        f"'{step}' ({first}); check the bucket and the server's S3 credentials, then rerun."
+    )
 
 
 def finish_pipeline_run(tracking_uri: str, parent_run_id: str, status: str = "FINISHED") -> None:

@@ -1,0 +1,169 @@
+"""The CI retraining flow and its faults, end to end on loopback: DVC on S3 (moto), MLflow server on
+PostgreSQL with artifacts in S3, `dvc pull` + `cxr retrain` in a fresh clone."""
+
+import os
+import shutil
+import subprocess
+
+import mlflow
+import pytest
+
+from tests.conftest import PROJECT, make_dataset
+from tests.team.conftest import BIN, S3_ENV, MlflowServer, client_env, s3_client
+
+pytestmark = pytest.mark.slow
+NAME = "covid-xray-vgg16"
+TINY = [
+    "--set",
+    "train.weights=none",
+    "--set",
+    "train.image_size=32",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "gate.min_f1=0.0",
+    "--set",
+    "evaluate.bootstrap_samples=50",
+    "--set",
+    "augment.preview_images=2",
+]
+
+
+def sh(*args, cwd, env=None, check=True):
+    out = subprocess.run(
+        [str(a) for a in args],
+        cwd=cwd,
+        env=env or {**os.environ, **S3_ENV},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check:
+        assert out.returncode == 0, f"{args}: {out.stdout[-3000:]} {out.stderr[-3000:]}"
+    return out
+
+
+def dvc(*args, cwd):
+    return sh(BIN / "dvc", *args, cwd=cwd)
+
+
+def git(*args, cwd):
+    return sh("git", "-c", "user.name=ci", "-c", "user.email=ci@example.com", *args, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory, s3):
+    """A project repository whose data is versioned by DVC on the S3 remote."""
+    s3_client(s3).create_bucket(Bucket="cxr-dvc")
+    repo = tmp_path_factory.mktemp("origin")
+    git("init", "-q", "-b", "main", cwd=repo)
+    shutil.copy(PROJECT / "params.yaml", repo / "params.yaml")
+    dvc("init", "-q", cwd=repo)
+    dvc("remote", "add", "-d", "s3", "s3://cxr-dvc/store", cwd=repo)
+    dvc("remote", "modify", "s3", "endpointurl", s3, cwd=repo)
+    make_dataset(repo / "data" / "covid-radiography-sample", per_class=8)
+    dvc("add", "data", cwd=repo)
+    dvc("push", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "data v1", cwd=repo)
+    return repo
+
+
+def cxr(server, *args, cwd, check=True):
+    return sh(BIN / "cxr", *args, cwd=cwd, env=client_env(server), check=check)
+
+
+def versions(server):
+    mlflow.set_tracking_uri(server.url)
+    return sorted(mlflow.MlflowClient().search_model_versions(f"name='{NAME}'"), key=lambda v: int(v.version))
+
+
+def test_retrain_flow_from_a_fresh_clone(origin, team, s3, tmp_path):
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(origin), str(clone), cwd=tmp_path)
+    assert not (clone / "data").exists()
+    dvc("pull", cwd=clone)
+    assert len(list((clone / "data" / "covid-radiography-sample" / "COVID").iterdir())) == 8
+
+    first = cxr(team, "retrain", *TINY, cwd=clone)
+    assert "no registered version yet" in first.stdout and "gate: PASSED" in first.stdout
+    (v1,) = versions(team)
+    data_v1 = (clone / "data.dvc").read_text().split("md5: ")[1].split()[0]
+    assert v1.tags["data_version"] == data_v1
+    keys = [o["Key"] for o in s3_client(s3).list_objects_v2(Bucket="cxr-mlflow").get("Contents", [])]
+    assert any(k.endswith("model.keras") for k in keys) and any("manifest.csv" in k for k in keys)
+
+    again = cxr(team, "retrain", *TINY, cwd=clone)
+    assert f"version {v1.version} already used data {data_v1}; nothing to do" in again.stdout
+    assert len(versions(team)) == 1
+
+    # new images land: the data scientist adds them, dvc add, dvc push, commit
+    make_dataset(tmp_path / "more", per_class=2)
+    for label in ("COVID", "Normal"):
+        for f in (tmp_path / "more" / label).iterdir():
+            shutil.copy(f, origin / "data" / "covid-radiography-sample" / label / f"new-{f.name}")
+    dvc("add", "data", cwd=origin)
+    dvc("push", cwd=origin)
+    git("commit", "-qam", "data v2", cwd=origin)
+    # CI on the push: pull the repository and the data, retrain
+    git("pull", "-q", cwd=clone)
+    dvc("pull", cwd=clone)
+    third = cxr(team, "retrain", *TINY, cwd=clone)
+    assert "data changed" in third.stdout and "gate: PASSED" in third.stdout
+    v1, v2 = versions(team)
+    assert v2.tags["data_version"] != data_v1
+    assert str(mlflow.MlflowClient().get_model_version_by_alias(NAME, "challenger").version) == str(v2.version)
+
+
+def test_tracking_server_stopping_mid_run_fails_clearly_and_registers_nothing(postgres_db, s3, tmp_path):
+    from cxr import tracking
+    from cxr.errors import CxrError
+    from cxr.steps import RunContext, evaluate_step, gate_step, ingest_step, register_step, train_step
+    from tests.conftest import tiny
+
+    s3_client(s3).create_bucket(Bucket="cxr-faults")
+    server = MlflowServer(postgres_db, "s3://cxr-faults/a", s3, tmp_path).start()
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
+    try:
+        before = len(versions(server))
+        params = tiny()
+        data = make_dataset(tmp_path / "data")
+        run_id = tracking.start_pipeline_run(params, server.url, "fault", {"data_version": "f1"})
+        ctx = RunContext(server.url, run_id)
+        ingest_step(ctx, str(data), str(tmp_path / "ds"), params)
+        model_uri = train_step(ctx, str(tmp_path / "ds"), str(tmp_path / "m"), params)
+        reports = evaluate_step(ctx, str(tmp_path / "ds"), str(tmp_path / "m"), str(tmp_path / "e"), params)
+        decision = gate_step(ctx, str(tmp_path / "ds"), reports["val"]["metrics"]["f1"], params)
+        server.stop()
+        with pytest.raises(CxrError, match=f"tracking server at {server.url} stopped answering during step 'register'"):
+            register_step(ctx, model_uri, decision.to_json(), params, {"data_version": "f1"})
+        server.start()
+        assert len(versions(server)) == before  # nothing half-registered
+        # retry: the whole pipeline again, now that the server is back
+        out = sh(BIN / "cxr", "pipeline", "run", *TINY, "--data", data, cwd=PROJECT, env=client_env(server))
+        assert "gate: PASSED" in out.stdout and len(versions(server)) == before + 1
+    finally:
+        os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        os.environ.pop("MLFLOW_HTTP_REQUEST_TIMEOUT", None)
+        server.stop()
+
+
+def test_an_artifact_store_refusing_writes_gives_a_clear_error(postgres_db, s3, tmp_path):
+    server = MlflowServer(postgres_db, "s3://no-such-bucket/artifacts", s3, tmp_path).start()
+    try:
+        data = make_dataset(tmp_path / "data")
+        out = sh(
+            BIN / "cxr", "pipeline", "run", *TINY, "--data", data, cwd=PROJECT, env=client_env(server), check=False
+        )
+        assert out.returncode != 0
+        assert f"artifact store behind the MLflow server at {server.url} refused a write" in out.stderr
+        assert "Traceback" not in out.stderr
+    finally:
+        server.stop()
+
+
+def test_dvc_push_to_a_refusing_store_is_a_clear_error(origin, s3):
+    dvc("remote", "add", "-f", "broken", "s3://missing-bucket/store", cwd=origin)
+    dvc("remote", "modify", "broken", "endpointurl", s3, cwd=origin)
+    out = sh(BIN / "dvc", "push", "-r", "broken", cwd=origin, check=False)
+    assert out.returncode != 0 and "bucket" in (out.stderr + out.stdout).lower()
