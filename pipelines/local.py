@@ -9,9 +9,7 @@ from pathlib import Path
 
 from cxr import tracking
 from cxr.errors import CxrError
-from cxr.params import PROJECT_ROOT, Params
-
-LOCAL_ROOT = PROJECT_ROOT / ".kfp" / "outputs"
+from cxr.params import Params, project_root
 
 
 @dataclass
@@ -31,7 +29,7 @@ def new_run_name() -> str:
 
 
 def run_local(
-    params: Params, data_dir: str | Path, tracking_uri: str, run_name: str = "", pipeline_root: str | Path = LOCAL_ROOT
+    params: Params, data_dir: str | Path, tracking_uri: str, run_name: str = "", pipeline_root: str | Path | None = None
 ) -> PipelineOutcome:
     """Run every step locally; return what the MLflow run recorded (metrics, gate, version)."""
     from kfp import local
@@ -46,7 +44,8 @@ def run_local(
         )
     run_name = run_name or new_run_name()
     tracking.configure(tracking_uri, params.mlflow.experiment)
-    Path(pipeline_root).mkdir(parents=True, exist_ok=True)
+    pipeline_root = Path(pipeline_root or project_root() / ".kfp" / "outputs")
+    pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False)
     training_pipeline(
         data_dir=str(data_dir),
