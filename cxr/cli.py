@@ -10,34 +10,23 @@ from pathlib import Path
 
 import typer
 
+from cxr.cli_options import ParamsOpt, ProfileOpt, SetOpt
+from cxr.cli_options import load as _load
+from cxr.cli_registry import registry_app
+from cxr.cli_stages import stage_app
 from cxr.errors import CxrError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="COVID-19 chest X-ray classifier (VGG16).")
 pipeline_app = typer.Typer(no_args_is_help=True, help="Run, compile or submit the Kubeflow pipeline.")
-stage_app = typer.Typer(no_args_is_help=True, help="Pipeline steps one at a time (what dvc.yaml runs).")
 app.add_typer(pipeline_app, name="pipeline")
-registry_app = typer.Typer(
-    no_args_is_help=True,
-    help="The release manager's registry: list, compare, promote, roll back, history, model cards.",
-)
 app.add_typer(stage_app, name="stage")
 app.add_typer(registry_app, name="registry")
-
-ParamsOpt = typer.Option(None, "--params", help="params.yaml to read (default: the project's).")
-ProfileOpt = typer.Option("cpu", "--profile", help="cpu (default, minutes on 2 cores) or paper (GPU).")
-SetOpt = typer.Option(None, "--set", help="Override a parameter: stage.key=value (repeatable).")
 
 
 def _quiet() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-
-def _load(params_file, profile, overrides):
-    from cxr.params import load_params
-
-    return load_params(params_file, profile, tuple(overrides or ()))
 
 
 @pipeline_app.command("run")
@@ -220,213 +209,6 @@ def retrain(
         pipeline_run(
             profile=profile, params_file=params_file, data=None, overrides=overrides, tracking_uri=uri, run_name=""
         )
-
-
-ModelOpt = typer.Option("covid-xray-vgg16", "--name", help="Registered model name.")
-UriOpt = typer.Option("", "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or mlflow/).")
-
-
-def _registry(tracking_uri: str) -> None:
-    import mlflow
-
-    from cxr import tracking
-
-    uri = tracking.resolve_tracking_uri(None, tracking_uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-
-
-def _who(by: str) -> str:
-    import getpass
-
-    return by or os.environ.get("USER") or getpass.getuser()
-
-
-@registry_app.command("list")
-def registry_list(name: str = ModelOpt, as_json: bool = typer.Option(False, "--json"), tracking_uri: str = UriOpt):
-    """Every version: aliases, validation F1 and accuracy, data version, commit, time, who registered it."""
-    from cxr.release import format_table, list_versions
-
-    _registry(tracking_uri)
-    rows = list_versions(name)
-    print(json.dumps(rows, indent=2) if as_json else format_table(rows))
-
-
-@registry_app.command("show")
-def registry_show(version: str, name: str = ModelOpt, tracking_uri: str = UriOpt):
-    """Everything about one version (number or alias): tags, gate figures, run link, release events."""
-    from cxr.release import show_version
-
-    _registry(tracking_uri)
-    print(json.dumps(show_version(name, version), indent=2))
-
-
-@registry_app.command("compare")
-def registry_compare(
-    a: str,
-    b: str,
-    name: str = ModelOpt,
-    as_json: bool = typer.Option(False, "--json"),
-    data: Path | None = typer.Option(None, "--data", help="Dataset folder for re-scoring (default ingest.data_dir)."),
-    samples: int = typer.Option(2000, "--samples", help="Bootstrap resamples for the ΔF1 interval."),
-    tracking_uri: str = UriOpt,
-):
-    """Two versions (numbers or aliases) on the same validation split; ΔF1 with a paired bootstrap 95% CI."""
-    from cxr.compare import compare, format_comparison
-    from cxr.params import load_params, project_root
-
-    _registry(tracking_uri)
-    result = compare(name, a, b, data or project_root() / load_params().ingest.data_dir, samples)
-    print(json.dumps(result, indent=2) if as_json else format_comparison(result))
-
-
-@registry_app.command("promote")
-def registry_promote(
-    version: str,
-    reason: str = typer.Option(..., "--reason", help="Why (kept in the history)."),
-    force: bool = typer.Option(False, "--force", help="Promote a version that did not pass the gate."),
-    by: str = typer.Option("", "--by", help="Who (default $USER)."),
-    name: str = ModelOpt,
-    tracking_uri: str = UriOpt,
-):
-    """Move @champion to VERSION; the old champion becomes @previous-champion."""
-    from cxr.release import promote
-
-    _registry(tracking_uri)
-    event = promote(name, version, reason, _who(by), force)
-    forced = " (FORCED past the gate)" if event["forced"] else ""
-    print(f"@champion -> v{event['version']} (was v{event['from_version'] or '-'}){forced}: {event['reason']}")
-
-
-@registry_app.command("rollback")
-def registry_rollback(
-    reason: str = typer.Option(..., "--reason", help="Why (kept in the history)."),
-    by: str = typer.Option("", "--by", help="Who (default $USER)."),
-    name: str = ModelOpt,
-    tracking_uri: str = UriOpt,
-):
-    """Put @champion back on @previous-champion."""
-    from cxr.release import rollback
-
-    _registry(tracking_uri)
-    event = rollback(name, reason, _who(by))
-    print(f"@champion -> v{event['version']} (rolled back from v{event['from_version'] or '-'}): {event['reason']}")
-
-
-@registry_app.command("history")
-def registry_history(name: str = ModelOpt, as_json: bool = typer.Option(False, "--json"), tracking_uri: str = UriOpt):
-    """Every promotion and rollback, oldest first, read back from the registry."""
-    from cxr.release import history
-
-    _registry(tracking_uri)
-    events = history(name)
-    if as_json:
-        print(json.dumps(events, indent=2))
-        return
-    for e in events:
-        forced = " FORCED" if e.get("forced") else ""
-        print(
-            f"{e['at']}  {e['action']:<8} v{e['from_version'] or '-'} -> v{e['version']}{forced}  by {e['by']}: "
-            f"{e['reason']}"
-        )
-    if not events:
-        print("(no promotions yet)")
-
-
-@registry_app.command("card")
-def registry_card(version: str, name: str = ModelOpt, tracking_uri: str = UriOpt):
-    """Print the Markdown model card of a version."""
-    from cxr.release import model_card
-
-    _registry(tracking_uri)
-    print(model_card(name, version))
-
-
-ARTIFACTS = Path("artifacts")
-
-
-def _stage_context(params_file, profile):
-    """Params and the MLflow run the DVC stages share (opened by `cxr stage ingest`)."""
-    from cxr.steps import RunContext
-
-    params = _load(params_file, profile, ())
-    state = ARTIFACTS / "run.json"
-    if not state.is_file():
-        raise CxrError(f"{state} is missing; run `dvc repro` (or `cxr stage ingest`) from the start.")
-    run = json.loads(state.read_text())
-    return params, RunContext(run["tracking_uri"], run["run_id"])
-
-
-@stage_app.command("ingest")
-def stage_ingest(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
-    """Ingest ingest.data_dir into artifacts/dataset; opens the MLflow run for the stages."""
-    from cxr import tracking
-    from cxr.steps import RunContext, ingest_step
-
-    params = _load(params_file, profile, ())
-    uri = tracking.resolve_tracking_uri(params)
-    tags = {"data_version": tracking.data_version(), "git_commit": tracking.git_commit(), "orchestrator": "dvc"}
-    run_id = tracking.start_pipeline_run(params, uri, "", tags)
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "run.json").write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}))
-    print(ingest_step(RunContext(uri, run_id), params.ingest.data_dir, str(ARTIFACTS / "dataset"), params))
-
-
-@stage_app.command("validate")
-def stage_validate(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
-    """Validate artifacts/dataset; data docs in artifacts/validation."""
-    from cxr.steps import validate_step
-
-    params, ctx = _stage_context(params_file, profile)
-    validate_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "validation"), params)
-
-
-@stage_app.command("augment")
-def stage_augment(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
-    """Write the augmentation spec and preview to artifacts/augmentation."""
-    from cxr.steps import augment_step
-
-    params, ctx = _stage_context(params_file, profile)
-    augment_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "augmentation"), params)
-
-
-@stage_app.command("train")
-def stage_train(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
-    """Train into artifacts/model (and log the MLflow model)."""
-    from cxr.steps import train_step
-
-    params, ctx = _stage_context(params_file, profile)
-    model_uri = train_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "model"), params)
-    (ARTIFACTS / "model" / "mlflow_model_uri.txt").write_text(model_uri)
-
-
-@stage_app.command("evaluate")
-def stage_evaluate(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
-    """Evaluate artifacts/model; metrics in artifacts/evaluation/metrics.json."""
-    from cxr.steps import evaluate_step
-
-    params, ctx = _stage_context(params_file, profile)
-    evaluate_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "model"), str(ARTIFACTS / "evaluation"), params)
-
-
-@stage_app.command("register")
-def stage_register(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
-    """Gate on validation F1; register when it passes. Writes artifacts/gate.json."""
-    from cxr import tracking
-    from cxr.steps import gate_step, register_step, reject_step
-
-    params, ctx = _stage_context(params_file, profile)
-    metrics = json.loads((ARTIFACTS / "evaluation" / "metrics.json").read_text())
-    decision = gate_step(ctx, str(ARTIFACTS / "dataset"), metrics["val_f1"], params)
-    out = json.loads(decision.to_json())
-    if decision.passed:
-        model_uri = (ARTIFACTS / "model" / "mlflow_model_uri.txt").read_text().strip()
-        tags = {"data_version": tracking.data_version(), "git_commit": tracking.git_commit()}
-        out["registered_version"] = register_step(ctx, model_uri, decision.to_json(), params, tags)
-    else:
-        reject_step(ctx, decision.to_json())
-    (ARTIFACTS / "gate.json").write_text(json.dumps(out, indent=2))
-    print(json.dumps(out))
 
 
 def main() -> None:

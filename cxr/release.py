@@ -56,12 +56,13 @@ def list_versions(name: str) -> list[dict]:
         raise CxrError(
             f"Registered model '{name}' cannot be read ({exc.__class__.__name__}); check MLFLOW_TRACKING_URI."
         ) from exc
+    holders = aliases_by_version(name)
     rows = []
     for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
         rows.append(
             {
                 "version": str(mv.version),
-                "aliases": sorted(mv.aliases or []),
+                "aliases": holders.get(str(mv.version), []),
                 "val_f1": mv.tags.get("val_f1", ""),
                 "val_accuracy": mv.tags.get("val_accuracy", ""),
                 "data_version": mv.tags.get("data_version", ""),

@@ -84,6 +84,8 @@ def test_promote_refuse_force_rollback_and_history(store):
     event = rollback(NAME, "hotfix misbehaved", "dave")
     assert event["version"] == v2 and event["from_version"] == manual
     assert alias_of("champion") == v2
+    aliases = {r["version"]: r["aliases"] for r in list_versions(NAME)}
+    assert "champion" in aliases[v2] and "previous-champion" in aliases[manual]
     log = history(NAME)
     assert [(e["action"], e["by"], e["from_version"], e["version"]) for e in log] == [
         ("promote", "alice", None, v1),

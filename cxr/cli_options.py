@@ -1,0 +1,15 @@
+"""Options shared by the `cxr` sub-commands."""
+
+from __future__ import annotations
+
+import typer
+
+ParamsOpt = typer.Option(None, "--params", help="params.yaml to read (default: the project's).")
+ProfileOpt = typer.Option("cpu", "--profile", help="cpu (default, minutes on 2 cores) or paper (GPU).")
+SetOpt = typer.Option(None, "--set", help="Override a parameter: stage.key=value (repeatable).")
+
+
+def load(params_file, profile, overrides):
+    from cxr.params import load_params
+
+    return load_params(params_file, profile, tuple(overrides or ()))

@@ -1,0 +1,133 @@
+"""`cxr registry …`: the release manager's commands (thin shell over cxr.release and cxr.compare)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+
+registry_app = typer.Typer(
+    no_args_is_help=True,
+    help="The release manager's registry: list, compare, promote, roll back, history, model cards.",
+)
+
+ModelOpt = typer.Option("covid-xray-vgg16", "--name", help="Registered model name.")
+UriOpt = typer.Option("", "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or mlflow/).")
+
+
+def _registry(tracking_uri: str) -> None:
+    import mlflow
+
+    from cxr import tracking
+
+    uri = tracking.resolve_tracking_uri(None, tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def _who(by: str) -> str:
+    import getpass
+
+    return by or os.environ.get("USER") or getpass.getuser()
+
+
+@registry_app.command("list")
+def registry_list(name: str = ModelOpt, as_json: bool = typer.Option(False, "--json"), tracking_uri: str = UriOpt):
+    """Every version: aliases, validation F1 and accuracy, data version, commit, time, who registered it."""
+    from cxr.release import format_table, list_versions
+
+    _registry(tracking_uri)
+    rows = list_versions(name)
+    print(json.dumps(rows, indent=2) if as_json else format_table(rows))
+
+
+@registry_app.command("show")
+def registry_show(version: str, name: str = ModelOpt, tracking_uri: str = UriOpt):
+    """Everything about one version (number or alias): tags, gate figures, run link, release events."""
+    from cxr.release import show_version
+
+    _registry(tracking_uri)
+    print(json.dumps(show_version(name, version), indent=2))
+
+
+@registry_app.command("compare")
+def registry_compare(
+    a: str,
+    b: str,
+    name: str = ModelOpt,
+    as_json: bool = typer.Option(False, "--json"),
+    data: Path | None = typer.Option(None, "--data", help="Dataset folder for re-scoring (default ingest.data_dir)."),
+    samples: int = typer.Option(2000, "--samples", help="Bootstrap resamples for the ΔF1 interval."),
+    tracking_uri: str = UriOpt,
+):
+    """Two versions (numbers or aliases) on the same validation split; ΔF1 with a paired bootstrap 95% CI."""
+    from cxr.compare import compare, format_comparison
+    from cxr.params import load_params, project_root
+
+    _registry(tracking_uri)
+    result = compare(name, a, b, data or project_root() / load_params().ingest.data_dir, samples)
+    print(json.dumps(result, indent=2) if as_json else format_comparison(result))
+
+
+@registry_app.command("promote")
+def registry_promote(
+    version: str,
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the history)."),
+    force: bool = typer.Option(False, "--force", help="Promote a version that did not pass the gate."),
+    by: str = typer.Option("", "--by", help="Who (default $USER)."),
+    name: str = ModelOpt,
+    tracking_uri: str = UriOpt,
+):
+    """Move @champion to VERSION; the old champion becomes @previous-champion."""
+    from cxr.release import promote
+
+    _registry(tracking_uri)
+    event = promote(name, version, reason, _who(by), force)
+    forced = " (FORCED past the gate)" if event["forced"] else ""
+    print(f"@champion -> v{event['version']} (was v{event['from_version'] or '-'}){forced}: {event['reason']}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the history)."),
+    by: str = typer.Option("", "--by", help="Who (default $USER)."),
+    name: str = ModelOpt,
+    tracking_uri: str = UriOpt,
+):
+    """Put @champion back on @previous-champion."""
+    from cxr.release import rollback
+
+    _registry(tracking_uri)
+    event = rollback(name, reason, _who(by))
+    print(f"@champion -> v{event['version']} (rolled back from v{event['from_version'] or '-'}): {event['reason']}")
+
+
+@registry_app.command("history")
+def registry_history(name: str = ModelOpt, as_json: bool = typer.Option(False, "--json"), tracking_uri: str = UriOpt):
+    """Every promotion and rollback, oldest first, read back from the registry."""
+    from cxr.release import history
+
+    _registry(tracking_uri)
+    events = history(name)
+    if as_json:
+        print(json.dumps(events, indent=2))
+        return
+    for e in events:
+        forced = " FORCED" if e.get("forced") else ""
+        print(
+            f"{e['at']}  {e['action']:<8} v{e['from_version'] or '-'} -> v{e['version']}{forced}  by {e['by']}: "
+            f"{e['reason']}"
+        )
+    if not events:
+        print("(no promotions yet)")
+
+
+@registry_app.command("card")
+def registry_card(version: str, name: str = ModelOpt, tracking_uri: str = UriOpt):
+    """Print the Markdown model card of a version."""
+    from cxr.release import model_card
+
+    _registry(tracking_uri)
+    print(model_card(name, version))

@@ -1,0 +1,100 @@
+"""`cxr stage …`: the pipeline steps one at a time into artifacts/ (what dvc.yaml runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cxr.cli_options import ParamsOpt, ProfileOpt
+from cxr.cli_options import load as _load
+from cxr.errors import CxrError
+
+stage_app = typer.Typer(no_args_is_help=True, help="Pipeline steps one at a time (what dvc.yaml runs).")
+
+ARTIFACTS = Path("artifacts")
+
+
+def _stage_context(params_file, profile):
+    """Params and the MLflow run the DVC stages share (opened by `cxr stage ingest`)."""
+    from cxr.steps import RunContext
+
+    params = _load(params_file, profile, ())
+    state = ARTIFACTS / "run.json"
+    if not state.is_file():
+        raise CxrError(f"{state} is missing; run `dvc repro` (or `cxr stage ingest`) from the start.")
+    run = json.loads(state.read_text())
+    return params, RunContext(run["tracking_uri"], run["run_id"])
+
+
+@stage_app.command("ingest")
+def stage_ingest(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
+    """Ingest ingest.data_dir into artifacts/dataset; opens the MLflow run for the stages."""
+    from cxr import tracking
+    from cxr.steps import RunContext, ingest_step
+
+    params = _load(params_file, profile, ())
+    uri = tracking.resolve_tracking_uri(params)
+    tags = {"data_version": tracking.data_version(), "git_commit": tracking.git_commit(), "orchestrator": "dvc"}
+    run_id = tracking.start_pipeline_run(params, uri, "", tags)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "run.json").write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}))
+    print(ingest_step(RunContext(uri, run_id), params.ingest.data_dir, str(ARTIFACTS / "dataset"), params))
+
+
+@stage_app.command("validate")
+def stage_validate(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
+    """Validate artifacts/dataset; data docs in artifacts/validation."""
+    from cxr.steps import validate_step
+
+    params, ctx = _stage_context(params_file, profile)
+    validate_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "validation"), params)
+
+
+@stage_app.command("augment")
+def stage_augment(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
+    """Write the augmentation spec and preview to artifacts/augmentation."""
+    from cxr.steps import augment_step
+
+    params, ctx = _stage_context(params_file, profile)
+    augment_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "augmentation"), params)
+
+
+@stage_app.command("train")
+def stage_train(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
+    """Train into artifacts/model (and log the MLflow model)."""
+    from cxr.steps import train_step
+
+    params, ctx = _stage_context(params_file, profile)
+    model_uri = train_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "model"), params)
+    (ARTIFACTS / "model" / "mlflow_model_uri.txt").write_text(model_uri)
+
+
+@stage_app.command("evaluate")
+def stage_evaluate(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
+    """Evaluate artifacts/model; metrics in artifacts/evaluation/metrics.json."""
+    from cxr.steps import evaluate_step
+
+    params, ctx = _stage_context(params_file, profile)
+    evaluate_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "model"), str(ARTIFACTS / "evaluation"), params)
+
+
+@stage_app.command("register")
+def stage_register(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
+    """Gate on validation F1; register when it passes. Writes artifacts/gate.json."""
+    from cxr import tracking
+    from cxr.steps import gate_step, register_step, reject_step
+
+    params, ctx = _stage_context(params_file, profile)
+    metrics = json.loads((ARTIFACTS / "evaluation" / "metrics.json").read_text())
+    decision = gate_step(ctx, str(ARTIFACTS / "dataset"), metrics["val_f1"], params)
+    out = json.loads(decision.to_json())
+    if decision.passed:
+        model_uri = (ARTIFACTS / "model" / "mlflow_model_uri.txt").read_text().strip()
+        tags = {"data_version": tracking.data_version(), "git_commit": tracking.git_commit()}
+        out["registered_version"] = register_step(ctx, model_uri, decision.to_json(), params, tags)
+    else:
+        reject_step(ctx, decision.to_json())
+    (ARTIFACTS / "gate.json").write_text(json.dumps(out, indent=2))
+    print(json.dumps(out))
