@@ -152,3 +152,10 @@ def test_compile_writes_a_package_whose_training_task_asks_for_a_gpu(tmp_path, s
     placement = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
     assert placement["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
     assert placement["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+
+
+def test_submit_to_an_unreachable_cluster_is_one_sentence(store):
+    out = cxr("pipeline", "submit", "--host", "http://127.0.0.1:9", uri=store, check=False)
+    assert out.returncode == 2
+    assert "Submitting to Kubeflow Pipelines at http://127.0.0.1:9 failed" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -7,9 +7,11 @@ import subprocess
 
 import mlflow
 import pytest
+import requests
 
 from tests.conftest import PROJECT, make_dataset
-from tests.team.conftest import BIN, S3_ENV, MlflowServer, client_env, s3_client
+from tests.integration.conftest import free_port
+from tests.team.conftest import BIN, S3_ENV, MlflowServer, client_env, s3_client, wait_for
 
 pytestmark = pytest.mark.slow
 NAME = "covid-xray-vgg16"
@@ -113,6 +115,26 @@ def test_retrain_flow_from_a_fresh_clone(origin, team, s3, tmp_path):
     v1, v2 = versions(team)
     assert v2.tags["data_version"] != data_v1
     assert str(mlflow.MlflowClient().get_model_version_by_alias(NAME, "challenger").version) == str(v2.version)
+
+    # the release manager and the web app work unchanged against the team server
+    assert "registered_by" in cxr(team, "registry", "list", cwd=clone).stdout
+    cxr(team, "registry", "promote", str(v2.version), "--reason", "retrained on new data", cwd=clone)
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "cxr"), "serve", "--port", str(port)],
+        cwd=clone,
+        env=client_env(team),
+        stdout=(tmp_path / "serve.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/readyz", proc, tmp_path / "serve.log", seconds=180)
+        image = next((clone / "data" / "covid-radiography-sample" / "COVID").iterdir()).read_bytes()
+        body = requests.post(f"http://127.0.0.1:{port}/api/predict", files={"file": ("x.png", image)}).json()
+        assert body["model_version"] == str(v2.version) and body["data_version"] == v2.tags["data_version"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_tracking_server_stopping_mid_run_fails_clearly_and_registers_nothing(postgres_db, s3, tmp_path):

@@ -113,3 +113,10 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
     assert "gate.min_delta 0.5" in reason
     assert mlflow.get_run(run_id).data.tags["registered_version"] == "none"
     assert len(mlflow.MlflowClient().search_model_versions("name='covid-xray-vgg16'")) == 1
+
+
+def test_serving_needs_a_champion_or_a_challenger(tracking_uri):
+    from cxr.serving.model_store import resolve_default
+
+    with pytest.raises(CxrError, match="has neither @champion nor @challenger"):
+        resolve_default()
