@@ -36,6 +36,7 @@ def register_tiny_model(tmp: Path, uri: str) -> str:
     ingest(data, tmp / "ds", params.ingest)
     train_model(tmp / "ds", params, tmp / "model", log_to_mlflow=False)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     mlflow.set_experiment("serving-test")
     with mlflow.start_run():
         info = log_model(tmp / "model")

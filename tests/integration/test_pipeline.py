@@ -40,6 +40,7 @@ def passed_run(store):
 
 def _parent(store, name):
     mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
     (run,) = mlflow.search_runs(
         experiment_names=["covid-xray"], filter_string=f"attributes.run_name = '{name}'", output_format="list"
     )

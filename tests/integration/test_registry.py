@@ -46,6 +46,7 @@ def store(tmp_path_factory):
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     data = make_dataset(tmp / "data", per_class=8)
     v1 = pipeline(tmp, uri, data)
     v2 = pipeline(tmp, uri, data, "train.seed=7")

@@ -36,11 +36,10 @@ def wait_for(url: str, proc: subprocess.Popen, log: Path, seconds: int = 120) ->
 
 
 @pytest.fixture(scope="session")
-def postgres_db():
-    """A fresh database on the loopback PostgreSQL for this test session."""
+def postgres():
+    """Creates fresh databases on the loopback PostgreSQL; drops them at the end of the session."""
     import psycopg2
 
-    name = f"cxr_test_{secrets.token_hex(4)}"
     try:
         admin = psycopg2.connect(PG_ADMIN)
     except psycopg2.OperationalError as exc:
@@ -48,11 +47,25 @@ def postgres_db():
             f"PostgreSQL at {PG_ADMIN} is not reachable ({exc}); run infra/ci/postgres.sh as root (.ci/run does)."
         ) from exc
     admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    # MLflow's SQLAlchemy store: name the psycopg2 driver explicitly (MLflow 3 defaults to psycopg 3)
-    yield PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://") + f"/{name}"
-    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    created = []
+
+    def create() -> str:
+        name = f"cxr_test_{secrets.token_hex(4)}"
+        admin.cursor().execute(f"CREATE DATABASE {name}")
+        created.append(name)
+        # MLflow's SQLAlchemy store: name the psycopg2 driver explicitly (MLflow 3 defaults to psycopg 3)
+        return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://") + f"/{name}"
+
+    yield create
+    for name in created:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_db(postgres):
+    """The team server's database."""
+    return postgres()
 
 
 @pytest.fixture(scope="session")

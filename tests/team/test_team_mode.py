@@ -75,9 +75,13 @@ def cxr(server, *args, cwd, check=True):
     return sh(BIN / "cxr", *args, cwd=cwd, env=client_env(server), check=check)
 
 
+def registry(server):
+    """A client bound to this server for tracking and registry (the process may hold another store's URIs)."""
+    return mlflow.MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+
+
 def versions(server):
-    mlflow.set_tracking_uri(server.url)
-    return sorted(mlflow.MlflowClient().search_model_versions(f"name='{NAME}'"), key=lambda v: int(v.version))
+    return sorted(registry(server).search_model_versions(f"name='{NAME}'"), key=lambda v: int(v.version))
 
 
 def test_retrain_flow_from_a_fresh_clone(origin, team, s3, tmp_path):
@@ -114,7 +118,7 @@ def test_retrain_flow_from_a_fresh_clone(origin, team, s3, tmp_path):
     assert "data changed" in third.stdout and "gate: PASSED" in third.stdout
     v1, v2 = versions(team)
     assert v2.tags["data_version"] != data_v1
-    assert str(mlflow.MlflowClient().get_model_version_by_alias(NAME, "challenger").version) == str(v2.version)
+    assert str(registry(team).get_model_version_by_alias(NAME, "challenger").version) == str(v2.version)
 
     # the release manager and the web app work unchanged against the team server
     assert "registered_by" in cxr(team, "registry", "list", cwd=clone).stdout
@@ -137,14 +141,14 @@ def test_retrain_flow_from_a_fresh_clone(origin, team, s3, tmp_path):
         proc.wait(timeout=30)
 
 
-def test_tracking_server_stopping_mid_run_fails_clearly_and_registers_nothing(postgres_db, s3, tmp_path):
+def test_tracking_server_stopping_mid_run_fails_clearly_and_registers_nothing(postgres, s3, tmp_path):
     from cxr import tracking
     from cxr.errors import CxrError
     from cxr.steps import RunContext, evaluate_step, gate_step, ingest_step, register_step, train_step
     from tests.conftest import tiny
 
     s3_client(s3).create_bucket(Bucket="cxr-faults")
-    server = MlflowServer(postgres_db, "s3://cxr-faults/a", s3, tmp_path).start()
+    server = MlflowServer(postgres(), "s3://cxr-faults/a", s3, tmp_path).start()
     os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
     try:
         before = len(versions(server))
@@ -170,8 +174,8 @@ def test_tracking_server_stopping_mid_run_fails_clearly_and_registers_nothing(po
         server.stop()
 
 
-def test_an_artifact_store_refusing_writes_gives_a_clear_error(postgres_db, s3, tmp_path):
-    server = MlflowServer(postgres_db, "s3://no-such-bucket/artifacts", s3, tmp_path).start()
+def test_an_artifact_store_refusing_writes_gives_a_clear_error(postgres, s3, tmp_path):
+    server = MlflowServer(postgres(), "s3://no-such-bucket/artifacts", s3, tmp_path).start()
     try:
         data = make_dataset(tmp_path / "data")
         out = sh(
