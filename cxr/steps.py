@@ -6,7 +6,6 @@ Kubeflow components, DVC stages and the CLI call these; they hold no orchestrati
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import time
@@ -15,8 +14,6 @@ from pathlib import Path
 
 from cxr import tracking
 from cxr.params import Params
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +15,6 @@ from cxr.evaluate import choose_threshold
 from cxr.model import build_model, compile_model
 from cxr.params import Params
 from cxr.pyfunc import CONFIG_FILE, MODEL_FILE
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
