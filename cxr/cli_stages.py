@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import typer
@@ -73,11 +74,12 @@ def stage_train(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt)
 
 @stage_app.command("evaluate")
 def stage_evaluate(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
-    """Evaluate artifacts/model; metrics in artifacts/evaluation/metrics.json."""
+    """Evaluate artifacts/model into artifacts/evaluation; the metrics also in artifacts/metrics.json."""
     from cxr.steps import evaluate_step
 
     params, ctx = _stage_context(params_file, profile)
     evaluate_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "model"), str(ARTIFACTS / "evaluation"), params)
+    shutil.copyfile(ARTIFACTS / "evaluation" / "metrics.json", ARTIFACTS / "metrics.json")
 
 
 @stage_app.command("register")
@@ -87,7 +89,7 @@ def stage_register(profile: str = ProfileOpt, params_file: Path | None = ParamsO
     from cxr.steps import gate_step, register_step, reject_step
 
     params, ctx = _stage_context(params_file, profile)
-    metrics = json.loads((ARTIFACTS / "evaluation" / "metrics.json").read_text())
+    metrics = json.loads((ARTIFACTS / "metrics.json").read_text())
     decision = gate_step(ctx, str(ARTIFACTS / "dataset"), metrics["val_f1"], params)
     out = json.loads(decision.to_json())
     if decision.passed:
