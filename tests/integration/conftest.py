@@ -35,10 +35,10 @@ def register_tiny_model(tmp: Path, uri: str) -> str:
     data = make_dataset(tmp / "data")
     ingest(data, tmp / "ds", params.ingest)
     train_model(tmp / "ds", params, tmp / "model", log_to_mlflow=False)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    mlflow.set_experiment("serving-test")
-    with mlflow.start_run():
+    from cxr import tracking
+
+    experiment_id = tracking.configure(uri, "serving-test")  # artifacts beside the test's database
+    with mlflow.start_run(experiment_id=experiment_id):
         info = log_model(tmp / "model")
     version = mlflow.register_model(info.model_uri, "covid-xray-vgg16", tags={"data_version": "test-data-v1"})
     mlflow.MlflowClient().set_registered_model_alias("covid-xray-vgg16", "challenger", version.version)
