@@ -39,7 +39,7 @@ test: data tools ## Set up and run the whole test suite (needs PostgreSQL: infra
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q $(ARGS)
 
-test-fast: setup ## Unit tests only (skips the slow whole-pipeline tests)
+test-fast: data tools ## Everything but the tests marked slow (whole pipeline, team mode)
 	$(BIN)/pytest -q -m "not slow" $(ARGS)
 
 lint: setup ## ruff lint + format check
