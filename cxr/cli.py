@@ -66,14 +66,15 @@ def pipeline_run(
         print(f"gate: FAILED ({outcome.gate_reason}); no model registered")
 
 
-def _cluster_overrides(image_registry: str, image_tag: str, tracking_uri: str, data_dir: str) -> list[str]:
-    pairs = {
-        "image_registry": image_registry,
-        "image_tag": image_tag,
-        "tracking_uri": tracking_uri,
-        "data_dir": data_dir,
-    }
-    return [f"cluster.{k}={v}" for k, v in pairs.items() if v]
+def _compile(output: Path, params_file, profile: str, overrides, cluster: tuple[str, str, str, str]) -> Path:
+    """Params (with the command's `cluster.*` options as overrides) -> a compiled package at `output`."""
+    from cxr import tracking
+    from pipelines.compile import compile_pipeline
+
+    keys = ("image_registry", "image_tag", "tracking_uri", "data_dir")
+    extra = [f"cluster.{k}={v}" for k, v in zip(keys, cluster, strict=True) if v]
+    params = _load(params_file, profile, list(overrides or []) + extra)
+    return compile_pipeline(output, params, tracking.data_version(), tracking.git_commit())
 
 
 RegistryOpt = typer.Option("", "--image-registry", help="Registry of the component images (cluster.image_registry).")
@@ -96,13 +97,8 @@ def pipeline_compile(
     data_dir: str = DataDirOpt,
 ) -> None:
     """Compile the pipeline to a Kubeflow Pipelines package (the training task asks for one NVIDIA GPU)."""
-    from cxr import tracking
-    from pipelines.compile import compile_pipeline
-
-    extra = _cluster_overrides(image_registry, image_tag, tracking_uri, data_dir)
-    params = _load(params_file, profile, list(overrides or []) + extra)
-    path = compile_pipeline(output, params, tracking.data_version(), tracking.git_commit())
-    print(f"wrote {path}")
+    cluster = (image_registry, image_tag, tracking_uri, data_dir)
+    print(f"wrote {_compile(output, params_file, profile, overrides, cluster)}")
 
 
 @pipeline_app.command("submit")
@@ -121,14 +117,12 @@ def pipeline_submit(
     """Compile and submit the pipeline to a Kubeflow Pipelines cluster; prints the KFP run id."""
     import tempfile
 
-    from cxr import tracking
-    from pipelines.compile import compile_pipeline, submit_pipeline
+    from pipelines.compile import submit_pipeline
     from pipelines.local import new_run_name
 
-    extra = _cluster_overrides(image_registry, image_tag, tracking_uri, data_dir)
-    params = _load(params_file, profile, list(overrides or []) + extra)
+    cluster = (image_registry, image_tag, tracking_uri, data_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / "pipeline.yaml", params, tracking.data_version(), tracking.git_commit())
+        package = _compile(Path(tmp) / "pipeline.yaml", params_file, profile, overrides, cluster)
         run_name = new_run_name()
         run_id = submit_pipeline(package, host, experiment, run_name, namespace or None)
     print(json.dumps({"kfp_run_id": run_id, "run_name": run_name, "experiment": experiment, "host": host}))
