@@ -143,6 +143,15 @@ def _check_unchanged(name: str, alias: str, expected: str | None, token: str) ->
         )
 
 
+def _move_champion(name: str, target: str, before: str | None, token: str) -> None:
+    """@champion -> target, the champion it replaces -> @previous-champion, checked before and after."""
+    _check_unchanged(name, CHAMPION, before, token)
+    if before is not None:
+        client().set_registered_model_alias(name, PREVIOUS, before)
+    client().set_registered_model_alias(name, CHAMPION, target)
+    _check_unchanged(name, CHAMPION, target, token)
+
+
 def promote(name: str, ref: str, reason: str, by: str, force: bool = False, _after_read=None) -> dict:
     """Move @champion to a version (previous champion -> @previous-champion). Refused when the version
     did not pass the F1 gate, unless `force` (the override is recorded)."""
@@ -164,11 +173,7 @@ def promote(name: str, ref: str, reason: str, by: str, force: bool = False, _aft
     token = _claim(name, "promote")
     if _after_read is not None:
         _after_read()
-    _check_unchanged(name, CHAMPION, before, token)
-    if before is not None:
-        client().set_registered_model_alias(name, PREVIOUS, before)
-    client().set_registered_model_alias(name, CHAMPION, version)
-    _check_unchanged(name, CHAMPION, version, token)
+    _move_champion(name, version, before, token)
     event = {
         "action": "promote",
         "version": version,
@@ -193,12 +198,8 @@ def rollback(name: str, reason: str, by: str) -> dict:
     current = alias_version(name, CHAMPION)
     before = None if current is None else str(current.version)
     token = _claim(name, "rollback")
-    _check_unchanged(name, CHAMPION, before, token)
     target = str(previous.version)
-    client().set_registered_model_alias(name, CHAMPION, target)
-    if before is not None:
-        client().set_registered_model_alias(name, PREVIOUS, before)
-    _check_unchanged(name, CHAMPION, target, token)
+    _move_champion(name, target, before, token)
     event = {
         "action": "rollback",
         "version": target,
