@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GIT_PYTHON_REFRESH ?= quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help setup tools data run test test-fast lint format ui compile repro clean
+.PHONY: help setup tools data run test test-fast lint format ui compile repro clean images images-gpu stack-up stack-down
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,20 @@ compile: setup ## Compile the Kubeflow Pipelines package to build/covid_xray_pip
 repro: data ## Run the DVC stages (dvc.yaml) and show the metrics
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 	$(BIN)/dvc metrics show
+
+images: setup ## Build the CPU images (components, web app, MLflow server; local base where no registry is reachable)
+	bash infra/docker/build-images.sh cpu
+
+images-gpu: setup ## Build the GPU training image (TensorFlow with CUDA from PyPI; several GB)
+	bash infra/docker/build-images.sh gpu
+
+STACK := bash infra/compose/stack.sh
+
+stack-up: images ## Start the team stack: PostgreSQL, S3, MLflow server, web app (infra/compose); data kept in volumes
+	$(STACK) up
+
+stack-down: ## Stop the team stack (its volumes, and so every run and model, are kept)
+	$(STACK) down
 
 clean: ## Remove local run outputs (keeps .venv and the MLflow store)
 	rm -rf .kfp build artifacts

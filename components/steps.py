@@ -23,21 +23,47 @@ def ingest(
     run_name: str,
     data_version: str,
     git_commit: str,
+    dvc_remote: str,
+    kfp_run_id: str,
     dataset: Output[Dataset],
-) -> str:
-    """Folder of class sub-folders -> manifest + normalised images. Opens the pipeline's MLflow run
-    and returns its id."""
+) -> NamedTuple("IngestOutputs", [("run_id", str), ("data_version", str)]):
+    """Folder of class sub-folders -> manifest + normalised images; opens the pipeline's MLflow run.
+
+    Args:
+        data_dir: Folder of class sub-folders (checkout or mounted volume); unused when dvc_remote is set.
+        params_json: The run's parameters (params.yaml after profile and overrides) as JSON.
+        tracking_uri: MLflow tracking server or store.
+        run_name: Name of the MLflow parent run.
+        data_version: The DVC version asked for (data.dvc's md5); fetched from dvc_remote when that is set.
+        git_commit: Commit of the code that compiled the pipeline.
+        dvc_remote: DVC remote to fetch data_version from (s3://bucket/dvc-store or a path); empty: read data_dir.
+        kfp_run_id: The Kubeflow run id; tags the MLflow run so the exit handler can close it.
+        dataset: Output: manifest.csv and the normalised images.
+
+    Returns:
+        run_id: The MLflow parent run's id. data_version: the DVC version of the files actually read.
+    """
+    from collections import namedtuple
+    from pathlib import Path
+
     from cxr import tracking
     from cxr.params import params_from_json
-    from cxr.steps import RunContext, ingest_step
+    from cxr.steps import RunContext, ingest_step, resolve_data
 
     params = params_from_json(params_json)
-    run_id = tracking.start_pipeline_run(
-        params, tracking_uri, run_name, {"data_version": data_version, "git_commit": git_commit, "orchestrator": "kfp"}
-    )
+    scratch = str(Path(dataset.path).parent / "source")
+    data_dir, actual_version = resolve_data(data_dir, data_version, dvc_remote, scratch)
+    tags = {
+        "data_version": actual_version,
+        "data_version_requested": data_version,
+        "git_commit": git_commit,
+        "orchestrator": "kfp",
+        "kfp_run_id": kfp_run_id,
+    }
+    run_id = tracking.start_pipeline_run(params, tracking_uri, run_name, tags)
     summary = ingest_step(RunContext(tracking_uri, run_id), data_dir, dataset.path, params)
-    dataset.metadata.update(summary)
-    return run_id
+    dataset.metadata.update({**summary, "data_version": actual_version})
+    return namedtuple("IngestOutputs", ["run_id", "data_version"])(run_id, actual_version)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -190,6 +216,25 @@ def register(
     )
     print("registered version", version)
     return version
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def finalize(params_json: str, tracking_uri: str, kfp_run_id: str, status: dsl.PipelineTaskFinalStatus) -> str:
+    """Exit handler: closes the MLflow parent run however the pipeline ended (FAILED unless it succeeded).
+
+    Args:
+        params_json: The run's parameters as JSON (for the experiment name).
+        tracking_uri: MLflow tracking server or store.
+        kfp_run_id: The Kubeflow run id the parent run is tagged with.
+        status: The pipeline's final state, filled in by Kubeflow.
+    """
+    from cxr import tracking
+    from cxr.params import params_from_json
+
+    experiment = params_from_json(params_json).mlflow.experiment
+    closed = tracking.close_pipeline_run(tracking_uri, experiment, kfp_run_id, status.state, status.error_message)
+    print(f"pipeline {status.state}; MLflow run", f"closed as {closed}" if closed else "already closed")
+    return closed
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -39,6 +39,10 @@ def pipeline_run(
         "", "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or the local store under mlflow/)."
     ),
     run_name: str = typer.Option("", "--run-name", help="MLflow run name (default: pipeline-<time>-<id>)."),
+    runner: str = typer.Option(
+        "subprocess", "--runner", help="subprocess: steps as subprocesses; docker: steps in their images (make images)."
+    ),
+    gpu: bool = typer.Option(False, "--gpu", help="With --runner docker: train in the GPU image with the GPUs."),
 ) -> None:
     """Run the whole pipeline locally (kfp local runner); print the run id, metrics and gate decision."""
     from cxr import tracking
@@ -48,7 +52,7 @@ def pipeline_run(
     params = _load(params_file, profile, overrides)
     uri = tracking.resolve_tracking_uri(params, tracking_uri)
     data_dir = data or (project_root() / params.ingest.data_dir)
-    outcome = run_local(params, data_dir, uri, run_name)
+    outcome = run_local(params, data_dir, uri, run_name, runner=runner, gpu=gpu)
     print(
         json.dumps(
             {"run_id": outcome.run_id, "status": outcome.status, "tracking_uri": uri, "metrics": outcome.metrics},

@@ -33,14 +33,21 @@ def _stage_context(params_file, profile):
 def stage_ingest(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
     """Ingest ingest.data_dir into artifacts/dataset; opens the MLflow run for the stages."""
     from cxr import tracking
-    from cxr.steps import RunContext, ingest_step
+    from cxr.steps import RunContext, ingest_step, resolve_data
 
     params = _load(params_file, profile, ())
     uri = tracking.resolve_tracking_uri(params)
-    tags = {"data_version": tracking.data_version(), "git_commit": tracking.git_commit(), "orchestrator": "dvc"}
+    requested = tracking.data_version()
+    _, version = resolve_data(params.ingest.data_dir, requested)
+    tags = {
+        "data_version": version,
+        "data_version_requested": requested,
+        "git_commit": tracking.git_commit(),
+        "orchestrator": "dvc",
+    }
     run_id = tracking.start_pipeline_run(params, uri, "", tags)
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "run.json").write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}))
+    (ARTIFACTS / "run.json").write_text(json.dumps({"run_id": run_id, "tracking_uri": uri, "data_version": version}))
     print(ingest_step(RunContext(uri, run_id), params.ingest.data_dir, str(ARTIFACTS / "dataset"), params))
 
 
@@ -94,7 +101,8 @@ def stage_register(profile: str = ProfileOpt, params_file: Path | None = ParamsO
     out = json.loads(decision.to_json())
     if decision.passed:
         model_uri = (ARTIFACTS / "model" / "mlflow_model_uri.txt").read_text().strip()
-        tags = {"data_version": tracking.data_version(), "git_commit": tracking.git_commit()}
+        read = json.loads((ARTIFACTS / "run.json").read_text()).get("data_version", "unversioned")
+        tags = {"data_version": read, "git_commit": tracking.git_commit()}
         out["registered_version"] = register_step(ctx, model_uri, decision.to_json(), params, tags)
     else:
         reject_step(ctx, decision.to_json())

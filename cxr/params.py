@@ -107,7 +107,8 @@ class ClusterParams:
     image_registry: str = "ghcr.io/cxr"
     image_tag: str = "0.1.0"
     tracking_uri: str = "http://mlflow.cxr.svc.cluster.local:5000"
-    data_dir: str = "/app/data/covid-radiography-sample"
+    data_dir: str = ""  # a dataset path on a volume the pods mount; empty: fetch data.dvc's version from dvc_remote
+    dvc_remote: str = "s3://cxr-data/dvc-store"
     gpu_node_selector: dict = field(default_factory=dict)
     gpu_tolerations: tuple = ()
 

@@ -32,6 +32,28 @@ def _finite(metrics: dict) -> dict:
     }
 
 
+def resolve_data(data_dir: str, requested_version: str, dvc_remote: str = "", scratch: str = "") -> tuple[str, str]:
+    """The folder a run reads and its DVC version, computed from the files themselves.
+
+    With `dvc_remote` (a cluster run) the folder is fetched at `requested_version` from that remote into
+    `scratch`; otherwise `data_dir` is read where it is (a checkout or a mounted volume).
+    """
+    from cxr.data_version import dir_md5, fetch_version
+    from cxr.errors import CxrError
+
+    if dvc_remote:
+        data_dir = str(fetch_version(dvc_remote, requested_version, scratch))
+    if not Path(data_dir).is_dir():
+        raise CxrError(
+            f"Data folder {data_dir} does not exist; pass a folder of class sub-folders "
+            "(or `dvc pull` the bundled sample, or give the pipeline a DVC remote to fetch from)."
+        )
+    actual = dir_md5(data_dir)
+    if requested_version not in ("", "unversioned", actual):
+        print(f"data version: read {actual}, not the requested {requested_version} (the folder differs from it)")
+    return data_dir, actual
+
+
 def ingest_step(ctx: RunContext, data_dir: str, dataset_dir: str, params: Params) -> dict:
     import mlflow
 

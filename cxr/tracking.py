@@ -162,6 +162,30 @@ def store_error(tracking_uri: str, step: str, exc: BaseException) -> CxrError:
     )
 
 
+def close_pipeline_run(tracking_uri: str, experiment: str, kfp_run_id: str, state: str, error: str = "") -> str:
+    """The pipeline's exit handler: a parent run still RUNNING when the pipeline ended (a step evicted,
+    OOM-killed or failing before it could say so) is marked FAILED, or FINISHED if the pipeline succeeded.
+    Returns the status set, or '' when there was nothing to close."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None or not kfp_run_id:
+        return ""
+    runs = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.kfp_run_id = '{kfp_run_id}' and attributes.status = 'RUNNING'"
+    )
+    status = "FINISHED" if state.upper() == "SUCCEEDED" else "FAILED"
+    for run in runs:
+        if "mlflow.parentRunId" in run.data.tags:
+            continue
+        if status == "FAILED" and "error" not in run.data.tags:
+            client.set_tag(run.info.run_id, "error", (error or f"the pipeline ended in state {state}")[:4000])
+        client.set_terminated(run.info.run_id, status=status)
+    return status if runs else ""
+
+
 def finish_pipeline_run(tracking_uri: str, parent_run_id: str, status: str = "FINISHED") -> None:
     import mlflow
 

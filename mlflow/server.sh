@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Start an MLflow tracking server that serves artifacts to its clients.
 #   Local (default): the SQLite store and artifact folder under mlflow/ that `cxr pipeline run` uses.
-#   Team: MLFLOW_BACKEND_STORE_URI=postgresql://user@host/db MLFLOW_ARTIFACTS_DESTINATION=s3://bucket/mlflow
+#   Team: MLFLOW_BACKEND_STORE_URI=postgresql+psycopg2://user:pw@host/db MLFLOW_ARTIFACTS_DESTINATION=s3://bucket/mlflow
 #         (S3 credentials only on the server: boto3 reads AWS_* / MLFLOW_S3_ENDPOINT_URL).
 # Clients then set MLFLOW_TRACKING_URI=http://HOST:PORT.
+# The store URI travels in the environment (mlflow reads MLFLOW_BACKEND_STORE_URI), never on the command
+# line, where any process on the machine could read its password.
+# MLflow 3 answers 403 to a Host header it does not know: MLFLOW_SERVER_ALLOWED_HOSTS lists the names
+# clients use (default: loopback, the compose service `mlflow` and the in-cluster Service names).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+export MLFLOW_BACKEND_STORE_URI="${MLFLOW_BACKEND_STORE_URI:-sqlite:///$here/mlflow.db}"
+hosts=""
+for name in localhost 127.0.0.1 mlflow mlflow.cxr mlflow.cxr.svc mlflow.cxr.svc.cluster.local; do
+  hosts="$hosts,$name,$name:*"
+done
+export MLFLOW_SERVER_ALLOWED_HOSTS="${MLFLOW_SERVER_ALLOWED_HOSTS:-${hosts#,}}"
 exec "${MLFLOW:-mlflow}" server \
-  --backend-store-uri "${MLFLOW_BACKEND_STORE_URI:-sqlite:///$here/mlflow.db}" \
   --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-$here/artifacts}" \
   --serve-artifacts \
   --host "${MLFLOW_HOST:-127.0.0.1}" --port "${MLFLOW_PORT:-5000}"

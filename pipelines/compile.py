@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from components.steps import CPU_IMAGE, GPU_IMAGE
 from cxr.errors import CxrError
 from cxr.params import ClusterParams, Params
@@ -20,7 +18,7 @@ def image_names(registry: str, tag: str) -> dict[str, str]:
 def compile_pipeline(
     output: str | Path, params: Params, data_version: str = "unversioned", git_commit: str = "unknown"
 ) -> Path:
-    """Write the package: parameter defaults, component images and GPU placement from params.cluster."""
+    """Write the package: parameter defaults, component images, data source and GPU placement from params.cluster."""
     from kfp import compiler
 
     from pipelines.training import build_pipeline
@@ -28,24 +26,23 @@ def compile_pipeline(
     cluster: ClusterParams = params.cluster
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = build_pipeline(dict(cluster.gpu_node_selector), [dict(t) for t in cluster.gpu_tolerations])
+    pipeline = build_pipeline(
+        dict(cluster.gpu_node_selector),
+        [dict(t) for t in cluster.gpu_tolerations],
+        image_names(cluster.image_registry, cluster.image_tag),
+    )
     compiler.Compiler().compile(
         pipeline,
         str(output),
         pipeline_parameters={
             "data_dir": cluster.data_dir,
+            "dvc_remote": "" if cluster.data_dir else cluster.dvc_remote,
             "params_json": params.to_json(),
             "tracking_uri": cluster.tracking_uri,
             "data_version": data_version,
             "git_commit": git_commit,
         },
     )
-    images = image_names(cluster.image_registry, cluster.image_tag)
-    docs = list(yaml.safe_load_all(output.read_text()))
-    for executor in docs[0]["deploymentSpec"]["executors"].values():
-        container = executor.get("container", {})
-        container["image"] = images.get(container.get("image"), container.get("image"))
-    output.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return output
 
 

@@ -28,14 +28,33 @@ def new_run_name() -> str:
     return f"pipeline-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
+RUNNERS = ("subprocess", "docker")
+
+
 def run_local(
-    params: Params, data_dir: str | Path, tracking_uri: str, run_name: str = "", pipeline_root: str | Path | None = None
+    params: Params,
+    data_dir: str | Path,
+    tracking_uri: str,
+    run_name: str = "",
+    pipeline_root: str | Path | None = None,
+    runner: str = "subprocess",
+    gpu: bool = False,
 ) -> PipelineOutcome:
-    """Run every step locally; return what the MLflow run recorded (metrics, gate, version)."""
+    """Run every step on this machine and return what the MLflow run recorded (metrics, gate, version).
+
+    runner "subprocess": each step a subprocess of this Python. "docker": each step in its container image
+    (params.cluster's names and tag, `make images`), through kfp's DockerRunner; training in the CPU
+    components image, or in the GPU training image with `gpu`.
+    """
+    import contextlib
+
     from kfp import local
 
-    from pipelines.training import training_pipeline
+    from pipelines.compile import image_names
+    from pipelines.training import build_pipeline
 
+    if runner not in RUNNERS:
+        raise CxrError(f"Unknown runner '{runner}'; use one of: {', '.join(RUNNERS)}.")
     data_dir = Path(data_dir).resolve()
     if not data_dir.is_dir():
         raise CxrError(
@@ -44,17 +63,38 @@ def run_local(
         )
     run_name = run_name or new_run_name()
     tracking.configure(tracking_uri, params.mlflow.experiment)
-    pipeline_root = Path(pipeline_root or project_root() / ".kfp" / "outputs")
+    pipeline_root = Path(pipeline_root or project_root() / ".kfp" / "outputs").resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False)
-    training_pipeline(
-        data_dir=str(data_dir),
-        params_json=params.to_json(),
-        tracking_uri=tracking_uri,
-        run_name=run_name,
-        data_version=tracking.data_version(),
-        git_commit=tracking.git_commit(),
-    )
+    launch = contextlib.nullcontext()
+    images = None
+    if runner == "docker":
+        from pipelines import docker_runner
+        from pipelines.training import steps
+
+        names = image_names(params.cluster.image_registry, params.cluster.image_tag)
+        images = {
+            steps.CPU_IMAGE: names[steps.CPU_IMAGE],
+            steps.GPU_IMAGE: names[steps.GPU_IMAGE if gpu else steps.CPU_IMAGE],
+        }
+        docker_runner.require_images(sorted(set(images.values())))
+        mounts = {data_dir: "ro"}
+        if tracking.is_local(tracking_uri):  # the local store, at the same path inside the containers
+            mounts[Path(tracking_uri.removeprefix("sqlite:///").removeprefix("file://")).resolve().parent] = "rw"
+        launch = docker_runner.reliable_containers(mounts)
+        local.init(runner=docker_runner.runner(gpu), pipeline_root=str(pipeline_root), raise_on_error=False)
+    else:
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False
+        )
+    with launch:
+        build_pipeline(images=images)(
+            data_dir=str(data_dir),
+            params_json=params.to_json(),
+            tracking_uri=tracking_uri,
+            run_name=run_name,
+            data_version=tracking.data_version(),
+            git_commit=tracking.git_commit(),
+        )
     return read_outcome(tracking_uri, params.mlflow.experiment, run_name)
 
 

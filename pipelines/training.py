@@ -1,4 +1,6 @@
-"""The training pipeline: wiring only (steps, typed artifacts, the gate branch, resources)."""
+"""The training pipeline: wiring only (steps, typed artifacts, the gate branch, the exit handler, resources)."""
+
+import copy
 
 from kfp import dsl, kubernetes
 
@@ -7,8 +9,26 @@ from components import steps
 PIPELINE_NAME = "covid-xray-vgg16-training"
 
 
-def build_pipeline(gpu_node_selector: dict | None = None, gpu_tolerations: list | None = None):
-    """The pipeline, with the training task's node selector and tolerations (kfp-kubernetes) set."""
+def with_image(component, image: str | None):
+    """A copy of a component that runs in `image` (None: unchanged)."""
+    if not image:
+        return component
+    component = copy.deepcopy(component)
+    component.component_spec.implementation.container.image = image
+    return component
+
+
+def build_pipeline(
+    gpu_node_selector: dict | None = None, gpu_tolerations: list | None = None, images: dict[str, str] | None = None
+):
+    """The pipeline, with the training task's node selector and tolerations (kfp-kubernetes) set and the
+    placeholder images (steps.CPU_IMAGE, steps.GPU_IMAGE) replaced by `images`."""
+    images = images or {}
+    cpu = {
+        name: with_image(getattr(steps, name), images.get(steps.CPU_IMAGE))
+        for name in ("ingest", "validate", "augment", "evaluate", "gate", "register", "reject", "finalize")
+    }
+    train_step = with_image(steps.train, images.get(steps.GPU_IMAGE))
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -22,39 +42,50 @@ def build_pipeline(gpu_node_selector: dict | None = None, gpu_tolerations: list 
         run_name: str = "",
         data_version: str = "unversioned",
         git_commit: str = "unknown",
+        dvc_remote: str = "",
     ):
         common = {"params_json": params_json, "tracking_uri": tracking_uri}
-        ingest = steps.ingest(
-            data_dir=data_dir, run_name=run_name, data_version=data_version, git_commit=git_commit, **common
-        ).set_display_name("ingest")
-        run_id = ingest.outputs["Output"]
-        dataset = ingest.outputs["dataset"]
-        validate = steps.validate(dataset=dataset, parent_run_id=run_id, **common).set_display_name("validate")
-        augment = steps.augment(dataset=dataset, parent_run_id=run_id, **common).after(validate)
-        train = steps.train(
-            dataset=dataset, augmentation=augment.outputs["augmentation"], parent_run_id=run_id, **common
-        )
-        train.set_display_name("train (GPU)").set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-        train.set_memory_request("16G").set_cpu_request("4")
-        for key, value in (gpu_node_selector or {}).items():
-            kubernetes.add_node_selector(train, key, str(value))
-        for toleration in gpu_tolerations or []:
-            kubernetes.add_toleration(train, **toleration)
-        evaluate = steps.evaluate(dataset=dataset, model=train.outputs["model"], parent_run_id=run_id, **common)
-        gate = steps.gate(dataset=dataset, candidate_f1=evaluate.outputs["Output"], parent_run_id=run_id, **common)
-        with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (kfp condition syntax)
-            register = steps.register(
-                model_uri=train.outputs["Output"],
-                decision=gate.outputs["decision"],
-                parent_run_id=run_id,
+        finalize = cpu["finalize"](kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common).set_display_name("finalize")
+        with dsl.ExitHandler(finalize, name="mlflow-run"):
+            ingest = cpu["ingest"](
+                data_dir=data_dir,
+                run_name=run_name,
                 data_version=data_version,
                 git_commit=git_commit,
+                dvc_remote=dvc_remote,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 **common,
+            ).set_display_name("ingest")
+            run_id = ingest.outputs["run_id"]
+            dataset = ingest.outputs["dataset"]
+            validate = cpu["validate"](dataset=dataset, parent_run_id=run_id, **common).set_display_name("validate")
+            augment = cpu["augment"](dataset=dataset, parent_run_id=run_id, **common).after(validate)
+            train = train_step(
+                dataset=dataset, augmentation=augment.outputs["augmentation"], parent_run_id=run_id, **common
             )
-        with dsl.Else(name="gate-failed"):
-            reject = steps.reject(decision=gate.outputs["decision"], tracking_uri=tracking_uri, parent_run_id=run_id)
+            train.set_display_name("train (GPU)").set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+            train.set_memory_request("16G").set_cpu_request("4")
+            for key, value in (gpu_node_selector or {}).items():
+                kubernetes.add_node_selector(train, key, str(value))
+            for toleration in gpu_tolerations or []:
+                kubernetes.add_toleration(train, **toleration)
+            evaluate = cpu["evaluate"](dataset=dataset, model=train.outputs["model"], parent_run_id=run_id, **common)
+            gate = cpu["gate"](dataset=dataset, candidate_f1=evaluate.outputs["Output"], parent_run_id=run_id, **common)
+            with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (kfp condition syntax)
+                register = cpu["register"](
+                    model_uri=train.outputs["Output"],
+                    decision=gate.outputs["decision"],
+                    parent_run_id=run_id,
+                    data_version=ingest.outputs["data_version"],
+                    git_commit=git_commit,
+                    **common,
+                )
+            with dsl.Else(name="gate-failed"):
+                reject = cpu["reject"](
+                    decision=gate.outputs["decision"], tracking_uri=tracking_uri, parent_run_id=run_id
+                )
         # Every run opens its own MLflow run and the champion may change between runs: never reuse outputs.
-        for task in (ingest, validate, augment, train, evaluate, gate, register, reject):
+        for task in (ingest, validate, augment, train, evaluate, gate, register, reject, finalize):
             task.set_caching_options(False)
 
     return training_pipeline

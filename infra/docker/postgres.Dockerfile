@@ -1,0 +1,17 @@
+# The team stack's PostgreSQL where the public postgres image cannot be pulled: Debian's PostgreSQL 15
+# with the official image's environment contract (POSTGRES_USER/PASSWORD/DB, PGDATA on a volume).
+# Build from the repository root: docker build -f infra/docker/postgres.Dockerfile -t cxr-postgres:TAG .
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
+ENV PGDATA=/var/lib/postgresql/data
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN groupadd --system --gid 999 postgres && useradd --system --uid 999 --gid 999 --home-dir /var/lib/postgresql postgres \
+    && apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15=15.* >/dev/null \
+    && rm -rf /var/lib/apt/lists/* \
+    && mkdir -p "$PGDATA" && chown -R 999:999 /var/lib/postgresql && chmod 700 "$PGDATA"
+COPY infra/docker/postgres-entrypoint.sh /usr/local/bin/postgres-entrypoint.sh
+USER 999:999
+VOLUME /var/lib/postgresql/data
+EXPOSE 5432
+CMD ["bash", "/usr/local/bin/postgres-entrypoint.sh"]

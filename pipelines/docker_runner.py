@@ -1,0 +1,92 @@
+"""kfp's local DockerRunner, set up for this project: the component images, host networking with the
+service names mapped to loopback, the data folder and a local MLflow store mounted at their own paths,
+and a container launch that reports a step's real exit code.
+
+kfp 2.17 starts every container with auto_remove=True and, when the container is gone before its exit
+code is read, counts the step as succeeded (kubeflow/pipelines#13332). `reliable_containers` swaps in a
+launch that keeps the container until its exit code is read, then removes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from pathlib import Path
+
+from cxr.errors import CxrError
+
+SERVICE_NAMES = ("mlflow", "s3", "postgres", "webapp")
+
+
+def require_images(images: list[str]) -> None:
+    """One sentence, before anything runs, when an image is missing (DockerRunner would try to pull it)."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        raise CxrError(
+            f"No Docker engine answers ({exc.__class__.__name__}); start dockerd, or run without --runner docker."
+        ) from exc
+    try:
+        for image in images:
+            try:
+                client.images.get(image)
+            except docker.errors.ImageNotFound:
+                raise CxrError(f"Image {image} is not built here; run `make images` first.") from None
+    finally:
+        client.close()
+
+
+def runner(gpu: bool = False):
+    """A DockerRunner: host network, service names -> 127.0.0.1, this user's uid:gid (files the steps write
+    under the pipeline root and in a local store stay yours; on the cluster the images' user 10001 runs them)."""
+    from kfp import local
+
+    args = {
+        "network_mode": "host",
+        "extra_hosts": {name: "127.0.0.1" for name in SERVICE_NAMES},
+        "user": f"{os.getuid()}:{os.getgid()}",
+        "environment": {
+            "HOME": "/tmp",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "GIT_PYTHON_REFRESH": "quiet",
+            **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_TRACKING_", "MLFLOW_HTTP_REQUEST_"))},
+        },
+    }
+    if gpu:
+        import docker
+
+        args["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return local.DockerRunner(**args)
+
+
+def _run_container(client, image: str, command: list[str], volumes: dict, mounts: dict, **run_args) -> int:
+    """Start the step's container, stream its output, return its real exit code, then remove it."""
+    container = client.containers.run(
+        image=image, command=command, detach=True, stdout=True, stderr=True, volumes={**mounts, **volumes}, **run_args
+    )
+    try:
+        for line in container.logs(stream=True, follow=True):
+            print(line.decode(errors="replace"), end="")
+        return int(container.wait()["StatusCode"])
+    finally:
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+
+
+@contextlib.contextmanager
+def reliable_containers(mounts: dict[Path, str]):
+    """While active, kfp's DockerRunner launches steps with `_run_container`, `mounts` (the data folder, a
+    local MLflow store) bound at their own paths ({path: "ro"|"rw"}) beside the pipeline root kfp mounts itself."""
+    from kfp.local import docker_task_handler
+
+    binds = {str(p): {"bind": str(p), "mode": mode} for p, mode in mounts.items()}
+    original = docker_task_handler.run_docker_container
+    docker_task_handler.run_docker_container = functools.partial(_run_container, mounts=binds)
+    try:
+        yield
+    finally:
+        docker_task_handler.run_docker_container = original
