@@ -71,7 +71,9 @@ def _run_container(client, image: str, command: list[str], volumes: dict, mounts
     try:
         for line in container.logs(stream=True, follow=True):
             print(line.decode(errors="replace"), end="")
-        return int(container.wait()["StatusCode"])
+        code = int(container.wait()["StatusCode"])
+        print(f"container {container.short_id} ({image}) exited with code {code}")
+        return code
     finally:
         with contextlib.suppress(Exception):
             container.remove(force=True)

@@ -6,13 +6,15 @@
 # starts everything and waits until the MLflow server answers at http://mlflow:5000.
 # down: stops and removes the containers; the volumes (every run, model and object) stay.
 # Uses compose.local.yaml too when the local PostgreSQL/S3 images exist (no registry; `make images`).
+# CXR_STACK_PROJECT (default cxr) and CXR_STACK_ENV_FILE let tests run a stack of their own.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 py="${PYTHON:-$root/.venv/bin/python}"
 read -r CXR_REGISTRY CXR_TAG < <(cd "$root" && "$py" -c 'from cxr.params import load_params; c = load_params().cluster; print(c.image_registry.rstrip("/"), c.image_tag)')
 export CXR_REGISTRY CXR_TAG
-env_file="$here/.env"
+env_file="${CXR_STACK_ENV_FILE:-$here/.env}"
+project="${CXR_STACK_PROJECT:-cxr}"
 if [ ! -f "$env_file" ]; then
   umask 077
   {
@@ -25,7 +27,7 @@ files=(-f "$here/compose.yaml")
 if docker image inspect "cxr-moto:$CXR_TAG" >/dev/null 2>&1 && ! docker image inspect minio/minio:RELEASE.2025-04-22T22-12-26Z >/dev/null 2>&1; then
   files+=(-f "$here/compose.local.yaml")
 fi
-compose() { docker-compose --project-name cxr --project-directory "$here" --env-file "$env_file" "${files[@]}" "$@"; }
+compose() { docker-compose --project-name "$project" --project-directory "$here" --env-file "$env_file" "${files[@]}" "$@"; }
 
 map_hosts() {
   local names="postgres s3 mlflow webapp" missing=""
@@ -58,7 +60,7 @@ case "${1:-}" in
     echo "web app: http://webapp:8080 (serves @champion once a version is promoted; restart it after a promotion:"
     echo "  bash infra/compose/stack.sh restart webapp)"
     ;;
-  down) compose down ;;
+  down) shift; compose down "$@" ;;
   wait) wait_for_mlflow ;;
   ps) compose ps ;;
   logs) shift; compose logs --no-color "$@" ;;

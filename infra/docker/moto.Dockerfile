@@ -1,4 +1,4 @@
-# The team stack's S3 store where MinIO's image cannot be pulled: moto's S3 server, state kept on /data.
+# The team stack's S3 store where MinIO's image cannot be pulled: moto's S3 server, objects kept on /data.
 # Build from the repository root: docker build -f infra/docker/moto.Dockerfile -t cxr-moto:TAG .
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
@@ -8,7 +8,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY requirements.lock ${CA_BUNDLE} /tmp/build/
 RUN if [ -n "${CA_BUNDLE}" ]; then export PIP_CERT="/tmp/build/$(basename "${CA_BUNDLE}")"; fi \
     && python3 -m venv /opt/venv \
-    && pip install --quiet -c /tmp/build/requirements.lock "moto[server]" \
+    && pip install --quiet -c /tmp/build/requirements.lock "moto[server]" boto3 \
     && rm -rf /tmp/build \
     && mkdir -p /data && chown 10001:10001 /data
 COPY infra/docker/moto_server.py /app/moto_server.py
