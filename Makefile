@@ -35,12 +35,12 @@ data: setup ## Fetch the DVC-versioned sample data (from the in-repo DVC remote;
 run: data ## Set up and run the whole pipeline locally on the bundled sample (CPU profile)
 	$(BIN)/cxr pipeline run $(ARGS)
 
-test: data tools ## Set up and run the whole test suite (needs PostgreSQL: infra/ci/postgres.sh)
+test: data tools ## Set up and run the whole test suite (needs PostgreSQL, Docker and the images: see .ci/run)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q $(ARGS)
 
-test-fast: data tools ## Everything but the tests marked slow (whole pipeline, team mode)
-	$(BIN)/pytest -q -m "not slow" $(ARGS)
+test-fast: data tools ## Everything but the tests marked slow or container (whole pipeline, team mode, images)
+	$(BIN)/pytest -q -m "not slow and not container" $(ARGS)
 
 lint: setup ## ruff lint + format check
 	$(BIN)/ruff check .

@@ -21,10 +21,7 @@ FAST = ["--set", "train.image_size=32", "--set", "train.epochs=1", "--set", "eva
 def image_names() -> dict[str, str]:
     cluster = load_params().cluster
     registry = cluster.image_registry.rstrip("/")
-    return {
-        name: f"{registry}/cxr-{name}:{cluster.image_tag}"
-        for name in ("python-components", "webapp", "mlflow")
-    }
+    return {name: f"{registry}/cxr-{name}:{cluster.image_tag}" for name in ("python-components", "webapp", "mlflow")}
 
 
 def cxr(*args, env=None, check=True, timeout=1200):

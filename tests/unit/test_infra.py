@@ -1,5 +1,6 @@
 """The cluster manifests render with kustomize and agree with the app, the server and the images."""
 
+import re
 import shutil
 import subprocess
 
@@ -57,7 +58,66 @@ def test_in_cluster_defaults_match_the_compiled_pipeline(rendered):
 
 
 @pytest.mark.parametrize("dockerfile", sorted(DOCKER.glob("*.Dockerfile")), ids=lambda p: p.name)
-def test_images_install_from_the_lock_and_run_as_non_root(dockerfile):
+def test_images_install_from_the_lock_and_run_as_a_numeric_non_root_user(dockerfile):
+    """The kubelet refuses runAsNonRoot with a user name: USER must be numeric (and not 0)."""
     text = dockerfile.read_text()
-    assert "requirements.lock" in text
-    assert "\nUSER " in text and "USER root" not in text
+    assert "pip install" not in text or "requirements.lock" in text
+    users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
+    assert users and all(u.split(":")[0].isdigit() and u.split(":")[0] != "0" for u in users), users
+    assert re.search(r"^ARG BASE_IMAGE=", text, flags=re.M)  # buildable from a local base where nothing can be pulled
+
+
+def allowed(patterns: str, host: str) -> bool:
+    """MLflow's own Host-header match (mlflow.server.security_utils)."""
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    return is_allowed_host_header([p.strip() for p in patterns.split(",")], host)
+
+
+def test_the_mlflow_server_accepts_the_names_its_clients_use_and_nothing_else(rendered):
+    from urllib.parse import urlparse
+
+    from cxr.params import load_params
+
+    server = container(rendered[("Deployment", "mlflow")])
+    hosts = {e["name"]: e.get("value") for e in server["env"]}["MLFLOW_SERVER_ALLOWED_HOSTS"]
+    in_cluster = urlparse(load_params().cluster.tracking_uri).netloc
+    for host in (in_cluster, "mlflow:5000", "mlflow.cxr:5000", "localhost:5000"):
+        assert allowed(hosts, host), host
+    assert not allowed(hosts, "attacker.example:5000")
+    script = (PROJECT / "mlflow" / "server.sh").read_text()
+    assert "MLFLOW_SERVER_ALLOWED_HOSTS" in script and "--backend-store-uri" not in script  # no password in argv
+
+
+def test_the_compose_stack_renders_with_service_names_on_loopback(tmp_path):
+    compose = shutil.which("docker-compose")
+    assert compose, "docker-compose is needed (infra/ci/docker.sh installs it)"
+    env = {"CXR_DB_PASSWORD": "x", "CXR_S3_ACCESS_KEY": "y", "CXR_S3_SECRET_KEY": "z", "PATH": "/usr/bin:/bin"}
+    files = ["-f", str(PROJECT / "infra/compose/compose.yaml"), "-f", str(PROJECT / "infra/compose/compose.local.yaml")]
+    out = subprocess.run([compose, *files, "config"], env=env, capture_output=True, text=True, check=True)
+    services = yaml.safe_load(out.stdout)["services"]
+    assert set(services) == {"postgres", "s3", "s3-init", "mlflow", "webapp"}
+    for name, service in services.items():
+        assert service["network_mode"] == "host", name
+        assert service["extra_hosts"]["mlflow"] == "127.0.0.1", name
+    assert services["webapp"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert "@postgres:" in services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+
+
+def test_the_compiled_pipeline_closes_its_mlflow_run_and_fetches_its_data_version(tmp_path):
+    from cxr.params import load_params
+    from pipelines.compile import compile_pipeline
+
+    params = load_params()
+    package, _platform = yaml.safe_load_all(
+        compile_pipeline(tmp_path / "p.yaml", params, "abc.dir", "c0ffee").read_text()
+    )
+    inputs = package["root"]["inputDefinitions"]["parameters"]
+    assert (
+        inputs["dvc_remote"]["defaultValue"] == params.cluster.dvc_remote and inputs["data_dir"]["defaultValue"] == ""
+    )
+    assert inputs["data_version"]["defaultValue"] == "abc.dir"
+    tasks = package["root"]["dag"]["tasks"]
+    assert tasks["finalize"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    images = {e["container"]["image"] for e in package["deploymentSpec"]["executors"].values()}
+    assert images == {"ghcr.io/cxr/cxr-python-components:0.1.0", "ghcr.io/cxr/cxr-python-train-gpu:0.1.0"}
