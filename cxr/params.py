@@ -109,6 +109,8 @@ class ClusterParams:
     tracking_uri: str = "http://mlflow.cxr.svc.cluster.local:5000"
     data_dir: str = ""  # a dataset path on a volume the pods mount; empty: fetch data.dvc's version from dvc_remote
     dvc_remote: str = "s3://cxr-data/dvc-store"
+    dvc_secret: str = "cxr-s3"  # Kubernetes secret (access-key-id, secret-access-key) for the DVC remote
+    dvc_endpoint_url: str = ""  # S3-compatible endpoint of the DVC remote (MinIO); empty: AWS
     gpu_node_selector: dict = field(default_factory=dict)
     gpu_tolerations: tuple = ()
 

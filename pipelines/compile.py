@@ -30,6 +30,8 @@ def compile_pipeline(
         dict(cluster.gpu_node_selector),
         [dict(t) for t in cluster.gpu_tolerations],
         image_names(cluster.image_registry, cluster.image_tag),
+        data_secret="" if cluster.data_dir else cluster.dvc_secret,
+        data_endpoint_url="" if cluster.data_dir else cluster.dvc_endpoint_url,
     )
     compiler.Compiler().compile(
         pipeline,

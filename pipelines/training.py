@@ -19,10 +19,15 @@ def with_image(component, image: str | None):
 
 
 def build_pipeline(
-    gpu_node_selector: dict | None = None, gpu_tolerations: list | None = None, images: dict[str, str] | None = None
+    gpu_node_selector: dict | None = None,
+    gpu_tolerations: list | None = None,
+    images: dict[str, str] | None = None,
+    data_secret: str = "",
+    data_endpoint_url: str = "",
 ):
-    """The pipeline, with the training task's node selector and tolerations (kfp-kubernetes) set and the
-    placeholder images (steps.CPU_IMAGE, steps.GPU_IMAGE) replaced by `images`."""
+    """The pipeline, with the training task's node selector and tolerations (kfp-kubernetes) set, the
+    placeholder images (steps.CPU_IMAGE, steps.GPU_IMAGE) replaced by `images`, and the ingest task given
+    the DVC remote's credentials from Kubernetes secret `data_secret` and its endpoint."""
     images = images or {}
     cpu = {
         name: with_image(getattr(steps, name), images.get(steps.CPU_IMAGE))
@@ -56,6 +61,11 @@ def build_pipeline(
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 **common,
             ).set_display_name("ingest")
+            if data_secret:
+                keys = {"access-key-id": "AWS_ACCESS_KEY_ID", "secret-access-key": "AWS_SECRET_ACCESS_KEY"}
+                kubernetes.use_secret_as_env(ingest, secret_name=data_secret, secret_key_to_env=keys)
+            if data_endpoint_url:
+                ingest.set_env_variable("AWS_ENDPOINT_URL", data_endpoint_url)
             run_id = ingest.outputs["run_id"]
             dataset = ingest.outputs["dataset"]
             validate = cpu["validate"](dataset=dataset, parent_run_id=run_id, **common).set_display_name("validate")

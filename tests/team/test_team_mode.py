@@ -64,7 +64,9 @@ def origin(tmp_path_factory, s3):
     dvc("remote", "add", "-d", "s3", "s3://cxr-dvc/store", cwd=repo)
     dvc("remote", "modify", "s3", "endpointurl", s3, cwd=repo)
     make_dataset(repo / "data" / "covid-radiography-sample", per_class=8)
-    dvc("add", "data", cwd=repo)
+    # data.dvc tracks the folder the pipeline reads, as in the project (its md5 is the run's data version)
+    (repo / "data.dvc").write_text("outs:\n- path: data/covid-radiography-sample\n")
+    dvc("commit", "-f", "-q", "data.dvc", cwd=repo)
     dvc("push", cwd=repo)
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "data v1", cwd=repo)
@@ -103,12 +105,12 @@ def test_retrain_flow_from_a_fresh_clone(origin, team, s3, tmp_path):
     assert f"version {v1.version} already used data {data_v1}; nothing to do" in again.stdout
     assert len(versions(team)) == 1
 
-    # new images land: the data scientist adds them, dvc add, dvc push, commit
+    # new images land: the data scientist adds them, dvc commit, dvc push, git commit
     make_dataset(tmp_path / "more", per_class=2)
     for label in ("COVID", "Normal"):
         for f in (tmp_path / "more" / label).iterdir():
             shutil.copy(f, origin / "data" / "covid-radiography-sample" / label / f"new-{f.name}")
-    dvc("add", "data", cwd=origin)
+    dvc("commit", "-f", "-q", "data.dvc", cwd=origin)
     dvc("push", cwd=origin)
     git("commit", "-qam", "data v2", cwd=origin)
     # CI on the push: pull the repository and the data, retrain

@@ -119,5 +119,8 @@ def test_the_compiled_pipeline_closes_its_mlflow_run_and_fetches_its_data_versio
     assert inputs["data_version"]["defaultValue"] == "abc.dir"
     tasks = package["root"]["dag"]["tasks"]
     assert tasks["finalize"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    secrets = _platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-ingest"]["secretAsEnv"]
+    assert secrets[0]["secretName"] == params.cluster.dvc_secret
+    assert {k["envVar"] for k in secrets[0]["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     images = {e["container"]["image"] for e in package["deploymentSpec"]["executors"].values()}
     assert images == {"ghcr.io/cxr/cxr-python-components:0.1.0", "ghcr.io/cxr/cxr-python-train-gpu:0.1.0"}
