@@ -175,22 +175,33 @@ def evaluate(
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def gate(
     dataset: Input[Dataset],
-    candidate_f1: float,
+    report: Input[Dataset],
     params_json: str,
     tracking_uri: str,
     parent_run_id: str,
-) -> NamedTuple("GateOutputs", [("passed", bool), ("decision", str)]):
-    """The promotion gate on validation F1 (against the champion on the same split)."""
+) -> NamedTuple("GateOutputs", [("outcome", str), ("decision", str)]):
+    """The promotion gate on validation F1 intervals (against the champion on the same images).
+
+    Args:
+        dataset: The ingested dataset (its validation split re-scores the champion).
+        report: The evaluation reports (val_report.json decides, test_report.json is recorded).
+        params_json: The run's parameters as JSON (gate.min_f1, gate.min_delta, gate.min_val_per_class).
+        tracking_uri: MLflow tracking server or store.
+        parent_run_id: The pipeline's MLflow parent run.
+
+    Returns:
+        outcome: passed, failed or inconclusive. decision: the whole decision as JSON.
+    """
     from collections import namedtuple
 
     from cxr.params import params_from_json
     from cxr.steps import RunContext, gate_step
 
     decision = gate_step(
-        RunContext(tracking_uri, parent_run_id), dataset.path, candidate_f1, params_from_json(params_json)
+        RunContext(tracking_uri, parent_run_id), dataset.path, report.path, params_from_json(params_json)
     )
-    print("gate:", "PASS" if decision.passed else "FAIL", "-", decision.reason)
-    return namedtuple("GateOutputs", ["passed", "decision"])(decision.passed, decision.to_json())
+    print("gate:", decision.outcome.upper(), "-", decision.reason)
+    return namedtuple("GateOutputs", ["outcome", "decision"])(decision.outcome, decision.to_json())
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -239,7 +250,13 @@ def finalize(params_json: str, tracking_uri: str, kfp_run_id: str, status: dsl.P
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def reject(decision: str, tracking_uri: str, parent_run_id: str) -> str:
-    """The gate failed: nothing is registered; the reason is recorded on the MLflow run."""
+    """The gate failed or was inconclusive: nothing is registered; the reason is recorded on the MLflow run.
+
+    Args:
+        decision: The gate's decision as JSON.
+        tracking_uri: MLflow tracking server or store.
+        parent_run_id: The pipeline's MLflow parent run.
+    """
     from cxr.steps import RunContext, reject_step
 
     reason = reject_step(RunContext(tracking_uri, parent_run_id), decision)

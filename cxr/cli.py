@@ -67,7 +67,10 @@ def pipeline_run(
             f"version {outcome.registered_version} as @{params.register.alias}"
         )
     else:
-        print(f"gate: FAILED ({outcome.gate_reason}); no model registered")
+        label = "INCONCLUSIVE" if outcome.gate_outcome == "inconclusive" else "FAILED"
+        print(f"gate: {label} ({outcome.gate_reason}); no model registered")
+        if outcome.gate_advice:
+            print(f"next: {outcome.gate_advice}")
 
 
 def _compile(output: Path, params_file, profile: str, overrides, cluster: tuple[str, str, str, str]) -> Path:

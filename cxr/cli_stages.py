@@ -96,8 +96,7 @@ def stage_register(profile: str = ProfileOpt, params_file: Path | None = ParamsO
     from cxr.steps import gate_step, register_step, reject_step
 
     params, ctx = _stage_context(params_file, profile)
-    metrics = json.loads((ARTIFACTS / "metrics.json").read_text())
-    decision = gate_step(ctx, str(ARTIFACTS / "dataset"), metrics["val_f1"], params)
+    decision = gate_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "evaluation"), params)
     out = json.loads(decision.to_json())
     if decision.passed:
         model_uri = (ARTIFACTS / "model" / "mlflow_model_uri.txt").read_text().strip()

@@ -184,6 +184,43 @@ def choose_threshold(
     raise ValueError(f"evaluate.threshold_strategy '{strategy}' is not one of fixed, max_f1, target_sensitivity")
 
 
+def decide_threshold(
+    y_true,
+    probability,
+    strategy: str = "max_f1",
+    target_sensitivity: float = 0.95,
+    fixed: float = 0.5,
+    min_per_class: int = 10,
+    prior_images: float = 20.0,
+) -> tuple[float, str]:
+    """The decision threshold and a sentence saying how it was chosen.
+
+    A threshold tuned on a handful of images lands wherever those images happen to fall, often at an
+    extreme. Below `min_per_class` images of either class the fixed threshold is kept. Above it, a
+    max_f1 threshold is shrunk toward `fixed` (0.5) with weight n / (n + prior_images), as if
+    `prior_images` images had voted for 0.5; a target_sensitivity threshold is kept as chosen (shrinking
+    it would break the sensitivity it was chosen for).
+    """
+    y_true = np.asarray(y_true).astype(int)
+    n, fewest = len(y_true), int(min((y_true == 1).sum(), (y_true == 0).sum())) if len(y_true) else 0
+    if strategy == "fixed":
+        return float(fixed), f"fixed at {fixed:g} (evaluate.threshold_strategy: fixed)"
+    if fewest < min_per_class:
+        return float(fixed), (
+            f"fixed at {fixed:g}: the validation split has {fewest} images of its smaller class, fewer than "
+            f"evaluate.threshold_min_per_class {min_per_class}, too few to tune a threshold on"
+        )
+    raw = choose_threshold(y_true, probability, strategy, target_sensitivity, fixed)
+    if strategy == "target_sensitivity":
+        return raw, f"{raw:.4f}: the highest reaching sensitivity {target_sensitivity:g} on {n} validation images"
+    weight = n / (n + prior_images)
+    chosen = float(fixed + weight * (raw - fixed))
+    return chosen, (
+        f"{chosen:.4f}: {strategy} on {n} validation images gave {raw:.4f}, shrunk toward {fixed:g} "
+        f"with weight {weight:.2f} (evaluate.threshold_prior_images {prior_images:g})"
+    )
+
+
 CI_METRICS = ("f1", "accuracy", "sensitivity", "specificity")
 
 

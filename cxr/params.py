@@ -74,6 +74,8 @@ class EvaluateParams:
     threshold: float = 0.5
     threshold_strategy: str = "max_f1"
     target_sensitivity: float = 0.95
+    threshold_min_per_class: int = 10
+    threshold_prior_images: float = 20.0
     bootstrap_samples: int = 1000
 
 
@@ -81,6 +83,7 @@ class EvaluateParams:
 class GateParams:
     min_f1: float = 0.6
     min_delta: float = 0.0
+    min_val_per_class: int = 10
 
 
 @dataclass(frozen=True)

@@ -1,68 +1,14 @@
-"""The MLflow model registry: the promotion gate on validation F1, registration, aliases.
+"""The MLflow model registry: registration of gated candidates, aliases, the gate's record on a version.
 
-`decide_promotion` is the gate: pure, no I/O. Everything else reads or writes the registry.
+The gate itself (`decide_promotion`) is pure and lives in cxr/gate.py.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-
 from cxr.errors import CxrError
+from cxr.gate import GateDecision
 
 CHAMPION = "champion"
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    passed: bool
-    reason: str
-    candidate_f1: float
-    min_f1: float
-    min_delta: float
-    champion_f1: float | None = None
-    champion_version: str | None = None
-    challenger_version: str | None = None  # who held @challenger when the gate ran (for race checks)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @staticmethod
-    def from_json(text: str) -> GateDecision:
-        return GateDecision(**json.loads(text))
-
-
-def decide_promotion(
-    candidate_f1: float,
-    min_f1: float,
-    min_delta: float = 0.0,
-    champion_f1: float | None = None,
-    champion_version: str | None = None,
-    challenger_version: str | None = None,
-) -> GateDecision:
-    """The F1 gate. Pass when candidate F1 >= min_f1 and, if a champion exists, candidate F1 >=
-    champion F1 (on the same validation split) + min_delta."""
-    figures = dict(
-        candidate_f1=float(candidate_f1),
-        min_f1=float(min_f1),
-        min_delta=float(min_delta),
-        champion_f1=None if champion_f1 is None else float(champion_f1),
-        champion_version=champion_version,
-        challenger_version=challenger_version,
-    )
-    if candidate_f1 != candidate_f1:  # NaN
-        return GateDecision(False, "validation F1 is undefined (NaN)", **figures)
-    if candidate_f1 < min_f1:
-        return GateDecision(False, f"validation F1 {candidate_f1:.4f} < gate.min_f1 {min_f1:.4f}", **figures)
-    if champion_f1 is not None and candidate_f1 < champion_f1 + min_delta:
-        return GateDecision(
-            False,
-            f"validation F1 {candidate_f1:.4f} < champion v{champion_version} F1 {champion_f1:.4f} "
-            f"+ gate.min_delta {min_delta:.4f}",
-            **figures,
-        )
-    against = f"; champion v{champion_version} F1 {champion_f1:.4f}" if champion_f1 is not None else "; no champion yet"
-    return GateDecision(True, f"validation F1 {candidate_f1:.4f} >= gate.min_f1 {min_f1:.4f}{against}", **figures)
 
 
 def client():
@@ -119,12 +65,27 @@ def register_candidate(model_uri: str, name: str, alias: str, tags: dict[str, st
 
 
 def gate_tags(decision: GateDecision) -> dict[str, str]:
-    return {
+    """The gate's record on a registered version: outcome, validation and test F1 with intervals, champion."""
+
+    def fmt(value) -> str:
+        return "" if value is None else f"{value:.6f}"
+
+    tags = {
         "gate.passed": str(decision.passed).lower(),
+        "gate.outcome": decision.outcome,
         "gate.reason": decision.reason,
-        "gate.candidate_f1": f"{decision.candidate_f1:.6f}",
+        "gate.candidate_f1": fmt(decision.candidate_f1),
+        "gate.candidate_f1_ci_low": fmt(decision.val.get("f1_low")),
+        "gate.candidate_f1_ci_high": fmt(decision.val.get("f1_high")),
         "gate.min_f1": str(decision.min_f1),
         "gate.min_delta": str(decision.min_delta),
-        "gate.champion_f1": "" if decision.champion_f1 is None else f"{decision.champion_f1:.6f}",
+        "gate.min_val_per_class": str(decision.min_val_per_class),
+        "gate.champion_f1": fmt(decision.champion_f1),
         "gate.champion_version": decision.champion_version or "",
     }
+    if decision.champion is not None:
+        tags["gate.delta_f1_ci"] = f"{decision.champion['low']:+.4f} to {decision.champion['high']:+.4f}"
+    if decision.test is not None:
+        tags["gate.test_f1"] = fmt(decision.test["f1"])
+        tags["gate.test_f1_ci"] = f"{decision.test['f1_low']:.4f} to {decision.test['f1_high']:.4f}"
+    return tags

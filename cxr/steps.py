@@ -171,50 +171,80 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
     return reports
 
 
-def champion_f1_on(dataset_dir: str, params: Params) -> tuple[float | None, str | None]:
-    """The current champion's F1 re-scored on this run's validation split (None without a champion)."""
+def split_evidence(report: dict):
+    """The gate's evidence from an evaluation report: F1, its 95% interval and the class counts."""
+    from cxr.gate import Evidence
+
+    m, (low, high) = report["metrics"], report["ci95"]["f1"]
+    return Evidence(float(m["f1"]), float(low), float(high), int(m["tp"] + m["fn"]), int(m["tn"] + m["fp"]))
+
+
+def champion_on(dataset_dir: str, params: Params, candidate: dict):
+    """The current champion re-scored on this run's validation images, paired with the candidate's
+    predictions on the same images (None without a champion)."""
+    import numpy as np
+
     from cxr.augment import labels_of
+    from cxr.compare import paired_bootstrap_delta
     from cxr.data import read_manifest
     from cxr.evaluate import compute_metrics, predict_split
+    from cxr.gate import PairedDelta
     from cxr.pyfunc import load_pyfunc
     from cxr.registry import CHAMPION, alias_version
     from cxr.train import split_frame
 
     champion = alias_version(params.register.model_name, CHAMPION)
     if champion is None:
-        return None, None
+        return None
     classifier = load_pyfunc(f"models:/{params.register.model_name}@{CHAMPION}")
     frame = split_frame(read_manifest(dataset_dir), "val")
-    probability = predict_split(classifier, frame, dataset_dir)
-    metrics = compute_metrics(
-        labels_of(frame, classifier.config["positive_class"]), probability, float(classifier.config["threshold"])
+    p_champion = predict_split(classifier, frame, dataset_dir)
+    by_source = {row["source"]: row["probability"] for row in candidate["predictions"]}
+    p_candidate = np.array([by_source[s] for s in frame["source"]])
+    y = labels_of(frame, classifier.config["positive_class"])
+    t_champion, t_candidate = float(classifier.config["threshold"]), float(candidate["metrics"]["threshold"])
+    champion_f1 = compute_metrics(y, p_champion, t_champion)["f1"]
+    delta = compute_metrics(y, p_candidate, t_candidate)["f1"] - champion_f1
+    low, high = paired_bootstrap_delta(
+        y, p_champion, t_champion, p_candidate, t_candidate, samples=params.evaluate.bootstrap_samples
     )
-    return metrics["f1"], str(champion.version)
+    return PairedDelta(str(champion.version), float(champion_f1), float(delta), low, high)
 
 
-def gate_step(ctx: RunContext, dataset_dir: str, candidate_f1: float, params: Params):
-    """Apply the F1 gate (against the champion re-scored on the same split); record it on the run."""
+def gate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Params):
+    """Apply the gate to the evaluation in `report_dir` (val decides, test is recorded), against the
+    champion re-scored on the same validation images; record the decision on the run."""
     import mlflow
 
-    from cxr.registry import alias_version, decide_promotion
+    from cxr.gate import decide_promotion
+    from cxr.registry import alias_version
 
+    reports = {
+        split: json.loads((Path(report_dir) / f"{split}_report.json").read_text())
+        for split in ("val", "test")
+        if (Path(report_dir) / f"{split}_report.json").is_file()
+    }
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "gate"):
-        champion_f1, champion_version = champion_f1_on(dataset_dir, params)
+        champion = champion_on(dataset_dir, params, reports["val"])
         challenger = alias_version(params.register.model_name, params.register.alias)
         decision = decide_promotion(
-            candidate_f1,
+            split_evidence(reports["val"]),
             params.gate.min_f1,
             params.gate.min_delta,
-            champion_f1,
-            champion_version,
+            params.gate.min_val_per_class,
+            champion,
+            split_evidence(reports["test"]) if "test" in reports else None,
             None if challenger is None else str(challenger.version),
         )
         mlflow.log_dict(json.loads(decision.to_json()), "gate.json")
     client = mlflow.MlflowClient()
-    client.set_tag(ctx.parent_run_id, "gate.passed", str(decision.passed).lower())
+    for key, value in (("outcome", decision.outcome), ("passed", str(decision.passed).lower())):
+        client.set_tag(ctx.parent_run_id, f"gate.{key}", value)
     client.set_tag(ctx.parent_run_id, "gate.reason", decision.reason)
-    if champion_f1 is not None:
-        client.log_metric(ctx.parent_run_id, "champion_val_f1", champion_f1)
+    client.set_tag(ctx.parent_run_id, "gate.advice", decision.advice)
+    if champion is not None:
+        for key, value in (("champion_val_f1", champion.champion_f1), ("delta_f1_ci_low", champion.low)):
+            client.log_metric(ctx.parent_run_id, key, value)
     return decision
 
 
@@ -224,8 +254,9 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
 
     import mlflow
 
+    from cxr.gate import GateDecision
     from cxr.model_card import render_card
-    from cxr.registry import GateDecision, gate_tags, register_candidate
+    from cxr.registry import gate_tags, register_candidate
 
     decision = GateDecision.from_json(decision_json)
     name = params.register.model_name
@@ -274,7 +305,7 @@ def reject_step(ctx: RunContext, decision_json: str) -> str:
     """The gate failed: register nothing, record why on the pipeline run, close it."""
     import mlflow
 
-    from cxr.registry import GateDecision
+    from cxr.gate import GateDecision
 
     decision = GateDecision.from_json(decision_json)
     mlflow.set_tracking_uri(ctx.tracking_uri)

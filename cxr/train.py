@@ -11,7 +11,7 @@ import numpy as np
 from cxr.augment import build_augmenter, labels_of, make_dataset
 from cxr.data import class_names, read_manifest
 from cxr.errors import CxrError
-from cxr.evaluate import choose_threshold
+from cxr.evaluate import decide_threshold
 from cxr.model import build_model, compile_model
 from cxr.params import Params
 from cxr.pyfunc import CONFIG_FILE, MODEL_FILE
@@ -107,8 +107,14 @@ def train_model(
     checkpoint.unlink()
     ep = params.evaluate
     val_probability = np.asarray(best.predict(val_ds, verbose=0), dtype=np.float64).reshape(-1)
-    threshold = choose_threshold(
-        labels_of(val_frame, positive), val_probability, ep.threshold_strategy, ep.target_sensitivity, ep.threshold
+    threshold, threshold_method = decide_threshold(
+        labels_of(val_frame, positive),
+        val_probability,
+        ep.threshold_strategy,
+        ep.target_sensitivity,
+        ep.threshold,
+        ep.threshold_min_per_class,
+        ep.threshold_prior_images,
     )
     config = {
         "image_size": tp.image_size,
@@ -116,6 +122,7 @@ def train_model(
         "negative_class": negative,
         "threshold": threshold,
         "threshold_strategy": ep.threshold_strategy,
+        "threshold_method": threshold_method,
         "weights": tp.weights,
         "freeze_base": tp.freeze_base,
         "best_epoch": best_epoch,

@@ -18,7 +18,9 @@ class PipelineOutcome:
     status: str
     metrics: dict = field(default_factory=dict)
     gate_passed: bool | None = None
+    gate_outcome: str = ""
     gate_reason: str = ""
+    gate_advice: str = ""
     registered_version: str = ""
     model_uri: str = ""
     error: str = ""
@@ -118,7 +120,9 @@ def read_outcome(tracking_uri: str, experiment: str, run_name: str) -> PipelineO
         status=run.info.status,
         metrics=dict(sorted(run.data.metrics.items())),
         gate_passed=None if gate is None else gate == "true",
+        gate_outcome=tags.get("gate.outcome", ""),
         gate_reason=tags.get("gate.reason", ""),
+        gate_advice=tags.get("gate.advice", ""),
         registered_version=tags.get("registered_version", ""),
         model_uri=tags.get("model_uri", ""),
         error=tags.get("error", ""),

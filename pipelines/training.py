@@ -80,22 +80,26 @@ def build_pipeline(
             for toleration in gpu_tolerations or []:
                 kubernetes.add_toleration(train, **toleration)
             evaluate = cpu["evaluate"](dataset=dataset, model=train.outputs["model"], parent_run_id=run_id, **common)
-            gate = cpu["gate"](dataset=dataset, candidate_f1=evaluate.outputs["Output"], parent_run_id=run_id, **common)
-            with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (kfp condition syntax)
+            gate = cpu["gate"](
+                dataset=dataset, report=evaluate.outputs["report"], parent_run_id=run_id, **common
+            ).set_display_name("gate")
+            outcome, decision = gate.outputs["outcome"], gate.outputs["decision"]
+            with dsl.If(outcome == "passed", name="gate-passed"):
                 register = cpu["register"](
                     model_uri=train.outputs["Output"],
-                    decision=gate.outputs["decision"],
+                    decision=decision,
                     parent_run_id=run_id,
                     data_version=ingest.outputs["data_version"],
                     git_commit=git_commit,
                     **common,
                 )
+            with dsl.Elif(outcome == "inconclusive", name="gate-inconclusive"):
+                inconclusive = cpu["reject"](decision=decision, tracking_uri=tracking_uri, parent_run_id=run_id)
+                inconclusive.set_display_name("inconclusive")
             with dsl.Else(name="gate-failed"):
-                reject = cpu["reject"](
-                    decision=gate.outputs["decision"], tracking_uri=tracking_uri, parent_run_id=run_id
-                )
+                reject = cpu["reject"](decision=decision, tracking_uri=tracking_uri, parent_run_id=run_id)
         # Every run opens its own MLflow run and the champion may change between runs: never reuse outputs.
-        for task in (ingest, validate, augment, train, evaluate, gate, register, reject, finalize):
+        for task in (ingest, validate, augment, train, evaluate, gate, register, inconclusive, reject, finalize):
             task.set_caching_options(False)
 
     return training_pipeline

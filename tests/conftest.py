@@ -64,6 +64,7 @@ TINY = [
     "train.batch_size=4",
     "train.weights=none",
     "gate.min_f1=0.0",
+    "gate.min_val_per_class=1",
     "augment.preview_images=2",
     "evaluate.bootstrap_samples=50",
 ]

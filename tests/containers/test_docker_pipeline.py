@@ -32,7 +32,7 @@ def run(store, name, *extra, check=True):
 
 
 def test_steps_in_containers_register_a_version_with_the_data_they_read(images, store):
-    out = run(store, "docker-pass", "--set", "gate.min_f1=0.0")
+    out = run(store, "docker-pass", "--set", "gate.min_f1=0.0", "--set", "gate.min_val_per_class=1")
     assert "gate: PASSED" in out.stdout
     assert out.stdout.count("(ghcr.io/cxr/cxr-python-components:0.1.0) exited with code 0") == 8  # steps + exit handler
     found = parent(store, "docker-pass")
@@ -44,7 +44,7 @@ def test_steps_in_containers_register_a_version_with_the_data_they_read(images, 
 
 
 def test_the_gate_failed_branch_in_containers_registers_nothing(images, store):
-    out = run(store, "docker-fail", "--set", "gate.min_f1=1.01")
+    out = run(store, "docker-fail", "--set", "gate.min_f1=1.01", "--set", "gate.min_val_per_class=1")
     assert "gate: FAILED" in out.stdout
     found = parent(store, "docker-fail")
     assert found.data.tags["registered_version"] == "none" and found.info.status == "FINISHED"

@@ -34,7 +34,8 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def passed_run(store):
-    out = cxr("pipeline", "run", *FAST, "--set", "gate.min_f1=0.0", "--run-name", "it-pass", uri=store)
+    permissive = ["--set", "gate.min_f1=0.0", "--set", "gate.min_val_per_class=1"]
+    out = cxr("pipeline", "run", *FAST, *permissive, "--run-name", "it-pass", uri=store)
     return out
 
 
@@ -106,10 +107,22 @@ def test_predict_on_images_the_pipeline_never_trained_on(passed_run, store):
 
 
 def test_failing_gate_registers_nothing_and_says_why(passed_run, store):
-    out = cxr("pipeline", "run", *FAST, "--set", "gate.min_f1=1.01", "--run-name", "it-fail", uri=store)
+    args = ["--set", "gate.min_f1=1.01", "--set", "gate.min_val_per_class=1", "--run-name", "it-fail"]
+    out = cxr("pipeline", "run", *FAST, *args, uri=store)
     assert "gate: FAILED" in out.stdout and "< gate.min_f1 1.0100" in out.stdout
     run = _parent(store, "it-fail")
-    assert run.data.tags["gate.passed"] == "false" and run.data.tags["registered_version"] == "none"
+    assert run.data.tags["gate.outcome"] == "failed" and run.data.tags["registered_version"] == "none"
+    assert len(mlflow.MlflowClient().search_model_versions("name='covid-xray-vgg16'")) == 1
+
+
+def test_the_sample_is_too_small_to_gate_on_so_the_default_run_is_inconclusive(passed_run, store):
+    """8 validation images (4 per class) are below gate.min_val_per_class: nothing is registered."""
+    out = cxr("pipeline", "run", *FAST, "--run-name", "it-inconclusive", uri=store)
+    assert "gate: INCONCLUSIVE" in out.stdout and "below gate.min_val_per_class 10" in out.stdout
+    assert "next: add labelled images" in out.stdout
+    run = _parent(store, "it-inconclusive")
+    assert run.data.tags["gate.outcome"] == "inconclusive" and run.data.tags["registered_version"] == "none"
+    assert run.info.status == "FINISHED"
     assert len(mlflow.MlflowClient().search_model_versions("name='covid-xray-vgg16'")) == 1
 
 

@@ -35,8 +35,8 @@ def pipeline(tmp: Path, uri: str, data: Path, *extra: str) -> str:
     work = tmp / run_id
     ingest_step(ctx, str(data), str(work / "ds"), params)
     model_uri = train_step(ctx, str(work / "ds"), str(work / "model"), params)
-    reports = evaluate_step(ctx, str(work / "ds"), str(work / "model"), str(work / "eval"), params)
-    decision = gate_step(ctx, str(work / "ds"), reports["val"]["metrics"]["f1"], params)
+    evaluate_step(ctx, str(work / "ds"), str(work / "model"), str(work / "eval"), params)
+    decision = gate_step(ctx, str(work / "ds"), str(work / "eval"), params)
     return register_step(ctx, model_uri, decision.to_json(), params, {"data_version": "d1", "git_commit": "c1"})
 
 
@@ -110,21 +110,23 @@ def test_a_concurrent_promotion_is_detected(store):
 
 
 def test_register_refuses_a_stale_gate_and_keeps_the_better_challenger(store, tmp_path):
-    from cxr.registry import decide_promotion, register_candidate
+    from cxr.gate import Evidence, PairedDelta, decide_promotion
+    from cxr.registry import register_candidate
 
     source = mlflow.MlflowClient().get_model_version(NAME, "1").source
     champion = alias_of("champion")
-    stale = decide_promotion(0.9, 0.0, champion_f1=0.1, champion_version="999")
+    stale = decide_promotion(Evidence(0.9, 0.8, 1.0, 20, 20), 0.0, champion=PairedDelta("999", 0.1, 0.8, 0.6, 0.9))
+    assert stale.passed
     with pytest.raises(CxrError, match="changed from v999"):
         register_candidate(source, NAME, "challenger", {}, stale)
     holder = mlflow.MlflowClient().get_model_version_by_alias(NAME, "challenger")
     weaker = decide_promotion(
-        -0.5,
+        Evidence(-0.5, -0.5, -0.5, 20, 20),
         -1.0,
-        champion_f1=None if champion is None else -1.0,
-        champion_version=champion,
+        champion=None if champion is None else PairedDelta(champion, -1.0, 0.5, 0.4, 0.6),
         challenger_version="not-the-holder",
     )
+    assert weaker.passed
     count = len(list_versions(NAME))
     version, note = register_candidate(source, NAME, "challenger", {}, weaker)
     assert len(list_versions(NAME)) == count + 1  # registered, nothing lost

@@ -25,6 +25,8 @@ TINY = [
     "--set",
     "gate.min_f1=0.0",
     "--set",
+    "gate.min_val_per_class=1",
+    "--set",
     "evaluate.bootstrap_samples=50",
     "--set",
     "augment.preview_images=2",

@@ -115,8 +115,10 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
     logged = mlflow.get_run(run_id).data.metrics
     assert logged["val_f1"] == pytest.approx(f1) and "test_bce" in logged
 
-    passed, decision = c.gate.python_func(dataset=dataset, candidate_f1=f1, **common)
-    assert passed  # tiny_params: gate.min_f1 = 0
+    report = art(Dataset, tmp_path, "report")
+    outcome, decision = c.gate.python_func(dataset=dataset, report=report, **common)
+    assert outcome == "passed"  # tiny_params: gate.min_f1 = 0, gate.min_val_per_class = 1
+    assert json.loads(decision)["test"]["f1"] == pytest.approx(logged["test_f1"])  # recorded, not decided on
     version = c.register.python_func(
         model_uri=model_uri, decision=decision, data_version="abc123", git_commit="deadbeef", **common
     )
@@ -127,8 +129,9 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
     # with that version as champion, a candidate must now match its F1 re-scored on the same split
     mlflow.MlflowClient().set_registered_model_alias("covid-xray-vgg16", CHAMPION, version)
     demanding = {**common, "params_json": tiny("gate.min_delta=0.5").to_json()}
-    passed, decision = c.gate.python_func(dataset=dataset, candidate_f1=f1, **demanding)
-    assert not passed and f"< champion v{version} F1" in json.loads(decision)["reason"]
+    outcome, decision = c.gate.python_func(dataset=dataset, report=report, **demanding)
+    # the same model on the same images: a paired difference of exactly 0, never 0.5 better
+    assert outcome == "failed" and f"champion v{version} F1 = +0.0000" in json.loads(decision)["reason"]
     reason = c.reject.python_func(decision=decision, tracking_uri=tracking_uri, parent_run_id=run_id)
     assert "gate.min_delta 0.5" in reason
     assert mlflow.get_run(run_id).data.tags["registered_version"] == "none"

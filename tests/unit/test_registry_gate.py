@@ -1,35 +1,97 @@
+"""The gate (cxr/gate.py): three outcomes on intervals, and the threshold rule (cxr/evaluate.py)."""
+
 import math
 
-from cxr.registry import GateDecision, decide_promotion
+import numpy as np
+import pytest
+
+from cxr.evaluate import decide_threshold
+from cxr.gate import FAILED, INCONCLUSIVE, PASSED, Evidence, GateDecision, PairedDelta, decide_promotion
 
 
-def test_passes_above_the_floor_without_a_champion():
-    d = decide_promotion(0.8, min_f1=0.7)
-    assert d.passed and "no champion" in d.reason
+def ev(f1, low, high, n=20):
+    return Evidence(f1, low, high, n, n)
 
 
-def test_fails_below_the_floor():
-    d = decide_promotion(0.69, min_f1=0.7)
-    assert not d.passed and "< gate.min_f1" in d.reason
+def test_passes_when_the_lower_bound_clears_the_floor_without_a_champion():
+    d = decide_promotion(ev(0.9, 0.75, 0.97), min_f1=0.7)
+    assert d.outcome == PASSED and d.passed and "no champion yet" in d.reason and "95% CI 0.7500" in d.reason
 
 
-def test_equal_to_the_floor_passes():
-    assert decide_promotion(0.7, min_f1=0.7).passed
+def test_fails_when_the_point_estimate_is_below_the_floor():
+    d = decide_promotion(ev(0.69, 0.5, 0.8), min_f1=0.7)
+    assert d.outcome == FAILED and not d.passed and "< gate.min_f1" in d.reason
 
 
-def test_must_beat_the_champion_by_min_delta():
-    assert not decide_promotion(0.85, 0.7, min_delta=0.02, champion_f1=0.84, champion_version="3").passed
-    d = decide_promotion(0.86, 0.7, min_delta=0.02, champion_f1=0.84, champion_version="3")
-    assert d.passed and "champion v3" in d.reason
+def test_a_point_above_the_floor_with_an_interval_below_it_is_inconclusive():
+    d = decide_promotion(ev(0.857, 0.4, 1.0), min_f1=0.6)
+    assert (
+        d.outcome == INCONCLUSIVE and not d.passed and "lower bound" in d.reason and "add labelled images" in d.advice
+    )
+
+
+def test_too_few_validation_images_of_a_class_is_inconclusive_whatever_the_f1():
+    d = decide_promotion(Evidence(1.0, 1.0, 1.0, 4, 30), min_f1=0.6, min_val_per_class=10)
+    assert d.outcome == INCONCLUSIVE and "4 positive and 30 negative" in d.reason and "min_val_per_class 10" in d.reason
+
+
+def test_against_a_champion_the_paired_interval_decides():
+    strong = ev(0.9, 0.8, 0.95)
+    better = PairedDelta("3", 0.8, 0.1, 0.03, 0.18)
+    assert decide_promotion(strong, 0.7, 0.0, champion=better).outcome == PASSED
+    unclear = PairedDelta("3", 0.85, 0.05, -0.04, 0.12)
+    d = decide_promotion(strong, 0.7, 0.0, champion=unclear)
+    assert d.outcome == INCONCLUSIVE and "champion v3" in d.reason and "cannot be told apart" in d.advice
+    worse = PairedDelta("3", 0.95, -0.05, -0.12, -0.01)
+    assert decide_promotion(strong, 0.7, 0.0, champion=worse).outcome == FAILED
+    assert decide_promotion(strong, 0.7, 0.05, champion=better).outcome == INCONCLUSIVE  # 0.03 < min_delta 0.05
 
 
 def test_nan_f1_never_passes():
-    assert not decide_promotion(math.nan, 0.0).passed
+    assert decide_promotion(ev(math.nan, math.nan, math.nan), 0.0).outcome == FAILED
+
+
+def test_test_figures_are_recorded_but_never_decide():
+    val = ev(0.9, 0.8, 0.95)
+    for test in (ev(0.0, 0.0, 0.2), ev(1.0, 1.0, 1.0)):
+        d = decide_promotion(val, 0.7, test=test)
+        assert d.outcome == PASSED and d.test["f1"] == test.f1
 
 
 def test_decision_round_trips_through_json():
-    d = decide_promotion(0.9, 0.5, 0.01, 0.8, "2")
-    assert GateDecision.from_json(d.to_json()) == d
+    d = decide_promotion(ev(0.9, 0.8, 0.95), 0.5, 0.0, 10, PairedDelta("2", 0.8, 0.1, 0.01, 0.2), ev(0.7, 0.5, 0.9))
+    back = GateDecision.from_json(d.to_json())
+    assert back == d and back.champion_version == "2" and back.champion_f1 == 0.8
+
+
+def test_the_224_px_run_from_the_issue_is_not_registered():
+    """8 validation images (4 per class), F1 0.857 with a bootstrap interval reaching 0.4: no @challenger."""
+    d = decide_promotion(Evidence(0.857, 0.4, 1.0, 4, 4), min_f1=0.6, test=Evidence(0.0, 0.0, 0.0, 4, 4))
+    assert not d.passed and d.outcome == INCONCLUSIVE
+
+
+def test_a_threshold_from_a_handful_of_images_stays_at_the_fixed_value():
+    y, p = np.array([1, 1, 1, 1, 0, 0, 0, 0]), np.array([0.9, 0.84, 0.83, 0.2, 0.1, 0.05, 0.3, 0.82])
+    threshold, method = decide_threshold(y, p, "max_f1", min_per_class=10)
+    assert threshold == 0.5 and "4 images of its smaller class" in method
+
+
+@pytest.mark.parametrize("n", [20, 200, 2000])
+def test_a_tuned_threshold_is_shrunk_toward_half_less_as_the_data_grows(n):
+    rng = np.random.default_rng(0)
+    y = np.repeat([1, 0], n // 2)
+    p = np.clip(np.where(y == 1, 0.9, 0.8) + rng.normal(0, 0.02, n), 0, 1)  # separable only near 0.85
+    threshold, method = decide_threshold(y, p, "max_f1", min_per_class=10, prior_images=20)
+    assert 0.5 < threshold < 0.85 and "shrunk toward 0.5" in method
+    weight = n / (n + 20)
+    assert threshold == pytest.approx(0.5 + weight * (float(method.split("gave ")[1].split(",")[0]) - 0.5), abs=1e-4)
+
+
+def test_a_target_sensitivity_threshold_is_not_shrunk():
+    y = np.repeat([1, 0], 20)
+    p = np.concatenate([np.linspace(0.6, 0.99, 20), np.linspace(0.01, 0.7, 20)])
+    threshold, method = decide_threshold(y, p, "target_sensitivity", target_sensitivity=0.95)
+    assert "highest reaching sensitivity 0.95" in method and threshold > 0.6
 
 
 class _Version:
