@@ -8,7 +8,8 @@ import numpy as np
 
 from cxr.errors import CxrError
 from cxr.evaluate import compute_metrics, confusion_matrix_table
-from cxr.release import aliases_by_version, resolve_version
+from cxr.gate import disagreement, evidence_from_tags
+from cxr.release import aliases_by_version, resolve_version, with_interval
 
 COMPARED = ("f1", "accuracy", "precision", "sensitivity", "specificity", "roc_auc", "bce", "threshold")
 
@@ -104,10 +105,13 @@ def compare(name: str, ref_a: str, ref_b: str, data_dir: Path, samples: int = 20
     out = {"split": how, "n": int(len(y)), "positive_class": positive, "versions": {}}
     for version, p, t in ((a, p_a, thresholds[0]), (b, p_b, thresholds[1])):
         m = compute_metrics(y, p, t)
+        val, test = evidence_from_tags(version.tags, "val"), evidence_from_tags(version.tags, "test")
         out["versions"][str(version.version)] = {
             "aliases": aliases_by_version(name).get(str(version.version), []),
             "metrics": {k: m[k] for k in COMPARED},
             "confusion_matrix": confusion_matrix_table(m, negative, positive),
+            "recorded": {"val_f1": with_interval(val), "test_f1": with_interval(test)},
+            "warning": disagreement(val, test),
         }
     f1_a = out["versions"][str(a.version)]["metrics"]["f1"]
     f1_b = out["versions"][str(b.version)]["metrics"]["f1"]
@@ -131,6 +135,14 @@ def format_comparison(result: dict) -> str:
         labels, matrix = r["confusion_matrix"]["labels"], r["confusion_matrix"]["matrix"]
         lines += ["", f"v{version} confusion matrix (rows true, columns predicted: {', '.join(labels)}):"]
         lines += [f"  {labels[i]:<8} {row[0]:>5} {row[1]:>5}" for i, row in enumerate(matrix)]
+    lines += ["", "Recorded at registration, each on its own run's splits (F1 with 95% CI):"]
+    for version, r in ((va, ra), (vb, rb)):
+        recorded = r.get("recorded", {})
+        lines.append(
+            f"  v{version}: validation {recorded.get('val_f1') or 'n/a'}; test {recorded.get('test_f1') or 'n/a'}"
+        )
+        if r.get("warning"):
+            lines.append(f"  warning v{version}: {r['warning']}")
     d = result["delta_f1"]
     lines += [
         "",

@@ -155,3 +155,31 @@ def decide_promotion(
             )
         return GateDecision(PASSED, f"{interval} >= gate.min_f1 {min_f1:.4f}; {paired}", "", **record)
     return GateDecision(PASSED, f"{interval} >= gate.min_f1 {min_f1:.4f}; no champion yet", "", **record)
+
+
+def disagreement(val: dict | None, test: dict | None) -> str:
+    """A warning when validation and test F1 disagree beyond their 95% intervals (the intervals do not
+    overlap): the split the gate decided on does not describe images the model never saw. '' otherwise."""
+    try:
+        v_low, v_high, t_low, t_high = (
+            float(x) for x in (val["f1_low"], val["f1_high"], test["f1_low"], test["f1_high"])
+        )
+    except (TypeError, KeyError, ValueError):
+        return ""
+    if any(math.isnan(x) for x in (v_low, v_high, t_low, t_high)) or (t_high >= v_low and v_high >= t_low):
+        return ""
+    return (
+        f"validation F1 {float(val['f1']):.3f} ({v_low:.3f}-{v_high:.3f}) and test F1 {float(test['f1']):.3f} "
+        f"({t_low:.3f}-{t_high:.3f}) disagree beyond their 95% intervals: do not trust the validation figure"
+    )
+
+
+def evidence_from_tags(tags: dict, split: str) -> dict | None:
+    """A registered version's F1 evidence on `split` from its tags (`<split>_f1`, `<split>_f1_ci_low/high`)."""
+    if f"{split}_f1" not in tags:
+        return None
+    return {
+        "f1": tags[f"{split}_f1"],
+        "f1_low": tags.get(f"{split}_f1_ci_low", "nan"),
+        "f1_high": tags.get(f"{split}_f1_ci_high", "nan"),
+    }

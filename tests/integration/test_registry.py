@@ -67,8 +67,11 @@ def test_every_version_is_listed_with_lineage_and_a_card(store):
     card = model_card(NAME, "1")
     assert "Not a diagnostic device" in card and "Random initialisation" in card
     assert "95% CI" in card and "| true COVID |" in card and "No patient-level split" in card
+    assert v1["test_f1"] != "" and "(" in v1["val_f1"] and v1["gate"] == "passed"  # test evidence beside val
+    assert "| f1 |" in card and "Outcome: passed" in card and "Threshold: fixed at 0.5" in card
     shown = show_version(NAME, "1")
     assert shown["gate"]["passed"] == "true" and shown["run_id"] in shown["run_link"]
+    assert shown["gate"]["test_f1"] and shown["evidence"]["test_f1"].startswith(shown["gate"]["test_f1"][:4])
 
 
 def test_promote_refuse_force_rollback_and_history(store):

@@ -108,3 +108,17 @@ def test_retrain_decision():
     changed = decide_retrain("def", _Version(4, "abc"))
     assert changed.run and "abc (version 4) -> def" in changed.message
     assert decide_retrain("abc", _Version(4, "abc"), force=True).run
+
+
+def test_validation_and_test_that_disagree_beyond_their_intervals_are_flagged():
+    from cxr.gate import disagreement, evidence_from_tags
+    from cxr.release import with_interval
+
+    tags = {"val_f1": "0.857", "val_f1_ci_low": "0.57", "val_f1_ci_high": "1.0", "test_f1": "0.0"}
+    tags |= {"test_f1_ci_low": "0.0", "test_f1_ci_high": "0.0"}
+    val, test = evidence_from_tags(tags, "val"), evidence_from_tags(tags, "test")
+    assert "disagree beyond their 95% intervals" in disagreement(val, test)
+    assert with_interval(val) == "0.857 (0.57-1.00)" and with_interval(None) == ""
+    overlapping = {**test, "f1": "0.6", "f1_low": "0.3", "f1_high": "0.8"}
+    assert disagreement(val, overlapping) == ""
+    assert disagreement(val, None) == "" and disagreement({"f1": "1", "f1_low": "nan", "f1_high": "1"}, test) == ""
