@@ -162,7 +162,9 @@ def test_compile_writes_a_package_whose_training_task_asks_for_a_gpu(tmp_path, s
     assert train["resources"]["accelerator"]["resourceCount"] == "1"
     assert train["image"] == "registry.example.com/cxr/cxr-python-train-gpu:1.2.3"
     assert executors["exec-ingest"]["container"]["image"] == "registry.example.com/cxr/cxr-python-components:1.2.3"
-    assert "condition" in json.dumps(spec["root"]["dag"])
+    branches = spec["components"]["comp-condition-branches-2"]["dag"]["tasks"]
+    assert {t["taskInfo"]["name"] for t in branches.values()} == {"gate-passed", "gate-inconclusive", "gate-failed"}
+    assert spec["root"]["dag"]["tasks"]["finalize"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     placement = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
     assert placement["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
     assert placement["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
