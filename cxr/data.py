@@ -26,6 +26,7 @@ class Record:
     file: str  # normalised PNG, relative to the dataset folder ("" when undecodable)
     sha256: str
     dhash: str
+    dhash256: str  # 16x16 difference hash: finer, for near-duplicate detection
     width: int
     height: int
     mode: str
@@ -64,26 +65,65 @@ def read_record(path: Path, data_dir: Path, label: str, out_dir: Path) -> Record
     try:
         array, mode = decode_image(data, source)
     except CxrError as exc:
-        return Record(source, "", digest, "", 0, 0, "", label, decodes=False, error=str(exc))
+        return Record(source, "", digest, "", "", 0, 0, "", label, decodes=False, error=str(exc))
     rel = f"images/{digest}.png"
     target = out_dir / rel
     if not target.exists():
         target.write_bytes(encode_png(array))
     height, width = array.shape[:2]
-    return Record(source, rel, digest, difference_hash(array), width, height, mode, label)
+    return Record(source, rel, digest, difference_hash(array), difference_hash(array, 16), width, height, mode, label)
 
 
-def assign_splits(records: list[Record], fractions: dict, seed: int) -> None:
-    """Stratified, seeded split. Files with identical content share a split, so none leaks across."""
+def near_duplicate_groups(hashes: list[str], max_bits: int) -> list[int]:
+    """Group index per item: items whose 256-bit dHashes differ in at most `max_bits` bits (a re-encoded,
+    resized or slightly rotated copy) share a group, transitively; '' (undecodable) stays alone.
+
+    Pigeonhole: two hashes within max_bits agree exactly on at least one of max_bits + 1 chunks, so only
+    items sharing a chunk are compared (fast enough for tens of thousands of images).
+    """
+    parent = list(range(len(hashes)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    values = [int(h, 16) if h else None for h in hashes]
+    pieces = max_bits + 1
+    width = -(-256 // pieces)
+    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        for piece in range(pieces):
+            buckets[(piece, (value >> (piece * width)) & ((1 << width) - 1))].append(i)
+    for members in buckets.values():
+        for a_pos, a in enumerate(members):
+            for b in members[a_pos + 1 :]:
+                if find(a) != find(b) and bin(values[a] ^ values[b]).count("1") <= max_bits:
+                    parent[find(b)] = find(a)
+    return [find(i) for i in range(len(hashes))]
+
+
+def assign_splits(records: list[Record], fractions: dict, seed: int, near_duplicate_bits: int = 20) -> None:
+    """Stratified, seeded split. Identical files and near-duplicates (see near_duplicate_groups) share a
+    split, so none leaks across; a group goes with the class of its first member."""
     total = sum(fractions.get(s, 0) for s in SPLITS)
     if total <= 0 or any(fractions.get(s, 0) < 0 for s in SPLITS):
         raise CxrError("ingest.split in params.yaml needs non-negative train/val/test fractions summing to > 0.")
-    by_label: dict[str, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
-    for record in records:
-        by_label[record.label][record.sha256].append(record)
+    keys = [r.dhash256 or f"sha:{r.sha256}" for r in records]
+    groups_of = near_duplicate_groups([r.dhash256 for r in records], near_duplicate_bits)
+    members: dict[str, list[Record]] = defaultdict(list)
+    for record, key, group in zip(records, keys, groups_of, strict=True):
+        members[key if not record.dhash256 else f"g{group}"].append(record)
+    by_label: dict[str, list[list[Record]]] = defaultdict(list)
+    for group in members.values():
+        group.sort(key=lambda r: r.source)
+        by_label[group[0].label].append(group)
     rng = random.Random(seed)
     for label in sorted(by_label):
-        groups = [by_label[label][k] for k in sorted(by_label[label])]
+        groups = sorted(by_label[label], key=lambda g: g[0].sha256)
         rng.shuffle(groups)
         n = len(groups)
         n_val = round(n * fractions.get("val", 0) / total)
@@ -106,7 +146,7 @@ def ingest(data_dir: str | Path, out_dir: str | Path, params: IngestParams) -> l
         )
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     records = [read_record(f, data_dir, label, out_dir) for label, files in classes.items() for f in files]
-    assign_splits(records, params.split, params.seed)
+    assign_splits(records, params.split, params.seed, params.near_duplicate_bits)
     write_manifest(records, out_dir)
     return records
 
@@ -129,7 +169,9 @@ def read_manifest(dataset_dir: str | Path):
     if not path.is_file():
         raise CxrError(f"{path} is missing; run the ingest step first (cxr pipeline run, or dvc repro ingest).")
     frame = pd.read_csv(
-        path, dtype={"sha256": str, "dhash": str, "file": str, "error": str, "mode": str}, keep_default_na=False
+        path,
+        dtype={"sha256": str, "dhash": str, "dhash256": str, "file": str, "error": str, "mode": str},
+        keep_default_na=False,
     )
     frame["decodes"] = frame["decodes"].astype(str).str.lower() == "true"
     return frame

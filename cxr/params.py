@@ -29,6 +29,7 @@ class IngestParams:
     positive_class: str = "COVID"
     split: dict = field(default_factory=lambda: {"train": 0.6, "val": 0.2, "test": 0.2})
     seed: int = 42
+    near_duplicate_bits: int = 20
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,8 @@ def validate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Pa
     from cxr.validation import require_valid, validate_manifest
 
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "validate"):
-        outcome = validate_manifest(read_manifest(dataset_dir), params.validate, report_dir)
+        manifest = read_manifest(dataset_dir)
+        outcome = validate_manifest(manifest, params.validate, report_dir, params.ingest.near_duplicate_bits)
         mlflow.log_metrics(
             {f"validation_{k}": float(v) for k, v in outcome.statistics.items() if isinstance(v, (int, float))}
         )

@@ -31,11 +31,17 @@ class ValidationOutcome:
         return "Data validation failed: " + " ".join(self.failures)
 
 
-def add_derived_columns(frame):
-    """Columns the suite needs that are properties of groups: class share, splits per content hash."""
+def add_derived_columns(frame, near_duplicate_bits: int = 20):
+    """Columns the suite needs that are properties of groups: class share, splits per content hash, splits
+    per near-duplicate group (recomputed here from the hashes, so a manifest split elsewhere is checked too)."""
+    from cxr.data import near_duplicate_groups
+
     frame = frame.copy()
     frame["class_share"] = frame.groupby("label")["label"].transform("size") / max(len(frame), 1)
     frame["splits_per_content"] = frame.groupby("sha256")["split"].transform("nunique")
+    hashes = frame["dhash256"].tolist() if "dhash256" in frame else [""] * len(frame)
+    frame["near_duplicate_group"] = near_duplicate_groups(hashes, near_duplicate_bits)
+    frame["splits_per_near_duplicate"] = frame.groupby("near_duplicate_group")["split"].transform("nunique")
     return frame
 
 
@@ -53,6 +59,7 @@ def build_expectations(params: ValidateParams) -> list:
             column="class_share", min_value=params.min_class_share, max_value=params.max_class_share
         ),
         gxe.ExpectColumnValuesToBeBetween(column="splits_per_content", min_value=1, max_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="splits_per_near_duplicate", min_value=1, max_value=1),
         gxe.ExpectColumnValuesToNotBeNull(column="split"),
     ]
 
@@ -89,6 +96,16 @@ def _describe_failure(result, frame) -> str:
             f"identical files appear in more than one split (leakage): {', '.join(sources[:MAX_NAMED])}; "
             "remove the duplicates."
         )
+    if column == "splits_per_near_duplicate":
+        leaking = frame[frame["splits_per_near_duplicate"] > 1].sort_values("source")
+        groups = [
+            " = ".join(f"{r.source} ({r.split})" for r in group.itertuples())
+            for _, group in leaking.groupby("near_duplicate_group")
+        ]
+        return (
+            f"near-identical images sit in different splits (leakage): {'; '.join(groups[:MAX_NAMED])}; "
+            "re-ingest (the splitter keeps them together) or remove the copies."
+        )
     what = {
         "width": f"are narrower than {kwargs.get('min_value')} px (validate.min_width)",
         "height": f"are shorter than {kwargs.get('min_value')} px (validate.min_height)",
@@ -99,13 +116,15 @@ def _describe_failure(result, frame) -> str:
     return f"{len(sources)} file(s) {what}: {named}{more}; fix or remove them."
 
 
-def validate_manifest(frame, params: ValidateParams, report_dir: str | Path | None = None) -> ValidationOutcome:
+def validate_manifest(
+    frame, params: ValidateParams, report_dir: str | Path | None = None, near_duplicate_bits: int = 20
+) -> ValidationOutcome:
     """Run the suite over the manifest frame; write the HTML data docs (and results JSON) to report_dir."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    frame = add_derived_columns(frame)
+    frame = add_derived_columns(frame, near_duplicate_bits)
     with tempfile.TemporaryDirectory() as project:
         context = gx.get_context(mode="file", project_root_dir=project)
         context.variables.progress_bars = ProgressBarsConfig(globally=False)

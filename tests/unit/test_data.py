@@ -65,3 +65,14 @@ def test_missing_folder_empty_class_and_wrong_positive_class(tiny_data, tmp_path
     (tiny_data / "Empty").mkdir()
     with pytest.raises(CxrError, match="Empty holds no PNG"):
         ingest(tiny_data, tmp_path / "ds", IngestParams())
+
+
+def test_near_duplicate_groups_join_close_hashes_transitively_and_only_those():
+    from cxr.data import near_duplicate_groups
+
+    base = int("f0" * 32, 16)
+    close = base ^ 0b111  # 3 bits away
+    closer_still = close ^ (0b11 << 100)  # 2 more bits: 5 from base
+    far = base ^ int("0f" * 32, 16)
+    groups = near_duplicate_groups([f"{h:064x}" for h in (base, close, closer_still, far)] + [""], max_bits=3)
+    assert groups[0] == groups[1] == groups[2] and groups[3] not in groups[:3] and groups[4] not in groups[:4]

@@ -51,3 +51,25 @@ def test_same_content_in_two_splits_is_leakage(manifest):
     manifest.loc[3, "split"], manifest.loc[8, "split"] = "train", "test"
     message = validate_manifest(manifest, ValidateParams()).message()
     assert "leakage" in message and manifest.loc[3, "source"] in message
+
+
+def test_near_identical_images_in_two_splits_are_leakage_and_named(tiny_data, tmp_path):
+    import io
+
+    from PIL import Image
+
+    original = tiny_data / "COVID" / "COVID-0.png"
+    copy = Image.open(original).resize((72, 72))
+    buffer = io.BytesIO()
+    copy.convert("L").save(buffer, "JPEG", quality=80)
+    (tiny_data / "COVID" / "COVID-0-copy.jpg").write_bytes(buffer.getvalue())
+    ingest(tiny_data, tmp_path / "ds", IngestParams())
+    manifest = read_manifest(tmp_path / "ds")
+    pair = manifest[manifest["source"].isin(["COVID/COVID-0.png", "COVID/COVID-0-copy.jpg"])]
+    assert pair["sha256"].nunique() == 2 and pair["split"].nunique() == 1  # the splitter kept them together
+    assert validate_manifest(manifest, ValidateParams()).success
+    other = next(s for s in ("train", "val", "test") if s != pair["split"].iloc[0])
+    manifest.loc[manifest["source"] == "COVID/COVID-0-copy.jpg", "split"] = other  # split by another tool
+    message = validate_manifest(manifest, ValidateParams()).message()
+    assert "near-identical images sit in different splits" in message
+    assert "COVID/COVID-0-copy.jpg" in message and "COVID/COVID-0.png" in message
