@@ -41,6 +41,21 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.round((array - lo) / (hi - lo) * 255.0).astype(np.uint8)
 
 
+STANDARD_DEPTHS = (8, 10, 12, 14, 16)
+
+
+def _scale_by_depth(array: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """Unsigned integer pixels -> 0..255 by their bit depth (`bits`, else the smallest standard depth that
+    holds the maximum), so one picture stored at 8 or 16 bits gives the same pixels; min-max otherwise."""
+    if not np.issubdtype(array.dtype, np.integer) or (array.size and int(np.min(array)) < 0):
+        return _to_uint8(array)
+    top = int(np.max(array)) if array.size else 0
+    bits = bits or next((b for b in STANDARD_DEPTHS if top < 2**b), 0)
+    if not bits or top >= 2**bits:
+        return _to_uint8(array)
+    return np.round(array.astype(np.float64) * (255.0 / (2**bits - 1))).astype(np.uint8)
+
+
 def _gray_to_rgb(array: np.ndarray) -> np.ndarray:
     if array.ndim == 2:
         return np.repeat(array[:, :, None], 3, axis=2)
@@ -73,8 +88,10 @@ def decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, str]:
         pixels = pixels[0]  # multi-frame: the first frame
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if pixels.ndim == 2:
-        pixels = apply_voi_lut(pixels, ds).astype(np.float64)
-        pixels = _to_uint8(pixels)
+        if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            pixels = _to_uint8(apply_voi_lut(pixels, ds).astype(np.float64))  # the window, stretched
+        else:  # no window: by the stored bit depth, as a raster of that depth is read
+            pixels = _scale_by_depth(pixels, int(ds.get("BitsStored", 0)) or None)
         if photometric == "MONOCHROME1":
             pixels = 255 - pixels
     else:
@@ -106,7 +123,7 @@ def decode_raster(data: bytes, name: str) -> tuple[np.ndarray, str]:
             raise CxrError(f"{name} is corrupt or truncated ({exc}); re-export the image and try again.") from exc
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = _to_uint8(np.asarray(image))
+        array = _scale_by_depth(np.asarray(image))
     elif mode in ("L", "LA"):
         array = np.asarray(image.convert("L"))
     else:

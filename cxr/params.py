@@ -67,6 +67,7 @@ class TrainParams:
     freeze_base: bool = True
     base_input: str = "caffe"
     mixed_precision: str = "auto"
+    flip_average: bool = True
     seed: int = 42
 
 

@@ -48,7 +48,11 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         if not arrays:
             return np.zeros((0,), np.float32)
         batch = self.preprocess(arrays)
-        return np.asarray(self.keras_model.predict_on_batch(batch), dtype=np.float64).reshape(-1)
+        probability = np.asarray(self.keras_model.predict_on_batch(batch), dtype=np.float64).reshape(-1)
+        if self.config.get("flip_average", False):  # mean over the image and its mirror (train.flip_average)
+            mirrored = np.asarray(self.keras_model.predict_on_batch(batch[:, :, ::-1, :]), dtype=np.float64)
+            probability = (probability + mirrored.reshape(-1)) / 2
+        return probability
 
     def label_for(self, probability: float) -> str:
         positive, negative = self.config["positive_class"], self.config["negative_class"]

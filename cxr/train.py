@@ -107,6 +107,9 @@ def train_model(
     checkpoint.unlink()
     ep = params.evaluate
     val_probability = np.asarray(best.predict(val_ds, verbose=0), dtype=np.float64).reshape(-1)
+    if tp.flip_average:  # the threshold is chosen on what the served model outputs
+        mirrored = val_ds.map(lambda x, y: (x[:, :, ::-1, :], y))
+        val_probability = (val_probability + np.asarray(best.predict(mirrored, verbose=0)).reshape(-1)) / 2
     threshold, threshold_method = decide_threshold(
         labels_of(val_frame, positive),
         val_probability,
@@ -125,6 +128,7 @@ def train_model(
         "threshold_method": threshold_method,
         "weights": tp.weights,
         "freeze_base": tp.freeze_base,
+        "flip_average": tp.flip_average,
         "best_epoch": best_epoch,
         "profile": params.profile,
     }

