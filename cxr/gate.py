@@ -111,8 +111,9 @@ def decide_promotion(
         challenger_version=challenger_version,
     )
     more_data = (
-        "add labelled images (or move some into the validation split) and rerun; "
-        "on a small dataset see the README on cross-validation"
+        "add labelled images (or give the validation split a larger share, ingest.split) and rerun; "
+        "to register a demonstration model anyway: --set gate.min_val_per_class=1 --set gate.min_f1=0 "
+        "(the settings are recorded on the version)"
     )
     fewest = min(val.n_positive, val.n_negative)
     if fewest < min_val_per_class:

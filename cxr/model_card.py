@@ -119,7 +119,7 @@ def render_card(name: str, version: str, params: dict, metrics: dict, tags: dict
         "figures are a demonstration, not clinical evidence.",
         "- Single source (one public database): no external validation; scanner, site and population shift untested.",
         "- No patient-level split: the database does not identify patients, so images of one patient may sit in "
-        "more than one split (identical files are kept together; near-duplicates are not).",
+        "more than one split (identical files and near-duplicates by image hash are kept together).",
         "- The threshold is chosen and the gate applied on the same validation split: the validation F1 is "
         "optimistic; the test split is reported separately for that reason.",
         "- Trained on PA chest radiographs: other views, children and devices are out of scope.",
