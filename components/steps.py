@@ -73,8 +73,19 @@ def validate(
     tracking_uri: str,
     parent_run_id: str,
     report: Output[HTML],
-) -> bool:
-    """great-expectations suite over the manifest; fails the pipeline (naming files) on violations."""
+) -> NamedTuple("ValidateOutputs", [("valid", bool)]):
+    """great-expectations suite over the manifest; fails the pipeline (naming files) on violations.
+
+    Args:
+        dataset: The ingested dataset (manifest.csv and images).
+        params_json: The run's parameters (params.yaml after profile and overrides) as JSON.
+        tracking_uri: MLflow tracking server or store.
+        parent_run_id: The pipeline's MLflow parent run.
+        report: Output: the suite's HTML data docs.
+
+    Returns:
+        valid: True (an invalid dataset fails the step).
+    """
     import shutil
     from pathlib import Path
 
@@ -91,7 +102,7 @@ def validate(
         page = report_index(report_dir)
         if page is not None:
             shutil.copyfile(page, report.path)
-    return True
+    return (True,)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -102,7 +113,15 @@ def augment(
     parent_run_id: str,
     augmentation: Output[Dataset],
 ):
-    """The paper's augmentation (applied on the fly by training, train split only) and a preview."""
+    """The paper's augmentation (applied on the fly by training, train split only) and a preview.
+
+    Args:
+        dataset: The ingested dataset.
+        params_json: The run's parameters (params.yaml after profile and overrides) as JSON.
+        tracking_uri: MLflow tracking server or store.
+        parent_run_id: The pipeline's MLflow parent run.
+        augmentation: Output: augmentation.json (the parameters training applies) and a preview grid.
+    """
     from cxr.params import params_from_json
     from cxr.steps import RunContext, augment_step
 
@@ -120,8 +139,20 @@ def train(
     tracking_uri: str,
     parent_run_id: str,
     model: Output[Model],
-) -> str:
-    """VGG16 + the paper's head; returns the MLflow model URI."""
+) -> NamedTuple("TrainOutputs", [("model_uri", str)]):
+    """VGG16 + the paper's head, trained on the train split (best epoch by validation loss).
+
+    Args:
+        dataset: The ingested dataset.
+        augmentation: The augmentation spec from the augment step.
+        params_json: The run's parameters (params.yaml after profile and overrides) as JSON.
+        tracking_uri: MLflow tracking server or store.
+        parent_run_id: The pipeline's MLflow parent run.
+        model: Output: model.keras and config.json (image size, threshold and how it was chosen).
+
+    Returns:
+        model_uri: The logged MLflow model (models:/m-<id>).
+    """
     import json
     from pathlib import Path
 
@@ -135,7 +166,7 @@ def train(
     model.metadata.update(
         {"mlflow_model_uri": model_uri, "image_size": params.train.image_size, "weights": params.train.weights}
     )
-    return model_uri
+    return (model_uri,)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -149,8 +180,23 @@ def evaluate(
     val_classification: Output[ClassificationMetrics],
     test_classification: Output[ClassificationMetrics],
     report: Output[Dataset],
-) -> float:
-    """Metrics on val (gated) and test (reported); returns validation F1."""
+) -> NamedTuple("EvaluateOutputs", [("val_f1", float)]):
+    """Metrics on val (gated) and test (recorded) with bootstrap intervals, confusion matrices, ROC.
+
+    Args:
+        dataset: The ingested dataset.
+        model: The trained model from the train step.
+        params_json: The run's parameters (params.yaml after profile and overrides) as JSON.
+        tracking_uri: MLflow tracking server or store.
+        parent_run_id: The pipeline's MLflow parent run.
+        metrics: Output: every val_*/test_* metric (shown in the KFP UI).
+        val_classification: Output: the validation confusion matrix and ROC curve.
+        test_classification: Output: the test confusion matrix and ROC curve.
+        report: Output: val_report.json and test_report.json (predictions, intervals) and the plots.
+
+    Returns:
+        val_f1: Validation F1 (COVID positive).
+    """
     import math
 
     from cxr.params import params_from_json
@@ -169,7 +215,7 @@ def evaluate(
         target.log_confusion_matrix(r["confusion_matrix"]["labels"], r["confusion_matrix"]["matrix"])
         if r["roc"]["fpr"]:
             target.log_roc_curve(r["roc"]["fpr"], r["roc"]["tpr"], r["roc"]["thresholds"])
-    return float(reports["val"]["metrics"]["f1"])
+    return (float(reports["val"]["metrics"]["f1"]),)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -213,8 +259,21 @@ def register(
     parent_run_id: str,
     data_version: str,
     git_commit: str,
-) -> str:
-    """Register the gated model version with the challenger alias; returns the version number."""
+) -> NamedTuple("RegisterOutputs", [("version", str)]):
+    """Register the gated model as a new version with the challenger alias, its gate record and model card.
+
+    Args:
+        model_uri: The MLflow model from the train step.
+        decision: The gate's decision as JSON.
+        params_json: The run's parameters (params.yaml after profile and overrides) as JSON.
+        tracking_uri: MLflow tracking server or store.
+        parent_run_id: The pipeline's MLflow parent run.
+        data_version: The DVC version of the data the ingest step read.
+        git_commit: Commit of the code that compiled the pipeline.
+
+    Returns:
+        version: The registered version number.
+    """
     from cxr.params import params_from_json
     from cxr.steps import RunContext, register_step
 
@@ -226,11 +285,13 @@ def register(
         {"data_version": data_version, "git_commit": git_commit},
     )
     print("registered version", version)
-    return version
+    return (version,)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def finalize(params_json: str, tracking_uri: str, kfp_run_id: str, status: dsl.PipelineTaskFinalStatus) -> str:
+def finalize(params_json: str, tracking_uri: str, kfp_run_id: str, status: dsl.PipelineTaskFinalStatus) -> NamedTuple(
+    "FinalizeOutputs", [("closed_as", str)]
+):
     """Exit handler: closes the MLflow parent run however the pipeline ended (FAILED unless it succeeded).
 
     Args:
@@ -238,6 +299,9 @@ def finalize(params_json: str, tracking_uri: str, kfp_run_id: str, status: dsl.P
         tracking_uri: MLflow tracking server or store.
         kfp_run_id: The Kubeflow run id the parent run is tagged with.
         status: The pipeline's final state, filled in by Kubeflow.
+
+    Returns:
+        closed_as: FAILED or FINISHED when the run was still open, '' when a step had closed it.
     """
     from cxr import tracking
     from cxr.params import params_from_json
@@ -245,20 +309,23 @@ def finalize(params_json: str, tracking_uri: str, kfp_run_id: str, status: dsl.P
     experiment = params_from_json(params_json).mlflow.experiment
     closed = tracking.close_pipeline_run(tracking_uri, experiment, kfp_run_id, status.state, status.error_message)
     print(f"pipeline {status.state}; MLflow run", f"closed as {closed}" if closed else "already closed")
-    return closed
+    return (closed,)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def reject(decision: str, tracking_uri: str, parent_run_id: str) -> str:
+def reject(decision: str, tracking_uri: str, parent_run_id: str) -> NamedTuple("RejectOutputs", [("reason", str)]):
     """The gate failed or was inconclusive: nothing is registered; the reason is recorded on the MLflow run.
 
     Args:
         decision: The gate's decision as JSON.
         tracking_uri: MLflow tracking server or store.
         parent_run_id: The pipeline's MLflow parent run.
+
+    Returns:
+        reason: Why nothing was registered.
     """
     from cxr.steps import RunContext, reject_step
 
     reason = reject_step(RunContext(tracking_uri, parent_run_id), decision)
     print("not registered:", reason)
-    return reason
+    return (reason,)

@@ -86,7 +86,7 @@ def build_pipeline(
             outcome, decision = gate.outputs["outcome"], gate.outputs["decision"]
             with dsl.If(outcome == "passed", name="gate-passed"):
                 register = cpu["register"](
-                    model_uri=train.outputs["Output"],
+                    model_uri=train.outputs["model_uri"],
                     decision=decision,
                     parent_run_id=run_id,
                     data_version=ingest.outputs["data_version"],

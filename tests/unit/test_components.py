@@ -55,10 +55,10 @@ def test_finalize_closes_a_run_a_dead_step_left_running(ingested, tiny_params, t
         state="FAILED", pipeline_job_resource_name="p", pipeline_task_name="t", error_code=1, error_message="OOMKilled"
     )
     common = {"params_json": tiny_params.to_json(), "tracking_uri": tracking_uri, "kfp_run_id": "kfp-unit"}
-    assert c.finalize.python_func(status=status, **common) == "FAILED"
+    assert c.finalize.python_func(status=status, **common) == ("FAILED",)
     run = mlflow.get_run(run_id)
     assert run.info.status == "FAILED" and run.data.tags["error"] == "OOMKilled"
-    assert c.finalize.python_func(status=status, **common) == ""  # nothing left to close
+    assert c.finalize.python_func(status=status, **common) == ("",)  # nothing left to close
 
 
 def test_validate_writes_html_and_fails_on_bad_data(ingested, tmp_path, tracking_uri, tiny_params):
@@ -70,7 +70,7 @@ def test_validate_writes_html_and_fails_on_bad_data(ingested, tmp_path, tracking
         tracking_uri=tracking_uri,
         parent_run_id=run_id,
         report=report,
-    )
+    ) == (True,)
     assert "<html" in open(report.path).read().lower()
     with pytest.raises(CxrError, match="narrower than 100"):
         c.validate.python_func(
@@ -92,7 +92,7 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
     assert json.loads(open(f"{augmentation.path}/augmentation.json").read())["rotation_range_deg"] == 40
 
     model = art(Model, tmp_path, "model")
-    model_uri = c.train.python_func(dataset=dataset, augmentation=augmentation, model=model, **common)
+    (model_uri,) = c.train.python_func(dataset=dataset, augmentation=augmentation, model=model, **common)
     assert model_uri.startswith("models:/m-") and model.metadata["image_size"] == 32
 
     metrics, val_cm, test_cm = (
@@ -100,7 +100,7 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
         art(ClassificationMetrics, tmp_path, "v"),
         art(ClassificationMetrics, tmp_path, "t"),
     )
-    f1 = c.evaluate.python_func(
+    (f1,) = c.evaluate.python_func(
         dataset=dataset,
         model=model,
         metrics=metrics,
@@ -119,7 +119,7 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
     outcome, decision = c.gate.python_func(dataset=dataset, report=report, **common)
     assert outcome == "passed"  # tiny_params: gate.min_f1 = 0, gate.min_val_per_class = 1
     assert json.loads(decision)["test"]["f1"] == pytest.approx(logged["test_f1"])  # recorded, not decided on
-    version = c.register.python_func(
+    (version,) = c.register.python_func(
         model_uri=model_uri, decision=decision, data_version="abc123", git_commit="deadbeef", **common
     )
     mv = mlflow.MlflowClient().get_model_version_by_alias("covid-xray-vgg16", "challenger")
@@ -132,7 +132,7 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
     outcome, decision = c.gate.python_func(dataset=dataset, report=report, **demanding)
     # the same model on the same images: a paired difference of exactly 0, never 0.5 better
     assert outcome == "failed" and f"champion v{version} F1 = +0.0000" in json.loads(decision)["reason"]
-    reason = c.reject.python_func(decision=decision, tracking_uri=tracking_uri, parent_run_id=run_id)
+    (reason,) = c.reject.python_func(decision=decision, tracking_uri=tracking_uri, parent_run_id=run_id)
     assert "gate.min_delta 0.5" in reason
     assert mlflow.get_run(run_id).data.tags["registered_version"] == "none"
     assert len(mlflow.MlflowClient().search_model_versions("name='covid-xray-vgg16'")) == 1
@@ -143,3 +143,22 @@ def test_serving_needs_a_champion_or_a_challenger(tracking_uri):
 
     with pytest.raises(CxrError, match="has neither @champion nor @challenger"):
         resolve_default()
+
+
+def test_the_compiled_package_names_every_output_and_documents_every_input(tmp_path):
+    """kfp copies the components' Args docstrings into the package: what the KFP UI shows a reader."""
+    import yaml
+
+    from cxr.params import load_params
+    from pipelines.compile import compile_pipeline
+
+    package, _ = yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", load_params()).read_text())
+    for name, component in package["components"].items():
+        if not name.startswith("comp-") or "condition" in name or "exit-handler" in name:
+            continue
+        outputs = component.get("outputDefinitions", {}).get("parameters", {})
+        assert "Output" not in outputs, name  # every returned value has a name
+        for key, spec in component.get("inputDefinitions", {}).get("parameters", {}).items():
+            if key != "status":
+                assert spec.get("description"), f"{name}.{key} has no description"
+    assert set(package["components"]["comp-ingest"]["outputDefinitions"]["parameters"]) == {"run_id", "data_version"}
