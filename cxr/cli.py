@@ -111,7 +111,7 @@ def pipeline_compile(
 @pipeline_app.command("submit")
 def pipeline_submit(
     host: str = typer.Option(..., "--host", help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8888."),
-    experiment: str = typer.Option("covid-xray", "--experiment", help="KFP experiment name."),
+    experiment: str = typer.Option("", "--experiment", help="KFP experiment name (default: mlflow.experiment)."),
     namespace: str = typer.Option("", "--namespace", help="Kubeflow profile namespace (multi-user installs)."),
     profile: str = ProfileOpt,
     params_file: Path | None = ParamsOpt,
@@ -128,6 +128,7 @@ def pipeline_submit(
     from pipelines.local import new_run_name
 
     cluster = (image_registry, image_tag, tracking_uri, data_dir)
+    experiment = experiment or _load(params_file, profile, overrides).mlflow.experiment
     with tempfile.TemporaryDirectory() as tmp:
         package = _compile(Path(tmp) / "pipeline.yaml", params_file, profile, overrides, cluster)
         run_name = new_run_name()
@@ -148,7 +149,7 @@ def predict(
     from cxr import tracking
     from cxr.predict import load_classifier, predict_files
 
-    tracking.configure(tracking.resolve_tracking_uri(None, tracking_uri), "covid-xray")
+    tracking.configure(tracking.resolve_tracking_uri(None, tracking_uri), _load(None, "cpu", ()).mlflow.experiment)
     classifier = load_classifier(model)
     failed = False
     for result in predict_files(classifier, files):
@@ -168,7 +169,7 @@ def serve(
     model: str = typer.Option(
         "",
         "--model",
-        help="MLflow model URI (default: models:/covid-xray-vgg16@champion, else @challenger with a warning).",
+        help="MLflow model URI (default: models:/<register.model_name>@champion, else @challenger with a warning).",
     ),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8080, "--port"),
@@ -186,7 +187,7 @@ def serve(
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     logging.getLogger("cxr").setLevel(logging.WARNING)
-    run_server(model, host, port, params.serve.max_upload_mb)
+    run_server(model, host, port, params.serve.max_upload_mb, params.register.model_name)
 
 
 @app.command("retrain")

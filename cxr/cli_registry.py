@@ -13,18 +13,21 @@ registry_app = typer.Typer(
     help="The release manager's registry: list, compare, promote, roll back, history, model cards.",
 )
 
-ModelOpt = typer.Option("covid-xray-vgg16", "--name", help="Registered model name.")
+ModelOpt = typer.Option("", "--name", help="Registered model name (default: register.model_name in params.yaml).")
 UriOpt = typer.Option("", "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or mlflow/).")
 
 
-def _registry(tracking_uri: str) -> None:
+def _registry(tracking_uri: str, name: str) -> str:
+    """Point MLflow at the store; returns the registered model's name (register.model_name by default)."""
     import mlflow
 
     from cxr import tracking
+    from cxr.params import load_params
 
     uri = tracking.resolve_tracking_uri(None, tracking_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    return name or load_params().register.model_name
 
 
 def _who(by: str) -> str:
@@ -38,7 +41,7 @@ def registry_list(name: str = ModelOpt, as_json: bool = typer.Option(False, "--j
     """Every version: aliases, validation F1 and accuracy, data version, commit, time, who registered it."""
     from cxr.release import format_table, list_versions
 
-    _registry(tracking_uri)
+    name = _registry(tracking_uri, name)
     rows = list_versions(name)
     print(json.dumps(rows, indent=2) if as_json else format_table(rows))
 
@@ -48,7 +51,7 @@ def registry_show(version: str, name: str = ModelOpt, tracking_uri: str = UriOpt
     """Everything about one version (number or alias): tags, gate figures, run link, release events."""
     from cxr.release import show_version
 
-    _registry(tracking_uri)
+    name = _registry(tracking_uri, name)
     print(json.dumps(show_version(name, version), indent=2))
 
 
@@ -66,7 +69,7 @@ def registry_compare(
     from cxr.compare import compare, format_comparison
     from cxr.params import load_params, project_root
 
-    _registry(tracking_uri)
+    name = _registry(tracking_uri, name)
     result = compare(name, a, b, data or project_root() / load_params().ingest.data_dir, samples)
     print(json.dumps(result, indent=2) if as_json else format_comparison(result))
 
@@ -83,7 +86,7 @@ def registry_promote(
     """Move @champion to VERSION; the old champion becomes @previous-champion."""
     from cxr.release import promote
 
-    _registry(tracking_uri)
+    name = _registry(tracking_uri, name)
     event = promote(name, version, reason, _who(by), force)
     forced = " (FORCED past the gate)" if event["forced"] else ""
     print(f"@champion -> v{event['version']} (was v{event['from_version'] or '-'}){forced}: {event['reason']}")
@@ -99,7 +102,7 @@ def registry_rollback(
     """Put @champion back on @previous-champion."""
     from cxr.release import rollback
 
-    _registry(tracking_uri)
+    name = _registry(tracking_uri, name)
     event = rollback(name, reason, _who(by))
     print(f"@champion -> v{event['version']} (rolled back from v{event['from_version'] or '-'}): {event['reason']}")
 
@@ -109,7 +112,7 @@ def registry_history(name: str = ModelOpt, as_json: bool = typer.Option(False, "
     """Every promotion and rollback, oldest first, read back from the registry."""
     from cxr.release import history
 
-    _registry(tracking_uri)
+    name = _registry(tracking_uri, name)
     events = history(name)
     if as_json:
         print(json.dumps(events, indent=2))
@@ -129,5 +132,5 @@ def registry_card(version: str, name: str = ModelOpt, tracking_uri: str = UriOpt
     """Print the Markdown model card of a version."""
     from cxr.release import model_card
 
-    _registry(tracking_uri)
+    name = _registry(tracking_uri, name)
     print(model_card(name, version))

@@ -58,9 +58,9 @@ class AugmentParams:
 class TrainParams:
     image_size: int = 128
     batch_size: int = 8
-    epochs: int = 10
-    learning_rate: float = 0.0001
-    momentum: float = 0.0
+    epochs: int = 30
+    learning_rate: float = 0.00003
+    momentum: float = 0.9
     clipnorm: float = 0.0
     weights: str = "hed"
     weights_path: str = ""
@@ -116,8 +116,8 @@ class ClusterParams:
     dvc_remote: str = "s3://cxr-data/dvc-store"
     dvc_secret: str = "cxr-s3"  # Kubernetes secret (access-key-id, secret-access-key) for the DVC remote
     dvc_endpoint_url: str = ""  # S3-compatible endpoint of the DVC remote (MinIO); empty: AWS
-    gpu_node_selector: dict = field(default_factory=dict)
-    gpu_tolerations: tuple = ()
+    gpu_node_selector: dict = field(default_factory=lambda: {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"})
+    gpu_tolerations: tuple = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ from pathlib import Path
 from cxr.errors import CxrError
 from cxr.params import Params, project_root
 
+# The MLflow 3 UI opens an experiment on its training-runs view (not the GenAI overview) when tagged so.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
 
 def default_tracking_uri() -> str:
     return f"sqlite:///{project_root() / 'mlflow' / 'mlflow.db'}"
@@ -43,12 +46,14 @@ def configure(tracking_uri: str, experiment: str) -> str:
     try:
         found = mlflow.get_experiment_by_name(experiment)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+                mlflow.MlflowClient().set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
             return found.experiment_id
         location = None
         if tracking_uri.startswith("sqlite:"):
             # artifacts beside the database, not in whatever folder the process started in
             location = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
-        return mlflow.create_experiment(experiment, artifact_location=location)
+        return mlflow.create_experiment(experiment, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING})
     except Exception as exc:
         raise CxrError(
             f"The MLflow tracking server at {tracking_uri} cannot be reached ({exc.__class__.__name__}); "

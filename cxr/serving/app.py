@@ -143,13 +143,13 @@ def create_app(served, max_upload_mb: float = 20) -> Flask:
     return app
 
 
-def serve(model_uri: str, host: str, port: int, max_upload_mb: float) -> None:
+def serve(model_uri: str, host: str, port: int, max_upload_mb: float, model_name: str) -> None:
     """Load the model once, then serve (threaded WSGI server; model calls are serialised)."""
     from werkzeug.serving import make_server
 
     from cxr.serving.model_store import load_served_model
 
-    served = load_served_model(model_uri)
+    served = load_served_model(model_uri, model_name)
     app = create_app(served, max_upload_mb)
     server = make_server(host, port, app, threaded=True)
     log.warning("listening on http://%s:%d", host, server.server_port)

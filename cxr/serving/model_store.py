@@ -11,7 +11,6 @@ import numpy as np
 from cxr.errors import CxrError
 
 log = logging.getLogger("cxr.serve")
-DEFAULT_MODEL = "covid-xray-vgg16"
 
 
 @dataclass
@@ -41,7 +40,7 @@ class ServedModel:
             return self.gradcam.heatmap(self.classifier.preprocess([array]))
 
 
-def resolve_default(name: str = DEFAULT_MODEL) -> tuple[str, str]:
+def resolve_default(name: str) -> tuple[str, str]:
     """models:/name@champion, else @challenger with a warning; a clear error with neither."""
     from cxr.registry import CHAMPION, alias_version
 
@@ -75,14 +74,14 @@ def version_info(uri: str) -> tuple[str, str]:
     return str(mv.version), mv.tags.get("data_version", "")
 
 
-def load_served_model(uri: str = "") -> ServedModel:
+def load_served_model(uri: str = "", name: str = "") -> ServedModel:
     """Load once: the classifier, a warmed-up Grad-CAM function, the version metadata."""
     from cxr.gradcam import GradCam
     from cxr.predict import load_classifier
 
     warning = ""
     if not uri:
-        uri, warning = resolve_default()
+        uri, warning = resolve_default(name)
         if warning:
             log.warning(warning)
     classifier = load_classifier(uri)

@@ -142,7 +142,7 @@ def test_serving_needs_a_champion_or_a_challenger(tracking_uri):
     from cxr.serving.model_store import resolve_default
 
     with pytest.raises(CxrError, match="has neither @champion nor @challenger"):
-        resolve_default()
+        resolve_default("covid-xray-vgg16")
 
 
 def test_the_compiled_package_names_every_output_and_documents_every_input(tmp_path):

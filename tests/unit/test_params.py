@@ -43,3 +43,31 @@ def test_unknown_profile_and_missing_file(tmp_path):
         load_params(profile="gpu")
     with pytest.raises(CxrError, match="does not exist"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_params_yaml_is_the_one_source_of_defaults():
+    """The dataclasses' defaults equal params.yaml, key by key: deleting a key from the YAML cannot
+    silently switch to a competing value, and every key the code reads is in the YAML."""
+    from dataclasses import asdict
+
+    import yaml
+
+    from cxr.params import PROJECT_ROOT, Params
+
+    assert asdict(load_params()) == asdict(Params())
+    raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    for stage, values in asdict(Params()).items():
+        if isinstance(values, dict):
+            assert set(values) == set(raw[stage]), f"{stage}: params.yaml and the dataclass differ in keys"
+
+
+def test_the_experiment_opens_as_a_model_training_experiment(tracking_uri):
+    import mlflow
+
+    from cxr import tracking
+
+    experiment_id = tracking.configure(tracking_uri, "kind-test")
+    assert mlflow.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    mlflow.MlflowClient().delete_experiment_tag(experiment_id, "mlflow.experimentKind")
+    tracking.configure(tracking_uri, "kind-test")  # an older experiment is tagged when next used
+    assert mlflow.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
