@@ -31,17 +31,14 @@ def recorded_split(parent_run_id: str):
     import json
 
     import mlflow
-    import pandas as pd
+
+    from cxr.data import read_manifest, split_frame
 
     ingest = _step_run(parent_run_id, "ingest")
     if ingest is None:
         raise CxrError(f"Run {parent_run_id} has no ingest step; it was not registered by the pipeline.")
-    manifest = pd.read_csv(
-        mlflow.artifacts.download_artifacts(run_id=ingest.info.run_id, artifact_path="manifest.csv"),
-        dtype=str,
-        keep_default_na=False,
-    )
-    val = manifest[(manifest["split"] == "val") & (manifest["decodes"].str.lower() == "true")]
+    path = mlflow.artifacts.download_artifacts(run_id=ingest.info.run_id, artifact_path="manifest.csv")
+    val = split_frame(read_manifest(Path(path).parent), "val")
     evaluate = _step_run(parent_run_id, "evaluate")
     predictions, threshold = None, None
     if evaluate is not None:

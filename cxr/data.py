@@ -177,6 +177,11 @@ def read_manifest(dataset_dir: str | Path):
     return frame
 
 
+def split_frame(frame, split: str):
+    """The decodable rows of one split of a manifest frame."""
+    return frame[(frame["split"] == split) & frame["decodes"]].reset_index(drop=True)
+
+
 def class_names(frame, positive_class: str) -> tuple[str, str]:
     """(negative label, positive label): the sigmoid gives the positive class; with more than two
     folders every other class counts as negative, named `not-<positive>`."""

@@ -106,8 +106,7 @@ def augment_step(ctx: RunContext, dataset_dir: str, out_dir: str, params: Params
     import mlflow
 
     from cxr.augment import augmentation_spec, write_preview
-    from cxr.data import read_manifest
-    from cxr.train import split_frame
+    from cxr.data import read_manifest, split_frame
 
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "augment"):
         spec = augmentation_spec(params.augment)
@@ -148,10 +147,9 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
     """Score val and test splits; log metrics (val_*, test_*) and plots; returns {split: report}."""
     import mlflow
 
-    from cxr.data import read_manifest
+    from cxr.data import read_manifest, split_frame
     from cxr.evaluate import evaluate_split
     from cxr.pyfunc import XrayClassifier, read_config
-    from cxr.train import split_frame
 
     out = Path(out_dir)
     reports = {}
@@ -190,12 +188,11 @@ def champion_on(dataset_dir: str, params: Params, candidate: dict):
 
     from cxr.augment import labels_of
     from cxr.compare import paired_bootstrap_delta
-    from cxr.data import read_manifest
+    from cxr.data import read_manifest, split_frame
     from cxr.evaluate import compute_metrics, predict_split
     from cxr.gate import PairedDelta
     from cxr.pyfunc import load_pyfunc
     from cxr.registry import CHAMPION, alias_version
-    from cxr.train import split_frame
 
     champion = alias_version(params.register.model_name, CHAMPION)
     if champion is None:

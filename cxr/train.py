@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.augment import build_augmenter, labels_of, make_dataset
-from cxr.data import class_names, read_manifest
+from cxr.data import class_names, read_manifest, split_frame
 from cxr.errors import CxrError
 from cxr.evaluate import decide_threshold
 from cxr.model import build_model, compile_model
@@ -53,10 +53,6 @@ class MlflowEpochLogger:
                     mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)
 
         return _Logger()
-
-
-def split_frame(frame, split: str):
-    return frame[(frame["split"] == split) & frame["decodes"]].reset_index(drop=True)
 
 
 def train_model(

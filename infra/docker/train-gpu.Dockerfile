@@ -20,6 +20,7 @@ RUN if [ -n "${CA_BUNDLE}" ]; then export PIP_CERT="/tmp/build/$(basename "${CA_
 WORKDIR /app
 COPY pyproject.toml params.yaml ./
 COPY cxr/ cxr/
+COPY cxr_cli/ cxr_cli/
 COPY components/ components/
 COPY pipelines/ pipelines/
 # the project's own pin names tensorflow-cpu; the CUDA build provides TensorFlow here

@@ -18,6 +18,7 @@ RUN if [ -n "${CA_BUNDLE}" ]; then export PIP_CERT="/tmp/build/$(basename "${CA_
 WORKDIR /app
 COPY pyproject.toml params.yaml ./
 COPY cxr/ cxr/
+COPY cxr_cli/ cxr_cli/
 COPY components/ components/
 COPY pipelines/ pipelines/
 RUN pip install --quiet --no-deps --no-build-isolation . && rm -rf build

@@ -24,6 +24,8 @@ def _registry(tracking_uri: str, name: str) -> str:
     from cxr import tracking
     from cxr.params import load_params
 
+    # a release manager reads figures, not MLflow's download progress bars for small files
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking.resolve_tracking_uri(None, tracking_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import typer
 
-from cxr.cli_options import ParamsOpt, ProfileOpt
-from cxr.cli_options import load as _load
 from cxr.errors import CxrError
+from cxr_cli.options import ParamsOpt, ProfileOpt
+from cxr_cli.options import load as _load
 
 stage_app = typer.Typer(no_args_is_help=True, help="Pipeline steps one at a time (what dvc.yaml runs).")
 

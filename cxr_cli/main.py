@@ -10,11 +10,11 @@ from pathlib import Path
 
 import typer
 
-from cxr.cli_options import ParamsOpt, ProfileOpt, SetOpt
-from cxr.cli_options import load as _load
-from cxr.cli_registry import registry_app
-from cxr.cli_stages import stage_app
 from cxr.errors import CxrError
+from cxr_cli.options import ParamsOpt, ProfileOpt, SetOpt
+from cxr_cli.options import load as _load
+from cxr_cli.registry import registry_app
+from cxr_cli.stages import stage_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="COVID-19 chest X-ray classifier (VGG16).")
 pipeline_app = typer.Typer(no_args_is_help=True, help="Run, compile or submit the Kubeflow pipeline.")
