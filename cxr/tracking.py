@@ -191,6 +191,38 @@ def close_pipeline_run(tracking_uri: str, experiment: str, kfp_run_id: str, stat
     return status if runs else ""
 
 
+def run_status(tracking_uri: str, run_id: str) -> str:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.status
+
+
+# tags and metrics that belong to one run's gate and registration, never carried into a continuation
+_OWN = ("mlflow.", "gate.", "registered_version", "error", "failed_step", "model_uri", "threshold_method")
+
+
+def continue_pipeline_run(params: Params, tracking_uri: str, previous_run_id: str) -> str:
+    """A new parent run for stages rerun after `previous_run_id` was closed: today's params, the previous
+    run's data tags and metrics (from the stages that did not rerun) and `continued_from`."""
+    import time
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    previous = client.get_run(previous_run_id)
+    tags = {k: v for k, v in previous.data.tags.items() if not k.startswith(_OWN) and k != "profile"}
+    run_id = start_pipeline_run(params, tracking_uri, "", {**tags, "continued_from": previous_run_id})
+    now = int(time.time() * 1000)
+    carried = [
+        mlflow.entities.Metric(k, v, now, 0)
+        for k, v in previous.data.metrics.items()
+        if k not in ("champion_val_f1", "delta_f1_ci_low")
+    ]
+    for start in range(0, len(carried), 500):
+        client.log_batch(run_id, metrics=carried[start : start + 500])
+    return run_id
+
+
 def finish_pipeline_run(tracking_uri: str, parent_run_id: str, status: str = "FINISHED") -> None:
     import mlflow
 

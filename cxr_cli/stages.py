@@ -17,16 +17,41 @@ stage_app = typer.Typer(no_args_is_help=True, help="Pipeline steps one at a time
 ARTIFACTS = Path("artifacts")
 
 
+RUN_FILE = ARTIFACTS / "mlflow-run.json"  # the current MLflow parent run; not a DVC output
+
+
 def _stage_context(params_file, profile):
-    """Params and the MLflow run the DVC stages share (opened by `cxr stage ingest`)."""
+    """Params and the MLflow parent run the DVC stages share (opened by `cxr stage ingest`).
+
+    When DVC reruns only later stages (say `train.epochs` changed), the run they would log into was
+    closed by the last `register`; they then open a new parent run that carries today's params, the
+    earlier stages' tags and metrics and a `continued_from` tag, so every run is complete.
+    """
+    from cxr import tracking
     from cxr.steps import RunContext
 
     params = _load(params_file, profile, ())
-    state = ARTIFACTS / "run.json"
-    if not state.is_file():
-        raise CxrError(f"{state} is missing; run `dvc repro` (or `cxr stage ingest`) from the start.")
-    run = json.loads(state.read_text())
+    if not RUN_FILE.is_file():
+        raise CxrError(f"{RUN_FILE} is missing; run `dvc repro` (or `cxr stage ingest`) from the start.")
+    run = json.loads(RUN_FILE.read_text())
+    if tracking.run_status(run["tracking_uri"], run["run_id"]) != "RUNNING":
+        run["run_id"] = tracking.continue_pipeline_run(params, run["tracking_uri"], run["run_id"])
+        RUN_FILE.write_text(json.dumps(run))
     return params, RunContext(run["tracking_uri"], run["run_id"])
+
+
+def write_plot_data(report: dict, out_dir: Path) -> None:
+    """DVC plot data for `dvc plots show/diff`: the ROC points and one actual/predicted row per image."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    roc = report["roc"]
+    points = [{"fpr": f, "tpr": t} for f, t in zip(roc["fpr"], roc["tpr"], strict=True)]
+    (out_dir / "val_roc.json").write_text(json.dumps(points, indent=1))
+    threshold, positive, negative = report["metrics"]["threshold"], report["positive_class"], report["negative_class"]
+    rows = [
+        {"actual": p["label"], "predicted": positive if p["probability"] >= threshold else negative}
+        for p in report["predictions"]
+    ]
+    (out_dir / "val_confusion.json").write_text(json.dumps(rows, indent=1))
 
 
 @stage_app.command("ingest")
@@ -47,7 +72,7 @@ def stage_ingest(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt
     }
     run_id = tracking.start_pipeline_run(params, uri, "", tags)
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "run.json").write_text(json.dumps({"run_id": run_id, "tracking_uri": uri, "data_version": version}))
+    RUN_FILE.write_text(json.dumps({"run_id": run_id, "tracking_uri": uri, "data_version": version}))
     print(ingest_step(RunContext(uri, run_id), params.ingest.data_dir, str(ARTIFACTS / "dataset"), params))
 
 
@@ -87,6 +112,7 @@ def stage_evaluate(profile: str = ProfileOpt, params_file: Path | None = ParamsO
     params, ctx = _stage_context(params_file, profile)
     evaluate_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "model"), str(ARTIFACTS / "evaluation"), params)
     shutil.copyfile(ARTIFACTS / "evaluation" / "metrics.json", ARTIFACTS / "metrics.json")
+    write_plot_data(json.loads((ARTIFACTS / "evaluation" / "val_report.json").read_text()), ARTIFACTS / "plots")
 
 
 @stage_app.command("register")
@@ -100,7 +126,7 @@ def stage_register(profile: str = ProfileOpt, params_file: Path | None = ParamsO
     out = json.loads(decision.to_json())
     if decision.passed:
         model_uri = (ARTIFACTS / "model" / "mlflow_model_uri.txt").read_text().strip()
-        read = json.loads((ARTIFACTS / "run.json").read_text()).get("data_version", "unversioned")
+        read = json.loads(RUN_FILE.read_text()).get("data_version", "unversioned")
         tags = {"data_version": read, "git_commit": tracking.git_commit()}
         out["registered_version"] = register_step(ctx, model_uri, decision.to_json(), params, tags)
     else:
