@@ -209,7 +209,14 @@ def retrain(
     print(decision.message)
     if decision.run:
         pipeline_run(
-            profile=profile, params_file=params_file, data=None, overrides=overrides, tracking_uri=uri, run_name=""
+            profile=profile,
+            params_file=params_file,
+            data=None,
+            overrides=overrides,
+            tracking_uri=uri,
+            run_name="",
+            runner="subprocess",
+            gpu=False,
         )
 
 
