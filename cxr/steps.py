@@ -126,7 +126,7 @@ def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params
     """Train and log the MLflow model; returns its model URI."""
     import mlflow
 
-    from cxr.pyfunc import log_model
+    from cxr.pyfunc import log_model, read_config
     from cxr.train import train_model
 
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "train"):
@@ -136,7 +136,7 @@ def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params
         )
         mlflow.set_tag("weights", params.train.weights)
         model_uri = log_model(model_dir).model_uri  # models:/m-<id>; runs:/<run>/model resolves to it too
-    config = json.loads((Path(model_dir) / "config.json").read_text())
+    config = read_config(model_dir)
     client = mlflow.MlflowClient()
     client.set_tag(ctx.parent_run_id, "model_uri", model_uri)
     client.set_tag(ctx.parent_run_id, "threshold_method", config.get("threshold_method", ""))

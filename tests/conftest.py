@@ -86,3 +86,15 @@ def dicom_path() -> Path:
     import data_store
 
     return Path(data_store.__file__).parent / "data" / "RG1_UNCR.dcm"
+
+
+def parent_run(store: str, name: str):
+    """The MLflow parent run a pipeline run named `name` left in the store at `store`."""
+    import mlflow
+
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    (run,) = mlflow.search_runs(
+        experiment_names=["covid-xray"], filter_string=f"attributes.run_name = '{name}'", output_format="list"
+    )
+    return run

@@ -6,7 +6,7 @@ import mlflow
 import pytest
 
 from cxr.data_version import dir_md5
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, parent_run
 from tests.containers.conftest import FAST, cxr
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -15,15 +15,6 @@ pytestmark = [pytest.mark.container, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     return f"sqlite:///{tmp_path_factory.mktemp('docker-mlflow') / 'mlflow.db'}"
-
-
-def parent(store, name):
-    mlflow.set_tracking_uri(store)
-    mlflow.set_registry_uri(store)
-    (run,) = mlflow.search_runs(
-        experiment_names=["covid-xray"], filter_string=f"attributes.run_name = '{name}'", output_format="list"
-    )
-    return run
 
 
 def run(store, name, *extra, check=True):
@@ -35,7 +26,7 @@ def test_steps_in_containers_register_a_version_with_the_data_they_read(images, 
     out = run(store, "docker-pass", "--set", "gate.min_f1=0.0", "--set", "gate.min_val_per_class=1")
     assert "gate: PASSED" in out.stdout
     assert out.stdout.count("(ghcr.io/cxr/cxr-python-components:0.1.0) exited with code 0") == 8  # steps + exit handler
-    found = parent(store, "docker-pass")
+    found = parent_run(store, "docker-pass")
     assert found.info.status == "FINISHED" and found.data.tags["orchestrator"] == "kfp"
     for key in ("val_f1", "val_accuracy", "val_bce", "test_f1", "n_images"):
         assert key in found.data.metrics
@@ -46,7 +37,7 @@ def test_steps_in_containers_register_a_version_with_the_data_they_read(images, 
 def test_the_gate_failed_branch_in_containers_registers_nothing(images, store):
     out = run(store, "docker-fail", "--set", "gate.min_f1=1.01", "--set", "gate.min_val_per_class=1")
     assert "gate: FAILED" in out.stdout
-    found = parent(store, "docker-fail")
+    found = parent_run(store, "docker-fail")
     assert found.data.tags["registered_version"] == "none" and found.info.status == "FINISHED"
 
 
@@ -57,7 +48,7 @@ def test_a_step_that_raises_in_its_container_fails_the_pipeline(images, store, t
     (data / "Normal" / "Normal-1.png").write_bytes((SAMPLE / "Normal" / "Normal-1.png").read_bytes()[:500])
     out = run(store, "docker-corrupt", "--data", str(data), check=False)
     assert out.returncode != 0 and "Normal/Normal-1.png is corrupt or truncated" in out.stderr
-    found = parent(store, "docker-corrupt")
+    found = parent_run(store, "docker-corrupt")
     assert found.info.status == "FAILED" and found.data.tags["failed_step"] == "validate"
     assert "augment" not in {c.data.tags.get("step") for c in _children(found)}
 

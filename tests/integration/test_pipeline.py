@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cxr.tracking import data_version
-from tests.conftest import PROJECT, SAMPLE
+from tests.conftest import PROJECT, SAMPLE, parent_run
 
 pytestmark = pytest.mark.slow
 CXR = str(Path(sys.executable).parent / "cxr")
@@ -39,18 +39,9 @@ def passed_run(store):
     return out
 
 
-def _parent(store, name):
-    mlflow.set_tracking_uri(store)
-    mlflow.set_registry_uri(store)
-    (run,) = mlflow.search_runs(
-        experiment_names=["covid-xray"], filter_string=f"attributes.run_name = '{name}'", output_format="list"
-    )
-    return run
-
-
 def test_passing_gate_registers_a_challenger_with_lineage_tags(passed_run, store):
     assert "gate: PASSED" in passed_run.stdout
-    run = _parent(store, "it-pass")
+    run = parent_run(store, "it-pass")
     assert run.info.status == "FINISHED"
     for key in ("val_f1", "val_accuracy", "val_bce", "val_roc_auc", "val_specificity", "test_f1"):
         assert key in run.data.metrics
@@ -80,7 +71,7 @@ def test_passing_gate_registers_a_challenger_with_lineage_tags(passed_run, store
 
 
 def test_predict_on_images_the_pipeline_never_trained_on(passed_run, store):
-    run = _parent(store, "it-pass")
+    run = parent_run(store, "it-pass")
     report = json.loads(
         Path(
             mlflow.artifacts.download_artifacts(
@@ -110,7 +101,7 @@ def test_failing_gate_registers_nothing_and_says_why(passed_run, store):
     args = ["--set", "gate.min_f1=1.01", "--set", "gate.min_val_per_class=1", "--run-name", "it-fail"]
     out = cxr("pipeline", "run", *FAST, *args, uri=store)
     assert "gate: FAILED" in out.stdout and "< gate.min_f1 1.0100" in out.stdout
-    run = _parent(store, "it-fail")
+    run = parent_run(store, "it-fail")
     assert run.data.tags["gate.outcome"] == "failed" and run.data.tags["registered_version"] == "none"
     assert len(mlflow.MlflowClient().search_model_versions("name='covid-xray-vgg16'")) == 1
 
@@ -120,7 +111,7 @@ def test_the_sample_is_too_small_to_gate_on_so_the_default_run_is_inconclusive(p
     out = cxr("pipeline", "run", *FAST, "--run-name", "it-inconclusive", uri=store)
     assert "gate: INCONCLUSIVE" in out.stdout and "below gate.min_val_per_class 10" in out.stdout
     assert "next: add labelled images" in out.stdout
-    run = _parent(store, "it-inconclusive")
+    run = parent_run(store, "it-inconclusive")
     assert run.data.tags["gate.outcome"] == "inconclusive" and run.data.tags["registered_version"] == "none"
     assert run.info.status == "FINISHED"
     assert len(mlflow.MlflowClient().search_model_versions("name='covid-xray-vgg16'")) == 1
@@ -133,7 +124,7 @@ def test_a_corrupt_image_stops_the_pipeline_before_training(tmp_path, store):
     out = cxr("pipeline", "run", *FAST, "--data", str(data), "--run-name", "it-corrupt", uri=store, check=False)
     assert out.returncode != 0
     assert "Normal/Normal-1.png is corrupt or truncated" in out.stderr
-    run = _parent(store, "it-corrupt")
+    run = parent_run(store, "it-corrupt")
     assert run.info.status == "FAILED" and run.data.tags["failed_step"] == "validate"
 
 
