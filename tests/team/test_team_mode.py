@@ -8,6 +8,7 @@ import subprocess
 import mlflow
 import pytest
 import requests
+import yaml
 
 from tests.conftest import PROJECT, make_dataset
 from tests.integration.conftest import free_port
@@ -197,3 +198,18 @@ def test_dvc_push_to_a_refusing_store_is_a_clear_error(origin, s3):
     dvc("remote", "modify", "broken", "endpointurl", s3, cwd=origin)
     out = sh(BIN / "dvc", "push", "-r", "broken", cwd=origin, check=False)
     assert out.returncode != 0 and "bucket" in (out.stderr + out.stdout).lower()
+
+
+def test_a_cluster_ingest_fetches_the_data_version_from_the_s3_dvc_remote(origin, s3, tmp_path, monkeypatch):
+    """What the compiled pipeline's ingest does with cluster.dvc_remote: fetch data.dvc's version by md5
+    from the S3 remote DVC pushed to, check every file, and record the version of what it read."""
+    from cxr.steps import resolve_data
+
+    committed = yaml.safe_load((origin / "data.dvc").read_text())["outs"][0]
+    version = committed["md5"]
+    for key, value in {**S3_ENV, "AWS_ENDPOINT_URL": s3}.items():
+        monkeypatch.setenv(key, value)
+    data_dir, read = resolve_data("", version, "s3://cxr-dvc/store", str(tmp_path / "fetched"))
+    assert read == version
+    assert data_dir == str(tmp_path / "fetched")
+    assert len([p for p in (tmp_path / "fetched").rglob("*") if p.is_file()]) == committed["nfiles"]
