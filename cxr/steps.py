@@ -244,7 +244,7 @@ def gate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Params
     client.set_tag(ctx.parent_run_id, "gate.reason", decision.reason)
     client.set_tag(ctx.parent_run_id, "gate.advice", decision.advice)
     if champion is not None:
-        for key, value in (("champion_val_f1", champion.champion_f1), ("delta_f1_ci_low", champion.low)):
+        for key, value in zip(tracking.GATE_METRICS, (champion.champion_f1, champion.low), strict=True):
             client.log_metric(ctx.parent_run_id, key, value)
     return decision
 

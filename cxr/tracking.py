@@ -182,13 +182,12 @@ def close_pipeline_run(tracking_uri: str, experiment: str, kfp_run_id: str, stat
         [found.experiment_id], filter_string=f"tags.kfp_run_id = '{kfp_run_id}' and attributes.status = 'RUNNING'"
     )
     status = "FINISHED" if state.upper() == "SUCCEEDED" else "FAILED"
-    for run in runs:
-        if "mlflow.parentRunId" in run.data.tags:
-            continue
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    for run in parents:
         if status == "FAILED" and "error" not in run.data.tags:
             client.set_tag(run.info.run_id, "error", (error or f"the pipeline ended in state {state}")[:4000])
         client.set_terminated(run.info.run_id, status=status)
-    return status if runs else ""
+    return status if parents else ""
 
 
 def run_status(tracking_uri: str, run_id: str) -> str:
@@ -199,6 +198,7 @@ def run_status(tracking_uri: str, run_id: str) -> str:
 
 # tags and metrics that belong to one run's gate and registration, never carried into a continuation
 _OWN = ("mlflow.", "gate.", "registered_version", "error", "failed_step", "model_uri", "threshold_method")
+GATE_METRICS = ("champion_val_f1", "delta_f1_ci_low")  # logged on the parent run by the gate step
 
 
 def continue_pipeline_run(params: Params, tracking_uri: str, previous_run_id: str) -> str:
@@ -213,11 +213,7 @@ def continue_pipeline_run(params: Params, tracking_uri: str, previous_run_id: st
     tags = {k: v for k, v in previous.data.tags.items() if not k.startswith(_OWN) and k != "profile"}
     run_id = start_pipeline_run(params, tracking_uri, "", {**tags, "continued_from": previous_run_id})
     now = int(time.time() * 1000)
-    carried = [
-        mlflow.entities.Metric(k, v, now, 0)
-        for k, v in previous.data.metrics.items()
-        if k not in ("champion_val_f1", "delta_f1_ci_low")
-    ]
+    carried = [mlflow.entities.Metric(k, v, now, 0) for k, v in previous.data.metrics.items() if k not in GATE_METRICS]
     for start in range(0, len(carried), 500):
         client.log_batch(run_id, metrics=carried[start : start + 500])
     return run_id

@@ -103,6 +103,3 @@ def build_pipeline(
             task.set_caching_options(False)
 
     return training_pipeline
-
-
-training_pipeline = build_pipeline()
