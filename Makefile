@@ -33,7 +33,8 @@ data: setup ## Fetch the DVC-versioned sample data (from the in-repo DVC remote;
 	$(BIN)/dvc pull --quiet data.dvc || $(BIN)/dvc checkout data.dvc
 
 run: data ## Set up and run the whole pipeline locally on the bundled sample (CPU profile)
-	$(BIN)/cxr pipeline run $(ARGS)
+	@# exit 3 is the gate refusing the model: the run itself worked (its summary says why and what next)
+	$(BIN)/cxr pipeline run $(ARGS) || [ $$? -eq 3 ]
 
 test: data tools ## Set up and run the whole test suite (needs PostgreSQL, Docker and the images: see .ci/run)
 	$(BIN)/ruff check .

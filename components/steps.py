@@ -308,7 +308,9 @@ def finalize(params_json: str, tracking_uri: str, kfp_run_id: str, status: dsl.P
 
     experiment = params_from_json(params_json).mlflow.experiment
     closed = tracking.close_pipeline_run(tracking_uri, experiment, kfp_run_id, status.state, status.error_message)
-    print(f"pipeline {status.state}; MLflow run", f"closed as {closed}" if closed else "already closed")
+    from cxr import events
+
+    events.figure(f"pipeline {status.state}; MLflow run " + (f"closed as {closed}" if closed else "already closed"))
     return (closed,)
 
 

@@ -56,9 +56,35 @@ def fetch_version(remote: str, version: str, dest: str | Path) -> Path:
     (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)."""
     import fsspec
 
+    entries = _read_listing(remote, version)
+    dest = Path(dest)
+    for entry in entries:
+        target = dest / entry["relpath"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with fsspec.open(_remote_path(remote, entry["md5"]), "rb") as src, open(target, "wb") as out:
+            while chunk := src.read(CHUNK):
+                out.write(chunk)
+        if file_md5(target) != entry["md5"]:
+            raise CxrError(f"{entry['relpath']} of data version {version} on {remote} does not match its md5.")
+    return dest
+
+
+def missing_on_remote(remote: str, version: str) -> list[str]:
+    """The files of DVC version `version` that remote `remote` lacks ([] when all are there); raises
+    CxrError when the version's listing itself is not there. Reads no file content."""
+    import fsspec
+
+    entries = _read_listing(remote, version)
+    fs, _ = fsspec.core.url_to_fs(remote)
+    return [e["relpath"] for e in entries if not fs.exists(_remote_path(remote, e["md5"]))]
+
+
+def _read_listing(remote: str, version: str) -> list[dict]:
+    """The `.dir` listing of `version` on the remote, checked against its md5."""
+    import fsspec
+
     if not version.endswith(".dir"):
         raise CxrError(f"Data version '{version}' is not a DVC folder version (it should end in .dir, as in data.dvc).")
-    dest = Path(dest)
     listing_url = _remote_path(remote, version.removesuffix(".dir")) + ".dir"
     try:
         with fsspec.open(listing_url, "rt") as fh:
@@ -77,12 +103,4 @@ def fetch_version(remote: str, version: str, dest: str | Path) -> Path:
         raise CxrError(
             f"The listing of data version {version} on {remote} does not match its md5; the remote is damaged."
         )
-    for entry in entries:
-        target = dest / entry["relpath"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with fsspec.open(_remote_path(remote, entry["md5"]), "rb") as src, open(target, "wb") as out:
-            while chunk := src.read(CHUNK):
-                out.write(chunk)
-        if file_md5(target) != entry["md5"]:
-            raise CxrError(f"{entry['relpath']} of data version {version} on {remote} does not match its md5.")
-    return dest
+    return entries

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxr import tracking
+from cxr import events, tracking
 from cxr.params import Params
 
 
@@ -68,6 +68,8 @@ def ingest_step(ctx: RunContext, data_dir: str, dataset_dir: str, params: Params
         mlflow.log_metrics(summary)
         mlflow.log_artifact(str(Path(dataset_dir) / "manifest.csv"))
     _log_to_parent(ctx, summary)
+    splits = {s: sum(r.split == s for r in records) for s in ("train", "val", "test")}
+    events.figure(f"{len(records)} images: " + ", ".join(f"{n} {s}" for s, n in splits.items()))
     return summary
 
 
@@ -97,6 +99,10 @@ def validate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Pa
         mlflow.log_artifacts(report_dir, artifact_path="validation")
         if not outcome.success:
             mlflow.set_tag("validation.failures", " | ".join(outcome.failures)[:4000])
+        stats = outcome.statistics
+        events.figure(
+            f"{stats.get('successful_expectations', 0)}/{stats.get('evaluated_expectations', 0)} expectations passed"
+        )
         require_valid(outcome)
     return outcome
 
@@ -119,6 +125,12 @@ def augment_step(ctx: RunContext, dataset_dir: str, out_dir: str, params: Params
         )
         mlflow.log_dict(spec, "augmentation.json")
         mlflow.log_artifact(str(out / "preview.png"))
+    a = params.augment
+    events.figure(
+        f"rotation {a.rotation_deg}°, shift {a.width_shift}/{a.height_shift}, shear {a.shear}°, zoom {a.zoom}"
+        + (", flip" if a.horizontal_flip else "")
+        + " (train split, on the fly)"
+    )
     return spec
 
 
@@ -170,6 +182,13 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
     summary = {f"{s}_{k}": v for s, r in reports.items() for k, v in _finite(r["metrics"]).items()}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     _log_to_parent(ctx, summary)
+    events.figure(
+        "; ".join(
+            f"{s} F1 {r['metrics']['f1']:.2f} [{r['ci95']['f1'][0]:.2f}, {r['ci95']['f1'][1]:.2f}] "
+            f"on {r['metrics']['n']} images"
+            for s, r in reports.items()
+        )
+    )
     return reports
 
 
@@ -246,6 +265,7 @@ def gate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Params
     if champion is not None:
         for key, value in zip(tracking.GATE_METRICS, (champion.champion_f1, champion.low), strict=True):
             client.log_metric(ctx.parent_run_id, key, value)
+    events.figure(decision.outcome.upper())
     return decision
 
 
@@ -306,6 +326,7 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
             mlflow.set_tag("alias.skipped", note)
     client.set_tag(ctx.parent_run_id, "registered_version", number)
     tracking.finish_pipeline_run(ctx.tracking_uri, ctx.parent_run_id)
+    events.figure(f"{name} version {number}" + (f" ({note})" if note else f" as @{params.register.alias}"))
     return number
 
 
@@ -319,4 +340,5 @@ def reject_step(ctx: RunContext, decision_json: str) -> str:
     mlflow.set_tracking_uri(ctx.tracking_uri)
     mlflow.MlflowClient().set_tag(ctx.parent_run_id, "registered_version", "none")
     tracking.finish_pipeline_run(ctx.tracking_uri, ctx.parent_run_id)
+    events.figure("nothing registered")
     return decision.reason

@@ -35,12 +35,29 @@ def is_local(uri: str) -> bool:
     return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
 
 
+def require_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
+    """A tracking server that refuses connections fails in one sentence at once, not after MLflow's
+    minutes of retries. Stores on disk, and servers that answer at all (even 401), pass."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s)
+    except requests.RequestException as exc:
+        raise CxrError(
+            f"The MLflow tracking server at {tracking_uri} cannot be reached ({exc.__class__.__name__}); "
+            "start it (make ui / mlflow/server.sh) or set MLFLOW_TRACKING_URI."
+        ) from exc
+
+
 def configure(tracking_uri: str, experiment: str) -> str:
     """Point MLflow at the store and make sure the experiment exists; returns the experiment id."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+    require_reachable(tracking_uri)
     if tracking_uri.startswith("sqlite:"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -39,20 +39,24 @@ def configure_devices(mode: str) -> tuple[bool, bool]:
     return bool(gpus), use_mixed
 
 
-class MlflowEpochLogger:
-    """Keras callback factory: per-epoch loss and metrics to the active MLflow run."""
+class EpochReporter:
+    """Keras callback factory: per-epoch loss and metrics to the active MLflow run and as a progress event."""
 
     @staticmethod
-    def create():
+    def create(log_to_mlflow: bool = True):
         import keras
         import mlflow
 
-        class _Logger(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                if mlflow.active_run() is not None:
-                    mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)
+        from cxr import events
 
-        return _Logger()
+        class _Reporter(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                figures = {k: float(v) for k, v in (logs or {}).items()}
+                if log_to_mlflow and mlflow.active_run() is not None:
+                    mlflow.log_metrics(figures, step=epoch + 1)
+                events.emit("epoch", epoch=epoch + 1, epochs=self.params.get("epochs"), **figures)
+
+        return _Reporter()
 
 
 def train_model(
@@ -90,9 +94,10 @@ def train_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / "best.keras"
-    callbacks = [keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True)]
-    if log_to_mlflow:
-        callbacks.append(MlflowEpochLogger.create())
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True),
+        EpochReporter.create(log_to_mlflow),
+    ]
     history = model.fit(train_ds, validation_data=val_ds, epochs=tp.epochs, callbacks=callbacks, verbose=2)
     losses = history.history["val_loss"]
     best_epoch = int(min(range(len(losses)), key=losses.__getitem__)) + 1

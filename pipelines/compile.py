@@ -1,11 +1,10 @@
-"""Compile the training pipeline to a Kubeflow Pipelines package (YAML); submit it to a cluster."""
+"""Compile the training pipeline to a Kubeflow Pipelines package (YAML); `pipelines.remote` submits it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from components.steps import CPU_IMAGE, GPU_IMAGE
-from cxr.errors import CxrError
 from cxr.params import ClusterParams, Params
 
 
@@ -46,24 +45,3 @@ def compile_pipeline(
         },
     )
     return output
-
-
-def submit_pipeline(package: Path, host: str, experiment: str, run_name: str, namespace: str | None = None) -> str:
-    """Submit a compiled package to a Kubeflow Pipelines endpoint; returns the KFP run id."""
-    import kfp
-
-    try:
-        client = kfp.Client(host=host, namespace=namespace)
-        run = client.create_run_from_pipeline_package(
-            str(package),
-            arguments={"run_name": run_name},
-            run_name=run_name,
-            experiment_name=experiment,
-            enable_caching=False,
-        )
-    except Exception as exc:  # kfp surfaces connection, auth and API errors as many types
-        raise CxrError(
-            f"Submitting to Kubeflow Pipelines at {host} failed ({exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0][:200]}); check --host and your credentials."
-        ) from exc
-    return run.run_id

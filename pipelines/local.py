@@ -24,6 +24,11 @@ class PipelineOutcome:
     registered_version: str = ""
     model_uri: str = ""
     error: str = ""
+    run_name: str = ""
+    experiment_id: str = ""
+    data_version: str = ""
+    git_commit: str = ""
+    failed_step: str = ""
 
 
 def new_run_name() -> str:
@@ -109,8 +114,7 @@ def read_outcome(tracking_uri: str, experiment: str, run_name: str) -> PipelineO
     )
     if not runs:
         raise CxrError(
-            f"The pipeline run '{run_name}' left no MLflow run in {tracking_uri}; "
-            "see the step logs above for the failure."
+            f"The pipeline run '{run_name}' left no MLflow run in {tracking_uri}; see the step logs for the failure."
         )
     run = runs[0]
     tags = run.data.tags
@@ -126,4 +130,9 @@ def read_outcome(tracking_uri: str, experiment: str, run_name: str) -> PipelineO
         registered_version=tags.get("registered_version", ""),
         model_uri=tags.get("model_uri", ""),
         error=tags.get("error", ""),
+        run_name=run_name,
+        experiment_id=run.info.experiment_id,
+        data_version=tags.get("data_version", ""),
+        git_commit=tags.get("git_commit", ""),
+        failed_step=tags.get("failed_step", ""),
     )

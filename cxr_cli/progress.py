@@ -1,0 +1,160 @@
+"""What a person sees while the pipeline runs: one line per step and the epoch bar.
+
+Everything the run prints (kfp's executor dumps, the steps' logs, TensorFlow and MLflow warnings, from
+this process and every step it starts) goes to a log file; `StepView` reads the same lines and keeps
+the terminal to one line per step, drawn from kfp's task lines and the steps' `cxr.events`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from cxr import events
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+TASK_START = re.compile(r"Executing task '([^']+)'")
+TASK_END = re.compile(r"Task '([^']+)' finished with status (\w+)")
+BAR_WIDTH = 20
+
+
+@dataclass
+class StepLine:
+    name: str
+    started: float
+    status: str = ""
+    seconds: float = 0.0
+    figure: str = ""
+
+
+class StepView:
+    """Feed it the run's output line by line; it draws the steps on `out`.
+
+    On a terminal a running step's line is redrawn in place (the epoch bar); elsewhere (CI, a pipe)
+    each step prints one line when it ends.
+    """
+
+    def __init__(self, out: TextIO, tty: bool | None = None, clock: Callable[[], float] = time.monotonic):
+        self.out = out
+        self.tty = out.isatty() if tty is None else tty
+        self.clock = clock
+        self.steps: list[StepLine] = []
+        self.current: StepLine | None = None
+        self.epochs: list[dict] = []
+
+    def feed(self, line: str) -> None:
+        event = events.parse(line)
+        if event is not None:
+            self._event(event)
+            return
+        text = ANSI.sub("", line)
+        if match := TASK_START.search(text):
+            self._start(match.group(1))
+        elif match := TASK_END.search(text):
+            self._end(match.group(1), match.group(2))
+
+    def _start(self, name: str) -> None:
+        self.current = StepLine(name, self.clock())
+        self.epochs = []
+        self.steps.append(self.current)
+        self._draw(f"  … {name}")
+
+    def _event(self, event: dict) -> None:
+        step = self.current
+        if step is None:
+            return
+        if event["event"] == "figure":
+            step.figure = str(event.get("text", ""))
+        elif event["event"] == "epoch":
+            self.epochs.append(event)
+            if self.tty:
+                self._draw(f"  … {step.name:<10} {self._bar()}")
+
+    def _bar(self) -> str:
+        last = self.epochs[-1]
+        total = int(last.get("epochs") or len(self.epochs))
+        done = int(last.get("epoch", len(self.epochs)))
+        filled = round(BAR_WIDTH * done / max(total, 1))
+        return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] epoch {done}/{total}  {self._best()}"
+
+    def _best(self) -> str:
+        scored = [e for e in self.epochs if "val_loss" in e]
+        if not scored:
+            return ""
+        best = min(scored, key=lambda e: e["val_loss"])
+        return f"best val_loss {best['val_loss']:.3f} at epoch {best['epoch']}"
+
+    def _end(self, name: str, status: str) -> None:
+        step = self.current if self.current is not None and self.current.name == name else StepLine(name, self.clock())
+        step.status = status
+        step.seconds = self.clock() - step.started
+        if not step.figure and self.epochs:
+            step.figure = f"{len(self.epochs)} epochs, {self._best()}"
+        mark = "✓" if status == "SUCCESS" else "✗"
+        figure = step.figure if status == "SUCCESS" else f"{status.lower()}{': ' + step.figure if step.figure else ''}"
+        self._draw(f"  {mark} {name:<10} {step.seconds:6.1f} s  {figure}", final=True)
+        self.current = None
+
+    def _draw(self, text: str, final: bool = False) -> None:
+        if self.tty:
+            self.out.write(f"\r\x1b[K{text}" + ("\n" if final else ""))
+        elif final:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    @property
+    def failed_step(self) -> str:
+        return next((s.name for s in self.steps if s.status and s.status != "SUCCESS"), "")
+
+
+@contextlib.contextmanager
+def captured(log_path: Path, on_line: Callable[[str], None]) -> Iterator[None]:
+    """Send everything written to this process's stdout and stderr, and so to the children it starts,
+    into `log_path`, calling `on_line` with each line as it arrives."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
+    saved = os.dup(1), os.dup(2)
+    buffering = sys.stdout.line_buffering, sys.stderr.line_buffering
+
+    def pump() -> None:
+        with os.fdopen(read_fd, encoding="utf-8", errors="replace") as pipe, open(log_path, "a") as log:
+            for line in pipe:
+                log.write(line)
+                log.flush()
+                with contextlib.suppress(Exception):  # a drawing bug must not stall the run
+                    on_line(line)
+
+    reader = threading.Thread(target=pump, name="cxr-log-pump", daemon=True)
+    reader.start()
+    os.dup2(write_fd, 1)
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        sys.stdout.reconfigure(line_buffering=buffering[0])
+        sys.stderr.reconfigure(line_buffering=buffering[1])
+        reader.join(timeout=30)
+
+
+def terminal(to_stderr: bool) -> TextIO:
+    """A stream on the real terminal (or whatever stdout/stderr is now) that outlives `captured`."""
+    return os.fdopen(os.dup(2 if to_stderr else 1), "w", encoding="utf-8", buffering=1)

@@ -1,0 +1,242 @@
+"""The outcome of a pipeline run as one JSON object (`--json`), a terminal summary and a CI job summary.
+
+The object's shape is fixed by `run_result.schema.json` beside this file; the exit codes are part of
+the same contract: 0 registered, 3 the gate refused (failed or inconclusive), 2 the pipeline failed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cxr.errors import CxrError
+
+SCHEMA_PATH = Path(__file__).with_name("run_result.schema.json")
+SCHEMA_ID = "cxr.pipeline-result/1"
+EXIT_REGISTERED, EXIT_FAILED, EXIT_REFUSED = 0, 2, 3
+WITH_INTERVAL = ("f1", "accuracy", "sensitivity", "specificity")
+POINT = ("roc_auc", "bce", "ece", "threshold")
+CONFUSION = ("tp", "fp", "tn", "fn")
+
+
+def split_metrics(metrics: dict, split: str) -> dict | None:
+    """The `split`'s figures from the MLflow run's flat metrics (val_f1, val_f1_ci_low, ...)."""
+    if f"{split}_f1" not in metrics:
+        return None
+    out: dict = {"n": int(metrics.get(f"{split}_n", 0))}
+    for name in WITH_INTERVAL:
+        if f"{split}_{name}" in metrics:
+            out[name] = {
+                "value": metrics[f"{split}_{name}"],
+                "ci_low": metrics.get(f"{split}_{name}_ci_low"),
+                "ci_high": metrics.get(f"{split}_{name}_ci_high"),
+            }
+    for name in POINT:
+        if f"{split}_{name}" in metrics:
+            out[name] = {"value": metrics[f"{split}_{name}"]}
+    out["confusion"] = {k: int(metrics.get(f"{split}_{k}", 0)) for k in CONFUSION}
+    return out
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Where the run opens in the MLflow UI: the server itself, or `make ui` for the local store."""
+    if not run_id:
+        return ""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def build_result(outcome, params, tracking_uri: str, log_file: str = "", orchestrator: str = "local", **extra) -> dict:
+    """The --json object for a finished (or failed) run, from what its MLflow run recorded."""
+    gate = outcome.gate_outcome or None
+    registered = outcome.registered_version not in ("", "none")
+    if outcome.error or outcome.status == "FAILED" or outcome.gate_passed is None:
+        code = EXIT_FAILED
+    else:
+        code = EXIT_REGISTERED if outcome.gate_passed else EXIT_REFUSED
+    return {
+        "schema": SCHEMA_ID,
+        "orchestrator": orchestrator,
+        "run_name": outcome.run_name,
+        "mlflow_run_id": outcome.run_id,
+        "status": outcome.status,
+        "tracking_uri": tracking_uri,
+        "run_url": run_url(tracking_uri, outcome.experiment_id, outcome.run_id),
+        "data_version": outcome.data_version,
+        "git_commit": outcome.git_commit,
+        "metrics": {s: m for s in ("val", "test") if (m := split_metrics(outcome.metrics, s)) is not None},
+        "gate": {"outcome": gate, "reason": outcome.gate_reason, "advice": outcome.gate_advice},
+        "registered": {
+            "model": params.register.model_name,
+            "version": outcome.registered_version,
+            "alias": params.register.alias,
+        }
+        if registered
+        else None,
+        "not_registered_reason": "" if registered else (outcome.gate_reason or outcome.error or "the pipeline failed"),
+        "error": outcome.error,
+        "failed_step": outcome.failed_step,
+        "log_file": log_file,
+        "exit_code": code,
+        **extra,
+    }
+
+
+def failure_result(error: str, tracking_uri: str, run_name: str = "", log_file: str = "", **extra) -> dict:
+    """The --json object when the run never got as far as an MLflow run (bad input, store unreachable)."""
+    return _empty("FAILED", error, tracking_uri, run_name, log_file, EXIT_FAILED, **extra)
+
+
+def skipped_result(tracking_uri: str, **extra) -> dict:
+    """The --json object of a `cxr retrain` with nothing to do (the newest version used this data)."""
+    return _empty("SKIPPED", "", tracking_uri, "", "", EXIT_REGISTERED, **extra)
+
+
+def _empty(status: str, error: str, tracking_uri: str, run_name: str, log_file: str, code: int, **extra) -> dict:
+    return {
+        "schema": SCHEMA_ID,
+        "orchestrator": extra.pop("orchestrator", "local"),
+        "run_name": run_name,
+        "mlflow_run_id": "",
+        "status": status,
+        "tracking_uri": tracking_uri,
+        "run_url": "",
+        "data_version": "",
+        "git_commit": "",
+        "metrics": {},
+        "gate": {"outcome": None, "reason": "", "advice": ""},
+        "registered": None,
+        "not_registered_reason": error or "nothing to do",
+        "error": error,
+        "failed_step": "",
+        "log_file": log_file,
+        "exit_code": code,
+        **extra,
+    }
+
+
+def _interval(figure: dict | None) -> str:
+    if not figure:
+        return "-"
+    if figure.get("ci_low") is None:
+        return f"{figure['value']:.2f}"
+    return f"{figure['value']:.2f} [{figure['ci_low']:.2f}, {figure['ci_high']:.2f}]"
+
+
+def _headline(result: dict) -> str:
+    gate = (result["gate"]["outcome"] or "").upper()
+    if result["registered"]:
+        r = result["registered"]
+        return f"gate: {gate}; registered {r['model']} version {r['version']} as @{r['alias']}"
+    if gate:
+        return f"gate: {gate}; nothing registered"
+    where = f" at step {result['failed_step']}" if result.get("failed_step") else ""
+    return f"FAILED{where}: nothing registered"
+
+
+def next_steps(result: dict) -> list[str]:
+    """The commands a person runs next, given how the run ended."""
+    steps = []
+    if result["run_url"]:
+        local = result["run_url"].startswith("http://127.0.0.1:5000")
+        steps.append(f"{'make ui, then open ' if local else 'open '}{result['run_url']}")
+    if result["registered"]:
+        r = result["registered"]
+        steps.append(f"cxr serve --model models:/{r['model']}/{r['version']}")
+        steps.append(f"cxr registry compare champion {r['version']}   (if a champion exists)")
+        steps.append(f'cxr registry promote {r["version"]} --reason "..."   (release manager)')
+    elif result["gate"]["advice"]:
+        steps.append(result["gate"]["advice"])
+    if result.get("failed_step") == "validate":
+        steps.append("the data docs (every expectation, the failing files): validation/ in the run's validate step")
+    if result["log_file"]:
+        steps.append(f"full log: {result['log_file']}")
+    return steps
+
+
+def render_text(result: dict) -> list[str]:
+    """The terminal summary: metrics with 95% intervals, the gate's decision and reason, what to do next."""
+    lines = [""]
+    run = result["run_name"] or "the run"
+    data = f" · data {result['data_version'][:8]}" if result["data_version"] else ""
+    took = f" in {result['duration_s']:.0f} s" if result.get("duration_s") else ""
+    lines.append(f"{run} {result['status']}{took}{data}")
+    if result["metrics"]:
+        lines.append(f"  {'split':<6}{'n':>4}  {'F1':<19}{'accuracy':<19}{'sensitivity':<19}specificity")
+        for split, m in result["metrics"].items():
+            cells = "".join(f"{_interval(m.get(k)):<19}" for k in ("f1", "accuracy", "sensitivity"))
+            lines.append(f"  {split:<6}{m['n']:>4}  {cells}{_interval(m.get('specificity'))}")
+    lines.append(_headline(result))
+    if result["gate"]["reason"]:
+        lines.append(f"  why: {result['gate']['reason']}")
+    lines.append("next:")
+    lines.extend(f"  {step}" for step in next_steps(result))
+    return lines
+
+
+def _link(result: dict) -> str:
+    name = result["run_name"] or result["mlflow_run_id"] or "-"
+    return f"[{name}]({result['run_url']})" if result["run_url"] else name
+
+
+def render_markdown(result: dict) -> str:
+    """A CI job summary (GitHub's $GITHUB_STEP_SUMMARY): data version, metrics, gate, link, confusion matrix."""
+    out = [f"## Retraining: {_headline(result)}", ""]
+    facts = [
+        ("Orchestrator", result["orchestrator"]),
+        ("Run", _link(result)),
+        ("Status", result["status"]),
+        ("Data version", f"`{result['data_version']}`" if result["data_version"] else "-"),
+        ("Code", f"`{result['git_commit'][:12]}`" if result["git_commit"] else "-"),
+    ]
+    if result.get("kfp_run_id"):
+        facts.append(("Kubeflow run", f"`{result['kfp_run_id']}`"))
+    out += ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in facts), ""]
+    if result["metrics"]:
+        out += ["| split | n | F1 | accuracy | sensitivity | specificity | ROC AUC |", "|---|---|---|---|---|---|---|"]
+        for split, m in result["metrics"].items():
+            cells = " | ".join(_interval(m.get(k)) for k in (*WITH_INTERVAL, "roc_auc"))
+            out.append(f"| {split} | {m['n']} | {cells} |")
+        out += ["", "95% bootstrap intervals in brackets; the gate decides on validation, test is recorded.", ""]
+    gate = result["gate"]
+    decided = (gate["outcome"] or "not reached").upper()
+    out.append(f"**Gate:** {decided}" + (f": {gate['reason']}" if gate["reason"] else ""))
+    if gate["advice"]:
+        out.append(f"\n**Next:** {gate['advice']}")
+    if result["error"]:
+        out.append(f"\n**Error:** {result['error']}")
+    val = result["metrics"].get("val")
+    if val:
+        c = val["confusion"]
+        out += [
+            "",
+            "Validation confusion matrix (COVID positive):",
+            "",
+            "| | predicted Normal | predicted COVID |",
+            "|---|---|---|",
+            f"| **Normal** | {c['tn']} | {c['fp']} |",
+            f"| **COVID** | {c['fn']} | {c['tp']} |",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def dumps(result: dict) -> str:
+    return json.dumps(result, indent=2, sort_keys=False)
+
+
+def load_result(path: Path) -> dict:
+    """A result file checked against the schema; CxrError (one sentence) when it is missing or malformed."""
+    import jsonschema
+
+    try:
+        result = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise CxrError(
+            f"{path} is not a run result ({exc.__class__.__name__}); the run that should have written it "
+            "failed before it could: see its log."
+        ) from exc
+    try:
+        jsonschema.validate(result, json.loads(SCHEMA_PATH.read_text()))
+    except jsonschema.ValidationError as exc:
+        raise CxrError(f"{path} does not follow {SCHEMA_ID} ({exc.message[:200]}); write it with `--json`.") from exc
+    return result
