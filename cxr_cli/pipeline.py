@@ -19,19 +19,24 @@ JsonOpt = typer.Option(
 )
 
 
+def _log_path(run_name: str) -> Path:
+    """.kfp/logs/<run>.log under the project, shown relative to the working folder where it is inside it."""
+    from cxr.params import project_root
+
+    path = project_root() / ".kfp" / "logs" / f"{run_name}.log"
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
 def _run_pipeline(params, data_dir: Path, uri: str, run_name: str, runner: str, gpu: bool, verbose: bool, out) -> dict:
     """Run locally; the terminal gets one line per step (everything else goes to the log file)."""
     import time
 
-    from cxr.params import project_root
     from cxr_cli.progress import StepView, captured
     from cxr_cli.result import build_result
     from pipelines.local import new_run_name, run_local
 
     run_name = run_name or new_run_name()
-    log_file = project_root() / ".kfp" / "logs" / f"{run_name}.log"
-    if log_file.is_relative_to(Path.cwd()):
-        log_file = log_file.relative_to(Path.cwd())
+    log_file = _log_path(run_name)
     started = time.monotonic()
     out.write(f"pipeline {run_name} ({runner} runner{', GPU' if gpu else ''}, profile {params.profile})\n")
     if verbose:
@@ -156,10 +161,10 @@ def _submit_and_wait(
     """Compile (data.dvc's version and the commit as parameters), submit, and with `wait_s` wait and read
     the outcome back from the Kubeflow run and from MLflow ($MLFLOW_TRACKING_URI: the server the cluster
     logs to, as this machine reaches it)."""
-    import contextlib
     import tempfile
 
     from cxr import tracking
+    from cxr_cli.progress import captured
     from cxr_cli.result import EXIT_FAILED, build_result, failure_result
     from pipelines import remote
     from pipelines.compile import compile_pipeline
@@ -170,24 +175,29 @@ def _submit_and_wait(
     experiment = experiment or params.mlflow.experiment
     versions = {"data_version": tracking.data_version(), "git_commit": tracking.git_commit()}
     run_name = new_run_name()
-    with tempfile.TemporaryDirectory() as tmp:
+    log_file = _log_path(run_name)
+
+    def show_links(line: str) -> None:  # kfp prints the experiment's and the run's UI links
+        if line.startswith(("Experiment details:", "Run details:")):
+            out.write(f"  {line.strip()}\n")
+
+    # kfp's client logs retries with tracebacks and prints links: all of it to the log, links to the terminal
+    with tempfile.TemporaryDirectory() as tmp, captured(log_file, show_links):
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", params, **versions)
-        with contextlib.redirect_stdout(out):  # kfp prints the run's UI links: keep stdout for --json
-            client = remote.connect(host, namespace or None)
-            run_id = remote.submit(client, host, package, experiment, run_name, versions)
-    out.write(f"submitted {run_name} to {host} (experiment {experiment}) as Kubeflow run {run_id}\n")
-    submitted = {"kfp_run_id": run_id, "run_name": run_name, "experiment": experiment, "host": host, **versions}
-    if wait_s is None:
-        return submitted
-    end = remote.wait(client, run_id, wait_s, on_change=lambda line: out.write(line + "\n"), poll_s=poll_s)
-    read_uri = tracking.resolve_tracking_uri(params)
-    extra = {"orchestrator": "kfp", "kfp_run_id": run_id, "kfp_state": end.state}
-    try:
-        outcome = read_outcome(read_uri, params.mlflow.experiment, run_name)
-    except CxrError as exc:
-        error = f"Kubeflow run {run_id} ended {end.state}: {end.error or exc}"
-        return failure_result(error, read_uri, run_name, **extra)
-    result = build_result(outcome, params, read_uri, "", **extra)
+        client = remote.connect(host, namespace or None)
+        run_id = remote.submit(client, host, package, experiment, run_name, versions)
+        out.write(f"submitted {run_name} to {host} (experiment {experiment}) as Kubeflow run {run_id}\n")
+        if wait_s is None:
+            return {"kfp_run_id": run_id, "run_name": run_name, "experiment": experiment, "host": host, **versions}
+        end = remote.wait(client, run_id, wait_s, on_change=lambda line: out.write(line + "\n"), poll_s=poll_s)
+        read_uri = tracking.resolve_tracking_uri(params)
+        extra = {"orchestrator": "kfp", "kfp_run_id": run_id, "kfp_state": end.state}
+        try:
+            outcome = read_outcome(read_uri, params.mlflow.experiment, run_name)
+        except CxrError as exc:
+            error = f"Kubeflow run {run_id} ended {end.state}: {end.error or exc}"
+            return failure_result(error, read_uri, run_name, str(log_file), **extra)
+    result = build_result(outcome, params, read_uri, str(log_file), **extra)
     if end.state == "TIMEOUT":
         result["exit_code"] = EXIT_FAILED
         result["error"] = f"Kubeflow run {run_id} timed out: {end.error}; it was left running (see the KFP UI)"

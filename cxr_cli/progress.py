@@ -124,7 +124,7 @@ def captured(log_path: Path, on_line: Callable[[str], None]) -> Iterator[None]:
     sys.stderr.flush()
     read_fd, write_fd = os.pipe()
     saved = os.dup(1), os.dup(2)
-    buffering = sys.stdout.line_buffering, sys.stderr.line_buffering
+    streams = sys.stdout, sys.stderr
 
     def pump() -> None:
         with os.fdopen(read_fd, encoding="utf-8", errors="replace") as pipe, open(log_path, "a") as log:
@@ -136,22 +136,22 @@ def captured(log_path: Path, on_line: Callable[[str], None]) -> Iterator[None]:
 
     reader = threading.Thread(target=pump, name="cxr-log-pump", daemon=True)
     reader.start()
-    os.dup2(write_fd, 1)
+    os.dup2(write_fd, 1)  # the fds: what child processes and C libraries write
     os.dup2(write_fd, 2)
     os.close(write_fd)
-    sys.stdout.reconfigure(line_buffering=True)
-    sys.stderr.reconfigure(line_buffering=True)
+    # and Python's streams, line-buffered so each line arrives when it is printed
+    sys.stdout = open(os.dup(1), "w", encoding="utf-8", errors="replace", buffering=1)
+    sys.stderr = open(os.dup(2), "w", encoding="utf-8", errors="replace", buffering=1)
     try:
         yield
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            stream.close()
+        sys.stdout, sys.stderr = streams
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for fd in saved:
             os.close(fd)
-        sys.stdout.reconfigure(line_buffering=buffering[0])
-        sys.stderr.reconfigure(line_buffering=buffering[1])
         reader.join(timeout=30)
 
 

@@ -36,16 +36,35 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else "")[:200]
 
 
+def probe(host: str, token: str | None) -> None:
+    """One healthz call first, so an unreachable endpoint or refused credentials fail in a sentence at once
+    (kfp.Client retries healthz five times, 5 s apart, logging a traceback each time)."""
+    import requests
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = requests.get(f"{host.rstrip('/')}/apis/v2beta1/healthz", headers=headers, timeout=15)
+    except requests.RequestException as exc:
+        raise CxrError(
+            f"Kubeflow Pipelines at {host} cannot be reached ({exc.__class__.__name__}); check --host / $KFP_HOST."
+        ) from exc
+    if answer.status_code in (401, 403):
+        given = "refused the token in $" + TOKEN_ENV if token else "asks for credentials: set $" + TOKEN_ENV
+        raise CxrError(f"Kubeflow Pipelines at {host} {given} (HTTP {answer.status_code}).")
+
+
 def connect(host: str, namespace: str | None = None):
     """A kfp.Client for `host` with the environment's credentials."""
     import kfp
 
     token = os.environ.get(TOKEN_ENV) or None
     credentials = None
-    if token is None and os.environ.get("KF_PIPELINES_SA_TOKEN_PATH"):
+    sa_token_path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH")
+    if token is None and sa_token_path:
         from kfp.client import ServiceAccountTokenVolumeCredentials
 
-        credentials = ServiceAccountTokenVolumeCredentials(path=os.environ["KF_PIPELINES_SA_TOKEN_PATH"])
+        credentials = ServiceAccountTokenVolumeCredentials(path=sa_token_path)
+    probe(host, token or (Path(sa_token_path).read_text().strip() if sa_token_path else None))
     try:
         with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later": said on every call
             warnings.simplefilter("ignore", FutureWarning)

@@ -40,3 +40,22 @@ def test_a_run_records_the_version_it_read_not_the_one_it_was_told(tmp_path, cap
 def test_resolve_data_fetches_when_given_a_remote(tmp_path):
     data_dir, version = resolve_data("/nowhere", COMMITTED["md5"], str(ROOT / "dvc-remote"), str(tmp_path / "src"))
     assert version == COMMITTED["md5"] and data_dir == str(tmp_path / "src")
+
+
+def test_check_remote_finds_a_pushed_version_and_names_a_missing_file(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cxr = str(Path(sys.executable).parent / "cxr")
+    remote = tmp_path / "remote"
+    shutil.copytree(ROOT / "dvc-remote", remote)
+    out = subprocess.run([cxr, "data", "check-remote", "--remote", str(remote)], capture_output=True, text=True)
+    assert out.returncode == 0 and f"data version {COMMITTED['md5']}: listing and every file" in out.stdout
+    md5 = COMMITTED["md5"].removesuffix(".dir")
+    first = json.loads((remote / "files" / "md5" / md5[:2] / f"{md5[2:]}.dir").read_text())[0]["md5"]
+    (remote / "files" / "md5" / first[:2] / first[2:]).unlink()
+    out = subprocess.run([cxr, "data", "check-remote", "--remote", str(remote)], capture_output=True, text=True)
+    assert out.returncode == 2 and "1 of its files are not" in out.stderr and "dvc push" in out.stderr
+    assert "Traceback" not in out.stderr
