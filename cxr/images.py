@@ -18,6 +18,9 @@ from cxr.errors import CxrError, EmptyInput, InputTooLarge, UnsupportedFormat
 
 # Refuse images over ~90 MP (decompression bombs); PIL warns at half of this, we refuse at it.
 MAX_PIXELS = 90_000_000
+# A deflated DICOM may inflate to at most this (a 90 MP 16-bit frame plus its header fits); a
+# 1000:1 deflate bomb is refused after inflating this much, in bounded chunks, not all of it.
+MAX_INFLATED_BYTES = 2 * MAX_PIXELS + (1 << 20)
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg") + DICOM_EXTENSIONS
 
@@ -34,11 +37,11 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     """Stretch any numeric image to 0..255 (min-max), keeping 8-bit images as they are."""
     if array.dtype == np.uint8:
         return array
-    array = array.astype(np.float64)
     lo, hi = float(np.min(array)), float(np.max(array))
-    if hi <= lo:
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
         return np.zeros(array.shape, dtype=np.uint8)
-    return np.round((array - lo) / (hi - lo) * 255.0).astype(np.uint8)
+    scaled = (array.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))  # float32: half the memory
+    return np.round(scaled).astype(np.uint8)
 
 
 STANDARD_DEPTHS = (8, 10, 12, 14, 16)
@@ -53,7 +56,7 @@ def _scale_by_depth(array: np.ndarray, bits: int | None = None) -> np.ndarray:
     bits = bits or next((b for b in STANDARD_DEPTHS if top < 2**b), 0)
     if not bits or top >= 2**bits:
         return _to_uint8(array)
-    return np.round(array.astype(np.float64) * (255.0 / (2**bits - 1))).astype(np.uint8)
+    return np.round(array.astype(np.float32) * np.float32(255.0 / (2**bits - 1))).astype(np.uint8)
 
 
 def _gray_to_rgb(array: np.ndarray) -> np.ndarray:
@@ -62,40 +65,101 @@ def _gray_to_rgb(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, str]:
-    """DICOM bytes -> (8-bit RGB array, photometric mode). Applies the VOI LUT / window, inverts
-    MONOCHROME1. Only pixel data is read back; no patient field leaves this function."""
+def _check_inflated_size(data: bytes, name: str) -> None:
+    """A Deflated Explicit VR Little Endian file: inflate in bounded chunks, refuse past MAX_INFLATED_BYTES
+    (pydicom would inflate the whole dataset at once, before any size check)."""
+    import zlib
+
     import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    stream = io.BytesIO(data)
+    try:
+        pydicom.filereader.read_preamble(stream, force=True)
+        meta = pydicom.filereader._read_file_meta_info(stream)
+    except Exception:
+        return  # no readable file meta: dcmread decides (and refuses) below
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    inflater, pending, total = zlib.decompressobj(-zlib.MAX_WBITS), data[stream.tell() :], 0
+    try:
+        while pending and total <= MAX_INFLATED_BYTES:
+            total += len(inflater.decompress(pending, 1 << 20))
+            pending = inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise CxrError(f"{name}: the deflated DICOM data is corrupt ({exc}); re-export it.") from exc
+    if total > MAX_INFLATED_BYTES:
+        raise InputTooLarge(
+            f"{name} is a deflated DICOM that inflates to more than {MAX_INFLATED_BYTES // (1 << 20)} MB "
+            "(a decompression bomb, or far more than one radiograph); re-export it uncompressed."
+        )
+
+
+def _window(pixels: np.ndarray, ds) -> np.ndarray:
+    """The VOI LUT / window to 0..255, or the stored bit depth when there is none or it is unusable
+    (a WindowWidth of 0, a malformed LUT)."""
     from pydicom.pixels import apply_voi_lut
 
+    from pydicom.multival import MultiValue
+
+    width = ds.get("WindowWidth")
+    try:
+        widths = list(width) if isinstance(width, MultiValue) else [width]
+        usable_window = "WindowCenter" in ds and all(w is not None and float(w) > 0 for w in widths)
+    except (TypeError, ValueError):
+        usable_window = False
+    if "VOILUTSequence" in ds or usable_window:
+        try:
+            return _to_uint8(apply_voi_lut(pixels, ds))
+        except Exception:  # a malformed VOI LUT: fall back to the bit depth
+            pass
+    return _scale_by_depth(pixels, int(ds.get("BitsStored", 0) or 0) or None)
+
+
+def decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, str]:
+    """DICOM bytes -> (8-bit RGB array, photometric mode). Applies the VOI LUT / window, inverts
+    MONOCHROME1, decodes only the first frame. Only pixel data is read back; no patient field leaves
+    this function. Every failure is a CxrError sentence (a 4xx in the web app)."""
+    import pydicom
+    from pydicom.pixels import pixel_array
+
+    _check_inflated_size(data, name)
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as exc:  # pydicom raises many types for garbage
         raise CxrError(f"{name} is not a readable DICOM file ({exc.__class__.__name__}); upload a valid .dcm.") from exc
     if "PixelData" not in ds:
         raise CxrError(f"{name} is a DICOM file without pixel data; upload a DICOM image (e.g. a CR/DX radiograph).")
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    if rows * cols > MAX_PIXELS:
-        raise InputTooLarge(f"{name} is {cols}x{rows} pixels, over the {MAX_PIXELS:,}-pixel limit; downscale it.")
     try:
-        pixels = ds.pixel_array
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames, samples = int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise CxrError(f"{name}: its image size fields are malformed ({exc}); re-export it.") from exc
+    if rows * cols * max(frames, 1) * max(samples, 1) > MAX_PIXELS:
+        raise InputTooLarge(
+            f"{name} holds {max(frames, 1)} frame(s) of {cols}x{rows}x{samples} samples, over the "
+            f"{MAX_PIXELS:,}-sample limit; send a single-frame radiograph."
+        )
+    try:
+        pixels = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array  # only the first frame is decoded
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+        if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
+            pixels = pixels[0]
+        if pixels.ndim == 2:
+            pixels = _window(pixels, ds)
+            if photometric == "MONOCHROME1":
+                pixels = 255 - pixels
+        elif pixels.ndim == 3:
+            pixels = _to_uint8(pixels[..., :3])
+        else:
+            raise ValueError(f"pixel data of shape {pixels.shape}")
+    except CxrError:
+        raise
     except Exception as exc:
         raise CxrError(
             f"{name}: the DICOM pixel data cannot be decoded ({exc.__class__.__name__}); "
             "re-export it uncompressed or as PNG."
         ) from exc
-    if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
-        pixels = pixels[0]  # multi-frame: the first frame
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if pixels.ndim == 2:
-        if "WindowCenter" in ds or "VOILUTSequence" in ds:
-            pixels = _to_uint8(apply_voi_lut(pixels, ds).astype(np.float64))  # the window, stretched
-        else:  # no window: by the stored bit depth, as a raster of that depth is read
-            pixels = _scale_by_depth(pixels, int(ds.get("BitsStored", 0)) or None)
-        if photometric == "MONOCHROME1":
-            pixels = 255 - pixels
-    else:
-        pixels = _to_uint8(pixels[..., :3])
     return _gray_to_rgb(pixels), photometric
 
 

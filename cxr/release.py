@@ -1,13 +1,20 @@
 """Release management on the MLflow registry: list, show, promote, roll back, history, model cards.
 
-Every promotion and rollback is recorded as a `release.event.<time>` tag (JSON: action, version,
-from_version, by, at, reason, forced) on the version that became champion, so the history is read
-back from the registry itself. Aliases are read again just before and after each write, so a
-concurrent promotion is detected and reported instead of silently overwritten.
+Every promotion and rollback is recorded as `release.event.<time>` tags (JSON: id, status, action,
+version, from_version, by, at, reason, forced) on the version that became champion, so the history is
+read back from the registry itself: an `intent` event before the alias moves, then `done` (or
+`failed`) after, so a failure in between still leaves a trace of what was about to change. Aliases
+are read again just before and after each write, so a concurrent promotion is detected and reported
+instead of silently overwritten.
+
+Whether a version passed the gate is read from the pipeline run that produced it (its gate step's
+`gate.json` artifact and the run's validation F1), not from the version's `gate.*` tags, which anyone
+with write access to the registry can change: a tag that disagrees with the record refuses promotion.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import secrets
@@ -172,16 +179,74 @@ def _move_champion(name: str, target: str, before: str | None, token: str) -> No
     _check_unchanged(name, CHAMPION, target, token)
 
 
+def recorded_gate(mv) -> dict | None:
+    """The gate decision recorded by the pipeline run that produced version `mv`: the gate step's
+    `gate.json` under the run MLflow itself names as the model's source (`mv.run_id`, not a tag), or
+    None when there is no such record (a version registered by hand)."""
+    import mlflow
+
+    if not mv.run_id:
+        return None
+    c = client()
+    source = c.get_run(mv.run_id)
+    parent = source.data.tags.get("mlflow.parentRunId") or mv.run_id
+    gates = c.search_runs(
+        [source.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.step = 'gate'"
+    )
+    if not gates:
+        return None
+    try:
+        record = json.loads(mlflow.artifacts.load_text(f"runs:/{gates[0].info.run_id}/gate.json"))
+    except Exception:  # no artifact, or unreadable: no record
+        return None
+    record["val_f1_logged"] = c.get_run(parent).data.metrics.get("val_f1")
+    return record
+
+
+def verify_gate(name: str, mv) -> tuple[bool, str]:
+    """(passed, why) from the recorded gate; CxrError when the version's tags claim another decision."""
+    version = str(mv.version)
+    record = recorded_gate(mv)
+    tagged = mv.tags.get("gate.passed")
+    if record is None:
+        if tagged == "true":
+            raise CxrError(
+                f"Version {version} of '{name}' is tagged as having passed the gate, but no pipeline run records "
+                "a gate decision for it: the tag was set by hand. Promotion refused; investigate, or use "
+                "--force with --reason (recorded)."
+            )
+        return False, mv.tags.get("gate.reason") or "it has no gate record (registered outside the pipeline)"
+    passed = record.get("outcome") == "passed"
+    claims = {"gate.passed": str(passed).lower(), "gate.outcome": record.get("outcome", "")}
+    changed = [k for k, v in claims.items() if k in mv.tags and mv.tags[k] != v]
+    tagged_f1, logged_f1 = mv.tags.get("gate.candidate_f1"), record.get("val_f1_logged")
+    if tagged_f1 and abs(float(tagged_f1) - float(record.get("candidate_f1", "nan"))) > 1e-6:
+        changed.append("gate.candidate_f1")
+    if logged_f1 is not None and abs(float(logged_f1) - float(record.get("candidate_f1", "nan"))) > 1e-6:
+        changed.append("the run's val_f1")
+    if changed:
+        raise CxrError(
+            f"Version {version} of '{name}': {', '.join(changed)} disagree(s) with the gate record of the run that "
+            f"produced it (recorded outcome: {record.get('outcome')}); a tag was changed after registration. "
+            "Promotion refused; investigate, or use --force with --reason (recorded)."
+        )
+    return passed, record.get("reason", "")
+
+
 def promote(name: str, ref: str, reason: str, by: str, force: bool = False, _after_read=None) -> dict:
     """Move @champion to a version (previous champion -> @previous-champion). Refused when the version
-    did not pass the F1 gate, unless `force` (the override is recorded)."""
+    did not pass the F1 gate by its recorded decision, unless `force` (the override is recorded)."""
     if not reason.strip():
         raise CxrError('A promotion needs --reason "..." saying why; it is kept in the history.')
     mv = resolve_version(name, ref)
     version = str(mv.version)
-    passed = mv.tags.get("gate.passed") == "true"
+    try:
+        passed, why = verify_gate(name, mv)
+    except CxrError:
+        if not force:
+            raise
+        passed, why = False, "its gate tags disagree with the recorded gate"
     if not passed and not force:
-        why = mv.tags.get("gate.reason") or "it has no gate record (registered outside the pipeline)"
         raise CxrError(
             f"Version {version} did not pass the F1 gate ({why}); promotion refused. "
             "Use --force with --reason to override (the override is recorded)."
@@ -193,19 +258,16 @@ def promote(name: str, ref: str, reason: str, by: str, force: bool = False, _aft
     token = _claim(name, "promote")
     if _after_read is not None:
         _after_read()
-    _move_champion(name, version, before, token)
     event = {
         "action": "promote",
         "version": version,
         "from_version": before,
         "by": by,
-        "at": _now(),
         "reason": reason,
         "forced": bool(force and not passed),
         "gate_passed": passed,
     }
-    _record(name, version, event)
-    return event
+    return _audited(name, event, lambda: _move_champion(name, version, before, token))
 
 
 def rollback(name: str, reason: str, by: str) -> dict:
@@ -219,26 +281,40 @@ def rollback(name: str, reason: str, by: str) -> dict:
     before = None if current is None else str(current.version)
     token = _claim(name, "rollback")
     target = str(previous.version)
-    _move_champion(name, target, before, token)
-    event = {
-        "action": "rollback",
-        "version": target,
-        "from_version": before,
-        "by": by,
-        "at": _now(),
-        "reason": reason,
-        "forced": False,
-    }
-    _record(name, target, event)
-    return event
+    event = {"action": "rollback", "version": target, "from_version": before, "by": by, "reason": reason}
+    return _audited(name, {**event, "forced": False}, lambda: _move_champion(name, target, before, token))
+
+
+def _audited(name: str, event: dict, move) -> dict:
+    """Record the intent, move the alias, record the outcome (done, or failed with the error)."""
+    event = {**event, "id": secrets.token_hex(6)}
+    _record(name, event["version"], {**event, "status": "intent", "at": _now()})
+    try:
+        move()
+    except Exception as exc:
+        with contextlib.suppress(Exception):  # the store may be the thing that failed
+            _record(name, event["version"], {**event, "status": "failed", "at": _now(), "error": str(exc)[:500]})
+        raise
+    done = {**event, "status": "done", "at": _now()}
+    _record(name, event["version"], done)
+    return done
 
 
 def history(name: str) -> list[dict]:
-    """Every recorded promotion and rollback, oldest first."""
+    """Every promotion and rollback, oldest first: one entry each, with its outcome (`done`, `failed`,
+    or `incomplete` when only the intent was recorded: the alias may or may not have moved)."""
     events = []
     for mv in client().search_model_versions(f"name='{name}'"):
         events += [json.loads(v) for k, v in mv.tags.items() if k.startswith(EVENT_PREFIX)]
-    return sorted(events, key=lambda e: e["at"])
+    events.sort(key=lambda e: e["at"])
+    merged: dict[str, dict] = {}
+    for e in events:
+        key = e.get("id") or e["at"]  # events recorded before intents existed have no id
+        if e.get("status") == "intent":
+            merged.setdefault(key, {**e, "status": "incomplete"})
+        else:
+            merged[key] = {**e, "at": merged.get(key, e)["at"], "status": e.get("status", "done")}
+    return sorted(merged.values(), key=lambda e: e["at"])
 
 
 def model_card(name: str, ref: str) -> str:

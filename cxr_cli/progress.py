@@ -97,7 +97,8 @@ class StepView:
         step.status = status
         step.seconds = self.clock() - step.started
         if not step.figure and self.epochs:
-            step.figure = f"{len(self.epochs)} epochs, {self._best()}"
+            n = len(self.epochs)
+            step.figure = f"{n} epoch{'s' if n != 1 else ''}, {self._best()}"
         mark = "✓" if status == "SUCCESS" else "✗"
         figure = step.figure if status == "SUCCESS" else f"{status.lower()}{': ' + step.figure if step.figure else ''}"
         self._draw(f"  {mark} {name:<10} {step.seconds:6.1f} s  {figure}", final=True)

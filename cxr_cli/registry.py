@@ -121,9 +121,10 @@ def registry_history(name: str = ModelOpt, as_json: bool = typer.Option(False, "
         return
     for e in events:
         forced = " FORCED" if e.get("forced") else ""
+        status = "" if e.get("status", "done") == "done" else f" [{e['status'].upper()}]"
         print(
-            f"{e['at']}  {e['action']:<8} v{e['from_version'] or '-'} -> v{e['version']}{forced}  by {e['by']}: "
-            f"{e['reason']}"
+            f"{e['at']}  {e['action']:<8} v{e['from_version'] or '-'} -> v{e['version']}{forced}{status}  "
+            f"by {e['by']}: {e['reason']}" + (f" ({e['error']})" if e.get("error") else "")
         )
     if not events:
         print("(no promotions yet)")

@@ -6,7 +6,7 @@ import mlflow
 import pytest
 
 from cxr.data_version import dir_md5
-from tests.conftest import SAMPLE, parent_run
+from tests.conftest import PROJECT, SAMPLE, parent_run
 from tests.containers.conftest import FAST, cxr
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -25,7 +25,8 @@ def run(store, name, *extra, check=True):
 def test_steps_in_containers_register_a_version_with_the_data_they_read(images, store):
     out = run(store, "docker-pass", "--set", "gate.min_f1=0.0", "--set", "gate.min_val_per_class=1")
     assert "gate: PASSED" in out.stdout
-    assert out.stdout.count("(ghcr.io/cxr/cxr-python-components:0.1.0) exited with code 0") == 8  # steps + exit handler
+    log = (PROJECT / out.stdout.splitlines()[-1].removeprefix("  full log: ")).read_text()
+    assert log.count("(ghcr.io/cxr/cxr-python-components:0.1.0) exited with code 0") == 8  # steps + exit handler
     found = parent_run(store, "docker-pass")
     assert found.info.status == "FINISHED" and found.data.tags["orchestrator"] == "kfp"
     for key in ("val_f1", "val_accuracy", "val_bce", "test_f1", "n_images"):
@@ -35,8 +36,8 @@ def test_steps_in_containers_register_a_version_with_the_data_they_read(images, 
 
 
 def test_the_gate_failed_branch_in_containers_registers_nothing(images, store):
-    out = run(store, "docker-fail", "--set", "gate.min_f1=1.01", "--set", "gate.min_val_per_class=1")
-    assert "gate: FAILED" in out.stdout
+    out = run(store, "docker-fail", "--set", "gate.min_f1=1.01", "--set", "gate.min_val_per_class=1", check=False)
+    assert out.returncode == 3 and "gate: FAILED" in out.stdout
     found = parent_run(store, "docker-fail")
     assert found.data.tags["registered_version"] == "none" and found.info.status == "FINISHED"
 

@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import mlflow
 import pytest
 import yaml
 
 from cxr.tracking import data_version
+from cxr_cli.result import SCHEMA_PATH
 from tests.conftest import PROJECT, SAMPLE, parent_run
 
 pytestmark = pytest.mark.slow
@@ -37,6 +39,18 @@ def passed_run(store):
     permissive = ["--set", "gate.min_f1=0.0", "--set", "gate.min_val_per_class=1"]
     out = cxr("pipeline", "run", *FAST, *permissive, "--run-name", "it-pass", uri=store)
     return out
+
+
+def test_the_terminal_shows_one_line_per_step_then_the_summary_and_next_steps(passed_run):
+    lines = passed_run.stdout.splitlines()
+    assert len(lines) < 40, passed_run.stdout
+    steps = [line.split()[1] for line in lines if line.startswith("  ✓ ")]
+    assert steps == ["ingest", "validate", "augment", "train", "evaluate", "gate", "register", "finalize"]
+    assert "executor" not in passed_run.stdout.lower() and "Traceback" not in passed_run.stdout + passed_run.stderr
+    assert "40 images: 24 train, 8 val, 8 test" in passed_run.stdout
+    assert lines[-1].startswith("  full log: ") and "cxr serve --model models:/covid-xray-vgg16/1" in passed_run.stdout
+    log = PROJECT / lines[-1].removeprefix("  full log: ")
+    assert "Executing task" in log.read_text()  # kfp's own output: in the log, not on the terminal
 
 
 def test_passing_gate_registers_a_challenger_with_lineage_tags(passed_run, store):
@@ -97,10 +111,21 @@ def test_predict_on_images_the_pipeline_never_trained_on(passed_run, store):
             assert row["probability"] == pytest.approx(expected["probability"], abs=1e-4)
 
 
-def test_failing_gate_registers_nothing_and_says_why(passed_run, store):
-    args = ["--set", "gate.min_f1=1.01", "--set", "gate.min_val_per_class=1", "--run-name", "it-fail"]
-    out = cxr("pipeline", "run", *FAST, *args, uri=store)
-    assert "gate: FAILED" in out.stdout and "< gate.min_f1 1.0100" in out.stdout
+def test_failing_gate_exits_3_registers_nothing_and_says_why(passed_run, store, tmp_path):
+    args = ["--set", "gate.min_f1=1.01", "--set", "gate.min_val_per_class=1", "--run-name", "it-fail", "--json"]
+    out = cxr("pipeline", "run", *FAST, *args, uri=store, check=False)
+    assert out.returncode == 3, out.stderr[-3000:]
+    result = json.loads(out.stdout)  # stdout holds the JSON object alone; the progress went to stderr
+    jsonschema.validate(result, json.loads(SCHEMA_PATH.read_text()))
+    assert "gate: FAILED" in out.stderr and "< gate.min_f1 1.0100" in result["gate"]["reason"]
+    assert result["registered"] is None and result["metrics"]["val"]["n"] == 8
+    assert result["mlflow_run_id"] == parent_run(store, "it-fail").info.run_id
+    # the CI job summary, rendered from this real run's JSON
+    (tmp_path / "result.json").write_text(out.stdout)
+    summary = cxr("pipeline", "summary", str(tmp_path / "result.json"), uri=store).stdout
+    assert summary.startswith("## Retraining: gate: FAILED; nothing registered")
+    assert f"| Data version | `{data_version()}` |" in summary and "| val | 8 |" in summary
+    assert "| **Normal** |" in summary and "< gate.min_f1 1.0100" in summary
     run = parent_run(store, "it-fail")
     assert run.data.tags["gate.outcome"] == "failed" and run.data.tags["registered_version"] == "none"
     assert len(mlflow.MlflowClient().search_model_versions("name='covid-xray-vgg16'")) == 1
@@ -108,9 +133,11 @@ def test_failing_gate_registers_nothing_and_says_why(passed_run, store):
 
 def test_the_sample_is_too_small_to_gate_on_so_the_default_run_is_inconclusive(passed_run, store):
     """8 validation images (4 per class) are below gate.min_val_per_class: nothing is registered."""
-    out = cxr("pipeline", "run", *FAST, "--run-name", "it-inconclusive", uri=store)
+    out = cxr("pipeline", "run", *FAST, "--run-name", "it-inconclusive", uri=store, check=False)
+    assert out.returncode == 3
     assert "gate: INCONCLUSIVE" in out.stdout and "below gate.min_val_per_class 10" in out.stdout
-    assert "next: add labelled images" in out.stdout
+    assert "next:\n  make ui, then open http://127.0.0.1:5000/#/experiments/" in out.stdout
+    assert "\n  add labelled images" in out.stdout
     run = parent_run(store, "it-inconclusive")
     assert run.data.tags["gate.outcome"] == "inconclusive" and run.data.tags["registered_version"] == "none"
     assert run.info.status == "FINISHED"
@@ -122,8 +149,11 @@ def test_a_corrupt_image_stops_the_pipeline_before_training(tmp_path, store):
     shutil.copytree(SAMPLE, data)
     (data / "Normal" / "Normal-1.png").write_bytes((SAMPLE / "Normal" / "Normal-1.png").read_bytes()[:500])
     out = cxr("pipeline", "run", *FAST, "--data", str(data), "--run-name", "it-corrupt", uri=store, check=False)
-    assert out.returncode != 0
+    assert out.returncode == 2
     assert "Normal/Normal-1.png is corrupt or truncated" in out.stderr
+    # a failure of the data, not a crash: no third-party traceback (great-expectations' data docs included)
+    assert "Traceback" not in out.stdout + out.stderr and len(out.stdout.splitlines()) < 20
+    assert "  ✗ validate" in out.stdout and "FAILED at step validate" in out.stdout
     run = parent_run(store, "it-corrupt")
     assert run.info.status == "FAILED" and run.data.tags["failed_step"] == "validate"
 
@@ -164,5 +194,13 @@ def test_compile_writes_a_package_whose_training_task_asks_for_a_gpu(tmp_path, s
 def test_submit_to_an_unreachable_cluster_is_one_sentence(store):
     out = cxr("pipeline", "submit", "--host", "http://127.0.0.1:9", uri=store, check=False)
     assert out.returncode == 2
-    assert "Submitting to Kubeflow Pipelines at http://127.0.0.1:9 failed" in out.stderr
+    assert "Kubeflow Pipelines at http://127.0.0.1:9 cannot be reached" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_missing_weight_file_fails_at_train_in_one_sentence(store):
+    args = ["--set", "train.weights=imagenet", "--set", "train.weights_path=/nonexistent/vgg16.h5"]
+    out = cxr("pipeline", "run", *FAST, *args, "--run-name", "it-weights", uri=store, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr
+    assert "ImageNet weight file /nonexistent/vgg16.h5 (train.weights_path) does not exist" in out.stderr
+    assert "  ✗ train" in out.stdout and "FAILED at step train" in out.stdout

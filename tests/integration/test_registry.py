@@ -110,6 +110,8 @@ def test_a_concurrent_promotion_is_detected(store):
     with pytest.raises(CxrError, match="concurrent promotion"):
         promote(NAME, v1 if before != v1 else v2, "racing", "erin", _after_read=someone_else)
     mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", before)
+    last = history(NAME)[-1]  # the intent was written before the alias moved; the failure after
+    assert (last["by"], last["status"]) == ("erin", "failed") and "concurrent promotion" in last["error"]
 
 
 def test_register_refuses_a_stale_gate_and_keeps_the_better_challenger(store, tmp_path):
@@ -216,3 +218,32 @@ def test_the_cli_against_a_tracking_server_process(server, store):
     shown = json.loads(cli(server, "show", v1).stdout)
     assert shown["run_link"].startswith(server + "/#/experiments/")
     assert "paired bootstrap 95% CI" in cli(server, "compare", "1", "2", "--samples", "200").stdout
+
+
+def test_a_gate_tag_changed_after_registration_is_detected(store):
+    """The gate decision is read from the pipeline run that produced the version, not from its tags."""
+    v1, _, v3, manual = store["v"]
+    c = mlflow.MlflowClient()
+    c.set_model_version_tag(NAME, manual, "gate.passed", "true")  # a hand-registered version "passes"
+    with pytest.raises(CxrError, match="no pipeline run records a gate decision for it: the tag was set by hand"):
+        promote(NAME, manual, "looks fine to me", "mallory")
+    c.set_model_version_tag(NAME, v3, "gate.candidate_f1", "0.999999")  # a better-looking F1
+    with pytest.raises(CxrError, match="gate.candidate_f1 disagree.* a tag was changed after registration"):
+        promote(NAME, v3, "best F1 on the board", "mallory")
+    assert all(e["by"] != "mallory" for e in history(NAME))  # refused before anything was recorded
+
+
+def test_an_alias_move_interrupted_after_its_intent_shows_as_incomplete(store):
+    from cxr.release import _audited
+
+    event = {"action": "promote", "version": store["v"][0], "from_version": None, "by": "oscar", "reason": "r"}
+
+    def killed():
+        raise KeyboardInterrupt  # the process dies between the intent and the alias write
+
+    with pytest.raises(KeyboardInterrupt):
+        _audited(NAME, {**event, "forced": False}, killed)
+    last = history(NAME)[-1]
+    assert (last["by"], last["status"]) == ("oscar", "incomplete")
+    out = subprocess.run([CXR, "registry", "history"], capture_output=True, text=True, env=os.environ, timeout=120)
+    assert "[INCOMPLETE]  by oscar" in out.stdout

@@ -104,3 +104,38 @@ def test_resize_and_scale_outputs_unit_range_at_model_size():
     out = np.asarray(resize_and_scale(np.full((50, 70, 3), 255, np.uint8), 32))
     assert out.shape == (32, 32, 3) and out.dtype == np.float32
     assert np.allclose(out, 1.0)
+
+
+def test_hostile_dicoms_are_refused_in_a_sentence_with_bounded_memory():
+    """A deflate bomb (≈1000:1) is refused after inflating at most MAX_INFLATED_BYTES, in 1 MB chunks; a
+    header declaring thousands of frames is refused before any pixel is decoded."""
+    import resource
+
+    from cxr.errors import InputTooLarge
+    from cxr.images import MAX_INFLATED_BYTES
+    from tests.hostile import deflate_bomb, many_frames
+
+    bomb = deflate_bomb(MAX_INFLATED_BYTES + (64 << 20))
+    assert len(bomb) < (MAX_INFLATED_BYTES + (64 << 20)) / 500
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InputTooLarge, match="deflated DICOM that inflates to more than"):
+        decode_image(bomb, "bomb.dcm")
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 < 64 << 20  # KiB on Linux
+    with pytest.raises(InputTooLarge, match="holds 5000 frame.* over the 90,000,000-sample limit"):
+        decode_image(many_frames(5000, 256, 256), "frames.dcm")
+
+
+def test_a_small_deflated_dicom_and_a_zero_window_width_still_decode():
+    from tests.hostile import deflate_bomb, zero_window_width
+
+    array, _ = decode_image(deflate_bomb(256 * 256), "ok.dcm")
+    assert array.shape == (256, 256, 3)
+    array, mode = decode_image(zero_window_width(), "ww0.dcm")  # the window is ignored, not a crash
+    assert mode == "MONOCHROME1" and array.dtype == np.uint8 and array.std() > 10
+
+
+def test_the_first_frame_of_a_multiframe_dicom_is_used():
+    from tests.hostile import many_frames
+
+    array, _ = decode_image(many_frames(3, 64, 48, full=True), "three.dcm")
+    assert array.shape == (64, 48, 3) and int(array.max()) == 0  # frame 0 (zeros), not frame 1 or 2

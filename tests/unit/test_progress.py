@@ -70,7 +70,7 @@ def test_on_a_terminal_the_running_step_is_redrawn_with_the_epoch_bar():
     drawn = out.getvalue()
     assert "\r\x1b[K  … train" in drawn
     assert "[######..............] epoch 3/10  best val_loss 0.400 at epoch 3" in drawn
-    assert drawn.endswith("✓ train         1.5 s  1 epochs, best val_loss 0.400 at epoch 3\n")
+    assert drawn.endswith("✓ train         1.5 s  1 epoch, best val_loss 0.400 at epoch 3\n")
 
 
 def test_lines_that_merely_look_like_events_are_ignored():
