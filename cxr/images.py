@@ -98,9 +98,8 @@ def _check_inflated_size(data: bytes, name: str) -> None:
 def _window(pixels: np.ndarray, ds) -> np.ndarray:
     """The VOI LUT / window to 0..255, or the stored bit depth when there is none or it is unusable
     (a WindowWidth of 0, a malformed LUT)."""
-    from pydicom.pixels import apply_voi_lut
-
     from pydicom.multival import MultiValue
+    from pydicom.pixels import apply_voi_lut
 
     width = ds.get("WindowWidth")
     try:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import secrets
 from pathlib import Path
 
-from flask import Flask, Request, jsonify, render_template, request
+from flask import Flask, Request, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cxr.errors import CxrError, EmptyInput, InputTooLarge, UnsupportedFormat
@@ -78,6 +79,30 @@ def create_app(served, max_upload_mb: float = 20) -> Flask:
         if upload is None:
             raise EmptyInput(f"No file was uploaded in the '{field}' field; choose a PNG, JPEG or DICOM chest X-ray.")
         return upload.read()
+
+    @app.before_request
+    def new_nonce():
+        g.csp_nonce = secrets.token_urlsafe(16)
+
+    @app.context_processor
+    def nonce():
+        return {"csp_nonce": g.get("csp_nonce", "")}
+
+    @app.after_request
+    def security_headers(response):
+        """Responses carry X-rays and predictions: no caching, no framing, no sniffing, no third parties."""
+        nonce = g.get("csp_nonce", "")
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self' data:; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        return response
 
     @app.errorhandler(CxrError)
     def bad_input(exc: CxrError):
