@@ -31,7 +31,7 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
 
         import cxr.layers  # noqa: F401 (registers the custom layers before loading)
 
-        self.keras_model = keras.models.load_model(keras_path, compile=False)
+        self.keras_model = keras.models.load_model(keras_path, compile=False, safe_mode=True)
         self.config = config
         size = int(config["image_size"])
         self.keras_model.predict_on_batch(np.zeros((1, size, size, 3), np.float32))  # build once, not per request
@@ -102,6 +102,26 @@ def _requirements() -> list[str]:
 
 
 def load_pyfunc(model_uri: str):
-    """Any MLflow model URI (runs:/, models:/name@alias, models:/name/N, a path) -> XrayClassifier."""
-    model = mlflow.pyfunc.load_model(model_uri)
-    return model.unwrap_python_model()
+    """Any MLflow model URI (runs:/, models:/name@alias, models:/name/N, a path) -> XrayClassifier.
+
+    Unpickles nothing: MLflow's own loader would run `python_model.pkl` (cloudpickle), so whoever can
+    write to the registry could run code here. This reads the model's MLmodel file, then loads only the
+    Keras file (Keras' safe mode: no Python lambdas) and the JSON config it names.
+    """
+    import yaml
+
+    from cxr.errors import CxrError
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    meta_file = local / "MLmodel"
+    if not meta_file.is_file():
+        raise CxrError(f"{model_uri} is not an MLflow model (no MLmodel file); pass a model URI.")
+    flavor = (yaml.safe_load(meta_file.read_text()) or {}).get("flavors", {}).get("python_function", {})
+    paths = {key: (flavor.get("artifacts") or {}).get(key, {}).get("path", "") for key in ("keras_model", "config")}
+    files = {key: (local / path).resolve() for key, path in paths.items()}
+    if not all(paths.values()) or not all(f.is_file() and f.is_relative_to(local.resolve()) for f in files.values()):
+        raise CxrError(
+            f"{model_uri} is not a model this project logged (no Keras file and config in its MLmodel); "
+            "register models with the pipeline."
+        )
+    return XrayClassifier().load(files["keras_model"], json.loads(files["config"].read_text()))

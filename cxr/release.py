@@ -190,6 +190,8 @@ def recorded_gate(mv) -> dict | None:
     c = client()
     source = c.get_run(mv.run_id)
     parent = source.data.tags.get("mlflow.parentRunId") or mv.run_id
+    if c.get_run(parent).data.tags.get("registered_version") != str(mv.version):
+        return None  # the run's model, registered again by hand: the gate did not register this version
     gates = c.search_runs(
         [source.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.step = 'gate'"
     )
@@ -294,6 +296,8 @@ def _audited(name: str, event: dict, move) -> dict:
     except Exception as exc:
         with contextlib.suppress(Exception):  # the store may be the thing that failed
             _record(name, event["version"], {**event, "status": "failed", "at": _now(), "error": str(exc)[:500]})
+        if getattr(exc, "error_code", "") == "PERMISSION_DENIED":  # the server's sentence, without the trace
+            raise CxrError(f"{getattr(exc, 'message', exc)} Nothing was changed.") from exc
         raise
     done = {**event, "status": "done", "at": _now()}
     _record(name, event["version"], done)

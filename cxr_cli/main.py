@@ -17,12 +17,14 @@ from cxr_cli.options import load as _load
 from cxr_cli.pipeline import HostOpt, JsonOpt, NamespaceOpt, PollOpt, TimeoutOpt, VerboseOpt, pipeline_app
 from cxr_cli.registry import registry_app
 from cxr_cli.stages import stage_app
+from cxr_cli.team import team_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="COVID-19 chest X-ray classifier (VGG16).")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(stage_app, name="stage")
 app.add_typer(registry_app, name="registry")
 app.add_typer(data_app, name="data")
+app.add_typer(team_app, name="team")
 
 
 def _quiet() -> None:
@@ -66,15 +68,29 @@ def serve(
         "--model",
         help="MLflow model URI (default: models:/<register.model_name>@champion, else @challenger with a warning).",
     ),
-    host: str = typer.Option("127.0.0.1", "--host"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Beyond loopback: with --htpasswd or --trusted-user-header."),
     port: int = typer.Option(8080, "--port"),
+    htpasswd: Path | None = typer.Option(
+        None, "--htpasswd", envvar="CXR_SERVE_HTPASSWD", help="Users allowed in: an htpasswd file of bcrypt hashes."
+    ),
+    user_header: str = typer.Option(
+        "",
+        "--trusted-user-header",
+        envvar="CXR_SERVE_TRUSTED_USER_HEADER",
+        help="Header an authenticating proxy sets to the signed-in user (e.g. X-Auth-Request-User).",
+    ),
+    insecure_open: bool = typer.Option(
+        False, "--insecure-open", help="Listen beyond loopback without authentication, on purpose (logged)."
+    ),
     params_file: Path | None = ParamsOpt,
     tracking_uri: str = typer.Option("", "--tracking-uri", help="MLflow store holding the model."),
 ) -> None:
     """Start the web app: upload page at /, JSON API at /api/predict, /healthz, /readyz, /openapi.json."""
     from cxr import tracking
     from cxr.serving.app import serve as run_server
+    from cxr.serving.auth import configure_auth
 
+    auth = configure_auth(host, htpasswd, user_header, insecure_open)
     params = _load(params_file, "cpu", ())
     uri = tracking.resolve_tracking_uri(params, tracking_uri)
     import mlflow
@@ -82,7 +98,7 @@ def serve(
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     logging.getLogger("cxr").setLevel(logging.WARNING)
-    run_server(model, host, port, params.serve.max_upload_mb, params.register.model_name)
+    run_server(model, host, port, params.serve.max_upload_mb, params.register.model_name, auth)
 
 
 @app.command("retrain")

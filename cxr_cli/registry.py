@@ -33,8 +33,17 @@ def _registry(tracking_uri: str, name: str) -> str:
 
 
 def _who(by: str) -> str:
+    """Who acts: on a server with sign-in (MLFLOW_TRACKING_USERNAME), the login the server checks; else
+    --by or $USER (a local store has no identities)."""
     import getpass
 
+    from cxr.errors import CxrError
+
+    login = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    if login:
+        if by and by != login:
+            raise CxrError(f"--by {by}: on a server with sign-in the identity is your login ({login}); drop --by.")
+        return login
     return by or os.environ.get("USER") or getpass.getuser()
 
 

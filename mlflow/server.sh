@@ -16,7 +16,29 @@ for name in localhost 127.0.0.1 mlflow mlflow.cxr mlflow.cxr.svc mlflow.cxr.svc.
   hosts="$hosts,$name,$name:*"
 done
 export MLFLOW_SERVER_ALLOWED_HOSTS="${MLFLOW_SERVER_ALLOWED_HOSTS:-${hosts#,}}"
-exec "${MLFLOW:-mlflow}" server \
+# Sign-in (team mode): with MLFLOW_AUTH_ADMIN_PASSWORD set (from a secret), run the cxr-auth app: MLflow's
+# basic-auth, @champion reserved to release managers. The admin is created on first start; the user
+# store lives in MLFLOW_AUTH_DATABASE_URI (default: SQLite beside the local store).
+app=()
+if [ -n "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" ] || [ -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ]; then
+  if [ -z "${MLFLOW_AUTH_CONFIG_PATH:-}" ]; then
+    MLFLOW_AUTH_CONFIG_PATH="$(mktemp "${TMPDIR:-/tmp}/cxr-auth.XXXXXX.ini")"
+    chmod 600 "$MLFLOW_AUTH_CONFIG_PATH"
+    cat > "$MLFLOW_AUTH_CONFIG_PATH" <<INI
+[mlflow]
+default_permission = READ
+database_uri = ${MLFLOW_AUTH_DATABASE_URI:-sqlite:///$here/basic_auth.db}
+admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+INI
+    export MLFLOW_AUTH_CONFIG_PATH
+  fi
+  # CSRF key for the sign-up page; static for the life of this server (all workers share it)
+  MLFLOW_FLASK_SERVER_SECRET_KEY="${MLFLOW_FLASK_SERVER_SECRET_KEY:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
+  export MLFLOW_FLASK_SERVER_SECRET_KEY
+  app=(--app-name cxr-auth)
+fi
+exec "${MLFLOW:-mlflow}" server "${app[@]}" \
   --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-$here/artifacts}" \
   --serve-artifacts \
   --host "${MLFLOW_HOST:-127.0.0.1}" --port "${MLFLOW_PORT:-5000}"

@@ -39,8 +39,12 @@ def status_for(exc: CxrError) -> int:
     return 422
 
 
-def create_app(served, max_upload_mb: float = 20) -> Flask:
-    """The Flask app around one loaded ServedModel (see model_store.load_served_model)."""
+def create_app(served, max_upload_mb: float = 20, auth=None) -> Flask:
+    """The Flask app around one loaded ServedModel (see model_store.load_served_model); `auth` (an
+    auth.Auth) guards everything but the health endpoints."""
+    from cxr.serving.auth import OPEN_PATHS, Auth
+
+    auth = auth or Auth()
     app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
@@ -83,6 +87,16 @@ def create_app(served, max_upload_mb: float = 20) -> Flask:
     @app.before_request
     def new_nonce():
         g.csp_nonce = secrets.token_urlsafe(16)
+
+    @app.before_request
+    def authenticate():
+        if not auth.enabled or request.path in OPEN_PATHS:
+            return None
+        g.user = auth.user(request)
+        if g.user is None:
+            how = "sign in through the proxy" if auth.user_header else "sign in with your user name and password"
+            return jsonify({"error": f"Authentication required: {how}."}), 401, auth.challenge()
+        return None
 
     @app.context_processor
     def nonce():
@@ -168,14 +182,14 @@ def create_app(served, max_upload_mb: float = 20) -> Flask:
     return app
 
 
-def serve(model_uri: str, host: str, port: int, max_upload_mb: float, model_name: str) -> None:
+def serve(model_uri: str, host: str, port: int, max_upload_mb: float, model_name: str, auth=None) -> None:
     """Load the model once, then serve (threaded WSGI server; model calls are serialised)."""
     from werkzeug.serving import make_server
 
     from cxr.serving.model_store import load_served_model
 
     served = load_served_model(model_uri, model_name)
-    app = create_app(served, max_upload_mb)
+    app = create_app(served, max_upload_mb, auth)
     server = make_server(host, port, app, threaded=True)
     log.warning("listening on http://%s:%d", host, server.server_port)
     server.serve_forever()

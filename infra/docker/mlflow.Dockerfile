@@ -13,6 +13,10 @@ RUN if [ -n "${CA_BUNDLE}" ]; then export PIP_CERT="/tmp/build/$(basename "${CA_
     && python3 -m venv /opt/venv \
     && pip install --quiet -c /tmp/build/requirements.lock mlflow psycopg2-binary boto3 \
     && rm -rf /tmp/build
+# the cxr-auth server app (sign-in; @champion for release managers), without the project's dependencies
+COPY pyproject.toml /tmp/src/
+COPY cxr/ /tmp/src/cxr/
+RUN pip install --quiet --no-deps --no-build-isolation /tmp/src && rm -rf /tmp/src
 WORKDIR /app
 COPY mlflow/server.sh ./server.sh
 USER 10001:10001

@@ -45,18 +45,47 @@ def register_tiny_model(tmp: Path, uri: str) -> str:
     return str(version.version)
 
 
+class _Payload:
+    """Unpickling this creates a file: stands in for code an attacker plants in a registered model."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def plant_pickle_payload(root: Path, marker: Path) -> int:
+    """Replace every registered model's python_model.pkl under `root` with the payload."""
+    import pickle
+
+    pickles = list(root.rglob("python_model.pkl"))
+    for path in pickles:
+        path.write_bytes(pickle.dumps(_Payload(marker)))
+    return len(pickles)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     version = register_tiny_model(tmp, uri)
+    plant_pickle_payload(tmp, tmp / "pwned")  # whoever can write the registry: the server must not run it
     params = tmp / "params.yaml"
     params.write_text((PROJECT / "params.yaml").read_text().replace("max_upload_mb: 20", f"max_upload_mb: {MAX_MB}"))
+    proc, base = start_server(tmp, uri, "--params", str(params))
+    yield {"base": base, "version": version, "log": tmp / "server.log", "dir": tmp, "pid": proc.pid, "uri": uri}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def start_server(tmp: Path, uri: str, *args: str, host: str = "127.0.0.1", log_name: str = "server.log"):
+    """A real `cxr serve` process on a free port; returns it and its base URL once /readyz answers 200."""
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    log = open(tmp / "server.log", "w")
+    log = open(tmp / log_name, "w")
     proc = subprocess.Popen(
-        [CXR, "serve", "--port", str(port), "--params", str(params)],
+        [CXR, "serve", "--host", host, "--port", str(port), *args],
         cwd=tmp,
         env=env,
         stdout=log,
@@ -70,7 +99,5 @@ def server(tmp_path_factory):
                 break
         except requests.ConnectionError:
             time.sleep(1)
-        assert proc.poll() is None, (tmp / "server.log").read_text()
-    yield {"base": base, "version": version, "log": tmp / "server.log", "dir": tmp}
-    proc.terminate()
-    proc.wait(timeout=30)
+        assert proc.poll() is None, (tmp / log_name).read_text()
+    return proc, base

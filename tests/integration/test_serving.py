@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests.conftest import SAMPLE, dicom_path, synthetic_xray
+from tests.hostile import deflate_bomb, many_frames, zero_window_width
 
 MAX_MB = 8  # serve.max_upload_mb of the test server (conftest.py)
 
@@ -116,6 +117,8 @@ def _no_pixels():
         ("bomb.png", _bomb(), 413, "downscale it"),
         ("big.png", b"\x89PNG" + b"0" * (MAX_MB * 1024 * 1024 + 10), 413, f"{MAX_MB} MB limit"),
         ("nopixels.dcm", _no_pixels(), 422, "without pixel data"),
+        ("deflate-bomb.dcm", deflate_bomb(256 << 20), 413, "deflated DICOM that inflates to more than"),
+        ("frames.dcm", many_frames(5000, 256, 256), 413, "over the 90,000,000-sample limit"),
     ],
 )
 def test_bad_input_gets_a_4xx_sentence_and_the_server_keeps_serving(server, name, data, status, words):
@@ -173,3 +176,52 @@ def test_fuzz_never_5xx(server, body, field, path, filename):
     assert response.status_code < 500, response.text[:300]
     if response.headers.get("content-type", "").startswith("application/json"):
         json.loads(response.text)
+
+
+def peak_rss_mb(pid: int) -> float:
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line)
+    return int(fields["VmHWM"].split()[0]) / 1024
+
+
+def test_hostile_dicoms_cost_the_server_bounded_memory_and_a_zero_window_decodes(server):
+    """A 1.9 MB deflate bomb would inflate to 2 GB in pydicom; the server inflates at most ~173 MB of it."""
+    before = peak_rss_mb(server["pid"])
+    bomb = deflate_bomb(2 << 30)
+    assert len(bomb) < 3 << 20
+    for _ in range(3):
+        assert post(server, bomb, "bomb.dcm").status_code == 413
+    assert post(server, many_frames(100_000, 512, 512), "frames.dcm").status_code == 413
+    grown = peak_rss_mb(server["pid"]) - before
+    print(f"peak RSS before {before:.0f} MB, growth over 3 bombs and a 26-billion-sample header {grown:.0f} MB")
+    assert grown < 400
+    response = post(server, zero_window_width(), "ww0.dcm")
+    assert response.status_code == 200 and response.json()["label"]
+
+
+def test_responses_carry_security_headers_and_the_page_runs_only_its_own_script(server):
+    page = requests.get(server["base"] + "/", timeout=30)
+    csp = page.headers["Content-Security-Policy"]
+    nonce = csp.split("'nonce-")[1].split("'")[0]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert f'<script nonce="{nonce}">' in page.text and f'<style nonce="{nonce}">' in page.text
+    assert nonce != requests.get(server["base"] + "/", timeout=30).headers["Content-Security-Policy"].split("'")[3]
+    api = post(server, (SAMPLE / "COVID" / "COVID-2.png").read_bytes())
+    for response in (page, api):
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_the_server_never_unpickles_the_registered_model(server):
+    """Its python_model.pkl was replaced before start-up by a payload that creates a file when unpickled:
+    the server predicts from the Keras file and config alone, and the payload never ran."""
+    import mlflow
+
+    assert post(server, (SAMPLE / "COVID" / "COVID-2.png").read_bytes()).status_code == 200
+    assert not (server["dir"] / "pwned").exists()
+    mlflow.set_tracking_uri(server["uri"])
+    try:  # MLflow's own loader would have run it: the payload is live
+        mlflow.pyfunc.load_model("models:/covid-xray-vgg16@challenger")
+    except Exception:
+        pass
+    assert (server["dir"] / "pwned").exists()

@@ -1,0 +1,71 @@
+"""Release management with real identities: the MLflow server runs the cxr-auth app (MLflow's basic-auth,
+admin from a secret, @champion reserved to release managers) on PostgreSQL + S3, via mlflow/server.sh."""
+
+import os
+import subprocess
+
+import mlflow
+import pytest
+
+from tests.conftest import PROJECT, make_dataset
+from tests.team.conftest import BIN, MlflowServer, client_env, s3_client
+
+pytestmark = pytest.mark.slow
+ADMIN = ("admin", "admin-secret-from-a-vault")
+USERS = {"alice": ("data-scientist", "alice-password-123"), "bob": ("release-manager", "bob-password-4567")}
+
+
+@pytest.fixture(scope="module")
+def secured(postgres, s3, tmp_path_factory):
+    s3_client(s3).create_bucket(Bucket="cxr-auth")
+    server = MlflowServer(postgres(), "s3://cxr-auth/artifacts", s3, tmp_path_factory.mktemp("auth"))
+    server.env.update({"MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1], "MLFLOW_AUTH_DATABASE_URI": postgres()})
+    server.start()
+    yield server
+    server.stop()
+
+
+def as_user(server, user: str, password: str) -> dict:
+    return client_env(server, MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
+
+
+def cxr(env: dict, *args, stdin: str = ""):
+    return subprocess.run([BIN / "cxr", *args], cwd=PROJECT, env=env, input=stdin, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+def register_as_alice(server, tmp_path, monkeypatch) -> str:
+    """Alice (data scientist) runs the pipeline's steps on tiny data: a new version with @challenger."""
+    from tests.integration.test_registry import pipeline
+
+    for key, value in as_user(server, "alice", USERS["alice"][1]).items():
+        monkeypatch.setenv(key, value)
+    mlflow.set_tracking_uri(server.url)
+    mlflow.set_registry_uri(server.url)
+    return pipeline(tmp_path, server.url, make_dataset(tmp_path / "data", per_class=8))
+
+
+def test_only_release_managers_move_champion_and_history_names_the_login(secured, tmp_path, monkeypatch):
+    admin = as_user(secured, *ADMIN)
+    for user, (role, password) in USERS.items():
+        out = cxr(admin, "team", "add-user", user, "--role", role, "--password-stdin", stdin=password + "\n")
+        assert out.returncode == 0, out.stderr
+        assert password not in out.stdout + out.stderr
+    version = register_as_alice(secured, tmp_path, monkeypatch)
+    alice, bob = (as_user(secured, u, USERS[u][1]) for u in ("alice", "bob"))
+
+    refused = cxr(alice, "registry", "promote", version, "--reason", "looks good to me")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "alice may not move @champion of 'covid-xray-vgg16': only release managers" in refused.stderr
+    assert cxr(bob, "registry", "promote", version, "--reason", "ship", "--by", "mallory").returncode == 2
+    done = cxr(bob, "registry", "promote", version, "--reason", "validated on the new sample")
+    assert done.returncode == 0, done.stderr
+    history = cxr(bob, "registry", "history").stdout
+    assert f"promote  v- -> v{version}  by bob: validated on the new sample" in history
+    assert "[FAILED]  by alice" in history  # her attempt is on the record too
+
+    eve = cxr(alice, "team", "add-user", "eve", "--role", "release-manager", stdin="eve-password-8910\n")
+    assert eve.returncode == 2 and "are you signed in as an admin?" in eve.stderr
+    anonymous = cxr(client_env(secured), "registry", "list")
+    assert anonymous.returncode != 0
+    os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
