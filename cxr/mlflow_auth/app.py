@@ -13,14 +13,17 @@ from cxr.mlflow_auth import PROTECTED_ALIASES
 ALIAS_ROUTE_SUFFIX = "/mlflow/registered-models/alias"
 
 
-def create_app(app: Flask | None = None) -> Flask:
+def create_app(app: Flask | None = None):
+    """The basic-auth app (MLflow 3 wraps the Flask app in FastAPI) with the release-alias rule added to
+    the Flask app underneath."""
     from mlflow.server import app as mlflow_app
     from mlflow.server import auth
 
-    app = auth.create_app(app or mlflow_app)
+    flask_app = app or mlflow_app
+    served = auth.create_app(flask_app)
 
     # registered after basic-auth's own hook, so it runs after authentication and MLflow's own checks
-    @app.before_request
+    @flask_app.before_request
     def release_aliases_for_release_managers():
         if request.method not in ("POST", "DELETE") or not request.path.endswith(ALIAS_ROUTE_SUFFIX):
             return None
@@ -36,4 +39,4 @@ def create_app(app: Flask | None = None) -> Flask:
         )
         return jsonify({"error_code": "PERMISSION_DENIED", "message": message}), 403
 
-    return app
+    return served

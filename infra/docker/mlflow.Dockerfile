@@ -2,6 +2,7 @@
 # Build from the repository root: docker build -f infra/docker/mlflow.Dockerfile -t REGISTRY/cxr-mlflow:TAG .
 # BASE_IMAGE, CA_BUNDLE: see components.Dockerfile.
 ARG BASE_IMAGE=python:3.11-slim
+# checkov:skip=CKV_DOCKER_7: BASE_IMAGE is pinned by infra/docker/build-images.sh (python:3.11-slim or the local debootstrap image)
 FROM ${BASE_IMAGE}
 ARG CA_BUNDLE=""
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -9,9 +10,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY requirements.lock ${CA_BUNDLE} /tmp/build/
 # only the server's packages, at the versions the project's lock pins
-RUN if [ -n "${CA_BUNDLE}" ]; then export PIP_CERT="/tmp/build/$(basename "${CA_BUNDLE}")"; fi \
+RUN if [ -n "${CA_BUNDLE}" ]; then export PIP_CERT="/tmp/build/${CA_BUNDLE##*/}"; fi \
     && python3 -m venv /opt/venv \
-    && pip install --quiet -c /tmp/build/requirements.lock mlflow psycopg2-binary boto3 \
+    && pip install --quiet -c /tmp/build/requirements.lock "mlflow[auth]" psycopg2-binary boto3 \
     && rm -rf /tmp/build
 # the cxr-auth server app (sign-in; @champion for release managers), without the project's dependencies
 COPY pyproject.toml /tmp/src/
@@ -21,4 +22,5 @@ WORKDIR /app
 COPY mlflow/server.sh ./server.sh
 USER 10001:10001
 EXPOSE 5000
+HEALTHCHECK CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/health')"]
 CMD ["bash", "/app/server.sh"]

@@ -2,6 +2,7 @@
 # with the official image's environment contract (POSTGRES_USER/PASSWORD/DB, PGDATA on a volume).
 # Build from the repository root: docker build -f infra/docker/postgres.Dockerfile -t cxr-postgres:TAG .
 ARG BASE_IMAGE=debian:bookworm-slim
+# checkov:skip=CKV_DOCKER_7: BASE_IMAGE is pinned by infra/docker/build-images.sh (python:3.11-slim or the local debootstrap image)
 FROM ${BASE_IMAGE}
 ENV PGDATA=/var/lib/postgresql/data
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -14,4 +15,5 @@ COPY infra/docker/postgres-entrypoint.sh /usr/local/bin/postgres-entrypoint.sh
 USER 999:999
 VOLUME /var/lib/postgresql/data
 EXPOSE 5432
+HEALTHCHECK CMD ["pg_isready", "-h", "127.0.0.1"]
 CMD ["bash", "/usr/local/bin/postgres-entrypoint.sh"]

@@ -2,6 +2,7 @@
 # Build from the repository root: docker build -f infra/docker/webapp.Dockerfile -t REGISTRY/cxr-webapp:TAG .
 # The first layers are the components image's, so a build after it reuses them (BASE_IMAGE, CA_BUNDLE: see there).
 ARG BASE_IMAGE=python:3.11-slim
+# checkov:skip=CKV_DOCKER_7: BASE_IMAGE is pinned by infra/docker/build-images.sh (python:3.11-slim or the local debootstrap image)
 FROM ${BASE_IMAGE}
 ARG CA_BUNDLE=""
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 TF_CPP_MIN_LOG_LEVEL=2 \
@@ -9,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY requirements.lock ${CA_BUNDLE} /tmp/build/
 # runtime packages only: the lock minus the test tools
-RUN if [ -n "${CA_BUNDLE}" ]; then export PIP_CERT="/tmp/build/$(basename "${CA_BUNDLE}")"; fi \
+RUN if [ -n "${CA_BUNDLE}" ]; then export PIP_CERT="/tmp/build/${CA_BUNDLE##*/}"; fi \
     && python3 -m venv /opt/venv \
     && grep -vE '^(pytest|hypothesis|ruff|playwright|moto|zizmor)\b' /tmp/build/requirements.lock > /tmp/build/runtime.txt \
     && pip install --quiet -r /tmp/build/runtime.txt \

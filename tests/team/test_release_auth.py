@@ -64,7 +64,7 @@ def test_only_release_managers_move_champion_and_history_names_the_login(secured
     assert f"promote  v- -> v{version}  by bob: validated on the new sample" in history
     assert "[FAILED]  by alice" in history  # her attempt is on the record too
 
-    eve = cxr(alice, "team", "add-user", "eve", "--role", "release-manager", stdin="eve-password-8910\n")
+    eve = cxr(alice, "team", "add-user", "eve", "--role", "ci", "--password-stdin", stdin="eve-pw-8910-x\n")
     assert eve.returncode == 2 and "are you signed in as an admin?" in eve.stderr
     anonymous = cxr(client_env(secured), "registry", "list")
     assert anonymous.returncode != 0

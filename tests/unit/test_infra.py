@@ -39,8 +39,16 @@ def test_web_app_probes_its_health_endpoints(rendered):
 def test_mlflow_runs_on_postgres_and_s3_with_secrets_by_reference(rendered):
     server = container(rendered[("Deployment", "mlflow")])
     env = {e["name"]: e for e in server["env"]}
-    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]["name"] == "cxr-postgres"
-    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "cxr-s3"
+    # secrets as mounted files, read by mlflow/server.sh (VAR_FILE)
+    mounts = {m["name"]: m["mountPath"] for m in server["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in rendered[("Deployment", "mlflow")]["spec"]["template"][
+        "spec"]["volumes"] if "secret" in v}  # fmt: skip
+    assert secrets == {"postgres": "cxr-postgres", "s3": "cxr-s3", "auth": "cxr-mlflow-auth"}
+    assert env["MLFLOW_BACKEND_STORE_URI_FILE"]["value"] == f"{mounts['postgres']}/mlflow-uri"
+    assert env["AWS_SECRET_ACCESS_KEY_FILE"]["value"] == f"{mounts['s3']}/secret-access-key"
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD_FILE"]["value"] == f"{mounts['auth']}/admin-password"
+    script = (PROJECT / "mlflow" / "server.sh").read_text()
+    assert all(f"{name.removesuffix('_FILE')}" in script for name in env if name.endswith("_FILE"))
     assert env["MLFLOW_ARTIFACTS_DESTINATION"]["value"].startswith("s3://")
     assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://minio:9000"
     assert ("StatefulSet", "postgres") in rendered and ("Deployment", "minio") in rendered
