@@ -281,7 +281,7 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
 
     decision = GateDecision.from_json(decision_json)
     name = params.register.model_name
-    who = os.environ.get("USER") or getpass.getuser()
+    who = os.environ.get("MLFLOW_TRACKING_USERNAME") or os.environ.get("USER") or getpass.getuser()  # the login
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "register"):
         client = mlflow.MlflowClient()
         parent = client.get_run(ctx.parent_run_id)

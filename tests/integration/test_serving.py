@@ -156,14 +156,27 @@ def test_uploads_leave_no_files_behind(server):
 # Schema-driven fuzz: bodies as the OpenAPI description allows them (binary parts, any field names, any
 # query), from random bytes to mutated real images; the server must never answer 5xx.
 real = (SAMPLE / "COVID" / "COVID-8.png").read_bytes()
-bodies = st.one_of(
-    st.binary(max_size=4096),
-    st.builds(lambda cut, junk: real[:cut] + junk, st.integers(0, len(real)), st.binary(max_size=64)),
-    st.builds(lambda i, b: real[:i] + bytes([b]) + real[i + 1 :], st.integers(0, len(real) - 1), st.integers(0, 255)),
-)
+dicoms = [dicom_path().read_bytes(), deflate_bomb(256 << 20), many_frames(3, 64, 64, full=True), zero_window_width()]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def mutations(originals: list[bytes]):
+    """Truncations, appended junk and single-byte flips of the given files."""
+    pick = st.sampled_from(originals)
+    return st.one_of(
+        st.builds(lambda d, f, junk: d[: int(f * len(d))] + junk, pick, st.floats(0, 1), st.binary(max_size=64)),
+        st.builds(
+            lambda d, f, b: d[: int(f * (len(d) - 1))] + bytes([b]) + d[int(f * (len(d) - 1)) + 1 :],
+            pick,
+            st.floats(0, 1),
+            st.integers(0, 255),
+        ),  # fmt: skip
+    )
+
+
+bodies = st.one_of(st.binary(max_size=4096), mutations([real]), mutations(dicoms))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     body=bodies,
     field=st.sampled_from(["file", "files", "image", ""]),

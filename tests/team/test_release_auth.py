@@ -1,7 +1,6 @@
 """Release management with real identities: the MLflow server runs the cxr-auth app (MLflow's basic-auth,
 admin from a secret, @champion reserved to release managers) on PostgreSQL + S3, via mlflow/server.sh."""
 
-import os
 import subprocess
 
 import mlflow
@@ -66,6 +65,9 @@ def test_only_release_managers_move_champion_and_history_names_the_login(secured
 
     eve = cxr(alice, "team", "add-user", "eve", "--role", "ci", "--password-stdin", stdin="eve-pw-8910-x\n")
     assert eve.returncode == 2 and "are you signed in as an admin?" in eve.stderr
-    anonymous = cxr(client_env(secured), "registry", "list")
-    assert anonymous.returncode != 0
-    os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
+    listed = cxr(bob, "registry", "list").stdout
+    assert "alice" in listed  # registered_by: the login that registered it
+    anonymous = {k: v for k, v in alice.items() if k not in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    refused = cxr(anonymous, "registry", "list")
+    assert refused.returncode == 2 and "asks you to sign in: set MLFLOW_TRACKING_USERNAME" in refused.stderr
+    assert "Traceback" not in refused.stderr

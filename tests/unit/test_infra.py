@@ -43,7 +43,7 @@ def test_mlflow_runs_on_postgres_and_s3_with_secrets_by_reference(rendered):
     mounts = {m["name"]: m["mountPath"] for m in server["volumeMounts"]}
     secrets = {v["name"]: v["secret"]["secretName"] for v in rendered[("Deployment", "mlflow")]["spec"]["template"][
         "spec"]["volumes"] if "secret" in v}  # fmt: skip
-    assert secrets == {"postgres": "cxr-postgres", "s3": "cxr-s3", "auth": "cxr-mlflow-auth"}
+    assert secrets == {"postgres": "cxr-postgres", "s3": "cxr-s3-mlflow", "auth": "cxr-mlflow-auth"}  # scoped S3 user
     assert env["MLFLOW_BACKEND_STORE_URI_FILE"]["value"] == f"{mounts['postgres']}/mlflow-uri"
     assert env["AWS_SECRET_ACCESS_KEY_FILE"]["value"] == f"{mounts['s3']}/secret-access-key"
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD_FILE"]["value"] == f"{mounts['auth']}/admin-password"
