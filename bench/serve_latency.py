@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/serve_latency.py [--model URI] [--requests 60]
 Prints p50/p95 per image kind for POST /api/predict (with and without the Grad-CAM heatmap) and the
-in-process model call on the same decoded image, and the ratio HTTP / model.
+in-process model call on the same decoded image; last line: ratio = HTTP / model call for the PNG.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def main() -> None:
         f"model {served.uri} (version {served.version or '-'}), image_size {served.classifier.config['image_size']}, "
         f"{args.requests} requests each, sequential, one client"
     )
+    ratios = []
     for kind, data in images.items():
         array = decode_image(data, kind)[0]
         model_times, http_times, heat_times = [], [], []
@@ -71,12 +72,14 @@ def main() -> None:
             assert requests.post(url + "?heatmap=true", files={"file": ("x", data)}).status_code == 200
             heat_times.append(time.perf_counter() - t)
         ratio = statistics.median(http_times) / statistics.median(model_times)
+        ratios.append(ratio)
         print(
             f"{kind}: HTTP p50 {percentile(http_times, 50):.1f} ms p95 {percentile(http_times, 95):.1f} ms | "
             f"with heatmap p50 {percentile(heat_times, 50):.1f} ms p95 {percentile(heat_times, 95):.1f} ms | "
             f"model call alone p50 {percentile(model_times, 50):.1f} ms | HTTP/model ratio {ratio:.2f}"
         )
     server.shutdown()
+    print(f"ratio: {ratios[0]:.2f}")  # HTTP / model call, PNG
 
 
 if __name__ == "__main__":

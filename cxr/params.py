@@ -103,6 +103,9 @@ class MlflowParams:
 @dataclass(frozen=True)
 class ServeParams:
     max_upload_mb: float = 20
+    threads: int = 32  # gunicorn threads of the one worker process (the model is loaded once, in it)
+    max_inflight: int = 24  # predictions admitted at once (they queue on the model); more get 503
+    timeout_s: int = 120  # a request that takes longer gets its worker restarted
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def serve(
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     logging.getLogger("cxr").setLevel(logging.WARNING)
-    run_server(model, host, port, params.serve.max_upload_mb, params.register.model_name, auth)
+    run_server(model, host, port, params.serve, params.register.model_name, auth)
 
 
 @app.command("retrain")

@@ -10,6 +10,7 @@ import base64
 import io
 import logging
 import secrets
+import threading
 from pathlib import Path
 
 from flask import Flask, Request, g, jsonify, render_template, request
@@ -39,12 +40,14 @@ def status_for(exc: CxrError) -> int:
     return 422
 
 
-def create_app(served, max_upload_mb: float = 20, auth=None) -> Flask:
+def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int = 24) -> Flask:
     """The Flask app around one loaded ServedModel (see model_store.load_served_model); `auth` (an
-    auth.Auth) guards everything but the health endpoints."""
+    auth.Auth) guards everything but the health endpoints; at most `max_inflight` predictions are
+    admitted at once, more get 503 with Retry-After (a bounded queue, not an unbounded one)."""
     from cxr.serving.auth import OPEN_PATHS, Auth
 
     auth = auth or Auth()
+    admission = threading.BoundedSemaphore(max_inflight)
     app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
@@ -118,6 +121,21 @@ def create_app(served, max_upload_mb: float = 20, auth=None) -> Flask:
         response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
         return response
 
+    @app.before_request
+    def admit():
+        if request.method != "POST":
+            return None
+        if not admission.acquire(blocking=False):
+            busy = {"error": f"The server is busy ({max_inflight} predictions in progress); retry in a few seconds."}
+            return jsonify(busy), 503, {"Retry-After": "5"}
+        g.admitted = True
+        return None
+
+    @app.teardown_request
+    def release(_exc):
+        if g.pop("admitted", False):
+            admission.release()
+
     @app.errorhandler(CxrError)
     def bad_input(exc: CxrError):
         return jsonify({"error": str(exc)}), status_for(exc)
@@ -182,14 +200,33 @@ def create_app(served, max_upload_mb: float = 20, auth=None) -> Flask:
     return app
 
 
-def serve(model_uri: str, host: str, port: int, max_upload_mb: float, model_name: str, auth=None) -> None:
-    """Load the model once, then serve (threaded WSGI server; model calls are serialised)."""
-    from werkzeug.serving import make_server
+def serve(model_uri: str, host: str, port: int, params, model_name: str, auth=None) -> None:
+    """Serve with gunicorn: one worker process that loads the model once, `params.threads` threads,
+    `params.max_inflight` predictions admitted at once (the model calls are serialised), timeouts."""
+    from gunicorn.app.base import BaseApplication
 
     from cxr.serving.model_store import load_served_model
 
-    served = load_served_model(model_uri, model_name)
-    app = create_app(served, max_upload_mb, auth)
-    server = make_server(host, port, app, threaded=True)
-    log.warning("listening on http://%s:%d", host, server.server_port)
-    server.serve_forever()
+    class Server(BaseApplication):
+        def load_config(self):
+            settings = {
+                "bind": f"{host}:{port}",
+                "workers": 1,  # one copy of the model in memory; the threads share it
+                "worker_class": "gthread",
+                "threads": params.threads,
+                "timeout": params.timeout_s,
+                "graceful_timeout": 30,
+                "keepalive": 5,
+                "backlog": 64,
+                "accesslog": None,  # nothing about requests is logged (uploads are private)
+                "loglevel": "warning",
+            }
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self):  # in the worker: TensorFlow does not survive a fork
+            served = load_served_model(model_uri, model_name)
+            log.warning("listening on http://%s:%d", host, port)
+            return create_app(served, params.max_upload_mb, auth, params.max_inflight)
+
+    Server().run()

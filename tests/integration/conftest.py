@@ -14,6 +14,7 @@ from tests.conftest import PROJECT, tiny
 
 CXR = str(Path(sys.executable).parent / "cxr")
 MAX_MB = 8
+MAX_INFLIGHT = 4  # serve.max_inflight of the test server: the overload test exceeds it
 
 
 def free_port() -> int:
@@ -72,7 +73,8 @@ def server(tmp_path_factory):
     version = register_tiny_model(tmp, uri)
     plant_pickle_payload(tmp, tmp / "pwned")  # whoever can write the registry: the server must not run it
     params = tmp / "params.yaml"
-    params.write_text((PROJECT / "params.yaml").read_text().replace("max_upload_mb: 20", f"max_upload_mb: {MAX_MB}"))
+    text = (PROJECT / "params.yaml").read_text().replace("max_upload_mb: 20", f"max_upload_mb: {MAX_MB}")
+    params.write_text(text.replace("max_inflight: 24", f"max_inflight: {MAX_INFLIGHT}"))
     proc, base = start_server(tmp, uri, "--params", str(params))
     yield {"base": base, "version": version, "log": tmp / "server.log", "dir": tmp, "pid": proc.pid, "uri": uri}
     proc.terminate()

@@ -192,7 +192,10 @@ def test_fuzz_never_5xx(server, body, field, path, filename):
 
 
 def peak_rss_mb(pid: int) -> float:
-    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line)
+    """Peak RSS of the gunicorn worker (the master's child), which holds the model and decodes uploads."""
+    (worker,) = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    lines = open(f"/proc/{worker}/status").read().splitlines()
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
     return int(fields["VmHWM"].split()[0]) / 1024
 
 
@@ -238,3 +241,19 @@ def test_the_server_never_unpickles_the_registered_model(server):
     except Exception:
         pass
     assert (server["dir"] / "pwned").exists()
+
+
+def test_overload_gets_503_with_retry_after_and_no_other_error(server):
+    """More concurrent predictions than serve.max_inflight (4 in the test server's params): the excess
+    is refused at once with 503 + Retry-After, not queued without bound; every admitted one succeeds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = (SAMPLE / "COVID" / "COVID-2.png").read_bytes()
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        responses = list(pool.map(lambda _: post(server, data), range(40)))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503} and codes.count(200) >= 4, codes
+    busy = [r for r in responses if r.status_code == 503]
+    assert busy, "40 concurrent requests never exceeded 4 in flight"
+    assert all(r.headers["Retry-After"] == "5" and "busy" in r.json()["error"] for r in busy)
+    assert post(server, data).status_code == 200  # and it recovers
