@@ -215,7 +215,7 @@ def serve(model_uri: str, host: str, port: int, params, model_name: str, auth=No
                 "worker_class": "gthread",
                 "threads": params.threads,
                 "timeout": params.timeout_s,
-                "graceful_timeout": 30,
+                "graceful_timeout": 10,
                 "keepalive": 5,
                 "backlog": 64,
                 "accesslog": None,  # nothing about requests is logged (uploads are private)

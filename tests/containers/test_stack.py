@@ -53,7 +53,7 @@ def served_prediction(timeout=240) -> dict:
                     answer = requests.post(f"{WEBAPP}/api/predict", files={"file": fh}, timeout=60)
                 assert answer.status_code == 200, answer.text
                 return answer.json()
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or accepted and not answered while the worker loads
             pass
         time.sleep(2)
     raise AssertionError(f"the web app at {WEBAPP} did not become ready in {timeout} s")

@@ -78,7 +78,7 @@ def server(tmp_path_factory):
     proc, base = start_server(tmp, uri, "--params", str(params))
     yield {"base": base, "version": version, "log": tmp / "server.log", "dir": tmp, "pid": proc.pid, "uri": uri}
     proc.terminate()
-    proc.wait(timeout=30)
+    proc.wait(timeout=90)
 
 
 def start_server(tmp: Path, uri: str, *args: str, host: str = "127.0.0.1", log_name: str = "server.log"):
@@ -99,7 +99,7 @@ def start_server(tmp: Path, uri: str, *args: str, host: str = "127.0.0.1", log_n
         try:
             if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or accepted and not answered while the worker loads
             time.sleep(1)
         assert proc.poll() is None, (tmp / log_name).read_text()
     return proc, base

@@ -33,7 +33,7 @@ def test_htpasswd_users_get_in_and_nobody_else(server, tmp_path):
         assert requests.get(f"{base}/healthz", timeout=30).status_code == 200  # the probes stay open
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=90)
     assert "correct horse" not in (server["dir"] / "auth.log").read_text()
 
 
@@ -45,7 +45,7 @@ def test_behind_a_proxy_the_trusted_header_is_required_on_every_address(server):
         assert predict(base, headers={"X-Auth-Request-User": "dr.who"}).status_code == 200
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=90)
 
 
 def run(*args):
