@@ -12,7 +12,7 @@ COPY requirements.lock ${CA_BUNDLE} /tmp/build/
 # only the server's packages, at the versions the project's lock pins
 RUN if [ -n "${CA_BUNDLE}" ]; then export PIP_CERT="/tmp/build/${CA_BUNDLE##*/}"; fi \
     && python3 -m venv /opt/venv \
-    && pip install --quiet -c /tmp/build/requirements.lock "mlflow[auth]" psycopg2-binary boto3 \
+    && pip install --quiet -c /tmp/build/requirements.lock "mlflow[auth]" psycopg2-binary boto3 setuptools==80.9.0 \
     && rm -rf /tmp/build
 # the cxr-auth server app (sign-in; @champion for release managers), without the project's dependencies
 COPY pyproject.toml /tmp/src/
