@@ -112,14 +112,19 @@ def pipeline_run(
     _finish(result, out, as_json)
 
 
+def _cluster_params(params_file, profile: str, overrides, cluster: tuple[str, str, str, str]):
+    """Params with the command's `cluster.*` options (registry, tag, tracking URI, data dir) as overrides."""
+    keys = ("image_registry", "image_tag", "tracking_uri", "data_dir")
+    extra = [f"cluster.{k}={v}" for k, v in zip(keys, cluster, strict=True) if v]
+    return _load(params_file, profile, list(overrides or []) + extra)
+
+
 def _compile(output: Path, params_file, profile: str, overrides, cluster: tuple[str, str, str, str]) -> Path:
-    """Params (with the command's `cluster.*` options as overrides) -> a compiled package at `output`."""
+    """A compiled package at `output`, with data.dvc's version and the commit as parameter defaults."""
     from cxr import tracking
     from pipelines.compile import compile_pipeline
 
-    keys = ("image_registry", "image_tag", "tracking_uri", "data_dir")
-    extra = [f"cluster.{k}={v}" for k, v in zip(keys, cluster, strict=True) if v]
-    params = _load(params_file, profile, list(overrides or []) + extra)
+    params = _cluster_params(params_file, profile, overrides, cluster)
     return compile_pipeline(output, params, tracking.data_version(), tracking.git_commit())
 
 
@@ -228,10 +233,7 @@ def pipeline_submit(
     with --wait prints state changes, then the same summary and exit codes as `cxr pipeline run`."""
     from cxr_cli.progress import terminal
 
-    keys = ("image_registry", "image_tag", "tracking_uri", "data_dir")
-    cluster = (image_registry, image_tag, tracking_uri, data_dir)
-    extra = [f"cluster.{k}={v}" for k, v in zip(keys, cluster, strict=True) if v]
-    params = _load(params_file, profile, list(overrides or []) + extra)
+    params = _cluster_params(params_file, profile, overrides, (image_registry, image_tag, tracking_uri, data_dir))
     out = terminal(to_stderr=as_json or not wait)
     try:
         result = _submit_and_wait(params, host, experiment, namespace, timeout if wait else None, out, poll_interval)
