@@ -178,7 +178,9 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:  # an MLflow server refusing the request is the user's to fix, not a crash
-        if exc.__class__.__name__ != "MlflowException" or not _refused(exc):
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(exc, MlflowException) or not _refused(exc):
             raise
         print(f"error: {_refused(exc)}", file=sys.stderr)
         sys.exit(2)
