@@ -61,8 +61,11 @@ def list_versions(name: str) -> list[dict]:
     try:
         versions = client().search_model_versions(f"name='{name}'")
     except MlflowException as exc:
+        from cxr.tracking import refusal
+
         raise CxrError(
-            f"Registered model '{name}' cannot be read ({exc.__class__.__name__}); check MLFLOW_TRACKING_URI."
+            refusal(exc)
+            or f"Registered model '{name}' cannot be read ({exc.__class__.__name__}); check MLFLOW_TRACKING_URI."
         ) from exc
     holders = aliases_by_version(name)
     rows = []

@@ -35,6 +35,25 @@ def is_local(uri: str) -> bool:
     return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
 
 
+def refusal(exc: BaseException) -> str:
+    """One sentence for an MLflow server that refused who we are (401) or what we asked (403), else ''."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException):
+        return ""
+    text, code = str(exc), getattr(exc, "error_code", "")
+    server = os.environ.get("MLFLOW_TRACKING_URI", "the MLflow server")
+    if "error code 401" in text or code == "UNAUTHENTICATED":
+        return (
+            f"{server} asks you to sign in: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+            "(ask an admin for an account: cxr team add-user)."
+        )
+    if "error code 403" in text or code == "PERMISSION_DENIED":
+        who = os.environ.get("MLFLOW_TRACKING_USERNAME", "you")
+        return f"{server} refused this to {who}: your role does not allow it (ask an admin or a release manager)."
+    return ""
+
+
 def require_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
     """A tracking server that refuses connections fails in one sentence at once, not after MLflow's
     minutes of retries. Stores on disk, and servers that answer at all (even 401), pass."""
@@ -73,7 +92,8 @@ def configure(tracking_uri: str, experiment: str) -> str:
         return mlflow.create_experiment(experiment, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING})
     except Exception as exc:
         raise CxrError(
-            f"The MLflow tracking server at {tracking_uri} cannot be reached ({exc.__class__.__name__}); "
+            refusal(exc)
+            or f"The MLflow tracking server at {tracking_uri} cannot be reached ({exc.__class__.__name__}); "
             "start it (make ui / mlflow/server.sh) or set MLFLOW_TRACKING_URI."
         ) from exc
 

@@ -155,21 +155,6 @@ def retrain(
     _finish(result, out, as_json)
 
 
-def _refused(exc: Exception) -> str:
-    """One sentence for an MLflow server that refused who we are (401) or what we asked (403), else ''."""
-    text = str(exc)
-    server = os.environ.get("MLFLOW_TRACKING_URI", "the MLflow server")
-    if "error code 401" in text or getattr(exc, "error_code", "") == "UNAUTHENTICATED":
-        return (
-            f"{server} asks you to sign in: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
-            "(ask an admin for an account: cxr team add-user)."
-        )
-    if "error code 403" in text or getattr(exc, "error_code", "") == "PERMISSION_DENIED":
-        who = os.environ.get("MLFLOW_TRACKING_USERNAME", "you")
-        return f"{server} refused this to {who}: your role does not allow it (ask an admin or a release manager)."
-    return ""
-
-
 def main() -> None:
     _quiet()
     try:
@@ -178,11 +163,11 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:  # an MLflow server refusing the request is the user's to fix, not a crash
-        from mlflow.exceptions import MlflowException
+        from cxr.tracking import refusal
 
-        if not isinstance(exc, MlflowException) or not _refused(exc):
+        if not refusal(exc):
             raise
-        print(f"error: {_refused(exc)}", file=sys.stderr)
+        print(f"error: {refusal(exc)}", file=sys.stderr)
         sys.exit(2)
 
 
