@@ -236,7 +236,8 @@ def test_the_server_never_unpickles_the_registered_model(server):
     assert post(server, (SAMPLE / "COVID" / "COVID-2.png").read_bytes()).status_code == 200
     assert not (server["dir"] / "pwned").exists()
     mlflow.set_tracking_uri(server["uri"])
-    try:  # MLflow's own loader would have run it: the payload is live
+    mlflow.set_registry_uri(server["uri"])  # earlier tests may have pointed the registry elsewhere
+    try:  # MLflow's own loader would have run it: the payload is live (loading then fails on what it built)
         mlflow.pyfunc.load_model("models:/covid-xray-vgg16@challenger")
     except Exception:
         pass
