@@ -1,6 +1,12 @@
 """Errors meant for people: one sentence naming the file and the fix."""
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, cut to `limit` characters: enough to name the cause in
+    a one-sentence error without a third-party traceback or response body."""
+    return (str(exc).strip().splitlines() or [""])[0][:limit]
+
+
 class CxrError(Exception):
     """A problem the user can fix; the CLI prints the message and exits non-zero."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cxr.errors import CxrError
+from cxr.errors import CxrError, first_line
 
 
 def load_classifier(model_uri: str):
@@ -17,7 +17,7 @@ def load_classifier(model_uri: str):
         return load_pyfunc(model_uri)
     except (MlflowException, OSError) as exc:
         raise CxrError(
-            f"Model {model_uri} cannot be loaded ({str(exc).splitlines()[0][:200]}); check the URI "
+            f"Model {model_uri} cannot be loaded ({first_line(exc)}); check the URI "
             "(runs:/ID/model, models:/NAME@ALIAS, models:/NAME/N) and MLFLOW_TRACKING_URI."
         ) from exc
 

@@ -192,11 +192,12 @@ def recorded_gate(mv) -> dict | None:
         return None
     c = client()
     source = c.get_run(mv.run_id)
-    parent = source.data.tags.get("mlflow.parentRunId") or mv.run_id
-    if c.get_run(parent).data.tags.get("registered_version") != str(mv.version):
+    parent_id = source.data.tags.get("mlflow.parentRunId") or mv.run_id
+    parent = c.get_run(parent_id)
+    if parent.data.tags.get("registered_version") != str(mv.version):
         return None  # the run's model, registered again by hand: the gate did not register this version
     gates = c.search_runs(
-        [source.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.step = 'gate'"
+        [source.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.step = 'gate'"
     )
     if not gates:
         return None
@@ -204,7 +205,7 @@ def recorded_gate(mv) -> dict | None:
         record = json.loads(mlflow.artifacts.load_text(f"runs:/{gates[0].info.run_id}/gate.json"))
     except Exception:  # no artifact, or unreadable: no record
         return None
-    record["val_f1_logged"] = c.get_run(parent).data.metrics.get("val_f1")
+    record["val_f1_logged"] = parent.data.metrics.get("val_f1")
     return record
 
 

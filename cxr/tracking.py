@@ -10,7 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from cxr.errors import CxrError
+from cxr.errors import CxrError, first_line
 from cxr.params import Params, project_root
 
 # The MLflow 3 UI opens an experiment on its training-runs view (not the GenAI overview) when tagged so.
@@ -191,7 +191,7 @@ def _is_store_failure(exc: BaseException) -> bool:
 
 def store_error(tracking_uri: str, step: str, exc: BaseException) -> CxrError:
     """One sentence for a tracking server or artifact store failing under a step."""
-    first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else exc.__class__.__name__
+    first = first_line(exc, 240) or exc.__class__.__name__
     artifacts = "mlflow-artifacts" in first or "500 error" in first or "S3" in first or "ucket" in first
     if not artifacts and ("API request to" in first or "Connection" in first):
         return CxrError(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxr.errors import CxrError
+from cxr.errors import CxrError, first_line
 
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")
 TOKEN_ENV = "KFP_TOKEN"
@@ -29,11 +29,6 @@ class KfpRunEnd:
     error: str = ""
     seconds: float = 0.0
     tasks: dict[str, str] = field(default_factory=dict)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else "")[:200]
 
 
 def probe(host: str, token: str | None) -> None:
@@ -71,7 +66,7 @@ def connect(host: str, namespace: str | None = None):
             return kfp.Client(host=host, namespace=namespace, existing_token=token, credentials=credentials)
     except Exception as exc:  # kfp surfaces connection, auth and API errors as many types
         raise CxrError(
-            f"Connecting to Kubeflow Pipelines at {host} failed ({exc.__class__.__name__}: {_first_line(exc)}); "
+            f"Connecting to Kubeflow Pipelines at {host} failed ({exc.__class__.__name__}: {first_line(exc)}); "
             f"check --host and the credentials in ${TOKEN_ENV}."
         ) from exc
 
@@ -88,7 +83,7 @@ def submit(client, host: str, package: Path, experiment: str, run_name: str, arg
         )
     except Exception as exc:
         raise CxrError(
-            f"Submitting to Kubeflow Pipelines at {host} failed ({exc.__class__.__name__}: {_first_line(exc)}); "
+            f"Submitting to Kubeflow Pipelines at {host} failed ({exc.__class__.__name__}: {first_line(exc)}); "
             "check --host and your credentials."
         ) from exc
     return run.run_id
@@ -132,7 +127,7 @@ def wait(
             if failures >= 5:
                 raise CxrError(
                     f"Kubeflow Pipelines stopped answering about run {run_id} ({exc.__class__.__name__}: "
-                    f"{_first_line(exc)}); the run may still be going: check the KFP UI."
+                    f"{first_line(exc)}); the run may still be going: check the KFP UI."
                 ) from exc
             sleep(poll_s)
             continue

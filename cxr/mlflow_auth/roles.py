@@ -7,17 +7,13 @@
 
 from __future__ import annotations
 
-from cxr.errors import CxrError
+from cxr.errors import CxrError, first_line
 
 ROLES = {
     "release-manager": {"experiment": "READ", "registered_model": "MANAGE"},
     "data-scientist": {"experiment": "EDIT", "registered_model": "EDIT"},
     "ci": {"experiment": "EDIT", "registered_model": "EDIT"},
 }
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
 def add_user(tracking_uri: str, username: str, password: str, role: str, experiment: str, model_name: str) -> dict:
@@ -40,7 +36,7 @@ def add_user(tracking_uri: str, username: str, password: str, role: str, experim
     except MlflowException as exc:
         if "already exists" not in str(exc).lower():
             raise CxrError(
-                f"Creating user {username} failed ({_first_line(exc)}); are you signed in as an admin?"
+                f"Creating user {username} failed ({first_line(exc)}); are you signed in as an admin?"
             ) from exc
         created = False
     experiment_id = tracking.configure(tracking_uri, experiment)
@@ -55,6 +51,6 @@ def add_user(tracking_uri: str, username: str, password: str, role: str, experim
             client.grant_user_permission(username, resource, grants[resource], permission)
         except MlflowException as exc:
             raise CxrError(
-                f"Granting {permission} on {resource} {grants[resource]} to {username} failed ({_first_line(exc)})."
+                f"Granting {permission} on {resource} {grants[resource]} to {username} failed ({first_line(exc)})."
             ) from exc
-    return {"user": username, "created": created, "role": role, **{k: v for k, v in ROLES[role].items()}}
+    return {"user": username, "created": created, "role": role, **ROLES[role]}
