@@ -21,3 +21,11 @@ class UnsupportedFormat(CxrError):
 
 class InputTooLarge(CxrError):
     """Over the pixel or byte limit (decompression bombs included)."""
+
+
+class OutOfScope(CxrError):
+    """Not what the model is for (not a frontal chest X-ray): refused before any prediction (422)."""
+
+    def __init__(self, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.details = details or {}

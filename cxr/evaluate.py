@@ -115,24 +115,65 @@ def plot_roc(points: dict, auc: float, title: str, path: Path) -> Path:
     return _save(fig, ax, title, path)
 
 
-def predict_split(classifier, frame, dataset_dir) -> np.ndarray:
-    """Probabilities for the rows of a manifest split, through the model's own preprocessing."""
+def _split_arrays(frame, dataset_dir) -> list[np.ndarray]:
     from cxr.images import decode_image
 
-    arrays = [decode_image((Path(dataset_dir) / f).read_bytes(), f)[0] for f in frame["file"]]
-    return classifier.predict_arrays(arrays)
+    return [decode_image((Path(dataset_dir) / f).read_bytes(), f)[0] for f in frame["file"]]
 
 
-def evaluate_split(classifier, frame, dataset_dir, split: str, out_dir: Path, bootstrap_samples: int = 1000) -> dict:
-    """Metrics (with bootstrap CIs), confusion matrix, ROC, calibration and plots for one split;
-    writes <split>_*.png/json."""
+def assess_split(classifier, frame, dataset_dir, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, input-gate features) for the rows of a manifest split, in batches."""
+    files = list(frame["file"])
+    probabilities, features = [], []
+    for start in range(0, len(files), batch):
+        p, f = classifier.assess_arrays(_split_arrays(frame.iloc[start : start + batch], dataset_dir))
+        probabilities.append(p)
+        features.append(f)
+    if not probabilities:
+        return np.zeros(0), np.zeros((0, 0))
+    return np.concatenate(probabilities), np.concatenate(features)
+
+
+def predict_split(classifier, frame, dataset_dir) -> np.ndarray:
+    """Probabilities for the rows of a manifest split, through the model's own preprocessing."""
+    return assess_split(classifier, frame, dataset_dir)[0]
+
+
+def split_features(classifier, frame, dataset_dir) -> np.ndarray:
+    return assess_split(classifier, frame, dataset_dir)[1]
+
+
+def predictive_values(sensitivity: float, specificity: float, prevalence: float) -> tuple[float, float]:
+    """(PPV, NPV) at a stated prevalence of the positive class (Bayes' rule), not at the split's own mix."""
+    true_pos, false_pos = sensitivity * prevalence, (1 - specificity) * (1 - prevalence)
+    true_neg, false_neg = specificity * (1 - prevalence), (1 - sensitivity) * prevalence
+    return _ratio(true_pos, true_pos + false_pos), _ratio(true_neg, true_neg + false_neg)
+
+
+def evaluate_split(
+    classifier,
+    frame,
+    dataset_dir,
+    split: str,
+    out_dir: Path,
+    bootstrap_samples: int = 1000,
+    prevalence: float = 0.1,
+) -> dict:
+    """Metrics (with bootstrap CIs), PPV/NPV at `prevalence`, the input gate's acceptance, confusion
+    matrix, ROC, calibration and plots for one split; writes <split>_*.png/json. The metrics cover every
+    image of the split, accepted by the gate or not (`ood_accept_rate` says how many it accepted)."""
     from cxr.augment import labels_of
 
     positive = classifier.config["positive_class"]
     negative = classifier.config["negative_class"]
     y_true = labels_of(frame, positive)
-    probability = predict_split(classifier, frame, dataset_dir)
+    probability, features = assess_split(classifier, frame, dataset_dir)
     metrics = compute_metrics(y_true, probability, float(classifier.config["threshold"]))
+    metrics["prevalence"] = float(prevalence)
+    metrics["ppv"], metrics["npv"] = predictive_values(metrics["sensitivity"], metrics["specificity"], prevalence)
+    scores = classifier.ood_scores(features)
+    if classifier.gate is not None and len(scores):
+        metrics["ood_accept_rate"] = float(classifier.gate.accepts(scores).mean())
     table = confusion_matrix_table(metrics, negative, positive)
     points = roc_points(y_true, probability)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,8 +193,8 @@ def evaluate_split(classifier, frame, dataset_dir, split: str, out_dir: Path, bo
         "calibration": cal,
         "roc": points,
         "predictions": [
-            {"source": s, "label": lab, "probability": float(p)}
-            for s, lab, p in zip(frame["source"], frame["label"], probability, strict=True)
+            {"source": s, "label": lab, "probability": float(p), "ood_score": float(o) if np.isfinite(o) else None}
+            for s, lab, p, o in zip(frame["source"], frame["label"], probability, scores, strict=True)
         ],
     }
     (out_dir / f"{split}_report.json").write_text(json.dumps(report, indent=2))
@@ -269,3 +310,37 @@ def plot_reliability(cal: dict, title: str, path: Path) -> Path:
     ax.set_ylabel("observed positive rate")
     ax.legend(loc="upper left")
     return _save(fig, ax, title, path)
+
+
+def evaluate_ood_set(classifier, out_dir: Path, seed: int = 0) -> dict:
+    """The input gate on the offline out-of-distribution set (cxr/ood_set.py): the share refused, in
+    all and by kind, and every image's score; writes ood_report.json. Empty for a model without a gate."""
+    from cxr.ood_set import build_ood_set
+
+    if classifier.gate is None:
+        return {}
+    images = build_ood_set(seed)
+    scores = []
+    for start in range(0, len(images), 16):
+        _, features = classifier.assess_arrays([image.array for image in images[start : start + 16]])
+        scores.append(classifier.ood_scores(features))
+    score = np.concatenate(scores)
+    refused = ~classifier.gate.accepts(score)
+    kinds = sorted({image.kind.split(":")[0] for image in images})
+    report = {
+        "threshold": float(classifier.gate.threshold),
+        "detector": classifier.gate.summary(),
+        "n": len(images),
+        "reject_rate": float(refused.mean()),
+        "reject_rate_by_kind": {
+            kind: float(np.mean([r for image, r in zip(images, refused, strict=True) if image.kind.startswith(kind)]))
+            for kind in kinds
+        },
+        "images": [
+            {"name": image.name, "kind": image.kind, "score": float(s), "refused": bool(r)}
+            for image, s, r in zip(images, score, refused, strict=True)
+        ],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "ood_report.json").write_text(json.dumps(report, indent=2))
+    return report

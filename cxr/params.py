@@ -79,6 +79,19 @@ class EvaluateParams:
     threshold_min_per_class: int = 10
     threshold_prior_images: float = 20.0
     bootstrap_samples: int = 1000
+    prevalence: float = 0.1  # PPV and NPV are reported at this prevalence of the positive class
+
+
+@dataclass(frozen=True)
+class OodParams:
+    """The input gate (cxr/ood.py): fitted in the train step, shipped in the model folder."""
+
+    enabled: bool = True
+    quantile: float = 0.99  # the threshold: this quantile of held-out in-distribution scores
+    folds: int = 4  # training images are scored by detectors fitted on the other folds
+    max_components: int = 256  # covariance directions kept (the rest share the shrinkage floor)
+    target_accept: float = 0.95  # reported against: in-distribution X-rays accepted (val, test)
+    target_reject: float = 0.95  # and the offline out-of-distribution set refused (cxr/ood_set.py)
 
 
 @dataclass(frozen=True)
@@ -130,6 +143,7 @@ class Params:
     augment: AugmentParams = field(default_factory=AugmentParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    ood: OodParams = field(default_factory=OodParams)
     gate: GateParams = field(default_factory=GateParams)
     register: RegisterParams = field(default_factory=RegisterParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
@@ -161,6 +175,7 @@ _SECTIONS = {
     "augment": AugmentParams,
     "train": TrainParams,
     "evaluate": EvaluateParams,
+    "ood": OodParams,
     "gate": GateParams,
     "register": RegisterParams,
     "mlflow": MlflowParams,

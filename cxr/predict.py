@@ -22,27 +22,87 @@ def load_classifier(model_uri: str):
         ) from exc
 
 
-def predict_files(classifier, files: list[Path]) -> list[dict]:
-    """One result per file: file, probability (of the positive class), label; or file and error."""
-    from cxr.images import decode_image
+NO_GATE = (
+    "this model version has no input gate (trained before it existed): nothing checked that the image is a "
+    "frontal chest X-ray"
+)
 
-    results, arrays, index = [], [], []
-    for path in files:
-        path = Path(path)
+
+def _refusal_for(classifier, score: float) -> str:
+    gate = classifier.gate
+    return (
+        f"the image does not look like the frontal chest X-rays this model was trained on (out-of-distribution "
+        f"score {score:.1f} > threshold {gate.threshold:.1f}); check that it is a frontal chest radiograph"
+    )
+
+
+def assess(classifier, items: list[tuple[str, bytes]], allow_ood: bool = False) -> list[dict]:
+    """One row per (name, bytes): the DICOM header check, then decoding, then one batched pass for the
+    probability and the input gate's score. A refused image gets `in_distribution` false, `probability`
+    and `label` null and a `reason`; with `allow_ood` it is scored anyway and the reason is kept as
+    `warning`. Undecodable input gets `error`. No image, file name or DICOM field is logged."""
+    from cxr.images import decode_image
+    from cxr.scope import dicom_refusal
+
+    rows, arrays, index = [], [], []
+    for name, data in items:
+        row = {"file": name}
+        rows.append(row)
         try:
-            if not path.is_file():
-                raise CxrError(f"{path} does not exist; check the path.")
-            arrays.append(decode_image(path.read_bytes(), str(path))[0])
-            index.append(len(results))
-            results.append({"file": str(path)})
+            refusal = dicom_refusal(data, name) if data else None
+            if refusal and not allow_ood:
+                row.update(in_distribution=False, ood_score=None, probability=None, label=None, reason=refusal)
+                continue
+            arrays.append(decode_image(data, name)[0])
+            index.append(len(rows) - 1)
+            if refusal:
+                row["warning"] = refusal
         except CxrError as exc:
-            results.append({"file": str(path), "error": str(exc)})
-    for i, probability in zip(index, classifier.predict_arrays(arrays), strict=True):
-        results[i].update(
-            {
-                "probability": round(float(probability), 6),
-                "label": classifier.label_for(float(probability)),
-                "threshold": float(classifier.config["threshold"]),
-            }
+            row["error"] = str(exc)
+    if not arrays:
+        return rows
+    probabilities, features = classifier.assess_arrays(arrays)
+    scores = classifier.ood_scores(features)
+    threshold = float(classifier.config["threshold"])
+    for i, probability, score in zip(index, probabilities, scores, strict=True):
+        row = rows[i]
+        gated = classifier.gate is not None
+        accepted = bool(classifier.gate.accepts(score)) if gated else None
+        row.update(
+            in_distribution=accepted if "warning" not in row else False,
+            ood_score=round(float(score), 3) if gated else None,
+            ood_threshold=round(float(classifier.gate.threshold), 3) if gated else None,
         )
-    return results
+        if gated and not accepted:
+            reason = _refusal_for(classifier, float(score))
+            if not allow_ood:
+                row.update(probability=None, label=None, reason=reason)
+                continue
+            row["warning"] = "; ".join(filter(None, (row.get("warning"), reason)))
+        if not gated:
+            row["warning"] = NO_GATE
+        row.update(
+            probability=round(float(probability), 6),
+            label=classifier.label_for(float(probability)),
+            threshold=threshold,
+        )
+        if row.get("warning") and allow_ood and row["in_distribution"] is False:
+            row["warning"] = "scored anyway (--allow-ood): " + row["warning"]
+    return rows
+
+
+def assess_bytes(classifier, data: bytes, name: str, allow_ood: bool = False) -> dict:
+    return assess(classifier, [(name, data)], allow_ood)[0]
+
+
+def predict_files(classifier, files: list[Path], allow_ood: bool = False) -> list[dict]:
+    """One result per file (see `assess`); a missing file is an `error` row."""
+    items, missing = [], {}
+    for i, path in enumerate(files):
+        path = Path(path)
+        if path.is_file():
+            items.append((str(path), path.read_bytes()))
+        else:
+            missing[i] = {"file": str(path), "error": f"{path} does not exist; check the path."}
+    assessed = iter(assess(classifier, items, allow_ood))
+    return [missing[i] if i in missing else next(assessed) for i in range(len(files))]

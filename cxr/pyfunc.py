@@ -1,7 +1,9 @@
 """The MLflow model: the trained Keras network wrapped with the shared decoding and preprocessing.
 
 Input: a DataFrame with an `image` column of raw file bytes (PNG, JPEG or DICOM). Output: a DataFrame
-with `probability` (of the positive class) and `label` (at the recorded decision threshold).
+with `probability` (of the positive class), `label` (at the recorded decision threshold),
+`in_distribution`, `ood_score` and `reason`: an image the input gate (cxr/ood.py) or its DICOM header
+(cxr/scope.py) refuses gets no probability and no label, and the reason why.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
+
+from cxr.ood import OOD_FILE
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -24,17 +28,27 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
     """Loads the Keras model once; predictions reuse one compiled predict function."""
 
     def load_context(self, context):
-        self.load(Path(context.artifacts["keras_model"]), json.loads(Path(context.artifacts["config"]).read_text()))
+        gate = context.artifacts.get("ood")
+        self.load(
+            Path(context.artifacts["keras_model"]),
+            json.loads(Path(context.artifacts["config"]).read_text()),
+            Path(gate) if gate else None,
+        )
 
-    def load(self, keras_path: Path, config: dict):
+    def load(self, keras_path: Path, config: dict, ood_path: Path | None = None):
+        """The Keras model, its config and its input gate (None: a model trained before the gate existed,
+        or one whose gate is being fitted)."""
         import keras
 
         import cxr.layers  # noqa: F401 (registers the custom layers before loading)
+        from cxr.ood import InputGate, build_scorer
 
         self.keras_model = keras.models.load_model(keras_path, compile=False, safe_mode=True)
         self.config = config
+        self.gate = InputGate.load(ood_path) if ood_path and Path(ood_path).is_file() else None
+        self.scorer = build_scorer(self.keras_model)  # one pass: probability and the gate's features
         size = int(config["image_size"])
-        self.keras_model.predict_on_batch(np.zeros((1, size, size, 3), np.float32))  # build once, not per request
+        self.scorer.predict_on_batch(np.zeros((1, size, size, 3), np.float32))  # build once, not per request
         return self
 
     def preprocess(self, arrays: list[np.ndarray]) -> np.ndarray:
@@ -43,30 +57,57 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         size = int(self.config["image_size"])
         return np.stack([np.asarray(resize_and_scale(a, size)) for a in arrays])
 
-    def predict_arrays(self, arrays: list[np.ndarray]) -> np.ndarray:
-        """8-bit RGB arrays (any size) -> probabilities of the positive class."""
+    def assess_arrays(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """8-bit RGB arrays (any size) -> (probabilities of the positive class, the gate's features)."""
+        from cxr.ood import feature_statistics
+
         if not arrays:
-            return np.zeros((0,), np.float32)
+            return np.zeros((0,), np.float64), np.zeros((0, 0), np.float64)
         batch = self.preprocess(arrays)
-        probability = np.asarray(self.keras_model.predict_on_batch(batch), dtype=np.float64).reshape(-1)
+        probability, stats = self.scorer.predict_on_batch(batch)
+        probability = np.asarray(probability, dtype=np.float64).reshape(-1)
         if self.config.get("flip_average", False):  # mean over the image and its mirror (train.flip_average)
             mirrored = np.asarray(self.keras_model.predict_on_batch(batch[:, :, ::-1, :]), dtype=np.float64)
             probability = (probability + mirrored.reshape(-1)) / 2
-        return probability
+        return probability, feature_statistics(stats)
+
+    def predict_arrays(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """8-bit RGB arrays (any size) -> probabilities of the positive class (no gate)."""
+        return self.assess_arrays(arrays)[0]
+
+    def ood_scores(self, features: np.ndarray) -> np.ndarray:
+        """The gate's distance of each image (NaN for a model without a gate)."""
+        if self.gate is None:
+            return np.full(len(features), np.nan)
+        return self.gate.score(features)
 
     def label_for(self, probability: float) -> str:
         positive, negative = self.config["positive_class"], self.config["negative_class"]
         return positive if probability >= float(self.config["threshold"]) else negative
 
     def predict(self, context, model_input, params=None):
+        """Rows refused by the gate get NaN probability, an empty label and the reason; `params`
+        {"allow_ood": true} scores them anyway, keeping the reason as a warning."""
         import pandas as pd
 
-        from cxr.images import decode_image
+        from cxr.errors import CxrError
+        from cxr.predict import assess
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame({"image": list(model_input)})
-        arrays = [decode_image(bytes(data), f"row {i}")[0] for i, data in enumerate(frame["image"])]
-        probabilities = self.predict_arrays(arrays)
-        return pd.DataFrame({"probability": probabilities, "label": [self.label_for(p) for p in probabilities]})
+        allow = bool((params or {}).get("allow_ood", False))
+        rows = assess(self, [(f"row {i}", bytes(data)) for i, data in enumerate(frame["image"])], allow)
+        for row in rows:
+            if "error" in row:
+                raise CxrError(row["error"])
+        return pd.DataFrame(
+            {
+                "probability": [np.nan if r.get("probability") is None else r["probability"] for r in rows],
+                "label": [r["label"] or "" for r in rows],
+                "in_distribution": [r.get("in_distribution") is not False for r in rows],
+                "ood_score": [np.nan if r.get("ood_score") is None else r["ood_score"] for r in rows],
+                "reason": [r.get("reason") or r.get("warning") or "" for r in rows],
+            }
+        )
 
 
 def log_model(model_dir: str | Path, name: str = "model"):
@@ -78,11 +119,17 @@ def log_model(model_dir: str | Path, name: str = "model"):
 
     model_dir = Path(model_dir)
     example = pd.DataFrame({"image": [b"\x89PNG..."]})
-    signature = infer_signature(example, pd.DataFrame({"probability": [0.5], "label": ["COVID"]}))
+    output = pd.DataFrame(
+        {"probability": [0.5], "label": ["COVID"], "in_distribution": [True], "ood_score": [1.0], "reason": [""]}
+    )
+    signature = infer_signature(example, output, params={"allow_ood": False})
+    artifacts = {"keras_model": str(model_dir / MODEL_FILE), "config": str(model_dir / CONFIG_FILE)}
+    if (model_dir / OOD_FILE).is_file():
+        artifacts["ood"] = str(model_dir / OOD_FILE)
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=XrayClassifier(),
-        artifacts={"keras_model": str(model_dir / MODEL_FILE), "config": str(model_dir / CONFIG_FILE)},
+        artifacts=artifacts,
         code_paths=[str(Path(cxr.__file__).parent)],
         signature=signature,
         pip_requirements=_requirements(),
@@ -117,11 +164,13 @@ def load_pyfunc(model_uri: str):
     if not meta_file.is_file():
         raise CxrError(f"{model_uri} is not an MLflow model (no MLmodel file); pass a model URI.")
     flavor = (yaml.safe_load(meta_file.read_text()) or {}).get("flavors", {}).get("python_function", {})
-    paths = {key: (flavor.get("artifacts") or {}).get(key, {}).get("path", "") for key in ("keras_model", "config")}
-    files = {key: (local / path).resolve() for key, path in paths.items()}
-    if not all(paths.values()) or not all(f.is_file() and f.is_relative_to(local.resolve()) for f in files.values()):
+    keys = ("keras_model", "config", "ood")
+    paths = {key: (flavor.get("artifacts") or {}).get(key, {}).get("path", "") for key in keys}
+    files = {key: (local / path).resolve() for key, path in paths.items() if path}
+    required = [files.get("keras_model"), files.get("config")]
+    if not all(required) or not all(f.is_file() and f.is_relative_to(local.resolve()) for f in files.values()):
         raise CxrError(
             f"{model_uri} is not a model this project logged (no Keras file and config in its MLmodel); "
             "register models with the pipeline."
         )
-    return XrayClassifier().load(files["keras_model"], json.loads(files["config"].read_text()))
+    return XrayClassifier().load(files["keras_model"], json.loads(files["config"].read_text()), files.get("ood"))

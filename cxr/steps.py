@@ -156,39 +156,60 @@ def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params
 
 
 def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: str, params: Params) -> dict:
-    """Score val and test splits; log metrics (val_*, test_*) and plots; returns {split: report}."""
+    """Score val and test splits; log metrics (val_*, test_*) and plots; measure the input gate on the
+    offline out-of-distribution set (ood_*); returns {split: report}."""
     import mlflow
 
     from cxr.data import read_manifest, split_frame
-    from cxr.evaluate import evaluate_split
+    from cxr.evaluate import evaluate_ood_set, evaluate_split
+    from cxr.ood import OOD_FILE
     from cxr.pyfunc import XrayClassifier, read_config
 
     out = Path(out_dir)
     reports = {}
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "evaluate"):
-        classifier = XrayClassifier().load(Path(model_dir) / "model.keras", read_config(model_dir))
+        model = Path(model_dir)
+        classifier = XrayClassifier().load(model / "model.keras", read_config(model_dir), model / OOD_FILE)
         frame = read_manifest(dataset_dir)
         for split in ("val", "test"):
             part = split_frame(frame, split)
             if part.empty:
                 continue
-            report = evaluate_split(classifier, part, dataset_dir, split, out, params.evaluate.bootstrap_samples)
+            report = evaluate_split(
+                classifier,
+                part,
+                dataset_dir,
+                split,
+                out,
+                params.evaluate.bootstrap_samples,
+                params.evaluate.prevalence,
+            )
             reports[split] = report
             for name, (low, high) in report["ci95"].items():
                 report["metrics"][f"{name}_ci_low"], report["metrics"][f"{name}_ci_high"] = low, high
             mlflow.log_metrics({f"{split}_{k}": v for k, v in _finite(report["metrics"]).items()})
             for suffix in ("confusion.png", "roc.png", "reliability.png", "report.json"):
                 mlflow.log_artifact(str(out / f"{split}_{suffix}"), artifact_path="evaluation")
-    summary = {f"{s}_{k}": v for s, r in reports.items() for k, v in _finite(r["metrics"]).items()}
+        ood = evaluate_ood_set(classifier, out, params.train.seed)
+        ood_metrics = {}
+        if ood:
+            ood_metrics = {"ood_reject_rate": ood["reject_rate"], "ood_n": ood["n"], "ood_threshold": ood["threshold"]}
+            ood_metrics |= {f"ood_reject_rate_{k}": v for k, v in ood["reject_rate_by_kind"].items()}
+            mlflow.log_metrics(ood_metrics)
+            mlflow.log_artifact(str(out / "ood_report.json"), artifact_path="evaluation")
+    summary = {f"{s}_{k}": v for s, r in reports.items() for k, v in _finite(r["metrics"]).items()} | ood_metrics
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     _log_to_parent(ctx, summary)
-    events.figure(
-        "; ".join(
-            f"{s} F1 {r['metrics']['f1']:.2f} [{r['ci95']['f1'][0]:.2f}, {r['ci95']['f1'][1]:.2f}] "
-            f"on {r['metrics']['n']} images"
-            for s, r in reports.items()
-        )
-    )
+    figures = [
+        f"{s} F1 {r['metrics']['f1']:.2f} [{r['ci95']['f1'][0]:.2f}, {r['ci95']['f1'][1]:.2f}] "
+        f"on {r['metrics']['n']} images"
+        for s, r in reports.items()
+    ]
+    if ood:
+        rates = {s: r["metrics"].get("ood_accept_rate") for s, r in reports.items()}
+        accepted = ", ".join(f"{rate:.0%} of {s}" for s, rate in rates.items() if rate is not None)
+        figures.append(f"input gate accepts {accepted}, refuses {ood['reject_rate']:.0%} of {ood['n']} non-X-rays")
+    events.figure("; ".join(figures))
     return reports
 
 

@@ -59,6 +59,27 @@ class EpochReporter:
         return _Reporter()
 
 
+def fit_input_gate(model_dir: Path, dataset_dir, train_frame, val_frame, params: Params):
+    """Fit the input gate (cxr/ood.py) on the trained model's features of the un-augmented train split,
+    threshold it on held-out scores, and save it next to the model (ood.npz)."""
+    from cxr.evaluate import split_features
+    from cxr.ood import fit_gate
+    from cxr.pyfunc import XrayClassifier
+
+    classifier = XrayClassifier().load(model_dir / MODEL_FILE, json.loads((model_dir / CONFIG_FILE).read_text()))
+    op = params.ood
+    gate = fit_gate(
+        split_features(classifier, train_frame, dataset_dir),
+        split_features(classifier, val_frame, dataset_dir),
+        op.quantile,
+        op.folds,
+        op.max_components,
+        params.train.seed,
+    )
+    gate.save(model_dir)
+    return gate
+
+
 def train_model(
     dataset_dir: str | Path, params: Params, out_dir: str | Path, log_to_mlflow: bool = True
 ) -> TrainResult:
@@ -134,4 +155,6 @@ def train_model(
         "profile": params.profile,
     }
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    if params.ood.enabled:
+        fit_input_gate(out_dir, dataset_dir, train_frame, val_frame, params)
     return TrainResult(out_dir, best_epoch, {k: [float(x) for x in v] for k, v in history.history.items()}, gpu, mixed)

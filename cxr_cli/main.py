@@ -40,23 +40,32 @@ def predict(
         ..., "--model", help="MLflow model URI: runs:/ID/model, models:/NAME@ALIAS, models:/NAME/N."
     ),
     as_json: bool = typer.Option(True, "--json/--no-json", help="One JSON object per line (default)."),
+    allow_ood: bool = typer.Option(
+        False,
+        "--allow-ood",
+        help="Score images the input gate refuses (not frontal chest X-rays) anyway; the warning stays in the output.",
+    ),
     tracking_uri: str = typer.Option("", "--tracking-uri", help="MLflow store holding the model."),
 ) -> None:
-    """Predict the positive-class probability of each file."""
+    """Predict the positive-class probability of each file; refuse (with the reason) what is not a
+    frontal chest X-ray. Exit 1 only when a file cannot be read; a refusal is a row, not a failure."""
     from cxr import tracking
     from cxr.predict import load_classifier, predict_files
 
     tracking.configure(tracking.resolve_tracking_uri(None, tracking_uri), _load(None, "cpu", ()).mlflow.experiment)
     classifier = load_classifier(model)
     failed = False
-    for result in predict_files(classifier, files):
+    for result in predict_files(classifier, files, allow_ood):
         failed = failed or "error" in result
         if as_json:
             print(json.dumps(result))
         elif "error" in result:
             print(f"{result['file']}\terror\t{result['error']}")
+        elif result.get("probability") is None:
+            print(f"{result['file']}\trefused\t{result['reason']}")
         else:
-            print(f"{result['file']}\t{result['label']}\t{result['probability']:.4f}")
+            warning = f"\twarning: {result['warning']}" if result.get("warning") else ""
+            print(f"{result['file']}\t{result['label']}\t{result['probability']:.4f}{warning}")
     if failed:
         raise typer.Exit(1)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from flask import Flask, Request, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from cxr.errors import CxrError, EmptyInput, InputTooLarge, UnsupportedFormat
+from cxr.errors import CxrError, EmptyInput, InputTooLarge, OutOfScope, UnsupportedFormat
 from cxr.serving.openapi import openapi_spec
 
 log = logging.getLogger("cxr.serve")
@@ -62,21 +62,26 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
             "positive_class": served.positive_class,
         }
 
-    def predict_one(data: bytes, heatmap: bool) -> dict:
+    def predict_one(data: bytes, heatmap: bool, allow_ood: bool = False) -> dict:
+        """The prediction, or OutOfScope (422) when the DICOM header or the input gate refuses the image
+        and `allow_ood` is off; with it on, the prediction carries the refusal as `warning`."""
         from cxr.gradcam import overlay_png, thumbnail_png
         from cxr.images import decode_image
 
-        array, _ = decode_image(data, "The uploaded file")
+        row = served.assess(data, allow_ood)
+        if "error" in row:
+            raise CxrError(row["error"])
+        gate = {k: row.get(k) for k in ("in_distribution", "ood_score", "ood_threshold")}
+        if row.get("probability") is None:
+            reason = f"Refused: {row['reason']}."
+            raise OutOfScope(reason, {**gate, "reason": reason, "allow_ood": "resend with allow_ood=true"})
+        probability = float(row["probability"])
+        result = {"probability": probability, "label": row["label"], **gate, **model_fields()}
+        if row.get("warning"):
+            result["warning"] = row["warning"]
         if heatmap:
-            heat, probability = served.explain(array)
-        else:
-            probability = float(served.predict([array])[0])
-        result = {
-            "probability": round(probability, 6),
-            "label": served.classifier.label_for(probability),
-            **model_fields(),
-        }
-        if heatmap:
+            array, _ = decode_image(data, "The uploaded file")
+            heat, _ = served.explain(array)
             result["heatmap_png"] = base64.b64encode(overlay_png(array, heat)).decode()
             result["image_png"] = base64.b64encode(thumbnail_png(array)).decode()
         return result
@@ -138,7 +143,7 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
 
     @app.errorhandler(CxrError)
     def bad_input(exc: CxrError):
-        return jsonify({"error": str(exc)}), status_for(exc)
+        return jsonify({"error": str(exc), **getattr(exc, "details", {})}), status_for(exc)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc):
@@ -152,22 +157,28 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
 
     @app.get("/")
     def index():
-        return render_template("index.html", result=None, error=None, warning=served.warning, **model_fields())
+        page = {"warning": served.warning, "allow_ood": False, **model_fields()}
+        return render_template("index.html", result=None, error=None, refusal=None, **page)
 
     @app.post("/")
     def index_upload():
+        allow = flag("allow_ood")
+        page = {"warning": served.warning, "allow_ood": allow, **model_fields()}
         try:
-            result = predict_one(read_upload(), heatmap=True)
-            return render_template("index.html", result=result, error=None, warning=served.warning, **model_fields())
+            result = predict_one(read_upload(), heatmap=True, allow_ood=allow)
+            return render_template("index.html", result=result, error=None, refusal=None, **page)
+        except OutOfScope as exc:
+            return render_template("index.html", result=None, error=None, refusal=str(exc), **page), 422
         except CxrError as exc:
-            return render_template(
-                "index.html", result=None, error=str(exc), warning=served.warning, **model_fields()
-            ), status_for(exc)
+            return render_template("index.html", result=None, error=str(exc), refusal=None, **page), status_for(exc)
+
+    def flag(name: str) -> bool:
+        value = request.args.get(name) or request.form.get(name) or "false"
+        return value.lower() in ("1", "true", "yes", "on")
 
     @app.post("/api/predict")
     def api_predict():
-        heatmap = request.args.get("heatmap", "false").lower() in ("1", "true", "yes")
-        return jsonify(predict_one(read_upload(), heatmap))
+        return jsonify(predict_one(read_upload(), flag("heatmap"), flag("allow_ood")))
 
     @app.post("/api/predict/batch")
     def api_predict_batch():
@@ -176,12 +187,13 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
             raise EmptyInput("No files were uploaded in the 'files' field; send one or more chest X-rays.")
         if len(uploads) > MAX_BATCH:
             raise InputTooLarge(f"{len(uploads)} files were sent; send at most {MAX_BATCH} per batch.")
-        results = []
+        results, allow = [], flag("allow_ood")
         for i, upload in enumerate(uploads):
             try:
-                results.append({"index": i, **predict_one(upload.read(), heatmap=False)})
+                results.append({"index": i, **predict_one(upload.read(), heatmap=False, allow_ood=allow)})
             except CxrError as exc:
-                results.append({"index": i, "error": str(exc), "status": status_for(exc)})
+                details = getattr(exc, "details", {})
+                results.append({"index": i, "error": str(exc), "status": status_for(exc), **details})
         return jsonify({"results": results})
 
     @app.get("/healthz")

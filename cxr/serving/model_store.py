@@ -35,6 +35,13 @@ class ServedModel:
         with self.lock:  # one Keras call at a time; the predict function is built once at load
             return self.classifier.predict_arrays(arrays)
 
+    def assess(self, data: bytes, allow_ood: bool) -> dict:
+        """One upload -> the row `cxr.predict.assess` gives (refusal, warning, probability, label)."""
+        from cxr.predict import assess_bytes
+
+        with self.lock:
+            return assess_bytes(self.classifier, data, "The uploaded file", allow_ood)
+
     def explain(self, array: np.ndarray) -> tuple[np.ndarray, float]:
         with self.lock:
             return self.gradcam.heatmap(self.classifier.preprocess([array]))

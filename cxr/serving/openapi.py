@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+REFUSAL = {
+    "type": "object",
+    "required": ["error", "reason", "in_distribution"],
+    "properties": {
+        "error": {"type": "string"},
+        "reason": {"type": "string"},
+        "in_distribution": {"type": "boolean"},
+        "ood_score": {"type": "number", "nullable": True},
+        "ood_threshold": {"type": "number", "nullable": True},
+    },
+}
 PREDICTION = {
     "type": "object",
     "required": ["label", "probability", "threshold", "model_version"],
@@ -10,6 +21,14 @@ PREDICTION = {
         "label": {"type": "string"},
         "probability": {"type": "number", "minimum": 0, "maximum": 1, "description": "of the positive class"},
         "threshold": {"type": "number"},
+        "in_distribution": {
+            "type": "boolean",
+            "nullable": True,
+            "description": "the input gate accepted the image as a frontal chest X-ray (null: model without a gate)",
+        },
+        "ood_score": {"type": "number", "nullable": True, "description": "the gate's distance; larger is stranger"},
+        "ood_threshold": {"type": "number", "nullable": True},
+        "warning": {"type": "string", "description": "allow_ood=true on a refused image: why it was refused"},
         "positive_class": {"type": "string"},
         "model_uri": {"type": "string"},
         "model_version": {"type": "string"},
@@ -28,8 +47,16 @@ def _errors(limit: str) -> dict:
         "400": ref("no file, or an empty file"),
         "413": ref(f"over the {limit} upload limit or the pixel limit (decompression bomb)"),
         "415": ref("not a PNG, JPEG or DICOM image"),
-        "422": ref("a corrupt/truncated image or a DICOM without pixel data"),
+        "422": {
+            "description": "not a frontal chest X-ray (DICOM header or input gate; allow_ood=true scores it "
+            "anyway, with a warning), or a corrupt/truncated image, or a DICOM without pixel data",
+            "content": {"application/json": {"schema": {"oneOf": [REFUSAL, ERROR]}}},
+        },
     }
+
+
+def _flag(name: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": "boolean", "default": False}}
 
 
 def _multipart(field: str, many: bool) -> dict:
@@ -55,14 +82,7 @@ def openapi_spec(limit: str = "20 MB") -> dict:
             "/api/predict": {
                 "post": {
                     "summary": "Predict one X-ray (PNG, JPEG, DICOM)",
-                    "parameters": [
-                        {
-                            "name": "heatmap",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "boolean", "default": False},
-                        }
-                    ],
+                    "parameters": [_flag("heatmap"), _flag("allow_ood")],
                     "requestBody": _multipart("file", many=False),
                     "responses": {
                         "200": {
@@ -75,7 +95,8 @@ def openapi_spec(limit: str = "20 MB") -> dict:
             },
             "/api/predict/batch": {
                 "post": {
-                    "summary": "Predict several X-rays; per-file errors are reported inline",
+                    "summary": "Predict several X-rays; per-file errors and refusals are reported inline",
+                    "parameters": [_flag("allow_ood")],
                     "requestBody": _multipart("files", many=True),
                     "responses": {
                         "200": {
