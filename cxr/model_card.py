@@ -1,8 +1,55 @@
-"""The model card of a registered version (Markdown), from what its pipeline run recorded."""
+"""The model card of a registered version, from what its pipeline run recorded.
+
+`build_card` gives the card as JSON (schema: model_card.schema.json, `cxr.model-card/1`): what a
+clinician must know before reading any output: intended use and users, what is out of scope, where each
+class's images come from and what that confounds, the reference standard, the threshold and why, the
+metrics with intervals, the input gate's figures, and that it is for research use only.
+`render_markdown` writes it for people. `cxr registry promote` refuses a version whose card does not
+validate (cxr/release.py).
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from cxr.gate import disagreement
+
+SCHEMA_PATH = Path(__file__).with_name("model_card.schema.json")
+CARD_SCHEMA = "cxr.model-card/1"
+
+# The COVID-19 Radiography Database (Chowdhury et al. 2020; Rahman et al. 2021), per class
+DATA_SOURCES = {
+    "COVID": (
+        "BIMCV-COVID19+ (Valencia; the PadChest team), a German medical school collection, SIRM (Italian Society "
+        "of Medical and Interventional Radiology), the covid-chestxray-dataset on GitHub, Kaggle, Twitter, and "
+        "figures taken from published papers"
+    ),
+    "Normal": (
+        "the RSNA Pneumonia Detection Challenge (from NIH ChestX-ray14, adults) and Kermany et al.'s pediatric "
+        "chest X-rays (Guangzhou Women and Children's Medical Center, children aged 1 to 5)"
+    ),
+}
+CONFOUNDERS = [
+    "Each class comes from different hospitals and collections, so a model can learn the source (scanner, "
+    "processing, text markers, borders, compression) instead of the disease (DeGrave et al., Nature Machine "
+    "Intelligence 2021).",
+    "Part of the Normal class is pediatric (Kermany et al.), all COVID images are of adults: a model can learn age.",
+    "Some COVID images are figures copied from papers (cropped, annotated, re-compressed), unlike clinical exports.",
+    "Patient position differs by source (AP supine for inpatients with COVID-19, PA standing for screening).",
+]
+REFERENCE_STANDARD = (
+    "The label of the source repository each image came from (a COVID-19 collection or a normal/pneumonia "
+    "collection), not a per-image PCR result or a radiologist's reading; labels are not re-checked here."
+)
+OUT_OF_SCOPE = [
+    "Children: the Normal class mixes pediatric images, the COVID class has none; pediatric use is untested.",
+    "Lateral, oblique or decubitus views: the model reads frontal (PA or AP) chest radiographs only.",
+    "CT, MR, ultrasound, nuclear medicine or any modality other than CR/DX radiography.",
+    "'FOR PROCESSING' (raw detector) DICOM images; send the 'FOR PRESENTATION' image.",
+    "Anything the input gate refuses (its threshold is stated below): the model gives it no prediction.",
+    "Diagnosis, triage, treatment decisions, or ruling COVID-19 out in any patient.",
+]
 
 WEIGHTS = {
     "hed": (
@@ -30,104 +77,260 @@ def _ci(metrics: dict, split: str, name: str) -> str:
     )
 
 
-def render_card(name: str, version: str, params: dict, metrics: dict, tags: dict) -> str:
-    """Markdown: intended use, data, weights, metrics with CIs, confusion matrix, gate, limits, params."""
+def _number(value):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number else None  # NaN -> None
+
+
+def _metric(metrics: dict, split: str, name: str) -> dict:
+    return {
+        "value": _number(metrics.get(f"{split}_{name}")),
+        "ci_low": _number(metrics.get(f"{split}_{name}_ci_low")),
+        "ci_high": _number(metrics.get(f"{split}_{name}_ci_high")),
+    }
+
+
+def _split_metrics(metrics: dict, split: str) -> dict:
+    names = ("f1", "accuracy", "sensitivity", "specificity", "precision", "roc_auc", "bce", "ece", "ppv", "npv")
+    out = {"n": int(metrics.get(f"{split}_n", 0) or 0)}
+    out.update({name: _metric(metrics, split, name) for name in names})
+    out["confusion"] = {k: int(metrics.get(f"{split}_{k}", 0) or 0) for k in ("tp", "fn", "fp", "tn")}
+    return out
+
+
+def _class_counts(metrics: dict) -> dict[str, int]:
+    per_class: dict[str, int] = {}
+    for key, value in metrics.items():
+        parts = key.split("_", 2)
+        if key.startswith("n_") and len(parts) == 3 and parts[1] in ("train", "val", "test"):
+            per_class[parts[2]] = per_class.get(parts[2], 0) + int(value)
+    return per_class
+
+
+def build_card(name: str, version: str, params: dict, metrics: dict, tags: dict) -> dict:
+    """The card as a dict (validates against model_card.schema.json when the run recorded everything)."""
     positive = params.get("ingest.positive_class", "COVID")
     weights = params.get("train.weights", "none")
-    counts = {
-        k[2:]: int(v) for k, v in metrics.items() if k.startswith("n_") and k != "n_images" and k != "n_undecodable"
+    counts = _class_counts(metrics)
+    splits = {
+        split: sum(int(v) for k, v in metrics.items() if k.startswith(f"n_{split}_"))
+        for split in ("train", "val", "test")
     }
-    per_class: dict[str, int] = {}
-    for key, count in counts.items():
-        label = key.split("_", 1)[1]
-        per_class[label] = per_class.get(label, 0) + count
-    balance = ", ".join(f"{label} {n}" for label, n in sorted(per_class.items())) or "n/a"
-    splits = ", ".join(
-        f"{s} {sum(v for k, v in counts.items() if k.startswith(s + '_'))}" for s in ("train", "val", "test")
-    )
-    frozen = "frozen" if params.get("train.freeze_base") == "True" else "fine-tuned"
-    data_version, commit = tags.get("data_version", "unknown"), tags.get("git_commit", "unknown")
-    strategy = params.get("evaluate.threshold_strategy")
+    strategy = params.get("evaluate.threshold_strategy", "")
+    screening = strategy == "target_sensitivity"
+    gate_figures = {
+        "method": tags.get("ood.method") or None,
+        "threshold": _number(metrics.get("ood_threshold")),
+        "val_accept_rate": _number(metrics.get("val_ood_accept_rate")),
+        "test_accept_rate": _number(metrics.get("test_ood_accept_rate")),
+        "ood_reject_rate": _number(metrics.get("ood_reject_rate")),
+        "ood_n": int(metrics.get("ood_n", 0) or 0),
+        "ood_set": "pydicom-data CT/MR/US/NM/knee radiograph/secondary captures, rendered charts, text and "
+        "web pages, scikit-learn's photographs (cxr/ood_set.py)",
+    }
+    card = {
+        "schema": CARD_SCHEMA,
+        "model": {
+            "name": name,
+            "version": str(version),
+            "architecture": "VGG16 without its top + Flatten, Dense 1024 ReLU, Dense 512 ReLU, Dense 1 sigmoid "
+            "(R. Wali, Detecting COVID-19 from Medical X-Ray Images, 2021)",
+            "image_size": int(float(params.get("train.image_size", 0) or 0)),
+            "base": "frozen" if params.get("train.freeze_base") == "True" else "fine-tuned",
+            "weights": WEIGHTS.get(weights, weights),
+            "profile": tags.get("profile", params.get("profile", "cpu")),
+        },
+        "intended_use": {
+            "purpose": f"Research and teaching: the probability that a frontal adult chest X-ray shows {positive}, "
+            "to study how such models are built, evaluated and released.",
+            "users": [
+                "ML engineers and data scientists",
+                "radiologists evaluating the tool, alongside their own reading",
+            ],
+            "research_use_only": True,
+            "statement": "Research use only. Not a diagnostic device: it must not be used to diagnose, treat, triage "
+            "or exclude disease in any patient, nor replace a radiologist's reading.",
+        },
+        "out_of_scope": OUT_OF_SCOPE,
+        "training_data": {
+            "dataset": f"{params.get('ingest.data_dir')}: a sample of the COVID-19 Radiography Database (Chowdhury et "
+            "al., IEEE Access 2020; Rahman et al., Comput. Biol. Med. 2021)",
+            "n_images": int(metrics.get("n_images", 0) or 0),
+            "classes": {label: {"n": n, "sources": DATA_SOURCES.get(label)} for label, n in sorted(counts.items())},
+            "splits": splits,
+            "split_method": f"stratified by class, seed {params.get('ingest.seed')}; identical and near-identical "
+            "images (dHash) kept in one split; no patient identifiers, so no patient-level split",
+            "data_version": tags.get("data_version", "unknown"),
+            "known_confounders": CONFOUNDERS,
+        },
+        "reference_standard": REFERENCE_STANDARD,
+        "decision_threshold": {
+            "value": _number(metrics.get("val_threshold")),
+            "strategy": strategy,
+            "why": tags.get("threshold_method") or None,
+            "use": "screening: chosen for a target sensitivity (evaluate.target_sensitivity)"
+            if screening
+            else "balanced: for screening, set evaluate.threshold_strategy=target_sensitivity",
+        },
+        "metrics": {
+            "positive_class": positive,
+            "prevalence": _number(params.get("evaluate.prevalence")),
+            "ppv_npv_note": "PPV and NPV are computed at the stated prevalence, not at the split's own class mix.",
+            "validation": _split_metrics(metrics, "val"),
+            "test": _split_metrics(metrics, "test"),
+            "note": "Every image of each split is counted, accepted by the input gate or not.",
+        },
+        "input_gate": gate_figures,
+        "promotion_gate": {
+            "outcome": tags.get("gate.outcome") or tags.get("gate.passed") or None,
+            "reason": tags.get("gate.reason") or None,
+        },
+        "limitations": [
+            f"Tiny dataset ({int(metrics.get('n_images', 0) or 0)} images): wide intervals; demonstration figures, "
+            "not clinical evidence.",
+            "One public database: no external validation; scanner, site and population shift untested.",
+            "The threshold is chosen and the promotion gate applied on the validation split; the test split is "
+            "reported separately for that reason.",
+            "No patient-level split: the database does not identify patients, so images of one patient may sit in "
+            "more than one split (identical and near-identical images are kept together).",
+        ],
+        "lineage": {
+            "run_id": tags.get("run_id") or None,
+            "git_commit": tags.get("git_commit", "unknown"),
+            "data_version": tags.get("data_version", "unknown"),
+        },
+    }
+    return card
+
+
+def card_problems(card: dict | None) -> list[str]:
+    """What keeps a card from validating against the schema, one phrase each (empty: complete)."""
+    import jsonschema
+
+    if card is None:
+        return ["there is no model card"]
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+    problems = []
+    for error in sorted(validator.iter_errors(card), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in error.absolute_path) or "the card"
+        problems.append(f"{where}: {error.message}")
+    return problems
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{float(value):.{digits}f}"
+
+
+def _with_ci(metric: dict) -> str:
+    if metric["ci_low"] is None:
+        return _fmt(metric["value"])
+    return f"{_fmt(metric['value'])} (95% CI {_fmt(metric['ci_low'])}–{_fmt(metric['ci_high'])})"
+
+
+def _rate(value) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def render_markdown(card: dict, params: dict | None = None) -> str:
+    """The card for people: the clinician's sections first, then the engineer's."""
+    model, use, data = card["model"], card["intended_use"], card["training_data"]
+    threshold, metrics, gate = card["decision_threshold"], card["metrics"], card["input_gate"]
+    val, test = metrics["validation"], metrics["test"]
+    positive = metrics["positive_class"]
     lines = [
-        f"# Model card: {name} version {version}",
+        f"# Model card: {model['name']} version {model['version']}",
+        "",
+        "**Research use only. Not a diagnostic device.**",
         "",
         "## Intended use",
-        f"Research and teaching: a binary classifier of chest X-rays (probability of **{positive}**), to study "
-        "the MLOps of medical-imaging models. **Not a diagnostic device.** It must not be used to diagnose, "
-        "treat, triage or exclude disease in any patient, nor replace a radiologist's reading.",
+        use["purpose"],
         "",
-        "## Model",
-        "VGG16 without its top (`keras.applications.VGG16(include_top=False)`) + Flatten, Dense 1024 ReLU, "
-        "Dense 512 ReLU, Dense 1 sigmoid (R. Wali, *Detecting COVID-19 from Medical X-Ray Images*, 2021). "
-        f"Input {params.get('train.image_size')} px, base {frozen}, "
-        f"profile `{tags.get('profile', params.get('profile', 'cpu'))}`.",
+        "Users: " + "; ".join(use["users"]) + ".",
         "",
-        f"**Weights source** (`{weights}`): {WEIGHTS.get(weights, weights)}",
+        use["statement"],
+        "",
+        "## Out of scope",
+        *[f"- {item}" for item in card["out_of_scope"]],
         "",
         "## Training data",
-        f"- Source: `{params.get('ingest.data_dir')}` — a sample of the COVID-19 Radiography Database "
-        "(Chowdhury et al., IEEE Access 2020; Rahman et al., Comput. Biol. Med. 2021).",
-        f"- Size: {int(metrics.get('n_images', 0))} images; class balance: {balance}; splits: {splits} "
-        f"(stratified, seed {params.get('ingest.seed')}).",
-        f"- Data version (md5 in data.dvc): `{data_version}`; code: `{commit}`.",
+        f"- {data['dataset']}.",
+        f"- {data['n_images']} images; splits: "
+        + ", ".join(f"{k} {v}" for k, v in data["splits"].items())
+        + f" ({data['split_method']}).",
+        f"- Data version (md5 in data.dvc): `{data['data_version']}`; code: `{card['lineage']['git_commit']}`.",
         "",
-        "## Validation metrics",
-        f"Decision threshold {_fmt(metrics.get('val_threshold'))} (strategy `{strategy}`, "
-        f"chosen on the validation split); positive class {positive}; n = {int(metrics.get('val_n', 0))}.",
+        "| class | images | where the images come from |",
+        "| --- | --- | --- |",
+        *[f"| {label} | {c['n']} | {c['sources'] or 'not documented'} |" for label, c in data["classes"].items()],
+        "",
+        "Known confounders:",
+        *[f"- {item}" for item in data["known_confounders"]],
+        "",
+        "## Reference standard",
+        card["reference_standard"],
+        "",
+        "## Decision threshold",
+        f"{_fmt(threshold['value'])} (strategy `{threshold['strategy']}`): {threshold['why'] or 'not recorded'}. "
+        f"Use: {threshold['use']}.",
+        "",
+        "## Metrics",
+        f"Positive class {positive}; validation n = {val['n']}, test n = {test['n']}. "
+        f"PPV and NPV at a stated prevalence of {_fmt(metrics['prevalence'], 2)}. {metrics['note']}",
         "",
         "| metric | validation | test |",
         "| --- | --- | --- |",
     ]
-    for metric in ("f1", "accuracy", "sensitivity", "specificity"):
-        lines.append(f"| {metric} | {_ci(metrics, 'val', metric)} | {_ci(metrics, 'test', metric)} |")
-    for metric in ("precision", "roc_auc", "bce", "ece"):
-        lines.append(f"| {metric} | {_fmt(metrics.get('val_' + metric))} | {_fmt(metrics.get('test_' + metric))} |")
+    for name in ("f1", "accuracy", "sensitivity", "specificity"):
+        lines.append(f"| {name} | {_with_ci(val[name])} | {_with_ci(test[name])} |")
+    for name in ("ppv", "npv", "precision", "roc_auc", "bce", "ece"):
+        lines.append(f"| {name} | {_fmt(val[name]['value'])} | {_fmt(test[name]['value'])} |")
     evidence = {
-        split: {
-            "f1": metrics.get(f"{split}_f1"),
-            "f1_low": metrics.get(f"{split}_f1_ci_low"),
-            "f1_high": metrics.get(f"{split}_f1_ci_high"),
-        }
-        for split in ("val", "test")
+        split: {"f1": m["f1"]["value"], "f1_low": m["f1"]["ci_low"], "f1_high": m["f1"]["ci_high"]}
+        for split, m in (("val", val), ("test", test))
     }
     warning = disagreement(evidence["val"], evidence["test"])
     if warning:
         lines += ["", f"**Warning:** {warning}."]
-    if tags.get("threshold_method"):
-        lines += ["", f"Threshold: {tags['threshold_method']}."]
-    negative = next((label for label in per_class if label != positive), "other")
+    negative = next((label for label in data["classes"] if label != positive), "other")
+    c = val["confusion"]
     lines += [
         "",
         f"Confusion matrix (validation; rows true, columns predicted; {positive} first):",
         "",
         f"| | predicted {positive} | predicted {negative} |",
         "| --- | --- | --- |",
-        f"| true {positive} | {int(metrics.get('val_tp', 0))} | {int(metrics.get('val_fn', 0))} |",
-        f"| true {negative} | {int(metrics.get('val_fp', 0))} | {int(metrics.get('val_tn', 0))} |",
+        f"| true {positive} | {c['tp']} | {c['fn']} |",
+        f"| true {negative} | {c['fp']} | {c['tn']} |",
+        "",
+        "## Input gate",
+        f"{gate['method'] or 'none'}; threshold {_fmt(gate['threshold'], 1)}. It accepted "
+        f"{_rate(gate['val_accept_rate'])} of validation and {_rate(gate['test_accept_rate'])} of test X-rays, and "
+        f"refused {_rate(gate['ood_reject_rate'])} of {gate['ood_n']} images that are not chest X-rays "
+        f"({gate['ood_set']}). DICOM files whose header names another modality, body part or a lateral view are "
+        "refused before any pixel is scored.",
+        "",
+        "## Model",
+        f"{model['architecture']}. Input {model['image_size']} px, base {model['base']}, profile `{model['profile']}`.",
+        "",
+        f"**Weights:** {model['weights']}",
         "",
         "## Promotion gate",
-        f"Outcome: {tags.get('gate.outcome') or tags.get('gate.passed', 'no record')}. {tags.get('gate.reason', '')}. "
-        "The gate decides on the 95% lower bound of validation F1 and, against a champion, of the paired "
-        "F1 difference on the same images; test figures are recorded, never decided on. "
-        f"min_f1 {tags.get('gate.min_f1', 'n/a')}, min_delta {tags.get('gate.min_delta', 'n/a')}, "
-        f"min_val_per_class {tags.get('gate.min_val_per_class', 'n/a')}, "
-        f"champion at the time: v{tags.get('gate.champion_version') or '-'} "
-        f"(F1 {tags.get('gate.champion_f1') or 'n/a'}).",
+        f"Outcome: {card['promotion_gate']['outcome'] or 'no record'}. {card['promotion_gate']['reason'] or ''}. "
+        "The gate decides on the 95% lower bound of validation F1 and, against a champion, of the paired F1 "
+        "difference on the same images; test figures are recorded, never decided on.",
         "",
         "## Known limitations",
-        f"- Tiny dataset ({int(metrics.get('n_images', 0))} images): the confidence intervals above are wide; "
-        "figures are a demonstration, not clinical evidence.",
-        "- Single source (one public database): no external validation; scanner, site and population shift untested.",
-        "- No patient-level split: the database does not identify patients, so images of one patient may sit in "
-        "more than one split (identical files and near-duplicates by image hash are kept together).",
-        "- The threshold is chosen and the gate applied on the same validation split: the validation F1 is "
-        "optimistic; the test split is reported separately for that reason.",
-        "- Trained on PA chest radiographs: other views, children and devices are out of scope.",
-        "",
-        "## Parameters",
-        "",
-        "| parameter | value |",
-        "| --- | --- |",
+        *[f"- {item}" for item in card["limitations"]],
     ]
-    lines += [f"| {k} | {v} |" for k, v in sorted(params.items())]
+    if params:
+        lines += ["", "## Parameters", "", "| parameter | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(params.items())]
     return "\n".join(lines) + "\n"
+
+
+def render_card(name: str, version: str, params: dict, metrics: dict, tags: dict) -> str:
+    """Markdown of the card `build_card` gives."""
+    return render_markdown(build_card(name, version, params, metrics, tags), params)

@@ -239,9 +239,30 @@ def verify_gate(name: str, mv) -> tuple[bool, str]:
     return passed, record.get("reason", "")
 
 
+def card_of(mv) -> dict | None:
+    """The version's model card as JSON (tag `model_card_json`), or None when it has none or it is unreadable."""
+    import mlflow
+
+    uri = mv.tags.get("model_card_json")
+    if not uri:
+        return None
+    try:
+        return json.loads(mlflow.artifacts.load_text(uri))
+    except Exception:  # a missing artifact or broken JSON: no usable card
+        return None
+
+
+def check_card(name: str, mv) -> list[str]:
+    """What the version's model card lacks against model_card.schema.json (empty: complete)."""
+    from cxr.model_card import card_problems
+
+    return card_problems(card_of(mv))
+
+
 def promote(name: str, ref: str, reason: str, by: str, force: bool = False, _after_read=None) -> dict:
     """Move @champion to a version (previous champion -> @previous-champion). Refused when the version
-    did not pass the F1 gate by its recorded decision, unless `force` (the override is recorded)."""
+    did not pass the F1 gate by its recorded decision, or its model card is incomplete (the clinician's
+    fields of model_card.schema.json), unless `force` (the override is recorded)."""
     if not reason.strip():
         raise CxrError('A promotion needs --reason "..." saying why; it is kept in the history.')
     mv = resolve_version(name, ref)
@@ -257,6 +278,13 @@ def promote(name: str, ref: str, reason: str, by: str, force: bool = False, _aft
             f"Version {version} did not pass the F1 gate ({why}); promotion refused. "
             "Use --force with --reason to override (the override is recorded)."
         )
+    problems = check_card(name, mv)
+    if problems and not force:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise CxrError(
+            f"Version {version}'s model card is incomplete ({shown}); promotion refused. Register the model "
+            "through the pipeline, which writes a complete card, or use --force with --reason (recorded)."
+        )
     current = alias_version(name, CHAMPION)
     before = None if current is None else str(current.version)
     if before == version:
@@ -270,8 +298,9 @@ def promote(name: str, ref: str, reason: str, by: str, force: bool = False, _aft
         "from_version": before,
         "by": by,
         "reason": reason,
-        "forced": bool(force and not passed),
+        "forced": bool(force and (not passed or problems)),
         "gate_passed": passed,
+        "card_complete": not problems,
     }
     return _audited(name, event, lambda: _move_champion(name, version, before, token))
 

@@ -193,6 +193,7 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
         ood = evaluate_ood_set(classifier, out, params.train.seed)
         ood_metrics = {}
         if ood:
+            mlflow.MlflowClient().set_tag(ctx.parent_run_id, "ood.method", ood["detector"]["method"])
             ood_metrics = {"ood_reject_rate": ood["reject_rate"], "ood_n": ood["n"], "ood_threshold": ood["threshold"]}
             ood_metrics |= {f"ood_reject_rate_{k}": v for k, v in ood["reject_rate_by_kind"].items()}
             mlflow.log_metrics(ood_metrics)
@@ -297,7 +298,7 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
     import mlflow
 
     from cxr.gate import GateDecision
-    from cxr.model_card import render_card
+    from cxr.model_card import build_card, render_markdown
     from cxr.registry import gate_tags, register_candidate
 
     decision = GateDecision.from_json(decision_json)
@@ -331,17 +332,26 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
             decision,
         )
         number = str(version.version)
-        card = render_card(
+        card = build_card(
             name,
             number,
             parent.data.params,
             metrics,
-            {**tags, **summary, **gate_tags(decision), "profile": params.profile},
+            {
+                **tags,
+                **summary,
+                **gate_tags(decision),
+                "profile": params.profile,
+                "run_id": ctx.parent_run_id,
+                "ood.method": parent.data.tags.get("ood.method", ""),
+            },
         )
-        path = f"model_cards/{name}-v{number}.md"
-        mlflow.log_text(card, path)
-        client.log_text(ctx.parent_run_id, card, path)
-        client.set_model_version_tag(name, number, "model_card", f"runs:/{ctx.parent_run_id}/{path}")
+        stem = f"model_cards/{name}-v{number}"
+        for suffix, text in ((".md", render_markdown(card, parent.data.params)), (".json", json.dumps(card, indent=2))):
+            mlflow.log_text(text, stem + suffix)
+            client.log_text(ctx.parent_run_id, text, stem + suffix)
+        client.set_model_version_tag(name, number, "model_card", f"runs:/{ctx.parent_run_id}/{stem}.md")
+        client.set_model_version_tag(name, number, "model_card_json", f"runs:/{ctx.parent_run_id}/{stem}.json")
         mlflow.set_tag("registered_version", number)
         if note:
             mlflow.set_tag("alias.skipped", note)

@@ -99,7 +99,12 @@ def registry_promote(
 
     name = _registry(tracking_uri, name)
     event = promote(name, version, reason, _who(by), force)
-    forced = " (FORCED past the gate)" if event["forced"] else ""
+    past = [
+        what
+        for what, ok in (("the gate", event["gate_passed"]), ("an incomplete model card", event["card_complete"]))
+        if not ok
+    ]
+    forced = f" (FORCED past {' and '.join(past)})" if event["forced"] else ""
     print(f"@champion -> v{event['version']} (was v{event['from_version'] or '-'}){forced}: {event['reason']}")
 
 

@@ -74,7 +74,8 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
         gate = {k: row.get(k) for k in ("in_distribution", "ood_score", "ood_threshold")}
         if row.get("probability") is None:
             reason = f"Refused: {row['reason']}."
-            raise OutOfScope(reason, {**gate, "reason": reason, "allow_ood": "resend with allow_ood=true"})
+            details = {**gate, "reason": reason, "allow_ood": "resend with allow_ood=true", **model_fields()}
+            raise OutOfScope(reason, details)
         probability = float(row["probability"])
         result = {"probability": probability, "label": row["label"], **gate, **model_fields()}
         if row.get("warning"):

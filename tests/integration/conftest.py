@@ -24,7 +24,10 @@ def free_port() -> int:
 
 
 def register_tiny_model(tmp: Path, uri: str) -> str:
-    """Train a 32-px model on synthetic data and register it as @challenger in the store at `uri`."""
+    """Train a 32-px model on synthetic data and register it as @challenger in the store at `uri`.
+
+    Without the input gate: these tests drive the app's input handling with synthetic and real images
+    alike; the gate is tested on a model trained on real X-rays (tests/model/test_input_gate.py)."""
     import mlflow
 
     from cxr.data import ingest
@@ -32,7 +35,7 @@ def register_tiny_model(tmp: Path, uri: str) -> str:
     from cxr.train import train_model
     from tests.conftest import make_dataset
 
-    params = tiny()
+    params = tiny("ood.enabled=false")
     data = make_dataset(tmp / "data")
     ingest(data, tmp / "ds", params.ingest)
     train_model(tmp / "ds", params, tmp / "model", log_to_mlflow=False)

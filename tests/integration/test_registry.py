@@ -68,10 +68,39 @@ def test_every_version_is_listed_with_lineage_and_a_card(store):
     assert "Not a diagnostic device" in card and "Random initialisation" in card
     assert "95% CI" in card and "| true COVID |" in card and "No patient-level split" in card
     assert v1["test_f1"] != "" and "(" in v1["val_f1"] and v1["gate"] == "passed"  # test evidence beside val
-    assert "| f1 |" in card and "Outcome: passed" in card and "Threshold: fixed at 0.5" in card
+    assert "| f1 |" in card and "Outcome: passed" in card and "(strategy `max_f1`): fixed at 0.5" in card
+    for section in ("## Out of scope", "## Reference standard", "## Input gate", "Known confounders", "| ppv |"):
+        assert section in card
+    assert "Research use only" in card and "Kermany" in card and "not a per-image PCR" in card
     shown = show_version(NAME, "1")
     assert shown["gate"]["passed"] == "true" and shown["run_id"] in shown["run_link"]
     assert shown["gate"]["test_f1"] and shown["evidence"]["test_f1"].startswith(shown["gate"]["test_f1"][:4])
+
+
+def test_the_json_card_validates_and_promote_refuses_an_incomplete_one(store, tmp_path):
+    from cxr.model_card import card_problems
+    from cxr.release import card_of
+
+    client = mlflow.MlflowClient()
+    v3 = client.get_model_version(NAME, store["v"][2])
+    card = card_of(v3)
+    assert card_problems(card) == []
+    assert card["intended_use"]["research_use_only"] is True and card["input_gate"]["ood_n"] >= 50
+    assert 0 < card["metrics"]["prevalence"] < 1 and card["metrics"]["validation"]["ppv"]["value"] is not None
+
+    broken = {k: v for k, v in card.items() if k != "reference_standard"}
+    broken["training_data"] = {**card["training_data"], "known_confounders": []}
+    run_id = client.get_model_version(NAME, store["v"][2]).run_id
+    client.log_text(run_id, json.dumps(broken), "model_cards/broken.json")
+    original = v3.tags["model_card_json"]
+    client.set_model_version_tag(NAME, v3.version, "model_card_json", f"runs:/{run_id}/model_cards/broken.json")
+    try:
+        with pytest.raises(CxrError, match="model card is incomplete") as refused:
+            promote(NAME, v3.version, "ship it", "erin")
+        assert "reference_standard" in str(refused.value) and "known_confounders" in str(refused.value)
+        assert "champion" not in (client.get_model_version(NAME, v3.version).aliases or [])
+    finally:
+        client.set_model_version_tag(NAME, v3.version, "model_card_json", original)
 
 
 def test_promote_refuse_force_rollback_and_history(store):

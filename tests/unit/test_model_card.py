@@ -1,0 +1,78 @@
+"""The clinician's model card: built from what a run records, validated against its JSON schema."""
+
+import json
+
+from cxr.evaluate import predictive_values
+from cxr.model_card import SCHEMA_PATH, build_card, card_problems, render_markdown
+from cxr.params import load_params
+
+RECORDED = {
+    "n_images": 40,
+    **{f"n_{s}_{c}": n for s, n in (("train", 12), ("val", 4), ("test", 4)) for c in ("COVID", "Normal")},
+    **{f"{s}_{k}": v for s in ("val", "test") for k, v in (("n", 8), ("tp", 3), ("fn", 1), ("fp", 1), ("tn", 3))},
+    **{f"{s}_{m}{x}": v for s in ("val", "test") for m in ("f1", "accuracy", "sensitivity", "specificity")
+       for x, v in (("", 0.75), ("_ci_low", 0.4), ("_ci_high", 1.0))},
+    **{f"{s}_{m}": 0.5 for s in ("val", "test") for m in ("ppv", "npv", "precision", "roc_auc", "bce", "ece")},
+    "val_threshold": 0.5,
+    "ood_threshold": 109.0,
+    "val_ood_accept_rate": 1.0,
+    "test_ood_accept_rate": 1.0,
+    "ood_reject_rate": 0.98,
+    "ood_n": 50,
+}  # fmt: skip
+TAGS = {
+    "threshold_method": "fixed at 0.5: too few validation images to tune on",
+    "ood.method": "mahalanobis-ledoit-wolf on per-channel mean/std of VGG16 blocks 1-5",
+    "data_version": "abc",
+    "git_commit": "c1",
+    "gate.outcome": "passed",
+}
+
+
+def params() -> dict:
+    return {k: str(v) for k, v in load_params().flat().items()}
+
+
+def test_a_card_from_a_complete_run_validates_and_renders():
+    card = build_card("m", "3", params(), RECORDED, TAGS)
+    assert card_problems(card) == []
+    text = render_markdown(card)
+    for section in (
+        "Research use only",
+        "## Out of scope",
+        "Known confounders",
+        "## Reference standard",
+        "## Decision threshold",
+        "## Input gate",
+        "| ppv |",
+        "refused 98% of 50",
+    ):
+        assert section in text  # fmt: skip
+    assert "Lateral" in text and "Children" in text and "'FOR PROCESSING'" in text
+    json.loads(SCHEMA_PATH.read_text())
+
+
+def test_missing_clinical_fields_are_named():
+    card = build_card("m", "3", params(), {k: v for k, v in RECORDED.items() if not k.startswith("ood")}, {})
+    problems = " | ".join(card_problems(card))
+    assert "input_gate.method" in problems and "input_gate.ood_reject_rate" in problems
+    assert "decision_threshold.why" in problems
+    assert card_problems(None) == ["there is no model card"]
+
+
+def test_a_class_without_documented_sources_makes_the_card_incomplete():
+    metrics = {k.replace("Normal", "Pneumonia"): v for k, v in RECORDED.items()}
+    problems = card_problems(build_card("m", "3", params(), metrics, TAGS))
+    assert any(p.startswith("training_data.classes.Pneumonia.sources") for p in problems)
+
+
+def test_research_use_only_cannot_be_switched_off():
+    card = build_card("m", "3", params(), RECORDED, TAGS)
+    card["intended_use"]["research_use_only"] = False
+    assert any("research_use_only" in p for p in card_problems(card))
+
+
+def test_predictive_values_at_a_stated_prevalence():
+    ppv, npv = predictive_values(0.9, 0.8, 0.1)
+    assert abs(ppv - 0.09 / (0.09 + 0.18)) < 1e-9 and abs(npv - 0.72 / (0.72 + 0.01)) < 1e-9
+    assert predictive_values(1.0, 1.0, 0.5) == (1.0, 1.0)
