@@ -28,19 +28,26 @@ NO_GATE = (
 )
 
 
-def _refusal_for(classifier, score: float) -> str:
+def _refusal_for(classifier, distance: float) -> str:
     gate = classifier.gate
     return (
         f"the image does not look like the frontal chest X-rays this model was trained on (out-of-distribution "
-        f"score {score:.1f} > threshold {gate.threshold:.1f}); check that it is a frontal chest radiograph"
+        f"score {distance:.1f} > threshold {gate.threshold:.1f}); check that it is a frontal chest radiograph"
     )
 
 
-def assess(classifier, items: list[tuple[str, bytes]], allow_ood: bool = False) -> list[dict]:
+def assess(classifier, items: list[tuple[str, bytes]], allow_ood: bool = False, strict: bool = False) -> list[dict]:
     """One row per (name, bytes): the DICOM header check, then decoding, then one batched pass for the
     probability and the input gate's score. A refused image gets `in_distribution` false, `probability`
     and `label` null and a `reason`; with `allow_ood` it is scored anyway and the reason is kept as
-    `warning`. Undecodable input gets `error`. No image, file name or DICOM field is logged."""
+    `warning`. Undecodable input gets `error` (`strict`: its CxrError is raised, with its kind). No image,
+    file name or DICOM field is logged."""
+    prepared = prepare(items, allow_ood, strict)
+    return score(classifier, *prepared, allow_ood)
+
+
+def prepare(items: list[tuple[str, bytes]], allow_ood: bool = False, strict: bool = False):
+    """The model-free half of `assess`: header checks and decoding -> (rows, arrays, row index of each array)."""
     from cxr.images import decode_image
     from cxr.scope import dicom_refusal
 
@@ -58,23 +65,30 @@ def assess(classifier, items: list[tuple[str, bytes]], allow_ood: bool = False) 
             if refusal:
                 row["warning"] = refusal
         except CxrError as exc:
+            if strict:
+                raise
             row["error"] = str(exc)
+    return rows, arrays, index
+
+
+def score(classifier, rows: list[dict], arrays: list, index: list[int], allow_ood: bool = False) -> list[dict]:
+    """The model half of `assess`: one batched pass, then the gate's decision on each prepared row."""
     if not arrays:
         return rows
     probabilities, features = classifier.assess_arrays(arrays)
-    scores = classifier.ood_scores(features)
+    distances = classifier.ood_scores(features)
     threshold = float(classifier.config["threshold"])
-    for i, probability, score in zip(index, probabilities, scores, strict=True):
+    for i, probability, distance in zip(index, probabilities, distances, strict=True):
         row = rows[i]
         gated = classifier.gate is not None
-        accepted = bool(classifier.gate.accepts(score)) if gated else None
+        accepted = bool(classifier.gate.accepts(distance)) if gated else None
         row.update(
             in_distribution=accepted if "warning" not in row else False,
-            ood_score=round(float(score), 3) if gated else None,
+            ood_score=round(float(distance), 3) if gated else None,
             ood_threshold=round(float(classifier.gate.threshold), 3) if gated else None,
         )
         if gated and not accepted:
-            reason = _refusal_for(classifier, float(score))
+            reason = _refusal_for(classifier, float(distance))
             if not allow_ood:
                 row.update(probability=None, label=None, reason=reason)
                 continue
@@ -91,8 +105,8 @@ def assess(classifier, items: list[tuple[str, bytes]], allow_ood: bool = False) 
     return rows
 
 
-def assess_bytes(classifier, data: bytes, name: str, allow_ood: bool = False) -> dict:
-    return assess(classifier, [(name, data)], allow_ood)[0]
+def assess_bytes(classifier, data: bytes, name: str, allow_ood: bool = False, strict: bool = False) -> dict:
+    return assess(classifier, [(name, data)], allow_ood, strict)[0]
 
 
 def predict_files(classifier, files: list[Path], allow_ood: bool = False) -> list[dict]:

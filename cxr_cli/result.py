@@ -15,7 +15,7 @@ SCHEMA_PATH = Path(__file__).with_name("run_result.schema.json")
 SCHEMA_ID = "cxr.pipeline-result/1"
 EXIT_REGISTERED, EXIT_FAILED, EXIT_REFUSED = 0, 2, 3
 WITH_INTERVAL = ("f1", "accuracy", "sensitivity", "specificity")
-POINT = ("roc_auc", "bce", "ece", "threshold")
+POINT = ("roc_auc", "bce", "ece", "threshold", "ppv", "npv", "prevalence", "ood_accept_rate")
 CONFUSION = ("tp", "fp", "tn", "fn")
 
 
@@ -36,6 +36,40 @@ def split_metrics(metrics: dict, split: str) -> dict | None:
             out[name] = {"value": metrics[f"{split}_{name}"]}
     out["confusion"] = {k: int(metrics.get(f"{split}_{k}", 0)) for k in CONFUSION}
     return out
+
+
+def input_gate(metrics: dict) -> dict | None:
+    """The input gate's figures on the offline out-of-distribution set (None when the run has none)."""
+    if "ood_reject_rate" not in metrics:
+        return None
+    return {
+        "ood_reject_rate": metrics["ood_reject_rate"],
+        "ood_n": int(metrics.get("ood_n", 0)),
+        "threshold": metrics.get("ood_threshold"),
+    }
+
+
+def input_gate_line(result: dict) -> str:
+    """'input gate: accepts 100% of val, 100% of test; refuses 98% of 50 non-X-rays' (empty without one)."""
+    gate = result.get("input_gate")
+    if not gate:
+        return ""
+    rates = {s: m.get("ood_accept_rate", {}).get("value") for s, m in result["metrics"].items()}
+    accepted = ", ".join(f"{rate:.0%} of {split}" for split, rate in rates.items() if rate is not None)
+    return f"input gate: accepts {accepted}; refuses {gate['ood_reject_rate']:.0%} of {gate['ood_n']} non-X-rays"
+
+
+def predictive_line(result: dict) -> str:
+    """'PPV / NPV at prevalence 0.10: val 0.25 / 0.96, test 0.33 / 0.97' (empty when not recorded)."""
+    parts, prevalence = [], None
+    for split, m in result["metrics"].items():
+        if "ppv" in m and "npv" in m:
+            prevalence = m.get("prevalence", {}).get("value")
+            parts.append(f"{split} {m['ppv']['value']:.2f} / {m['npv']['value']:.2f}")
+    if not parts:
+        return ""
+    at = f" at prevalence {prevalence:.2f}" if prevalence is not None else ""
+    return f"PPV / NPV{at}: " + ", ".join(parts)
 
 
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
@@ -66,6 +100,7 @@ def build_result(outcome, params, tracking_uri: str, log_file: str = "", orchest
         "git_commit": outcome.git_commit,
         "metrics": {s: m for s in ("val", "test") if (m := split_metrics(outcome.metrics, s)) is not None},
         "gate": {"outcome": gate, "reason": outcome.gate_reason, "advice": outcome.gate_advice},
+        "input_gate": input_gate(outcome.metrics),
         "registered": {
             "model": params.register.model_name,
             "version": outcome.registered_version,
@@ -105,6 +140,7 @@ def _empty(status: str, error: str, tracking_uri: str, run_name: str, log_file: 
         "git_commit": "",
         "metrics": {},
         "gate": {"outcome": None, "reason": "", "advice": ""},
+        "input_gate": None,
         "registered": None,
         "not_registered_reason": error or "nothing to do",
         "error": error,
@@ -166,6 +202,7 @@ def render_text(result: dict) -> list[str]:
         for split, m in result["metrics"].items():
             cells = "".join(f"{_interval(m.get(k)):<19}" for k in ("f1", "accuracy", "sensitivity"))
             lines.append(f"  {split:<6}{m['n']:>4}  {cells}{_interval(m.get('specificity'))}")
+        lines.extend(f"  {line}" for line in (predictive_line(result), input_gate_line(result)) if line)
     lines.append(_headline(result))
     if result["gate"]["reason"]:
         lines.append(f"  why: {result['gate']['reason']}")
@@ -198,6 +235,7 @@ def render_markdown(result: dict) -> str:
             cells = " | ".join(_interval(m.get(k)) for k in (*WITH_INTERVAL, "roc_auc"))
             out.append(f"| {split} | {m['n']} | {cells} |")
         out += ["", "95% bootstrap intervals in brackets; the gate decides on validation, test is recorded.", ""]
+        out += [f"{line}.\n" for line in (predictive_line(result), input_gate_line(result)) if line]
     gate = result["gate"]
     decided = (gate["outcome"] or "not reached").upper()
     out.append(f"**Gate:** {decided}" + (f": {gate['reason']}" if gate["reason"] else ""))

@@ -69,8 +69,6 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
         from cxr.images import decode_image
 
         row = served.assess(data, allow_ood)
-        if "error" in row:
-            raise CxrError(row["error"])
         gate = {k: row.get(k) for k in ("in_distribution", "ood_score", "ood_threshold")}
         if row.get("probability") is None:
             reason = f"Refused: {row['reason']}."

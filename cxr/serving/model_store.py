@@ -36,11 +36,13 @@ class ServedModel:
             return self.classifier.predict_arrays(arrays)
 
     def assess(self, data: bytes, allow_ood: bool) -> dict:
-        """One upload -> the row `cxr.predict.assess` gives (refusal, warning, probability, label)."""
-        from cxr.predict import assess_bytes
+        """One upload -> the row `cxr.predict.assess` gives (refusal, warning, probability, label); bad
+        input raises its CxrError (its kind sets the HTTP status)."""
+        from cxr.predict import prepare, score
 
-        with self.lock:
-            return assess_bytes(self.classifier, data, "The uploaded file", allow_ood)
+        prepared = prepare([("The uploaded file", data)], allow_ood, strict=True)  # decoding runs in parallel
+        with self.lock:  # the model, one call at a time
+            return score(self.classifier, *prepared, allow_ood)[0]
 
     def explain(self, array: np.ndarray) -> tuple[np.ndarray, float]:
         with self.lock:

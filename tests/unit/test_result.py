@@ -33,6 +33,8 @@ METRICS = {
     "test_f1_ci_low": 0.4,
     "test_f1_ci_high": 0.9,
     "test_n": 20,
+    **{f"{s}_{k}": v for s in ("val", "test") for k, v in {"ppv": 0.31, "npv": 0.97, "prevalence": 0.1}.items()},
+    **{"val_ood_accept_rate": 1.0, "test_ood_accept_rate": 0.95, "ood_reject_rate": 0.98, "ood_n": 50},
 }
 
 
@@ -97,6 +99,8 @@ def test_the_terminal_summary_gives_intervals_the_decision_and_what_to_do_next()
     assert "0.80 [0.50, 1.00]" in text and "gate: PASSED; registered covid-xray-vgg16 version 4 as @challenger" in text
     assert "make ui, then open http://127.0.0.1:5000/#/experiments/7/runs/abc123" in text
     assert "cxr serve --model models:/covid-xray-vgg16/4" in text and "cxr registry promote 4" in text
+    assert "PPV / NPV at prevalence 0.10: val 0.31 / 0.97, test 0.31 / 0.97" in text
+    assert "input gate: accepts 100% of val, 95% of test; refuses 98% of 50 non-X-rays" in text
     refused = build_result(CASES["inconclusive"][0], load_params(), "https://mlflow.example.org")
     text = "\n".join(render_text(refused))
     assert "gate: INCONCLUSIVE; nothing registered" in text and "  add images" in text
@@ -110,6 +114,7 @@ def test_the_job_summary_has_the_data_version_metrics_gate_link_and_confusion_ma
     assert "[pipeline-x](https://mlflow.example.org/#/experiments/7/runs/abc123)" in md
     assert "| val | 20 | 0.80 [0.50, 1.00] |" in md and "| test | 20 | 0.70 [0.40, 0.90] |" in md
     assert "| **Normal** | 8 | 2 |" in md and "| **COVID** | 2 | 8 |" in md
+    assert "input gate: accepts 100% of val, 95% of test; refuses 98% of 50 non-X-rays." in md
 
 
 def test_summary_command_renders_a_result_file_and_refuses_a_broken_one_in_a_sentence(tmp_path):
