@@ -178,3 +178,28 @@ def test_the_web_app_answers_422_and_the_page_shows_the_refusal(logged, server):
 
     fine = post("/api/predict", (SAMPLE / "COVID" / "COVID-3.png").read_bytes()).json()
     assert fine["in_distribution"] is True and "warning" not in fine and fine["ood_score"] <= fine["ood_threshold"]
+
+
+def test_a_screenshot_of_the_upload_page_is_refused_in_a_real_browser(server, tmp_path):
+    """The issue's own case: a screenshot of the app's page used to come back COVID at p = 1.000."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.integration.test_browser import ARGS, CHROMIUM
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1000, "height": 800})
+        page.goto(server + "/")
+        screenshot = tmp_path / "screenshot.png"
+        page.screenshot(path=str(screenshot))
+        page.set_input_files("#file", str(screenshot))
+        page.click("#submit")
+        page.wait_for_selector("#refusal")
+        assert "No prediction." in page.inner_text("#refusal") and page.query_selector("#label") is None
+        page.set_input_files("#file", str(screenshot))
+        page.check("#allow_ood")
+        page.click("#submit")
+        page.wait_for_selector("#ood-warning")
+        assert "Outside the intended use" in page.inner_text("#ood-warning")
+        assert page.inner_text("#label") in {"COVID", "Normal"} and "refused, scored anyway" in page.inner_text("#gate")
+        browser.close()
