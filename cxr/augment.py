@@ -1,7 +1,8 @@
-"""The tf.data input pipeline and the paper's augmentation as Keras preprocessing layers.
+"""The tf.data input pipeline and the paper's augmentation as one projective transform per image.
 
-Decode in parallel, resize + rescale (the shared `resize_and_scale`), cache, shuffle (training only),
-batch, augment (training only), prefetch. Validation and test data are never augmented or shuffled.
+Decode in parallel, resize to 8-bit single-channel (the cache: 64 KB per 256 px image), shuffle (training
+only), batch, augment (training only, one resampling per image, on the one channel), scale to [0, 1] and
+expand to three channels in the graph, prefetch. Validation and test data are never augmented or shuffled.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.images import resize_and_scale
 from cxr.params import AugmentParams
 
 
@@ -30,35 +30,95 @@ def augmentation_spec(params: AugmentParams) -> dict:
     }
 
 
-def build_augmenter(params: AugmentParams, seed: int | None = None):
-    """Keras layers equivalent to the paper's ImageDataGenerator settings.
+def paper_transforms(theta_deg, tx, ty, shear_deg, zx, zy, flip, height: int, width: int):
+    """Per-image parameters (each a (B,) tensor) -> (B, 8) projective transforms for
+    `keras.ops.image.affine_transform`: rotation, shift, shear and zoom composed into one matrix exactly as
+    the paper's `ImageDataGenerator.apply_affine_transform` composes them (R @ S @ Sh @ Z about the image
+    centre, in its (x, y) convention), then the horizontal flip it applies afterwards. One resampling per
+    image instead of one per operation."""
+    import tensorflow as tf
 
-    ImageDataGenerator reads `shear_range` as an angle in degrees, so 0.2 means 0.2 degrees; the shear
-    layer takes an intensity (tan of the angle), converted here so the augmentation is the paper's.
-    """
-    import keras
+    theta, shear = theta_deg * (math.pi / 180.0), shear_deg * (math.pi / 180.0)
+    cos, sin, shear_sin, shear_cos = tf.cos(theta), tf.sin(theta), tf.sin(shear), tf.cos(shear)
+    # R @ S @ Sh @ Z: R = [[c, -s], [s, c]], S = shift (tx, ty), Sh = [[1, -sin], [0, cos]], Z = diag(zx, zy)
+    a00, a01 = cos * zx, (-cos * shear_sin - sin * shear_cos) * zy
+    a10, a11 = sin * zx, (-sin * shear_sin + cos * shear_cos) * zy
+    b0, b1 = cos * tx - sin * ty, sin * tx + cos * ty
+    # about the centre, as transform_matrix_offset_center(matrix, h, w) does
+    o0, o1 = height / 2 - 0.5, width / 2 - 0.5
+    b0, b1 = b0 + o0 - (a00 * o0 + a01 * o1), b1 + o1 - (a10 * o0 + a11 * o1)
+    # then the horizontal flip: output column c reads the transformed image at column width - 1 - c
+    f = tf.where(flip, -1.0, 1.0)
+    g = tf.where(flip, float(width - 1), 0.0)
+    zero = tf.zeros_like(a00)
+    return tf.stack([a00 * f, a01, a00 * g + b0, a10 * f, a11, a10 * g + b1, zero, zero], axis=1)
 
-    layers = [
-        keras.layers.RandomRotation(params.rotation_deg / 360.0, fill_mode="nearest", seed=seed),
-        keras.layers.RandomTranslation(params.height_shift, params.width_shift, fill_mode="nearest", seed=seed),
-        keras.layers.RandomShear(x_factor=math.tan(math.radians(params.shear)), fill_mode="nearest", seed=seed),
-        keras.layers.RandomZoom(
-            (-params.zoom, params.zoom), (-params.zoom, params.zoom), fill_mode="nearest", seed=seed
-        ),
-    ]
-    if params.horizontal_flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    return keras.Sequential(layers, name="paper_augmentation")
+
+class PaperAugmenter:
+    """The paper's ImageDataGenerator augmentation as one projective transform per image, applied once
+    (bilinear, nearest fill), on batches of any channel count; new draws on every call, reproducible
+    from `seed`. `ImageDataGenerator` reads `shear_range` as degrees, so shear 0.2 is 0.2 degrees."""
+
+    def __init__(self, params: AugmentParams, seed: int | None = None):
+        import tensorflow as tf
+
+        self.params = params
+        self.generator = tf.random.Generator.from_seed(0 if seed is None else seed)
+
+    def draw(self, batch):
+        """(theta in degrees, tx, ty, shear in degrees, zx, zy, flip) per image of `batch`, as
+        ImageDataGenerator.get_random_transform draws them (tx: height shift times h; ty: width shift times w)."""
+        import tensorflow as tf
+
+        p, uniform = self.params, self.generator.uniform
+        n = tf.shape(batch)[0]
+        h, w = float(batch.shape[1]), float(batch.shape[2])
+
+        def symmetric(limit):
+            return uniform([n], -float(limit), float(limit)) if limit else tf.zeros([n])
+
+        zx, zy = (uniform([n], 1 - p.zoom, 1 + p.zoom) for _ in range(2)) if p.zoom else (tf.ones([n]),) * 2
+        flip = uniform([n]) < 0.5 if p.horizontal_flip else tf.zeros([n], tf.bool)
+        shift_h, shift_w = symmetric(p.height_shift), symmetric(p.width_shift)
+        return symmetric(p.rotation_deg), shift_h * h, shift_w * w, symmetric(p.shear), zx, zy, flip
+
+    def __call__(self, images, training: bool = True):
+        import keras
+
+        if not training:
+            return images
+        transforms = paper_transforms(*self.draw(images), int(images.shape[1]), int(images.shape[2]))
+        return keras.ops.image.affine_transform(images, transforms, interpolation="bilinear", fill_mode="nearest")
+
+
+def build_augmenter(params: AugmentParams, seed: int | None = None) -> PaperAugmenter:
+    """The paper's augmentation settings, one resampling per image (see PaperAugmenter)."""
+    return PaperAugmenter(params, seed)
+
+
+def load_gray(path, image_size: int):
+    """PNG file written by ingestion -> uint8 (image_size, image_size, 1): what the training cache keeps
+    (64 KB per image at 256 px, not 786 KB of float32 RGB). X-rays are grayscale; the resize is the one
+    `resize_and_scale` does, rounded to 8 bits as it rounds."""
+    import tensorflow as tf
+
+    from cxr.images import resize_uint8
+
+    image = resize_uint8(tf.io.decode_png(tf.io.read_file(path), channels=1), image_size)
+    image.set_shape((image_size, image_size, 1))
+    return image
+
+
+def to_model_input(batch):
+    """(B, S, S, 1) on the 0-255 scale -> float32 [0, 1] (B, S, S, 3): scaling and channels, in the graph."""
+    import tensorflow as tf
+
+    return tf.repeat(tf.cast(batch, tf.float32) / 255.0, 3, axis=-1)
 
 
 def load_image(path, image_size: int):
-    """PNG file written by ingestion -> float32 [0, 1] (image_size, image_size, 3)."""
-    import tensorflow as tf
-
-    image = tf.io.decode_png(tf.io.read_file(path), channels=3)
-    image = resize_and_scale(image, image_size)
-    image.set_shape((image_size, image_size, 3))
-    return image
+    """PNG file written by ingestion -> float32 [0, 1] (image_size, image_size, 3), as the model takes it."""
+    return to_model_input(load_gray(path, image_size)[None])[0]
 
 
 def make_dataset(
@@ -80,13 +140,19 @@ def make_dataset(
     paths = [str(Path(dataset_dir) / f) for f in frame["file"]]
     labels = (frame["label"] == positive_class).astype(np.float32).to_numpy()
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    ds = ds.map(lambda p, y: (load_image(p, image_size), y), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.cache()
+    ds = ds.map(lambda p, y: (load_gray(p, image_size), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.cache()  # uint8 with one channel: what lets the full dataset fit in memory
     if shuffle_buffer:
         ds = ds.shuffle(min(shuffle_buffer, max(len(paths), 1)), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    if augmenter is not None:
-        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if augmenter is not None:  # on the one channel: a third of the resampling work of RGB
+
+        def augment(x, y):
+            return to_model_input(augmenter(tf.cast(x, tf.float32), training=True)), y
+
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y: (to_model_input(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

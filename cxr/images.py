@@ -224,13 +224,21 @@ def difference_hash(array: np.ndarray, size: int = 8) -> str:
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
 
 
-def resize_and_scale(image, image_size: int):
-    """uint8 (H, W, 3) tensor or batch -> float32 in [0, 1] at image_size x image_size.
-
-    The paper's `rescale=1/255` plus the resize; the one preprocessing function for training,
-    evaluation, prediction and serving.
-    """
+def resize_uint8(image, image_size: int):
+    """uint8 (H, W, C) tensor or batch -> uint8 at image_size x image_size (bilinear, antialiased, rounded)."""
     import tensorflow as tf
 
     image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
-    return tf.cast(image, tf.float32) / 255.0
+    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
+def resize_and_scale(image, image_size: int):
+    """uint8 (H, W, 3) tensor or batch -> float32 in [0, 1] at image_size x image_size.
+
+    The paper's `rescale=1/255` plus the resize (rounded to 8 bits, as the training cache keeps it); the
+    one preprocessing function for evaluation, prediction and serving, and what training's uint8 cache
+    gives back, bit for bit, for grayscale images.
+    """
+    import tensorflow as tf
+
+    return tf.cast(resize_uint8(image, image_size), tf.float32) / 255.0

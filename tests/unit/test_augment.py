@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from cxr.augment import augmentation_spec, build_augmenter, make_dataset
 from cxr.data import ingest, read_manifest
@@ -44,3 +45,69 @@ def test_spec_names_the_papers_parameters():
     spec = augmentation_spec(AugmentParams())
     assert spec["rotation_range_deg"] == 40 and spec["zoom_range"] == 0.2 and spec["horizontal_flip"]
     assert spec["applied_to"] == "train split only"
+
+
+def _smooth_image(size: int = 48) -> np.ndarray:
+    """A smooth, asymmetric test picture (an off-centre blob on a gradient), 0-255, one channel."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    blob = np.exp(-((yy - 0.35 * size) ** 2 + (xx - 0.6 * size) ** 2) / (2 * (0.12 * size) ** 2))
+    return (255 * (0.6 * blob + 0.4 * xx / size))[..., None]
+
+
+@pytest.mark.parametrize(
+    "theta, tx, ty, shear, zx, zy, flip",
+    [
+        (25.0, 0, 0, 0, 1, 1, False),  # each operation alone
+        (0, 6.0, 0, 0, 1, 1, False),
+        (0, 0, -4.0, 0, 1, 1, False),
+        (0, 0, 0, 15.0, 1, 1, False),
+        (0, 0, 0, 0, 1.2, 0.85, False),
+        (0, 0, 0, 0, 1, 1, True),
+        (-30.0, 3.0, 5.0, 10.0, 0.9, 1.15, True),  # all of them, composed
+    ],
+)
+def test_one_composed_transform_matches_the_papers_image_data_generator(theta, tx, ty, shear, zx, zy, flip):
+    import keras
+    import tensorflow as tf
+    from keras.src.legacy.preprocessing.image import apply_affine_transform
+
+    from cxr.augment import paper_transforms
+
+    image = _smooth_image()
+    expected = apply_affine_transform(
+        image, theta, tx, ty, shear, zx, zy, row_axis=0, col_axis=1, channel_axis=2, fill_mode="nearest", order=1
+    )
+    if flip:
+        expected = expected[:, ::-1]
+    params = [tf.constant([v], tf.float32) for v in (theta, tx, ty, shear, zx, zy)] + [tf.constant([flip])]
+    transform = paper_transforms(*params, image.shape[0], image.shape[1])
+    ours = np.asarray(
+        keras.ops.image.affine_transform(image[None], transform, interpolation="bilinear", fill_mode="nearest")
+    )[0]
+    assert np.abs(ours - expected).max() < 0.5  # of 255: the same sampling, up to float rounding
+
+
+def test_the_augmenter_draws_within_the_papers_ranges_and_differs_per_image():
+    from cxr.augment import PaperAugmenter
+
+    augmenter = PaperAugmenter(AugmentParams(), seed=3)
+    batch = np.zeros((400, 32, 32, 1), np.float32)
+    theta, tx, ty, shear, zx, zy, flip = (np.asarray(v) for v in augmenter.draw(batch))
+    assert np.abs(theta).max() <= 40 and np.abs(tx).max() <= 0.2 * 32 and np.abs(ty).max() <= 0.2 * 32
+    assert np.abs(shear).max() <= 0.2 and zx.min() >= 0.8 and zy.max() <= 1.2
+    assert 0.4 < flip.mean() < 0.6 and len(np.unique(theta)) == 400
+    again = PaperAugmenter(AugmentParams(), seed=3).draw(batch)[0]
+    assert np.array_equal(np.asarray(again), theta)  # reproducible from the seed
+
+
+def test_the_cache_holds_one_uint8_channel_and_gives_back_what_serving_feeds(tiny_data, tmp_path):
+    from cxr.augment import load_gray, to_model_input
+    from cxr.images import decode_image, resize_and_scale
+
+    frame, ds_dir = _frame(tiny_data, tmp_path)
+    path = str(ds_dir / frame["file"].iloc[0])
+    cached = load_gray(path, 32)
+    assert cached.dtype == np.uint8 and tuple(cached.shape) == (32, 32, 1)
+    assert cached.numpy().nbytes * 12 == 32 * 32 * 3 * 4  # a twelfth of float32 RGB
+    served = np.asarray(resize_and_scale(decode_image(open(path, "rb").read())[0], 32))
+    assert np.array_equal(np.asarray(to_model_input(cached[None])[0]), served)  # bit for bit
