@@ -99,12 +99,9 @@ def main() -> None:
     print(f"{args.images} images, {args.size} px, batch {args.batch}, epochs 2-{args.epochs} timed")
     print(f"ImageDataGenerator (the paper's loader): {baseline:8.1f} images/s")
     print(f"project tf.data pipeline:                {project:8.1f} images/s")
-    print(
-        f"cached bytes per image: {cached:,} (uint8, one channel); before: {before:,} (float32 RGB), 1/{before // cached}"
-    )
-    print(
-        f"full COVID-19 Radiography Database (21,165 images) cached: {21165 * cached / 1e9:.2f} GB (before {21165 * before / 1e9:.1f} GB)"
-    )
+    print(f"cached bytes per image: {cached:,} (uint8, one channel); before: {before:,} (float32 RGB)")
+    gb = full * cached / 1e9, full * before / 1e9
+    print(f"the full database ({full:,} images) cached: {gb[0]:.2f} GB; before {gb[1]:.1f} GB")
     print(f"ratio: {project / baseline:.2f}")
 
 
