@@ -7,6 +7,7 @@ lossless 8-bit PNG per source file, so later steps never depend on the source pa
 from __future__ import annotations
 
 import csv
+import os
 import random
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -68,10 +69,43 @@ def read_record(path: Path, data_dir: Path, label: str, out_dir: Path) -> Record
         return Record(source, "", digest, "", "", 0, 0, "", label, decodes=False, error=str(exc))
     rel = f"images/{digest}.png"
     target = out_dir / rel
-    if not target.exists():
-        target.write_bytes(encode_png(array))
+    if not target.exists():  # identical files share one PNG; write it atomically (workers may race)
+        partial = target.with_name(f".{target.name}.{os.getpid()}")
+        partial.write_bytes(encode_png(array))
+        os.replace(partial, target)
     height, width = array.shape[:2]
     return Record(source, rel, digest, difference_hash(array), difference_hash(array, 16), width, height, mode, label)
+
+
+PARALLEL_FROM = 200  # fewer files than this: one process (starting workers costs more than it saves)
+
+
+def ingest_workers(requested: int, n_files: int) -> int:
+    """Worker processes for `n_files`: `requested` (ingest.workers), or with 0 one per core, capped at 8,
+    and one process for small folders."""
+    if requested:
+        return max(1, requested)
+    return 1 if n_files < PARALLEL_FROM else max(1, min(os.cpu_count() or 1, 8))
+
+
+def _read_task(task) -> Record:
+    return read_record(*task)
+
+
+def read_records(tasks: list, workers: int = 1) -> list[Record]:
+    """read_record for every (path, data_dir, label, out_dir), in order; across `workers` processes.
+
+    Each worker decodes, hashes and writes one file at a time and sends back only its small Record, so
+    no pixel data accumulates anywhere: memory stays flat as the folder grows. Workers are spawned, not
+    forked (the parent may hold threads: MLflow's, TensorFlow's)."""
+    if workers <= 1 or len(tasks) < 2:
+        return [read_record(*task) for task in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunk = max(1, min(64, len(tasks) // (workers * 8)))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_read_task, tasks, chunksize=chunk))
 
 
 def near_duplicate_groups(hashes: list[str], max_bits: int) -> list[int]:
@@ -145,7 +179,8 @@ def ingest(data_dir: str | Path, out_dir: str | Path, params: IngestParams) -> l
             f"{data_dir}; found {', '.join(classes)}."
         )
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    records = [read_record(f, data_dir, label, out_dir) for label, files in classes.items() for f in files]
+    tasks = [(f, data_dir, label, out_dir) for label, files in classes.items() for f in files]
+    records = read_records(tasks, ingest_workers(params.workers, len(tasks)))
     assign_splits(records, params.split, params.seed, params.near_duplicate_bits)
     write_manifest(records, out_dir)
     return records

@@ -30,6 +30,7 @@ class IngestParams:
     split: dict = field(default_factory=lambda: {"train": 0.6, "val": 0.2, "test": 0.2})
     seed: int = 42
     near_duplicate_bits: int = 20
+    workers: int = 0  # decode/hash/encode processes; 0: one per core (up to 8) from 200 files on
 
 
 @dataclass(frozen=True)

@@ -76,3 +76,14 @@ def test_near_duplicate_groups_join_close_hashes_transitively_and_only_those():
     far = base ^ int("0f" * 32, 16)
     groups = near_duplicate_groups([f"{h:064x}" for h in (base, close, closer_still, far)] + [""], max_bits=3)
     assert groups[0] == groups[1] == groups[2] and groups[3] not in groups[:3] and groups[4] not in groups[:4]
+
+
+def test_parallel_ingestion_gives_the_same_dataset_as_one_process(tiny_data, tmp_path):
+    shutil.copyfile(tiny_data / "COVID" / "COVID-0.png", tiny_data / "Normal" / "same_as_covid_0.png")
+    (tiny_data / "Normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    one = ingest(tiny_data, tmp_path / "one", IngestParams(workers=1))
+    two = ingest(tiny_data, tmp_path / "two", IngestParams(workers=2))
+    assert [r.__dict__ for r in one] == [r.__dict__ for r in two]  # same records, same order, same splits
+    assert sorted(p.name for p in (tmp_path / "one" / "images").iterdir()) == sorted(
+        p.name for p in (tmp_path / "two" / "images").iterdir()
+    )  # identical files share one PNG, and no partial file is left behind
