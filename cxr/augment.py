@@ -36,10 +36,10 @@ def paper_transforms(theta_deg, tx, ty, shear_deg, zx, zy, flip, height: int, wi
     the paper's `ImageDataGenerator.apply_affine_transform` composes them (R @ S @ Sh @ Z about the image
     centre, in its (x, y) convention), then the horizontal flip it applies afterwards. One resampling per
     image instead of one per operation."""
-    import tensorflow as tf
+    from keras import ops
 
     theta, shear = theta_deg * (math.pi / 180.0), shear_deg * (math.pi / 180.0)
-    cos, sin, shear_sin, shear_cos = tf.cos(theta), tf.sin(theta), tf.sin(shear), tf.cos(shear)
+    cos, sin, shear_sin, shear_cos = ops.cos(theta), ops.sin(theta), ops.sin(shear), ops.cos(shear)
     # R @ S @ Sh @ Z: R = [[c, -s], [s, c]], S = shift (tx, ty), Sh = [[1, -sin], [0, cos]], Z = diag(zx, zy)
     a00, a01 = cos * zx, (-cos * shear_sin - sin * shear_cos) * zy
     a10, a11 = sin * zx, (-sin * shear_sin + cos * shear_cos) * zy
@@ -48,10 +48,10 @@ def paper_transforms(theta_deg, tx, ty, shear_deg, zx, zy, flip, height: int, wi
     o0, o1 = height / 2 - 0.5, width / 2 - 0.5
     b0, b1 = b0 + o0 - (a00 * o0 + a01 * o1), b1 + o1 - (a10 * o0 + a11 * o1)
     # then the horizontal flip: output column c reads the transformed image at column width - 1 - c
-    f = tf.where(flip, -1.0, 1.0)
-    g = tf.where(flip, float(width - 1), 0.0)
-    zero = tf.zeros_like(a00)
-    return tf.stack([a00 * f, a01, a00 * g + b0, a10 * f, a11, a10 * g + b1, zero, zero], axis=1)
+    f = ops.where(flip, -1.0, 1.0)
+    g = ops.where(flip, float(width - 1), 0.0)
+    zero = ops.zeros_like(a00)
+    return ops.stack([a00 * f, a01, a00 * g + b0, a10 * f, a11, a10 * g + b1, zero, zero], axis=1)
 
 
 class PaperAugmenter:
@@ -66,21 +66,13 @@ class PaperAugmenter:
         self.generator = tf.random.Generator.from_seed(0 if seed is None else seed)
 
     def draw(self, batch):
-        """(theta in degrees, tx, ty, shear in degrees, zx, zy, flip) per image of `batch`, as
-        ImageDataGenerator.get_random_transform draws them (tx: height shift times h; ty: width shift times w)."""
+        """The per-image parameters for `batch` (see draw_parameters), from this augmenter's generator."""
         import tensorflow as tf
 
-        p, uniform = self.params, self.generator.uniform
-        n = tf.shape(batch)[0]
-        h, w = float(batch.shape[1]), float(batch.shape[2])
+        def uniform(shape, low, high):
+            return self.generator.uniform(shape, low, high)
 
-        def symmetric(limit):
-            return uniform([n], -float(limit), float(limit)) if limit else tf.zeros([n])
-
-        zx, zy = (uniform([n], 1 - p.zoom, 1 + p.zoom) for _ in range(2)) if p.zoom else (tf.ones([n]),) * 2
-        flip = uniform([n]) < 0.5 if p.horizontal_flip else tf.zeros([n], tf.bool)
-        shift_h, shift_w = symmetric(p.height_shift), symmetric(p.width_shift)
-        return symmetric(p.rotation_deg), shift_h * h, shift_w * w, symmetric(p.shear), zx, zy, flip
+        return draw_parameters(self.params, tf.shape(batch)[0], float(batch.shape[1]), float(batch.shape[2]), uniform)
 
     def __call__(self, images, training: bool = True):
         import keras
@@ -89,6 +81,20 @@ class PaperAugmenter:
             return images
         transforms = paper_transforms(*self.draw(images), int(images.shape[1]), int(images.shape[2]))
         return keras.ops.image.affine_transform(images, transforms, interpolation="bilinear", fill_mode="nearest")
+
+
+def draw_parameters(params: AugmentParams, n, height: float, width: float, uniform):
+    """(theta in degrees, tx, ty, shear in degrees, zx, zy, flip) for `n` images, as
+    ImageDataGenerator.get_random_transform draws them; `uniform(shape, low, high)` is the random source."""
+    from keras import ops
+
+    def symmetric(limit):
+        return uniform([n], -float(limit), float(limit)) if limit else ops.zeros([n])
+
+    zx, zy = (uniform([n], 1 - params.zoom, 1 + params.zoom) for _ in range(2)) if params.zoom else (ops.ones([n]),) * 2
+    flip = uniform([n], 0.0, 1.0) < 0.5 if params.horizontal_flip else ops.zeros([n], "bool")
+    shift_h, shift_w = symmetric(params.height_shift) * height, symmetric(params.width_shift) * width
+    return symmetric(params.rotation_deg), shift_h, shift_w, symmetric(params.shear), zx, zy, flip
 
 
 def build_augmenter(params: AugmentParams, seed: int | None = None) -> PaperAugmenter:

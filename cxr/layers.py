@@ -13,3 +13,34 @@ class CaffeInput(keras.layers.Layer):
     def call(self, x):
         x = keras.ops.flip(x, axis=-1) * 255.0
         return x - keras.ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=x.dtype)
+
+
+@keras.saving.register_keras_serializable(package="cxr")
+class PaperAugmentation(keras.layers.Layer):
+    """The paper's augmentation inside the model, for training on an accelerator: one projective transform
+    per image (cxr.augment.paper_transforms), drawn with Keras' own random ops, so it runs on the GPU and
+    under any Keras backend. Identity at inference: the saved model serves unchanged."""
+
+    def __init__(self, augment: dict, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.augment, self.seed = dict(augment), seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=False):
+        if not training:
+            return x
+        from cxr.augment import draw_parameters, paper_transforms
+        from cxr.params import AugmentParams
+
+        def uniform(shape, low, high):
+            return keras.random.uniform(shape, low, high, seed=self.generator)
+
+        height, width = int(x.shape[1]), int(x.shape[2])
+        params = AugmentParams(**self.augment)
+        transforms = paper_transforms(
+            *draw_parameters(params, keras.ops.shape(x)[0], height, width, uniform), height, width
+        )
+        return keras.ops.image.affine_transform(x, transforms, interpolation="bilinear", fill_mode="nearest")
+
+    def get_config(self):
+        return {**super().get_config(), "augment": self.augment, "seed": self.seed}

@@ -89,21 +89,26 @@ def build_base(image_size: int, weights: str, weights_path: str = ""):
     return base
 
 
-def build_model(params: TrainParams):
+def build_model(params: TrainParams, augment: dict | None = None):
     """VGG16 base -> Flatten -> Dense 1024 ReLU -> Dense 512 ReLU -> Dense 1 sigmoid (the paper's head).
 
-    `base_input: caffe` feeds the base the input scale its pretrained weights were trained on; the
-    paper fed it the 1/255-rescaled image directly (`base_input: rescale`), which fine-tuning absorbs
-    but a frozen base cannot (its features are then dominated by the biases).
+    `augment` (AugmentParams as a dict) puts the paper's augmentation inside the model, to run on the
+    accelerator during training (an identity at inference). `base_input: caffe` feeds the base the input
+    scale its pretrained weights were trained on; the paper fed it the 1/255-rescaled image directly
+    (`base_input: rescale`), which fine-tuning absorbs but a frozen base cannot (its features are then
+    dominated by the biases).
     """
     import keras
 
-    from cxr.layers import CaffeInput
+    from cxr.layers import CaffeInput, PaperAugmentation
 
     base = build_base(params.image_size, params.weights, params.weights_path)
     base.trainable = not params.freeze_base
     inputs = keras.Input((params.image_size, params.image_size, 3), name="image")
-    x = CaffeInput(name="caffe_input")(inputs) if params.base_input == "caffe" else inputs
+    x = inputs
+    if augment is not None:  # training only; identity when the model serves (see train.augment_on)
+        x = PaperAugmentation(augment, seed=params.seed, name="paper_augmentation")(x)
+    x = CaffeInput(name="caffe_input")(x) if params.base_input == "caffe" else x
     x = base(x, training=False)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(1024, activation="relu", name="fc1024")(x)

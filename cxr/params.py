@@ -69,6 +69,7 @@ class TrainParams:
     base_input: str = "caffe"
     mixed_precision: str = "auto"
     flip_average: bool = True
+    augment_on: str = "auto"  # data (tf.data, CPU) | model (a layer, on the accelerator) | auto: model with a GPU
     seed: int = 42
 
 

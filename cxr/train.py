@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,19 +99,22 @@ def train_model(
         raise CxrError(
             f"The train and val splits of {dataset_dir} must both hold images; add images or change ingest.split."
         )
+    if tp.augment_on not in ("auto", "data", "model"):
+        raise CxrError(f"train.augment_on is '{tp.augment_on}'; choose auto, data or model.")
+    in_model = tp.augment_on == "model" or (tp.augment_on == "auto" and gpu)
     train_ds = make_dataset(
         train_frame,
         dataset_dir,
         positive,
         tp.image_size,
         tp.batch_size,
-        augmenter=build_augmenter(params.augment, seed=tp.seed),
+        augmenter=None if in_model else build_augmenter(params.augment, seed=tp.seed),
         shuffle_buffer=params.augment.shuffle_buffer,
         seed=tp.seed,
     )
     val_ds = make_dataset(val_frame, dataset_dir, positive, tp.image_size, tp.batch_size)
 
-    model = build_model(tp)
+    model = build_model(tp, augment=dataclasses.asdict(params.augment) if in_model else None)
     compile_model(model, tp)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,6 +155,7 @@ def train_model(
         "weights": tp.weights,
         "freeze_base": tp.freeze_base,
         "flip_average": tp.flip_average,
+        "augmented_in": "model" if in_model else "data",
         "best_epoch": best_epoch,
         "profile": params.profile,
     }

@@ -111,3 +111,25 @@ def test_the_cache_holds_one_uint8_channel_and_gives_back_what_serving_feeds(tin
     assert cached.numpy().nbytes * 12 == 32 * 32 * 3 * 4  # a twelfth of float32 RGB
     served = np.asarray(resize_and_scale(decode_image(open(path, "rb").read())[0], 32))
     assert np.array_equal(np.asarray(to_model_input(cached[None])[0]), served)  # bit for bit
+
+
+def test_augmentation_inside_the_model_trains_saves_and_is_an_identity_when_serving(tiny_data, tmp_path):
+    """train.augment_on=model (what `auto` picks on a GPU): the layer augments in fit, serves unchanged."""
+    from cxr.data import ingest
+    from cxr.layers import PaperAugmentation
+    from cxr.pyfunc import XrayClassifier, read_config
+    from cxr.train import train_model
+    from tests.conftest import tiny
+
+    params = tiny("train.augment_on=model", "ood.enabled=false")
+    ingest(tiny_data, tmp_path / "ds", params.ingest)
+    train_model(tmp_path / "ds", params, tmp_path / "model", log_to_mlflow=False)
+    assert read_config(tmp_path / "model")["augmented_in"] == "model"
+    served = XrayClassifier().load(tmp_path / "model" / "model.keras", read_config(tmp_path / "model"))
+    layer = served.keras_model.get_layer("paper_augmentation")
+    assert isinstance(layer, PaperAugmentation)
+    batch = np.random.default_rng(0).uniform(0, 1, (4, 32, 32, 3)).astype(np.float32)
+    assert np.array_equal(np.asarray(layer(batch)), batch)  # inference: untouched
+    assert not np.allclose(np.asarray(layer(batch, training=True)), batch)  # training: augmented
+    first = served.predict_arrays([np.full((40, 40, 3), 90, np.uint8)])
+    assert np.array_equal(first, served.predict_arrays([np.full((40, 40, 3), 90, np.uint8)]))
