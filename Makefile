@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GIT_PYTHON_REFRESH ?= quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help setup tools data run test test-fast lint format ui compile repro clean images images-gpu stack-up stack-down
+.PHONY: help setup tools data run test test-fast bench bench-serve bench-gpu lint format ui compile repro clean images images-gpu stack-up stack-down
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,19 @@ test: data tools ## Set up and run the whole test suite (needs PostgreSQL, Docke
 
 test-fast: data tools ## Everything but the tests marked slow or container (whole pipeline, team mode, images)
 	$(BIN)/pytest -q -m "not slow and not container" $(ARGS)
+
+bench: data ## Benchmarks (CPU, minutes): input pipeline, ingestion at scale, training throughput, input-gate detectors
+	$(BIN)/python bench/input_pipeline.py
+	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/ood_detectors.py
+	$(BIN)/python bench/ingest_scale.py
+
+bench-serve: data ## Web-app latency and load (needs a registered model, e.g. from the demonstration run in the README)
+	$(BIN)/python bench/serve_latency.py
+	$(BIN)/python bench/serve_load.py
+
+bench-gpu: setup ## The paper profile's training step on a GPU (Keras 3, any backend; KERAS_BACKEND=jax|torch)
+	$(BIN)/python bench/gpu_train.py
 
 lint: setup ## ruff lint + format check
 	$(BIN)/ruff check .
