@@ -94,14 +94,14 @@ def score(classifier, rows: list[dict], arrays: list, index: list[int], allow_oo
                 continue
             row["warning"] = "; ".join(filter(None, (row.get("warning"), reason)))
         if not gated:
-            row["warning"] = NO_GATE
+            row["warning"] = "; ".join(filter(None, (row.get("warning"), NO_GATE)))
         row.update(
             probability=round(float(probability), 6),
             label=classifier.label_for(float(probability)),
             threshold=threshold,
         )
         if row.get("warning") and allow_ood and row["in_distribution"] is False:
-            row["warning"] = "scored anyway (--allow-ood): " + row["warning"]
+            row["warning"] = "scored anyway, as asked (allow-ood): " + row["warning"]
     return rows
 
 

@@ -121,7 +121,7 @@ def test_allow_ood_scores_anyway_and_keeps_the_warning(logged):
     out, (chart,) = predict(logged, "--allow-ood", logged["chart"])
     assert out.returncode == 0, out.stderr
     assert chart["in_distribution"] is False and 0 <= chart["probability"] <= 1 and chart["label"]
-    assert chart["warning"].startswith("scored anyway (--allow-ood): the image does not look like")
+    assert chart["warning"].startswith("scored anyway, as asked (allow-ood): the image does not look like")
 
 
 def test_the_pyfunc_model_refuses_in_its_output_frame(logged):
