@@ -108,13 +108,17 @@ def read_records(tasks: list, workers: int = 1) -> list[Record]:
         return list(pool.map(_read_task, tasks, chunksize=chunk))
 
 
-def near_duplicate_groups(hashes: list[str], max_bits: int) -> list[int]:
+def near_duplicate_groups(hashes: list[str], max_bits: int, block: int = 64) -> list[int]:
     """Group index per item: items whose 256-bit dHashes differ in at most `max_bits` bits (a re-encoded,
     resized or slightly rotated copy) share a group, transitively; '' (undecodable) stays alone.
 
-    Pigeonhole: two hashes within max_bits agree exactly on at least one of max_bits + 1 chunks, so only
-    items sharing a chunk are compared (fast enough for tens of thousands of images).
+    Every pair is compared, vectorised: the hashes as four 64-bit words, XOR and popcount a block of rows
+    at a time against the rows after it (20,000 images: 2 x 10^8 pairs, a few seconds, memory bounded by
+    the block). Bucketing by hash chunks looked cheaper but degrades to slow Python loops when images
+    share structure (many X-rays agree on the same bits), which real datasets do.
     """
+    import numpy as np
+
     parent = list(range(len(hashes)))
 
     def find(i: int) -> int:
@@ -123,20 +127,16 @@ def near_duplicate_groups(hashes: list[str], max_bits: int) -> list[int]:
             i = parent[i]
         return i
 
-    values = [int(h, 16) if h else None for h in hashes]
-    pieces = max_bits + 1
-    width = -(-256 // pieces)
-    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, value in enumerate(values):
-        if value is None:
-            continue
-        for piece in range(pieces):
-            buckets[(piece, (value >> (piece * width)) & ((1 << width) - 1))].append(i)
-    for members in buckets.values():
-        for a_pos, a in enumerate(members):
-            for b in members[a_pos + 1 :]:
-                if find(a) != find(b) and bin(values[a] ^ values[b]).count("1") <= max_bits:
-                    parent[find(b)] = find(a)
+    index = [i for i, h in enumerate(hashes) if h]
+    mask = (1 << 64) - 1
+    words = np.array([[(int(hashes[i], 16) >> (64 * k)) & mask for k in range(4)] for i in index], dtype=np.uint64)
+    for start in range(0, len(index), block):
+        rows, rest = words[start : start + block], words[start:]
+        distance = np.bitwise_count(rows[:, None, :] ^ rest[None, :, :]).sum(axis=2)
+        for a, b in zip(*np.nonzero(distance <= max_bits), strict=True):
+            a, b = index[start + int(a)], index[start + int(b)]
+            if a < b and find(a) != find(b):
+                parent[find(b)] = find(a)
     return [find(i) for i in range(len(hashes))]
 
 
