@@ -22,6 +22,7 @@ class PaperAugmentation(keras.layers.Layer):
     under any Keras backend. Identity at inference: the saved model serves unchanged."""
 
     def __init__(self, augment: dict, seed: int | None = None, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # resample in float32 under mixed precision too
         super().__init__(**kwargs)
         self.augment, self.seed = dict(augment), seed
         self.generator = keras.random.SeedGenerator(seed)
