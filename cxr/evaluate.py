@@ -121,17 +121,18 @@ def _split_arrays(frame, dataset_dir) -> list[np.ndarray]:
     return [decode_image((Path(dataset_dir) / f).read_bytes(), f)[0] for f in frame["file"]]
 
 
+def _split_batches(frame, dataset_dir, batch: int = 32):
+    """The decoded images of a manifest split, `batch` at a time."""
+    for start in range(0, len(frame), batch):
+        yield _split_arrays(frame.iloc[start : start + batch], dataset_dir)
+
+
 def assess_split(classifier, frame, dataset_dir, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, input-gate features) for the rows of a manifest split, in batches."""
-    files = list(frame["file"])
-    probabilities, features = [], []
-    for start in range(0, len(files), batch):
-        p, f = classifier.assess_arrays(_split_arrays(frame.iloc[start : start + batch], dataset_dir))
-        probabilities.append(p)
-        features.append(f)
-    if not probabilities:
+    parts = [classifier.assess_arrays(arrays) for arrays in _split_batches(frame, dataset_dir, batch)]
+    if not parts:
         return np.zeros(0), np.zeros((0, 0))
-    return np.concatenate(probabilities), np.concatenate(features)
+    return np.concatenate([p for p, _ in parts]), np.concatenate([f for _, f in parts])
 
 
 def predict_split(classifier, frame, dataset_dir) -> np.ndarray:
@@ -139,8 +140,10 @@ def predict_split(classifier, frame, dataset_dir) -> np.ndarray:
     return assess_split(classifier, frame, dataset_dir)[0]
 
 
-def split_features(classifier, frame, dataset_dir) -> np.ndarray:
-    return assess_split(classifier, frame, dataset_dir)[1]
+def split_features(classifier, frame, dataset_dir, batch: int = 32) -> np.ndarray:
+    """The input gate's features for the rows of a manifest split (no probabilities computed)."""
+    parts = [classifier.features_of(arrays) for arrays in _split_batches(frame, dataset_dir, batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0))
 
 
 def predictive_values(sensitivity: float, specificity: float, prevalence: float) -> tuple[float, float]:
@@ -320,11 +323,10 @@ def evaluate_ood_set(classifier, out_dir: Path, seed: int = 0) -> dict:
     if classifier.gate is None:
         return {}
     images = build_ood_set(seed)
-    scores = []
-    for start in range(0, len(images), 16):
-        _, features = classifier.assess_arrays([image.array for image in images[start : start + 16]])
-        scores.append(classifier.ood_scores(features))
-    score = np.concatenate(scores)
+    features = [
+        classifier.features_of([i.array for i in images[start : start + 16]]) for start in range(0, len(images), 16)
+    ]
+    score = classifier.ood_scores(np.concatenate(features))
     refused = ~classifier.gate.accepts(score)
     kinds = sorted({image.kind.split(":")[0] for image in images})
     report = {

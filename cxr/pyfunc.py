@@ -71,6 +71,14 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
             probability = (probability + mirrored.reshape(-1)) / 2
         return probability, feature_statistics(stats)
 
+    def features_of(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """The gate's features only: one pass, without the mirrored pass the probability needs."""
+        from cxr.ood import feature_statistics
+
+        if not arrays:
+            return np.zeros((0, 0), np.float64)
+        return feature_statistics(self.scorer.predict_on_batch(self.preprocess(arrays))[1])
+
     def predict_arrays(self, arrays: list[np.ndarray]) -> np.ndarray:
         """8-bit RGB arrays (any size) -> probabilities of the positive class (no gate)."""
         return self.assess_arrays(arrays)[0]

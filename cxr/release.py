@@ -21,6 +21,7 @@ import secrets
 
 from cxr.errors import CxrError
 from cxr.gate import disagreement, evidence_from_tags
+from cxr.model_card import card_problems
 from cxr.registry import CHAMPION, alias_version, client
 
 PREVIOUS = "previous-champion"
@@ -252,13 +253,6 @@ def card_of(mv) -> dict | None:
         return None
 
 
-def check_card(name: str, mv) -> list[str]:
-    """What the version's model card lacks against model_card.schema.json (empty: complete)."""
-    from cxr.model_card import card_problems
-
-    return card_problems(card_of(mv))
-
-
 def promote(name: str, ref: str, reason: str, by: str, force: bool = False, _after_read=None) -> dict:
     """Move @champion to a version (previous champion -> @previous-champion). Refused when the version
     did not pass the F1 gate by its recorded decision, or its model card is incomplete (the clinician's
@@ -278,7 +272,7 @@ def promote(name: str, ref: str, reason: str, by: str, force: bool = False, _aft
             f"Version {version} did not pass the F1 gate ({why}); promotion refused. "
             "Use --force with --reason to override (the override is recorded)."
         )
-    problems = check_card(name, mv)
+    problems = card_problems(card_of(mv))  # what the card lacks against model_card.schema.json
     if problems and not force:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise CxrError(

@@ -66,9 +66,8 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
         """The prediction, or OutOfScope (422) when the DICOM header or the input gate refuses the image
         and `allow_ood` is off; with it on, the prediction carries the refusal as `warning`."""
         from cxr.gradcam import overlay_png, thumbnail_png
-        from cxr.images import decode_image
 
-        row = served.assess(data, allow_ood)
+        row, array = served.assess(data, allow_ood)
         gate = {k: row.get(k) for k in ("in_distribution", "ood_score", "ood_threshold")}
         if row.get("probability") is None:
             reason = f"Refused: {row['reason']}."
@@ -78,8 +77,7 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
         result = {"probability": probability, "label": row["label"], **gate, **model_fields()}
         if row.get("warning"):
             result["warning"] = row["warning"]
-        if heatmap:
-            array, _ = decode_image(data, "The uploaded file")
+        if heatmap:  # on the image already decoded for the prediction
             heat, _ = served.explain(array)
             result["heatmap_png"] = base64.b64encode(overlay_png(array, heat)).decode()
             result["image_png"] = base64.b64encode(thumbnail_png(array)).decode()

@@ -35,14 +35,15 @@ class ServedModel:
         with self.lock:  # one Keras call at a time; the predict function is built once at load
             return self.classifier.predict_arrays(arrays)
 
-    def assess(self, data: bytes, allow_ood: bool) -> dict:
-        """One upload -> the row `cxr.predict.assess` gives (refusal, warning, probability, label); bad
-        input raises its CxrError (its kind sets the HTTP status)."""
+    def assess(self, data: bytes, allow_ood: bool) -> tuple[dict, np.ndarray | None]:
+        """One upload -> (the row `cxr.predict.assess` gives: refusal, warning, probability, label; the
+        decoded image, None when its header was refused unread); bad input raises its CxrError (its kind
+        sets the HTTP status)."""
         from cxr.predict import prepare, score
 
-        prepared = prepare([("The uploaded file", data)], allow_ood, strict=True)  # decoding runs in parallel
+        rows, arrays, index = prepare([("The uploaded file", data)], allow_ood, strict=True)  # decoded in parallel
         with self.lock:  # the model, one call at a time
-            return score(self.classifier, *prepared, allow_ood)[0]
+            return score(self.classifier, rows, arrays, index, allow_ood)[0], (arrays[0] if arrays else None)
 
     def explain(self, array: np.ndarray) -> tuple[np.ndarray, float]:
         with self.lock:
