@@ -77,6 +77,18 @@ def tiny(*extra: str):
     return load_params(overrides=TINY + list(extra))
 
 
+def train_on_sample(tmp: Path, *overrides: str) -> Path:
+    """A model trained on the real sample with tiny settings plus `overrides`, dataset in tmp/ds; returns
+    its folder (tmp/model)."""
+    from cxr.data import ingest
+    from cxr.train import train_model
+
+    params = tiny(*overrides)
+    ingest(SAMPLE, tmp / "ds", params.ingest)
+    train_model(tmp / "ds", params, tmp / "model", log_to_mlflow=False)
+    return tmp / "model"
+
+
 @pytest.fixture
 def tiny_params():
     return tiny()

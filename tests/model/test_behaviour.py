@@ -16,7 +16,7 @@ from cxr.data import ingest
 from cxr.images import decode_image
 from cxr.pyfunc import CONFIG_FILE, XrayClassifier, read_config
 from cxr.train import train_model
-from tests.conftest import SAMPLE, make_dataset, tiny
+from tests.conftest import SAMPLE, make_dataset, tiny, train_on_sample
 
 pytestmark = pytest.mark.slow
 XRAYS = [SAMPLE / "COVID" / "COVID-3.png", SAMPLE / "Normal" / "Normal-1.png", SAMPLE / "COVID" / "COVID-11.png"]
@@ -24,12 +24,10 @@ XRAYS = [SAMPLE / "COVID" / "COVID-3.png", SAMPLE / "Normal" / "Normal-1.png", S
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("behaviour")
-    params = tiny("train.weights=hed", "train.image_size=64", "train.epochs=4", "train.batch_size=8")
-    ingest(SAMPLE, tmp / "ds", params.ingest)
-    train_model(tmp / "ds", params, tmp / "model", log_to_mlflow=False)
-    assert (tmp / "model" / CONFIG_FILE).is_file()
-    return XrayClassifier().load(tmp / "model" / "model.keras", read_config(tmp / "model"))
+    overrides = ("train.weights=hed", "train.image_size=64", "train.epochs=4", "train.batch_size=8")
+    model = train_on_sample(tmp_path_factory.mktemp("behaviour"), *overrides)
+    assert (model / CONFIG_FILE).is_file()
+    return XrayClassifier().load(model / "model.keras", read_config(model))
 
 
 def as_png16(gray: np.ndarray) -> bytes:

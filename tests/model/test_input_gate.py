@@ -16,14 +16,13 @@ import mlflow
 import numpy as np
 import pytest
 
-from cxr.data import ingest, read_manifest, split_frame
+from cxr.data import read_manifest, split_frame
 from cxr.evaluate import assess_split, evaluate_ood_set
 from cxr.images import encode_png
 from cxr.ood import OOD_FILE, InputGate
 from cxr.ood_set import build_ood_set, pydicom_data_dir
 from cxr.pyfunc import XrayClassifier, log_model, read_config
-from cxr.train import train_model
-from tests.conftest import SAMPLE, dicom_path, tiny
+from tests.conftest import SAMPLE, dicom_path, train_on_sample
 
 pytestmark = pytest.mark.slow
 CXR = str(Path(sys.executable).parent / "cxr")
@@ -32,10 +31,7 @@ CXR = str(Path(sys.executable).parent / "cxr")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gate")
-    params = tiny("train.weights=hed", "train.image_size=128", "train.epochs=1", "train.batch_size=8")
-    ingest(SAMPLE, tmp / "ds", params.ingest)
-    train_model(tmp / "ds", params, tmp / "model", log_to_mlflow=False)
-    model = tmp / "model"
+    model = train_on_sample(tmp, "train.weights=hed", "train.image_size=128", "train.epochs=1", "train.batch_size=8")
     classifier = XrayClassifier().load(model / "model.keras", read_config(model), model / OOD_FILE)
     return {"dir": model, "dataset": tmp / "ds", "classifier": classifier, "tmp": tmp}
 
