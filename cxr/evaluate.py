@@ -161,16 +161,24 @@ def evaluate_split(
     out_dir: Path,
     bootstrap_samples: int = 1000,
     prevalence: float = 0.1,
+    probability=None,
+    source: str = "",
 ) -> dict:
     """Metrics (with bootstrap CIs), PPV/NPV at `prevalence`, the input gate's acceptance, confusion
     matrix, ROC, calibration and plots for one split; writes <split>_*.png/json. The metrics cover every
-    image of the split, accepted by the gate or not (`ood_accept_rate` says how many it accepted)."""
+    image of the split, accepted by the gate or not (`ood_accept_rate` says how many it accepted).
+
+    `probability` given (the out-of-fold predictions of cross-validation, row for row): the metrics are
+    of those, not of `classifier`'s; `source` says where the figures come from."""
     from cxr.augment import labels_of
 
     positive = classifier.config["positive_class"]
     negative = classifier.config["negative_class"]
     y_true = labels_of(frame, positive)
-    probability, features = assess_split(classifier, frame, dataset_dir)
+    if probability is None:
+        probability, features = assess_split(classifier, frame, dataset_dir)
+    else:
+        probability, features = np.asarray(probability, np.float64), split_features(classifier, frame, dataset_dir)
     metrics = compute_metrics(y_true, probability, float(classifier.config["threshold"]))
     metrics["prevalence"] = float(prevalence)
     metrics["ppv"], metrics["npv"] = predictive_values(metrics["sensitivity"], metrics["specificity"], prevalence)
@@ -188,6 +196,7 @@ def evaluate_split(
     ci = bootstrap_ci(y_true, probability, metrics["threshold"], bootstrap_samples)
     report = {
         "split": split,
+        "source": source or f"the {len(frame)} images of the {split} split, scored by the model",
         "positive_class": positive,
         "negative_class": negative,
         "metrics": metrics,
@@ -236,6 +245,7 @@ def decide_threshold(
     fixed: float = 0.5,
     min_per_class: int = 10,
     prior_images: float = 20.0,
+    images: str = "validation",
 ) -> tuple[float, str]:
     """The decision threshold and a sentence saying how it was chosen.
 
@@ -251,16 +261,16 @@ def decide_threshold(
         return float(fixed), f"fixed at {fixed:g} (evaluate.threshold_strategy: fixed)"
     if fewest < min_per_class:
         return float(fixed), (
-            f"fixed at {fixed:g}: the validation split has {fewest} images of its smaller class, fewer than "
+            f"fixed at {fixed:g}: the {images} images hold {fewest} of their smaller class, fewer than "
             f"evaluate.threshold_min_per_class {min_per_class}, too few to tune a threshold on"
         )
     raw = choose_threshold(y_true, probability, strategy, target_sensitivity, fixed)
     if strategy == "target_sensitivity":
-        return raw, f"{raw:.4f}: the highest reaching sensitivity {target_sensitivity:g} on {n} validation images"
+        return raw, f"{raw:.4f}: the highest reaching sensitivity {target_sensitivity:g} on {n} {images} images"
     weight = n / (n + prior_images)
     chosen = float(fixed + weight * (raw - fixed))
     return chosen, (
-        f"{chosen:.4f}: {strategy} on {n} validation images gave {raw:.4f}, shrunk toward {fixed:g} "
+        f"{chosen:.4f}: {strategy} on {n} {images} images gave {raw:.4f}, shrunk toward {fixed:g} "
         f"with weight {weight:.2f} (evaluate.threshold_prior_images {prior_images:g})"
     )
 

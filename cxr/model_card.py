@@ -61,6 +61,9 @@ WEIGHTS = {
 }
 
 
+CV_NAMES = ("f1", "accuracy", "sensitivity", "specificity")
+
+
 def _fmt(value, digits: int = 3) -> str:
     try:
         return f"{float(value):.{digits}f}"
@@ -180,8 +183,23 @@ def build_card(name: str, version: str, params: dict, metrics: dict, tags: dict)
             "prevalence": _number(params.get("evaluate.prevalence")),
             "ppv_npv_note": "PPV and NPV are computed at the stated prevalence, not at the split's own class mix.",
             "validation": _split_metrics(metrics, "val"),
+            "validation_source": tags.get("validation") or "the validation split",
             "test": _split_metrics(metrics, "test"),
             "note": "Every image of each split is counted, accepted by the input gate or not.",
+            "cross_validation": {
+                f"{name}_{stat}": _number(metrics.get(f"cv_{name}_{stat}"))
+                for name in CV_NAMES
+                for stat in ("mean", "std")
+            }
+            | {"folds": int(metrics["cv_folds"])}
+            if "cv_folds" in metrics
+            else None,
+            "calibration": {
+                "temperature": _number(metrics.get("temperature")),
+                "how": tags.get("temperature_method") or None,
+                "ece_before": _number(metrics.get("ece_before_calibration")),
+                "ece_after": _number(metrics.get("ece_after_calibration")),
+            },
         },
         "input_gate": gate_figures,
         "promotion_gate": {
@@ -192,8 +210,9 @@ def build_card(name: str, version: str, params: dict, metrics: dict, tags: dict)
             f"Tiny dataset ({int(metrics.get('n_images', 0) or 0)} images): wide intervals; demonstration figures, "
             "not clinical evidence.",
             "One public database: no external validation; scanner, site and population shift untested.",
-            "The threshold is chosen and the promotion gate applied on the validation split; the test split is "
-            "reported separately for that reason.",
+            "The threshold and temperature are chosen and the promotion gate applied on the validation figures "
+            f"({tags.get('validation') or 'the validation split'}); the test split is reported separately for that "
+            "reason.",
             "No patient-level split: the database does not identify patients, so images of one patient may sit in "
             "more than one split (identical and near-identical images are kept together).",
         ],
@@ -218,10 +237,6 @@ def card_problems(card: dict | None) -> list[str]:
         where = ".".join(str(p) for p in error.absolute_path) or "the card"
         problems.append(f"{where}: {error.message}")
     return problems
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{float(value):.{digits}f}"
 
 
 def _with_ci(metric: dict) -> str:
@@ -278,7 +293,8 @@ def render_markdown(card: dict, params: dict | None = None) -> str:
         "",
         "## Metrics",
         f"Positive class {positive}; validation n = {val['n']}, test n = {test['n']}. "
-        f"PPV and NPV at a stated prevalence of {_fmt(metrics['prevalence'], 2)}. {metrics['note']}",
+        f"PPV and NPV at a stated prevalence of {_fmt(metrics['prevalence'], 2)}. {metrics['note']} "
+        f"Validation figures: {metrics.get('validation_source') or 'the validation split'}.",
         "",
         "| metric | validation | test |",
         "| --- | --- | --- |",
@@ -291,6 +307,18 @@ def render_markdown(card: dict, params: dict | None = None) -> str:
         split: {"f1": m["f1"]["value"], "f1_low": m["f1"]["ci_low"], "f1_high": m["f1"]["ci_high"]}
         for split, m in (("val", val), ("test", test))
     }
+    cv, cal = metrics.get("cross_validation"), metrics.get("calibration") or {}
+    if cv:
+        lines.append(
+            f"\n{cv['folds']}-fold cross-validation over train + val (mean ± std over folds, at the fixed "
+            "evaluate.threshold): "
+            + ", ".join(f"{n} {_fmt(cv[f'{n}_mean'])} ± {_fmt(cv[f'{n}_std'])}" for n in CV_NAMES)
+        )
+    if cal.get("temperature") is not None:
+        lines.append(
+            f"\nCalibration: temperature {_fmt(cal['temperature'])} ({cal['how'] or 'not recorded'}); ECE on the "
+            f"images it was fitted on {_fmt(cal['ece_before'])} before, {_fmt(cal['ece_after'])} after."
+        )
     warning = disagreement(evidence["val"], evidence["test"])
     if warning:
         lines += ["", f"**Warning:** {warning}."]

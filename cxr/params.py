@@ -82,6 +82,7 @@ class EvaluateParams:
     threshold_prior_images: float = 20.0
     bootstrap_samples: int = 1000
     prevalence: float = 0.1  # PPV and NPV are reported at this prevalence of the positive class
+    cv_folds: int = 0  # K >= 2: K-fold cross-validation over train + val (cxr/cv.py); 0: the validation split
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         return np.stack([np.asarray(resize_and_scale(a, size)) for a in arrays])
 
     def assess_arrays(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """8-bit RGB arrays (any size) -> (probabilities of the positive class, the gate's features)."""
+        """8-bit RGB arrays (any size) -> (calibrated probabilities of the positive class, the gate's features)."""
+        from cxr.calibration import apply_temperature
         from cxr.ood import feature_statistics
 
         if not arrays:
@@ -69,7 +70,8 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         if self.config.get("flip_average", False):  # mean over the image and its mirror (train.flip_average)
             mirrored = np.asarray(self.keras_model.predict_on_batch(batch[:, :, ::-1, :]), dtype=np.float64)
             probability = (probability + mirrored.reshape(-1)) / 2
-        return probability, feature_statistics(stats)
+        temperature = float(self.config.get("temperature", 1.0))  # fitted in training (cxr/calibration.py)
+        return apply_temperature(probability, temperature), feature_statistics(stats)
 
     def features_of(self, arrays: list[np.ndarray]) -> np.ndarray:
         """The gate's features only: one pass, without the mirrored pass the probability needs."""

@@ -145,13 +145,27 @@ def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params
         result = train_model(dataset_dir, params, model_dir)
         mlflow.log_metrics(
             {"best_epoch": result.best_epoch, "gpu": int(result.gpu), "mixed_precision": int(result.mixed_precision)}
+            | _finite(result.metrics)
         )
         mlflow.set_tag("weights", params.train.weights)
         model_uri = log_model(model_dir).model_uri  # models:/m-<id>; runs:/<run>/model resolves to it too
     config = read_config(model_dir)
     client = mlflow.MlflowClient()
     client.set_tag(ctx.parent_run_id, "model_uri", model_uri)
-    client.set_tag(ctx.parent_run_id, "threshold_method", config.get("threshold_method", ""))
+    for key in ("threshold_method", "temperature_method", "validation"):
+        client.set_tag(ctx.parent_run_id, key, config.get(key, ""))
+    _log_to_parent(ctx, _finite(result.metrics))
+    m = result.metrics
+    calibrated = (
+        f"temperature {m['temperature']:.2f}: ECE {m['ece_before_calibration']:.3f} -> {m['ece_after_calibration']:.3f}"
+    )
+    if "cv_f1_mean" in m:
+        events.figure(
+            f"{int(m['cv_folds'])}-fold CV F1 {m['cv_f1_mean']:.2f} ± {m['cv_f1_std']:.2f}; final model on all "
+            f"train + val images; {calibrated}"
+        )
+    else:
+        events.figure(f"best epoch {result.best_epoch}; {calibrated}")
     return model_uri
 
 
@@ -171,8 +185,9 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
         model = Path(model_dir)
         classifier = XrayClassifier().load(model / "model.keras", read_config(model_dir), model / OOD_FILE)
         frame = read_manifest(dataset_dir)
+        oof = out_of_fold(model, frame)
         for split in ("val", "test"):
-            part = split_frame(frame, split)
+            part = split_frame(frame, split) if split == "test" or oof is None else oof[0]
             if part.empty:
                 continue
             report = evaluate_split(
@@ -183,6 +198,7 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
                 out,
                 params.evaluate.bootstrap_samples,
                 params.evaluate.prevalence,
+                *(oof[1:] if split == "val" and oof is not None else ()),
             )
             reports[split] = report
             for name, (low, high) in report["ci95"].items():
@@ -214,6 +230,20 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
     return reports
 
 
+def out_of_fold(model_dir: Path, frame):
+    """With cross-validation (the train step wrote oof.json): (the manifest rows it covers, their
+    out-of-fold probabilities, a sentence naming them), which stand for the validation split; else None."""
+    from cxr.cv import OOF_FILE
+
+    path = Path(model_dir) / OOF_FILE
+    if not path.is_file():
+        return None
+    oof = json.loads(path.read_text())
+    by_source = {row["source"]: row["probability"] for row in oof["predictions"]}
+    rows = frame[frame["source"].isin(by_source) & frame["decodes"]].reset_index(drop=True)
+    return rows, [by_source[s] for s in rows["source"]], oof["validation"]
+
+
 def split_evidence(report: dict):
     """The gate's evidence from an evaluation report: F1, its 95% interval and the class counts."""
     from cxr.gate import Evidence
@@ -229,7 +259,7 @@ def champion_on(dataset_dir: str, params: Params, candidate: dict):
 
     from cxr.augment import labels_of
     from cxr.compare import paired_bootstrap_delta
-    from cxr.data import read_manifest, split_frame
+    from cxr.data import read_manifest
     from cxr.evaluate import compute_metrics, predict_split
     from cxr.gate import PairedDelta
     from cxr.pyfunc import load_pyfunc
@@ -239,9 +269,12 @@ def champion_on(dataset_dir: str, params: Params, candidate: dict):
     if champion is None:
         return None
     classifier = load_pyfunc(f"models:/{params.register.model_name}@{CHAMPION}")
-    frame = split_frame(read_manifest(dataset_dir), "val")
-    p_champion = predict_split(classifier, frame, dataset_dir)
+    # the images the candidate's validation figures rest on: the val split, or with cross-validation
+    # the pooled train + val images (out-of-fold for the candidate; a champion trained on them is favoured)
     by_source = {row["source"]: row["probability"] for row in candidate["predictions"]}
+    frame = read_manifest(dataset_dir)
+    frame = frame[frame["source"].isin(by_source) & frame["decodes"]].reset_index(drop=True)
+    p_champion = predict_split(classifier, frame, dataset_dir)
     p_candidate = np.array([by_source[s] for s in frame["source"]])
     y = labels_of(frame, classifier.config["positive_class"])
     t_champion, t_candidate = float(classifier.config["threshold"]), float(candidate["metrics"]["threshold"])
@@ -344,6 +377,7 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
                 "profile": params.profile,
                 "run_id": ctx.parent_run_id,
                 "ood.method": parent.data.tags.get("ood.method", ""),
+                **{k: parent.data.tags.get(k, "") for k in ("validation", "temperature_method")},
             },
         )
         stem = f"model_cards/{name}-v{number}"

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cxr.augment import build_augmenter, labels_of, make_dataset
+from cxr.calibration import apply_temperature, fit_temperature
+from cxr.cv import OOF_FILE, summarise
 from cxr.data import class_names, read_manifest, split_frame
 from cxr.errors import CxrError
-from cxr.evaluate import decide_threshold
+from cxr.evaluate import calibration, decide_threshold
 from cxr.model import build_model, compile_model
 from cxr.params import Params
 from cxr.pyfunc import CONFIG_FILE, MODEL_FILE
@@ -25,6 +29,7 @@ class TrainResult:
     history: dict
     gpu: bool
     mixed_precision: bool
+    metrics: dict = dataclasses.field(default_factory=dict)  # calibration, and cv_* with cross-validation
 
 
 def configure_devices(mode: str) -> tuple[bool, bool]:
@@ -44,7 +49,7 @@ class EpochReporter:
     """Keras callback factory: per-epoch loss and metrics to the active MLflow run and as a progress event."""
 
     @staticmethod
-    def create(log_to_mlflow: bool = True):
+    def create(log_to_mlflow: bool = True, fold: tuple[int, int] | None = None):
         import keras
         import mlflow
 
@@ -55,7 +60,8 @@ class EpochReporter:
                 figures = {k: float(v) for k, v in (logs or {}).items()}
                 if log_to_mlflow and mlflow.active_run() is not None:
                     mlflow.log_metrics(figures, step=epoch + 1)
-                events.emit("epoch", epoch=epoch + 1, epochs=self.params.get("epochs"), **figures)
+                where = {"fold": fold[0], "folds": fold[1]} if fold else {}
+                events.emit("epoch", epoch=epoch + 1, epochs=self.params.get("epochs"), **where, **figures)
 
         return _Reporter()
 
@@ -81,15 +87,126 @@ def fit_input_gate(model_dir: Path, dataset_dir, train_frame, val_frame, params:
     return gate
 
 
+def _fit(
+    train_frame,
+    val_frame,
+    dataset_dir,
+    positive: str,
+    params: Params,
+    out_dir: Path,
+    in_model: bool,
+    select_best: bool,
+    log_to_mlflow: bool,
+    fold: tuple[int, int] | None = None,
+):
+    """One network fitted on `train_frame`. With `select_best` the epoch with the lowest val_loss on
+    `val_frame` is kept; otherwise the last epoch (val_frame, if any, is only watched). Returns
+    (model, history, best epoch, 1-based)."""
+    import keras
+
+    tp = params.train
+    train_ds = make_dataset(
+        train_frame,
+        dataset_dir,
+        positive,
+        tp.image_size,
+        tp.batch_size,
+        augmenter=None if in_model else build_augmenter(params.augment, seed=tp.seed + (fold[0] if fold else 0)),
+        shuffle_buffer=params.augment.shuffle_buffer,
+        seed=tp.seed,
+    )
+    val_ds = None if val_frame is None else make_dataset(val_frame, dataset_dir, positive, tp.image_size, tp.batch_size)
+    model = build_model(tp, augment=dataclasses.asdict(params.augment) if in_model else None)
+    compile_model(model, tp)
+    checkpoint = out_dir / "best.keras"
+    callbacks = [EpochReporter.create(log_to_mlflow, fold)]
+    if select_best:
+        callbacks.append(keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True))
+    history = model.fit(train_ds, validation_data=val_ds, epochs=tp.epochs, callbacks=callbacks, verbose=2)
+    history = {k: [float(x) for x in v] for k, v in history.history.items()}
+    if not select_best:
+        return model, history, tp.epochs
+    losses = history["val_loss"]
+    best_epoch = int(min(range(len(losses)), key=losses.__getitem__)) + 1
+    model = keras.models.load_model(checkpoint, compile=False)
+    checkpoint.unlink()
+    return model, history, best_epoch
+
+
+def _probabilities(model, frame, dataset_dir, positive: str, params: Params) -> np.ndarray:
+    """The network's probabilities for `frame`, averaged with the mirror image's as the served model does."""
+    tp = params.train
+    ds = make_dataset(frame, dataset_dir, positive, tp.image_size, tp.batch_size)
+    probability = np.asarray(model.predict(ds, verbose=0), dtype=np.float64).reshape(-1)
+    if tp.flip_average:
+        mirrored = ds.map(lambda x, y: (x[:, :, ::-1, :], y))
+        probability = (probability + np.asarray(model.predict(mirrored, verbose=0)).reshape(-1)) / 2
+    return probability
+
+
+def _cross_validate(
+    pool, dataset_dir, positive: str, params: Params, out_dir: Path, in_model: bool, log_to_mlflow: bool
+):
+    """K fold networks (cxr/cv.py): (out-of-fold probabilities, fold index per row, per-fold metrics).
+    Each fold is an MLflow child run (cv-fold-<k>) of the active run, with its curves and metrics."""
+    import keras
+    import mlflow
+
+    from cxr import events
+    from cxr.cv import assign_folds
+    from cxr.evaluate import compute_metrics
+
+    k, ep = params.evaluate.cv_folds, params.evaluate
+    folds = assign_folds(pool, k, params.train.seed, params.ingest.near_duplicate_bits)
+    oof, fold_metrics = np.zeros(len(pool)), []
+    y = labels_of(pool, positive)
+    for fold in range(k):
+        held = folds == fold
+        run = (
+            mlflow.start_run(run_name=f"cv-fold-{fold + 1}", nested=True, tags={"cv.fold": str(fold + 1)})
+            if log_to_mlflow
+            else contextlib.nullcontext()
+        )
+        with run:
+            model, _, _ = _fit(
+                pool[~held],
+                pool[held],
+                dataset_dir,
+                positive,
+                params,
+                out_dir,
+                in_model,
+                False,
+                log_to_mlflow,
+                (fold + 1, k),
+            )
+            oof[held] = _probabilities(model, pool[held], dataset_dir, positive, params)
+            # at the fixed evaluate.threshold: a threshold tuned on the held-out fold would flatter it
+            metrics = compute_metrics(y[held], oof[held], ep.threshold)
+            fold_metrics.append(metrics)
+            if log_to_mlflow:
+                mlflow.log_metrics({f"fold_{m}": v for m, v in metrics.items() if np.isfinite(v)})
+        events.emit("cv_fold", fold=fold + 1, folds=k, f1=metrics["f1"], n=metrics["n"])
+        del model
+        keras.backend.clear_session()
+    return oof, folds, fold_metrics
+
+
 def train_model(
     dataset_dir: str | Path, params: Params, out_dir: str | Path, log_to_mlflow: bool = True
 ) -> TrainResult:
-    """Fit, checkpoint the best epoch by val_loss, write model.keras + config.json into out_dir."""
+    """Fit, write model.keras + config.json (+ ood.npz) into out_dir.
+
+    Without cross-validation: fitted on the train split, the best epoch by val_loss kept; threshold and
+    temperature from the validation split. With evaluate.cv_folds K: K fold networks give out-of-fold
+    probabilities for the pooled train + val images (threshold, temperature and the gate's evidence come
+    from them, written to oof.json), then the final network is fitted on all pooled images.
+    """
     import keras
 
     import cxr.layers  # noqa: F401 (registers the custom layers for reloading the checkpoint)
 
-    tp = params.train
+    tp, ep = params.train, params.evaluate
     keras.utils.set_random_seed(tp.seed)
     gpu, mixed = configure_devices(tp.mixed_precision)
     frame = read_manifest(dataset_dir)
@@ -102,48 +219,49 @@ def train_model(
     if tp.augment_on not in ("auto", "data", "model"):
         raise CxrError(f"train.augment_on is '{tp.augment_on}'; choose auto, data or model.")
     in_model = tp.augment_on == "model" or (tp.augment_on == "auto" and gpu)
-    train_ds = make_dataset(
-        train_frame,
-        dataset_dir,
-        positive,
-        tp.image_size,
-        tp.batch_size,
-        augmenter=None if in_model else build_augmenter(params.augment, seed=tp.seed),
-        shuffle_buffer=params.augment.shuffle_buffer,
-        seed=tp.seed,
-    )
-    val_ds = make_dataset(val_frame, dataset_dir, positive, tp.image_size, tp.batch_size)
-
-    model = build_model(tp, augment=dataclasses.asdict(params.augment) if in_model else None)
-    compile_model(model, tp)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = out_dir / "best.keras"
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True),
-        EpochReporter.create(log_to_mlflow),
-    ]
-    history = model.fit(train_ds, validation_data=val_ds, epochs=tp.epochs, callbacks=callbacks, verbose=2)
-    losses = history.history["val_loss"]
-    best_epoch = int(min(range(len(losses)), key=losses.__getitem__)) + 1
-
-    best = keras.models.load_model(checkpoint, compile=False)
+    metrics: dict[str, float] = {}
+    if ep.cv_folds:
+        held_out = pd.concat([train_frame, val_frame], ignore_index=True)  # every image held out once
+        probability, folds, fold_metrics = _cross_validate(
+            held_out, dataset_dir, positive, params, out_dir, in_model, log_to_mlflow
+        )
+        metrics |= summarise(fold_metrics)
+        keras.utils.set_random_seed(tp.seed)
+        best, history, best_epoch = _fit(
+            held_out, None, dataset_dir, positive, params, out_dir, in_model, False, log_to_mlflow
+        )
+        validation = f"{ep.cv_folds}-fold out-of-fold predictions on the {len(held_out)} train + val images"
+        gate_train, gate_val = held_out, held_out.iloc[0:0]
+    else:
+        best, history, best_epoch = _fit(
+            train_frame, val_frame, dataset_dir, positive, params, out_dir, in_model, True, log_to_mlflow
+        )
+        held_out, folds = val_frame, None
+        probability = _probabilities(best, val_frame, dataset_dir, positive, params)
+        validation = f"the {len(val_frame)} images of the validation split"
+        gate_train, gate_val = train_frame, val_frame
     keras.mixed_precision.set_global_policy("float32")
     best.save(out_dir / MODEL_FILE)
-    checkpoint.unlink()
-    ep = params.evaluate
-    val_probability = np.asarray(best.predict(val_ds, verbose=0), dtype=np.float64).reshape(-1)
-    if tp.flip_average:  # the threshold is chosen on what the served model outputs
-        mirrored = val_ds.map(lambda x, y: (x[:, :, ::-1, :], y))
-        val_probability = (val_probability + np.asarray(best.predict(mirrored, verbose=0)).reshape(-1)) / 2
+    y = labels_of(held_out, positive)
+    # calibrate first, then choose the threshold on what the served model outputs
+    temperature, temperature_method = fit_temperature(y, probability, ep.threshold_min_per_class)
+    calibrated = apply_temperature(probability, temperature)
+    metrics |= {
+        "temperature": temperature,
+        "ece_before_calibration": calibration(y, probability)["ece"],
+        "ece_after_calibration": calibration(y, calibrated)["ece"],
+    }
     threshold, threshold_method = decide_threshold(
-        labels_of(val_frame, positive),
-        val_probability,
+        y,
+        calibrated,
         ep.threshold_strategy,
         ep.target_sensitivity,
         ep.threshold,
         ep.threshold_min_per_class,
         ep.threshold_prior_images,
+        "out-of-fold" if ep.cv_folds else "validation",
     )
     config = {
         "image_size": tp.image_size,
@@ -152,14 +270,27 @@ def train_model(
         "threshold": threshold,
         "threshold_strategy": ep.threshold_strategy,
         "threshold_method": threshold_method,
+        "temperature": temperature,
+        "temperature_method": temperature_method,
+        "validation": validation,
+        "cv_folds": ep.cv_folds,
         "weights": tp.weights,
         "freeze_base": tp.freeze_base,
         "flip_average": tp.flip_average,
         "augmented_in": "model" if in_model else "data",
         "best_epoch": best_epoch,
+        "epoch_selection": "last epoch (cross-validation: no held-out images choose it)"
+        if ep.cv_folds
+        else "lowest validation loss",
         "profile": params.profile,
     }
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    if folds is not None:
+        rows = [
+            {"source": s, "label": lab, "fold": int(f) + 1, "probability": float(p)}
+            for s, lab, f, p in zip(held_out["source"], held_out["label"], folds, calibrated, strict=True)
+        ]
+        (out_dir / OOF_FILE).write_text(json.dumps({"validation": validation, "predictions": rows}, indent=2))
     if params.ood.enabled:
-        fit_input_gate(out_dir, dataset_dir, train_frame, val_frame, params)
-    return TrainResult(out_dir, best_epoch, {k: [float(x) for x in v] for k, v in history.history.items()}, gpu, mixed)
+        fit_input_gate(out_dir, dataset_dir, gate_train, gate_val, params)
+    return TrainResult(out_dir, best_epoch, history, gpu, mixed, metrics)

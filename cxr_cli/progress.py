@@ -83,10 +83,11 @@ class StepView:
         total = int(last.get("epochs") or len(self.epochs))
         done = int(last.get("epoch", len(self.epochs)))
         filled = round(BAR_WIDTH * done / max(total, 1))
-        return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] epoch {done}/{total}  {self._best()}"
+        fold = f"fold {last['fold']}/{last['folds']} " if "fold" in last else ""
+        return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fold}epoch {done}/{total}  {self._best()}"
 
     def _best(self) -> str:
-        scored = [e for e in self.epochs if "val_loss" in e]
+        scored = [e for e in self.epochs if "val_loss" in e and "fold" not in e]  # a fold's is only watched
         if not scored:
             return ""
         best = min(scored, key=lambda e: e["val_loss"])

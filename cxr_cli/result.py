@@ -59,6 +59,47 @@ def input_gate_line(result: dict) -> str:
     return f"input gate: accepts {accepted}; refuses {gate['ood_reject_rate']:.0%} of {gate['ood_n']} non-X-rays"
 
 
+def cross_validation(metrics: dict) -> dict | None:
+    """Mean and std over the folds of each cv_* metric (None without cross-validation)."""
+    if "cv_folds" not in metrics:
+        return None
+    out: dict = {"folds": int(metrics["cv_folds"])}
+    for name in ("f1", "accuracy", "sensitivity", "specificity", "roc_auc", "bce"):
+        if f"cv_{name}_mean" in metrics:
+            out[name] = {"mean": metrics[f"cv_{name}_mean"], "std": metrics.get(f"cv_{name}_std", 0.0)}
+    return out
+
+
+def calibration(metrics: dict) -> dict | None:
+    if "temperature" not in metrics:
+        return None
+    return {
+        "temperature": metrics["temperature"],
+        "ece_before": metrics.get("ece_before_calibration"),
+        "ece_after": metrics.get("ece_after_calibration"),
+    }
+
+
+def evidence_lines(result: dict) -> list[str]:
+    """Cross-validation and calibration, one line each (none when not recorded)."""
+    lines = []
+    cv = result.get("cross_validation")
+    if cv:
+        figures = ", ".join(
+            f"{name} {cv[name]['mean']:.2f} ± {cv[name]['std']:.2f}"
+            for name in ("f1", "accuracy", "sensitivity", "specificity")
+            if name in cv
+        )
+        lines.append(f"{cv['folds']}-fold CV over train + val (mean ± std over folds): {figures}")
+    cal = result.get("calibration")
+    if cal and cal.get("ece_before") is not None:
+        lines.append(
+            f"calibration: temperature {cal['temperature']:.2f}, ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f} "
+            "on the images it was fitted on"
+        )
+    return lines
+
+
 def predictive_line(result: dict) -> str:
     """'PPV / NPV at prevalence 0.10: val 0.25 / 0.96, test 0.33 / 0.97' (empty when not recorded)."""
     parts, prevalence = [], None
@@ -101,6 +142,8 @@ def build_result(outcome, params, tracking_uri: str, log_file: str = "", orchest
         "metrics": {s: m for s in ("val", "test") if (m := split_metrics(outcome.metrics, s)) is not None},
         "gate": {"outcome": gate, "reason": outcome.gate_reason, "advice": outcome.gate_advice},
         "input_gate": input_gate(outcome.metrics),
+        "cross_validation": cross_validation(outcome.metrics),
+        "calibration": calibration(outcome.metrics),
         "registered": {
             "model": params.register.model_name,
             "version": outcome.registered_version,
@@ -141,6 +184,8 @@ def _empty(status: str, error: str, tracking_uri: str, run_name: str, log_file: 
         "metrics": {},
         "gate": {"outcome": None, "reason": "", "advice": ""},
         "input_gate": None,
+        "cross_validation": None,
+        "calibration": None,
         "registered": None,
         "not_registered_reason": error or "nothing to do",
         "error": error,
@@ -202,7 +247,8 @@ def render_text(result: dict) -> list[str]:
         for split, m in result["metrics"].items():
             cells = "".join(f"{_interval(m.get(k)):<19}" for k in ("f1", "accuracy", "sensitivity"))
             lines.append(f"  {split:<6}{m['n']:>4}  {cells}{_interval(m.get('specificity'))}")
-        lines.extend(f"  {line}" for line in (predictive_line(result), input_gate_line(result)) if line)
+        extra = (*evidence_lines(result), predictive_line(result), input_gate_line(result))
+        lines.extend(f"  {line}" for line in extra if line)
     lines.append(_headline(result))
     if result["gate"]["reason"]:
         lines.append(f"  why: {result['gate']['reason']}")
@@ -235,7 +281,8 @@ def render_markdown(result: dict) -> str:
             cells = " | ".join(_interval(m.get(k)) for k in (*WITH_INTERVAL, "roc_auc"))
             out.append(f"| {split} | {m['n']} | {cells} |")
         out += ["", "95% bootstrap intervals in brackets; the gate decides on validation, test is recorded.", ""]
-        out += [f"{line}.\n" for line in (predictive_line(result), input_gate_line(result)) if line]
+        extra = (*evidence_lines(result), predictive_line(result), input_gate_line(result))
+        out += [f"{line}.\n" for line in extra if line]
     gate = result["gate"]
     decided = (gate["outcome"] or "not reached").upper()
     out.append(f"**Gate:** {decided}" + (f": {gate['reason']}" if gate["reason"] else ""))

@@ -76,3 +76,27 @@ def test_predictive_values_at_a_stated_prevalence():
     ppv, npv = predictive_values(0.9, 0.8, 0.1)
     assert abs(ppv - 0.09 / (0.09 + 0.18)) < 1e-9 and abs(npv - 0.72 / (0.72 + 0.01)) < 1e-9
     assert predictive_values(1.0, 1.0, 0.5) == (1.0, 1.0)
+
+
+def test_a_cross_validated_run_says_where_its_validation_figures_come_from_and_how_it_was_calibrated():
+    recorded = RECORDED | {
+        **{f"cv_{m}_{s}": v for m in ("f1", "accuracy", "sensitivity", "specificity")
+           for s, v in (("mean", 0.8), ("std", 0.1))},
+        "cv_folds": 5,
+        "temperature": 1.7,
+        "ece_before_calibration": 0.21,
+        "ece_after_calibration": 0.06,
+    }  # fmt: skip
+    tags = TAGS | {
+        "validation": "5-fold out-of-fold predictions on the 32 train + val images",
+        "temperature_method": "1.700: minimises cross-entropy on 32 held-out images (grid 0.05-20)",
+    }
+    card = build_card("m", "3", params(), recorded, tags)
+    assert card_problems(card) == []
+    assert card["metrics"]["cross_validation"]["f1_mean"] == 0.8 and card["metrics"]["cross_validation"]["folds"] == 5
+    text = render_markdown(card)
+    assert "Validation figures: 5-fold out-of-fold predictions on the 32 train + val images" in text
+    assert "5-fold cross-validation over train + val" in text and "f1 0.800 ± 0.100" in text
+    assert "temperature 1.700" in text and "0.210 before, 0.060 after" in text
+    plain = render_markdown(build_card("m", "3", params(), RECORDED, TAGS))
+    assert "cross-validation" not in plain and "Validation figures: the validation split" in plain

@@ -73,7 +73,7 @@ def test_the_224_px_run_from_the_issue_is_not_registered():
 def test_a_threshold_from_a_handful_of_images_stays_at_the_fixed_value():
     y, p = np.array([1, 1, 1, 1, 0, 0, 0, 0]), np.array([0.9, 0.84, 0.83, 0.2, 0.1, 0.05, 0.3, 0.82])
     threshold, method = decide_threshold(y, p, "max_f1", min_per_class=10)
-    assert threshold == 0.5 and "4 images of its smaller class" in method
+    assert threshold == 0.5 and "the validation images hold 4 of their smaller class" in method
 
 
 @pytest.mark.parametrize("n", [20, 200, 2000])

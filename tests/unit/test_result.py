@@ -129,3 +129,22 @@ def test_summary_command_renders_a_result_file_and_refuses_a_broken_one_in_a_sen
         out = subprocess.run([CXR, "pipeline", "summary", str(bad)], capture_output=True, text=True, timeout=120)
         assert out.returncode == 2 and "Traceback" not in out.stderr
         assert out.stdout.startswith("## Retraining: no result") and str(bad) in out.stderr
+
+
+def test_a_cross_validated_run_reports_the_fold_spread_and_its_calibration():
+    cv = {
+        f"cv_{m}_{s}": v
+        for m in ("f1", "accuracy", "sensitivity", "specificity")
+        for s, v in (("mean", 0.8), ("std", 0.1))
+    }
+    calibrated = {"temperature": 1.7, "ece_before_calibration": 0.21, "ece_after_calibration": 0.06}
+    result = build_result(outcome(metrics=METRICS | cv | calibrated | {"cv_folds": 5}), load_params(), "sqlite:///m.db")
+    jsonschema.validate(result, SCHEMA)
+    assert result["cross_validation"]["folds"] == 5 and result["cross_validation"]["f1"] == {"mean": 0.8, "std": 0.1}
+    text = "\n".join(render_text(result))
+    assert "5-fold CV over train + val (mean ± std over folds): f1 0.80 ± 0.10, accuracy 0.80 ± 0.10" in text
+    assert "calibration: temperature 1.70, ECE 0.210 -> 0.060 on the images it was fitted on" in text
+    assert "5-fold CV over train + val" in render_markdown(result)
+    plain = build_result(outcome(), load_params(), "sqlite:///m.db")
+    assert plain["cross_validation"] is None and plain["calibration"] is None
+    assert "CV" not in "\n".join(render_text(plain))

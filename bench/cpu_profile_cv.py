@@ -1,0 +1,193 @@
+"""Tuning study for the CPU profile: K-fold CV x seeds over the head and input choices (issue 9).
+
+The CPU profile freezes the VGG16 base, so what the base makes of an image does not change while the
+head trains. This study computes the base's output once per image and view (the clean image, its mirror
+and --views augmented views drawn with the paper's augmentation, cxr.augment.PaperAugmenter), for each
+image size and feature block, then trains the head (as cxr.model builds it: pooling, the paper's
+Dense 1024 -> 512 -> 1, optional dropout and L2) on those features with the profile's optimiser, one
+augmented view per image per epoch. That makes hundreds of fold fits affordable on two cores; the
+chosen profile is then measured end to end with `cxr pipeline run --set evaluate.cv_folds=5`.
+
+Data: the pipeline's cross-validation pool, i.e. the sample's train + val splits (32 images); the test
+split is not read, so it stays untouched by the tuning. Folds: cxr.cv.assign_folds (stratified,
+near-duplicates together), re-drawn for every seed. A fold's F1 is at threshold 0.5 on the flip-averaged
+held-out probabilities; per seed, cv_f1 is the mean over folds; the spread is max - min over seeds.
+A loss spike is an epoch whose training loss is more than twice the epoch before.
+
+    .venv/bin/python bench/cpu_profile_cv.py [--folds 5] [--seeds 1 2 3] [--views 24]
+
+Last line: ratio = the chosen configuration's CV F1 / the previous default's CV F1 (same folds, seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+@dataclass(frozen=True)
+class Config:
+    image_size: int = 128
+    block: int = 5
+    pooling: str = "flatten"
+    dropout: float = 0.0
+    l2: float = 0.0
+    learning_rate: float = 3e-5
+    epochs: int = 30
+
+    def label(self) -> str:
+        return (
+            f"{self.image_size}px block{self.block} {self.pooling:7s} dropout {self.dropout:<4g} l2 {self.l2:<6g} "
+            f"lr {self.learning_rate:<7g} epochs {self.epochs}"
+        )
+
+
+def base_features(frame, dataset_dir, size: int, blocks, views: int, seed: int) -> dict:
+    """{block: array (n_images, 2 + views, h, w, c)}: view 0 clean, 1 mirrored, 2.. augmented."""
+    import keras
+    import tensorflow as tf
+
+    from cxr.augment import build_augmenter, load_gray, to_model_input
+    from cxr.layers import CaffeInput
+    from cxr.model import build_base
+    from cxr.params import AugmentParams
+
+    base = build_base(size, "hed")
+    inputs = keras.Input((size, size, 3))
+    x = CaffeInput()(inputs)
+    extractor = keras.Model(base.input, [base.get_layer(f"block{b}_pool").output for b in blocks])
+    model = keras.Model(inputs, extractor(x))
+    gray = tf.stack([load_gray(str(Path(dataset_dir) / f), size) for f in frame["file"]])
+    augmenter = build_augmenter(AugmentParams(), seed=seed)
+    batches = [gray, gray[:, :, ::-1, :]] + [augmenter(tf.cast(gray, tf.float32)) for _ in range(views)]
+    out = {b: [] for b in blocks}
+    for batch in batches:
+        maps = model.predict(to_model_input(batch), batch_size=16, verbose=0)
+        for b, m in zip(blocks, maps if isinstance(maps, list) else [maps], strict=True):
+            out[b].append(m.astype(np.float32))
+    return {b: np.stack(v, axis=1) for b, v in out.items()}
+
+
+def head(shape, config: Config, seed: int):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    reg = keras.regularizers.L2(config.l2) if config.l2 else None
+    inputs = keras.Input(shape)
+    x = keras.layers.Flatten()(inputs) if config.pooling == "flatten" else keras.layers.GlobalAveragePooling2D()(inputs)
+    for units in (1024, 512):
+        x = keras.layers.Dropout(config.dropout, seed=seed)(x) if config.dropout else x
+        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=reg)(x)
+    x = keras.layers.Dropout(config.dropout, seed=seed)(x) if config.dropout else x
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+    model.compile(keras.optimizers.SGD(config.learning_rate, momentum=0.9), "binary_crossentropy")
+    return model
+
+
+def cross_validate(features, y, config: Config, folds: np.ndarray, seed: int):
+    """(fold F1s at 0.5, out-of-fold probabilities, worst loss ratio between consecutive epochs)."""
+    from cxr.evaluate import compute_metrics
+
+    rng = np.random.default_rng(seed)
+    n_views = features.shape[1] - 2
+    oof, f1s, worst = np.zeros(len(y)), [], 0.0
+    for fold in range(folds.max() + 1):
+        train, held = folds != fold, folds == fold
+        model = head(features.shape[2:], config, seed + fold)
+        losses = []
+        for epoch in range(config.epochs):
+            x = features[train, 2 + epoch % n_views]
+            order = rng.permutation(len(x))
+            history = model.fit(x[order], y[train][order], batch_size=8, epochs=1, verbose=0)
+            losses.append(history.history["loss"][0])
+        worst = max([worst] + [b / a for a, b in itertools.pairwise(losses) if a > 0])
+        p = (model.predict(features[held, 0], verbose=0) + model.predict(features[held, 1], verbose=0)).ravel() / 2
+        oof[held] = p
+        f1s.append(compute_metrics(y[held], p, 0.5)["f1"])
+    return np.array(f1s), oof, worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--views", type=int, default=24)
+    args = parser.parse_args()
+
+    import pandas as pd
+
+    from cxr.cv import assign_folds
+    from cxr.data import ingest, read_manifest
+    from cxr.params import load_params
+
+    params = load_params()
+    baseline = Config()
+    sweep = [baseline]
+    sweep += [replace(baseline, image_size=s) for s in (64, 96)]
+    sweep += [replace(baseline, block=4), replace(baseline, pooling="avg")]
+    sweep += [replace(baseline, dropout=0.5), replace(baseline, l2=1e-3)]
+    sweep += [replace(baseline, learning_rate=lr) for lr in (1e-5, 1e-4)]
+    sweep += [replace(baseline, epochs=e) for e in (10, 20)]
+    avg = replace(baseline, pooling="avg")
+    sweep += [replace(avg, learning_rate=lr) for lr in (1e-4, 1e-3)]
+    sweep += [replace(avg, dropout=0.5, learning_rate=1e-4), replace(avg, dropout=0.5, learning_rate=1e-3)]
+    sweep += [replace(avg, block=4, learning_rate=1e-4), replace(avg, image_size=96, learning_rate=1e-4)]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        records = ingest(params.ingest.data_dir, tmp, params.ingest)
+        print(f"{len(records)} images ingested; ", end="")
+        frame = read_manifest(tmp)
+        frame = frame[frame["split"].isin(["train", "val"]) & frame["decodes"]].reset_index(drop=True)
+        y = (frame["label"] == params.ingest.positive_class).to_numpy().astype(np.float32)
+        print(f"CV pool (train + val): {len(frame)} images, {int(y.sum())} {params.ingest.positive_class}")
+        started = time.perf_counter()
+        cache = {}
+        for size in sorted({c.image_size for c in sweep}):
+            blocks = sorted({c.block for c in sweep if c.image_size == size})
+            cache |= {(size, b): f for b, f in base_features(frame, tmp, size, blocks, args.views, 0).items()}
+        print(f"base features: {time.perf_counter() - started:.0f} s for {len(cache)} size/block pairs")
+        folds = {s: assign_folds(frame, args.folds, s, params.ingest.near_duplicate_bits) for s in args.seeds}
+        rows = []
+        for config in sweep:
+            started = time.perf_counter()
+            per_seed, worst = [], 0.0
+            for seed in args.seeds:
+                f1s, _, w = cross_validate(cache[(config.image_size, config.block)], y, config, folds[seed], seed)
+                per_seed.append(f1s.mean())
+                worst = max(worst, w)
+            per_seed = np.array(per_seed)
+            rows.append(
+                {
+                    "config": config.label(),
+                    "cv_f1": per_seed.mean(),
+                    "seed_spread": per_seed.max() - per_seed.min(),
+                    "per_seed": " ".join(f"{v:.3f}" for v in per_seed),
+                    "worst_loss_jump": worst,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+            print(
+                f"{config.label()}  cv F1 {rows[-1]['cv_f1']:.3f} (seeds {rows[-1]['per_seed']}, spread "
+                f"{rows[-1]['seed_spread']:.3f})  worst loss x{worst:.2f}",
+                flush=True,
+            )
+    table = pd.DataFrame(rows)
+    eligible = table[(table["seed_spread"] <= 0.05) & (table["worst_loss_jump"] <= 2.0)]
+    best = (eligible if len(eligible) else table).sort_values("cv_f1", ascending=False).iloc[0]
+    print(f"\n{args.folds}-fold CV x seeds {args.seeds} on {len(frame)} images")
+    print(table.sort_values("cv_f1", ascending=False).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"chosen (spread <= 0.05, no loss spike, highest CV F1): {best['config']}")
+    print(f"ratio: {best['cv_f1'] / rows[0]['cv_f1']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
