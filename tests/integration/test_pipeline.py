@@ -204,3 +204,40 @@ def test_a_missing_weight_file_fails_at_train_in_one_sentence(store):
     assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr
     assert "ImageNet weight file /nonexistent/vgg16.h5 (train.weights_path) does not exist" in out.stderr
     assert "  ✗ train" in out.stdout and "FAILED at step train" in out.stdout
+
+
+def test_cross_validation_gates_on_out_of_fold_predictions_of_every_train_and_val_image(passed_run, store):
+    """evaluate.cv_folds=3 on the sample: 3 fold models as child runs, cv_* mean/std on the parent run, the
+    final model trained on all 32 train + val images, and the gate deciding on their 32 out-of-fold
+    predictions, enough images per class for gate.min_val_per_class 10 (the plain run above had 8)."""
+    args = ["--set", "evaluate.cv_folds=3", "--set", "gate.min_f1=0.0", "--run-name", "it-cv", "--json"]
+    out = cxr("pipeline", "run", *FAST, *args, uri=store, check=False)
+    result = json.loads(out.stdout)
+    jsonschema.validate(result, json.loads(SCHEMA_PATH.read_text()))
+    assert "3-fold CV F1" in out.stderr and "fold" in out.stderr
+    assert result["gate"]["outcome"] != "inconclusive", result["gate"]["reason"]
+    assert result["metrics"]["val"]["n"] == 32 and result["metrics"]["test"]["n"] == 8
+    assert result["cross_validation"]["folds"] == 3 and result["calibration"]["temperature"] > 0
+    run = parent_run(store, "it-cv")
+    for name in ("f1", "accuracy", "sensitivity", "specificity"):
+        assert f"cv_{name}_mean" in run.data.metrics and f"cv_{name}_std" in run.data.metrics
+    assert run.data.tags["validation"] == "3-fold out-of-fold predictions on the 32 train + val images"
+    client = mlflow.MlflowClient()
+    (train,) = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.step = 'train'"
+    )
+    folds = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{train.info.run_id}'")
+    assert sorted(f.data.tags["cv.fold"] for f in folds) == ["1", "2", "3"]
+    assert sum(f.data.metrics["fold_n"] for f in folds) == 32
+    assert all("val_loss" in f.data.metrics and "fold_f1" in f.data.metrics for f in folds)
+    # the out-of-fold probabilities are what the evaluate step reported for "val"
+    (evaluate,) = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.step = 'evaluate'"
+    )
+    val = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(run_id=evaluate.info.run_id, artifact_path="evaluation/val_report.json")
+        ).read_text()
+    )
+    assert val["source"] == run.data.tags["validation"] and len(val["predictions"]) == 32
+    assert {p["source"].split("/")[0] for p in val["predictions"]} == {"COVID", "Normal"}

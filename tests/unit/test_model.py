@@ -37,3 +37,33 @@ def test_missing_weight_files_give_one_sentence(tmp_path):
         build_base(32, "hed", str(tmp_path / "hed.h5"))
     with pytest.raises(CxrError, match="choose one of"):
         build_base(32, "resnet")
+
+
+def test_the_regularised_head_pools_drops_out_penalises_and_serves_unchanged(tmp_path):
+    """train.pooling=average, dropout and l2: 512 features into the same Dense 1024 -> 512 -> 1; dropout
+    only while training; the penalty in the loss; saved and reloaded with the same outputs, and the
+    input gate's one-pass scorer gives the model's own probability."""
+    import keras
+
+    from cxr.ood import build_scorer
+
+    params = TrainParams(image_size=64, weights="none", pooling="average", dropout=0.5, l2=1e-3)
+    model = build_model(params)
+    assert model.get_layer("average_pool").output.shape == (None, 512)
+    assert model.get_layer("fc1024").kernel.shape == (512, 1024)
+    assert [n for n in (layer.name for layer in model.layers) if n.startswith("dropout")] == [
+        "dropout_to_fc1024",
+        "dropout_to_fc512",
+        "dropout_to_output",
+    ]
+    assert len(model.losses) == 2  # the L2 terms of fc1024 and fc512
+    x = np.random.default_rng(0).random((4, 64, 64, 3)).astype("float32")
+    served = model.predict_on_batch(x)
+    assert np.allclose(served, model.predict_on_batch(x))  # no dropout at inference
+    assert not np.allclose(model(x, training=True), model(x, training=True))  # dropout while training
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    assert np.allclose(reloaded.predict_on_batch(x), served, atol=1e-6)
+    assert np.allclose(build_scorer(reloaded).predict_on_batch(x)[0], served, atol=1e-5)
+    with pytest.raises(CxrError, match="train.pooling is 'max'"):
+        build_model(TrainParams(image_size=32, weights="none", pooling="max"))
