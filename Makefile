@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GIT_PYTHON_REFRESH ?= quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help setup tools data run test test-fast bench bench-serve bench-gpu lint format ui compile repro clean images images-gpu stack-up stack-down
+.PHONY: help setup tools data run test test-fast bench bench-serve bench-profile bench-gpu lint format ui compile repro clean images images-gpu stack-up stack-down
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,10 @@ bench: data ## Benchmarks (CPU, minutes): input pipeline, ingestion at scale, tr
 bench-serve: data ## Web-app latency and load (needs a registered model, e.g. from the demonstration run in the README)
 	$(BIN)/python bench/serve_latency.py
 	$(BIN)/python bench/serve_load.py
+
+bench-profile: data ## The CPU profile's tuning study and its end-to-end check: 5-fold CV x 3 seeds (about an hour)
+	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile
+	$(BIN)/python bench/cv_pipeline.py --baseline
 
 bench-gpu: setup ## The paper profile's training step on a GPU (Keras 3, any backend; KERAS_BACKEND=jax|torch)
 	$(BIN)/python bench/gpu_train.py

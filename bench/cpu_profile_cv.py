@@ -3,18 +3,19 @@
 The CPU profile freezes the VGG16 base, so what the base makes of an image does not change while the
 head trains. This study computes the base's output once per image and view (the clean image, its mirror
 and --views augmented views drawn with the paper's augmentation, cxr.augment.PaperAugmenter), for each
-image size and feature block, then trains the head (as cxr.model builds it: pooling, the paper's
-Dense 1024 -> 512 -> 1, optional dropout and L2) on those features with the profile's optimiser, one
-augmented view per image per epoch. That makes hundreds of fold fits affordable on two cores; the
-chosen profile is then measured end to end with `cxr pipeline run --set evaluate.cv_folds=5`.
+image size and feature block, then trains the head (as cxr.model builds it: pooling, optionally
+standardised, the paper's Dense 1024 -> 512 -> 1, optional dropout and L2) on those features with the
+profile's optimiser, one augmented view per image per epoch. That makes hundreds of fold fits affordable
+on two cores; the chosen profile is then measured end to end with `cxr pipeline run --set evaluate.cv_folds=5`.
 
 Data: the pipeline's cross-validation pool, i.e. the sample's train + val splits (32 images); the test
 split is not read, so it stays untouched by the tuning. Folds: cxr.cv.assign_folds (stratified,
 near-duplicates together), re-drawn for every seed. A fold's F1 is at threshold 0.5 on the flip-averaged
 held-out probabilities; per seed, cv_f1 is the mean over folds; the spread is max - min over seeds.
-A loss spike is an epoch whose training loss is more than twice the epoch before.
+A loss spike is an epoch whose training loss is more than twice the epoch before's and above ln 2 (what
+guessing costs): cxr.train.largest_loss_jump, the loss_jump_max the train step logs.
 
-    .venv/bin/python bench/cpu_profile_cv.py [--folds 5] [--seeds 1 2 3] [--views 24]
+    .venv/bin/python bench/cpu_profile_cv.py [--folds 5] [--seeds 1 2 3] [--views 24] [--cache DIR]
 
 Last line: ratio = the chosen configuration's CV F1 / the previous default's CV F1 (same folds, seeds).
 """
@@ -22,7 +23,6 @@ Last line: ratio = the chosen configuration's CV F1 / the previous default's CV 
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import tempfile
 import time
@@ -43,11 +43,12 @@ class Config:
     l2: float = 0.0
     learning_rate: float = 3e-5
     epochs: int = 30
+    standardise: bool = False
 
     def label(self) -> str:
         return (
-            f"{self.image_size}px block{self.block} {self.pooling:7s} dropout {self.dropout:<4g} l2 {self.l2:<6g} "
-            f"lr {self.learning_rate:<7g} epochs {self.epochs}"
+            f"{self.image_size}px block{self.block} {self.pooling:7s} {'std' if self.standardise else '   '} dropout "
+            f"{self.dropout:<4g} l2 {self.l2:<6g} lr {self.learning_rate:<7g} epochs {self.epochs}"
         )
 
 
@@ -77,13 +78,20 @@ def base_features(frame, dataset_dir, size: int, blocks, views: int, seed: int) 
     return {b: np.stack(v, axis=1) for b, v in out.items()}
 
 
-def head(shape, config: Config, seed: int):
+def head(shape, config: Config, seed: int, reference=None):
+    """The head as cxr.model builds it; `standardise`: a Normalization layer adapted on `reference` (the
+    training fold's clean images, as cxr.train adapts it on the training images)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     reg = keras.regularizers.L2(config.l2) if config.l2 else None
     inputs = keras.Input(shape)
-    x = keras.layers.Flatten()(inputs) if config.pooling == "flatten" else keras.layers.GlobalAveragePooling2D()(inputs)
+    pool = keras.layers.Flatten() if config.pooling == "flatten" else keras.layers.GlobalAveragePooling2D()
+    x = pool(inputs)
+    if config.standardise:
+        norm = keras.layers.Normalization()
+        norm.adapt(pool(reference))
+        x = norm(x)
     for units in (1024, 512):
         x = keras.layers.Dropout(config.dropout, seed=seed)(x) if config.dropout else x
         x = keras.layers.Dense(units, activation="relu", kernel_regularizer=reg)(x)
@@ -93,24 +101,36 @@ def head(shape, config: Config, seed: int):
     return model
 
 
-def cross_validate(features, y, config: Config, folds: np.ndarray, seed: int):
-    """(fold F1s at 0.5, out-of-fold probabilities, worst loss ratio between consecutive epochs)."""
+def cross_validate(features, y, config: Config, folds: np.ndarray, seed: int, batch_size: int = 8):
+    """(fold F1s at 0.5, out-of-fold probabilities, the largest loss jump over the folds).
+
+    Each epoch is a fresh permutation with every image in its next augmented view, fitted batch by batch
+    (train_on_batch: the batches epoch-by-epoch `fit` makes, without its per-call overhead)."""
     from cxr.evaluate import compute_metrics
+    from cxr.train import largest_loss_jump
 
     rng = np.random.default_rng(seed)
     n_views = features.shape[1] - 2
     oof, f1s, worst = np.zeros(len(y)), [], 0.0
     for fold in range(folds.max() + 1):
-        train, held = folds != fold, folds == fold
-        model = head(features.shape[2:], config, seed + fold)
-        losses = []
+        train, held = np.flatnonzero(folds != fold), folds == fold
+        batches_x, batches_y, epoch_of = [], [], []
         for epoch in range(config.epochs):
-            x = features[train, 2 + epoch % n_views]
-            order = rng.permutation(len(x))
-            history = model.fit(x[order], y[train][order], batch_size=8, epochs=1, verbose=0)
-            losses.append(history.history["loss"][0])
-        worst = max([worst] + [b / a for a, b in itertools.pairwise(losses) if a > 0])
-        p = (model.predict(features[held, 0], verbose=0) + model.predict(features[held, 1], verbose=0)).ravel() / 2
+            order = train[rng.permutation(len(train))]
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                batches_x.append(features[rows, 2 + epoch % n_views])
+                batches_y.append(y[rows])
+                epoch_of.append(epoch)
+        model = head(features.shape[2:], config, seed + fold, features[train, 0])
+        losses = [float(model.train_on_batch(bx, by)) for bx, by in zip(batches_x, batches_y, strict=True)]
+        per_epoch = [
+            float(np.mean([v for v, e in zip(losses, epoch_of, strict=True) if e == k])) for k in range(config.epochs)
+        ]
+        worst = max(worst, largest_loss_jump(per_epoch))
+        both = np.concatenate([features[held, 0], features[held, 1]])
+        p = model.predict(both, verbose=0, batch_size=64).ravel()
+        p = (p[: held.sum()] + p[held.sum() :]) / 2
         oof[held] = p
         f1s.append(compute_metrics(y[held], p, 0.5)["f1"])
     return np.array(f1s), oof, worst
@@ -121,6 +141,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--views", type=int, default=24)
+    parser.add_argument("--cache", default="", help="folder to keep the base's features in between runs")
     args = parser.parse_args()
 
     import pandas as pd
@@ -130,17 +151,14 @@ def main() -> None:
     from cxr.params import load_params
 
     params = load_params()
-    baseline = Config()
-    sweep = [baseline]
-    sweep += [replace(baseline, image_size=s) for s in (64, 96)]
-    sweep += [replace(baseline, block=4), replace(baseline, pooling="avg")]
-    sweep += [replace(baseline, dropout=0.5), replace(baseline, l2=1e-3)]
-    sweep += [replace(baseline, learning_rate=lr) for lr in (1e-5, 1e-4)]
-    sweep += [replace(baseline, epochs=e) for e in (10, 20)]
-    avg = replace(baseline, pooling="avg")
-    sweep += [replace(avg, learning_rate=lr) for lr in (1e-4, 1e-3)]
-    sweep += [replace(avg, dropout=0.5, learning_rate=1e-4), replace(avg, dropout=0.5, learning_rate=1e-3)]
-    sweep += [replace(avg, block=4, learning_rate=1e-4), replace(avg, image_size=96, learning_rate=1e-4)]
+    baseline = Config()  # the profile before this study
+    std = replace(baseline, pooling="avg", standardise=True, learning_rate=1e-3)
+    sweep = [baseline, replace(baseline, pooling="avg"), replace(baseline, pooling="avg", learning_rate=1e-3)]
+    sweep += [replace(std, learning_rate=lr) for lr in (3e-4, 1e-3, 3e-3, 1e-2)]
+    sweep += [replace(std, dropout=0.5), replace(std, l2=1e-3), replace(std, l2=1e-2)]
+    sweep += [replace(std, epochs=e) for e in (10, 20)]
+    sweep += [replace(std, image_size=96), replace(std, image_size=64), replace(std, block=4)]
+    sweep += [replace(baseline, standardise=True, learning_rate=1e-3), replace(baseline, image_size=96)]
 
     with tempfile.TemporaryDirectory() as tmp:
         records = ingest(params.ingest.data_dir, tmp, params.ingest)
@@ -153,7 +171,16 @@ def main() -> None:
         cache = {}
         for size in sorted({c.image_size for c in sweep}):
             blocks = sorted({c.block for c in sweep if c.image_size == size})
-            cache |= {(size, b): f for b, f in base_features(frame, tmp, size, blocks, args.views, 0).items()}
+            files = {b: Path(args.cache) / f"features-{size}px-block{b}-{args.views}views.npy" for b in blocks}
+            if args.cache and all(f.is_file() for f in files.values()):
+                cache |= {(size, b): np.load(f) for b, f in files.items()}
+                continue
+            computed = base_features(frame, tmp, size, blocks, args.views, 0)
+            cache |= {(size, b): f for b, f in computed.items()}
+            if args.cache:
+                Path(args.cache).mkdir(parents=True, exist_ok=True)
+                for b, f in computed.items():
+                    np.save(files[b], f)
         print(f"base features: {time.perf_counter() - started:.0f} s for {len(cache)} size/block pairs")
         folds = {s: assign_folds(frame, args.folds, s, params.ingest.near_duplicate_bits) for s in args.seeds}
         rows = []

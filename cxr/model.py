@@ -21,6 +21,7 @@ IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 HED_BLOCK_CONVS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}
 WEIGHT_SOURCES = ("imagenet", "hed", "none")
 POOLINGS = ("flatten", "average")
+STANDARDISE_LAYER = "feature_standardisation"
 
 
 def hed_weights_path() -> Path:
@@ -93,9 +94,11 @@ def build_base(image_size: int, weights: str, weights_path: str = ""):
 def build_model(params: TrainParams, augment: dict | None = None):
     """VGG16 base -> Flatten -> Dense 1024 ReLU -> Dense 512 ReLU -> Dense 1 sigmoid (the paper's head).
 
-    For small data the head can be regularised (`train.pooling: average` puts global average pooling in
-    place of Flatten: 512 features instead of 512 x (size/32)^2; `train.dropout` before each Dense layer;
-    `train.l2` on their kernels); the paper profile keeps Flatten, no dropout and no L2.
+    For small data the head can be regularised and conditioned (`train.pooling: average` puts global
+    average pooling in place of Flatten: 512 features instead of 512 x (size/32)^2; `train.standardise`
+    scales each feature to zero mean and unit variance over the training images, so SGD sees a
+    well-conditioned problem instead of 0-255-scale activations; `train.dropout` before each Dense layer;
+    `train.l2` on their kernels); the paper profile keeps Flatten and none of the rest.
 
     `augment` (AugmentParams as a dict) puts the paper's augmentation inside the model, to run on the
     accelerator during training (an identity at inference). `base_input: caffe` feeds the base the input
@@ -121,6 +124,8 @@ def build_model(params: TrainParams, augment: dict | None = None):
         x = keras.layers.Flatten(name="flatten")(x)
     else:
         x = keras.layers.GlobalAveragePooling2D(name="average_pool")(x)
+    if params.standardise:  # identity until cxr.train adapts it to the training images' features
+        x = keras.layers.Normalization(name=STANDARDISE_LAYER, dtype="float32")(x)  # variances overflow float16
     regulariser = keras.regularizers.L2(params.l2) if params.l2 else None
     for units in (1024, 512):
         if params.dropout:
@@ -131,6 +136,19 @@ def build_model(params: TrainParams, augment: dict | None = None):
     # float32 output keeps the sigmoid and the loss numerically stable under mixed precision
     outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
     return keras.Model(inputs, outputs, name="vgg16_covid")
+
+
+def adapt_standardisation(model, images) -> None:
+    """Set the feature standardisation layer's mean and variance from `images` (a dataset of un-augmented
+    training batches): the features the frozen base and pooling give them. No-op without the layer."""
+    import keras
+
+    names = [layer.name for layer in model.layers]
+    if STANDARDISE_LAYER not in names:
+        return
+    pooled = model.layers[names.index(STANDARDISE_LAYER) - 1]
+    features = keras.Model(model.inputs, pooled.output).predict(images, verbose=0)
+    model.get_layer(STANDARDISE_LAYER).adapt(features)
 
 
 def compile_model(model, params: TrainParams) -> None:

@@ -71,6 +71,7 @@ class TrainParams:
     flip_average: bool = True
     augment_on: str = "auto"  # data (tf.data, CPU) | model (a layer, on the accelerator) | auto: model with a GPU
     pooling: str = "flatten"  # flatten (the paper) | average (global average pooling: 512 features)
+    standardise: bool = False  # the pooled features to zero mean, unit variance over the training images
     dropout: float = 0.0  # before each Dense layer of the head
     l2: float = 0.0  # L2 penalty on the head's Dense kernels
     seed: int = 42

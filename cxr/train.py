@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from cxr.cv import OOF_FILE, summarise
 from cxr.data import class_names, read_manifest, split_frame
 from cxr.errors import CxrError
 from cxr.evaluate import calibration, decide_threshold
-from cxr.model import build_model, compile_model
+from cxr.model import adapt_standardisation, build_model, compile_model
 from cxr.params import Params
 from cxr.pyfunc import CONFIG_FILE, MODEL_FILE
 
@@ -87,6 +88,14 @@ def fit_input_gate(model_dir: Path, dataset_dir, train_frame, val_frame, params:
     return gate
 
 
+def largest_loss_jump(losses: list[float]) -> float:
+    """The largest ratio of an epoch's training loss to the epoch before's, over the epochs whose loss is
+    above ln 2, what guessing costs (a spike shows as > 2; 1.0 when there is none). Small losses wobbling
+    from 0.05 to 0.12 are not instability; a jump to 11 is. Logged as loss_jump_max."""
+    ratios = [b / a for a, b in zip(losses, losses[1:], strict=False) if a > 0 and b > math.log(2)]
+    return float(max(ratios, default=1.0))
+
+
 def _fit(
     train_frame,
     val_frame,
@@ -117,6 +126,9 @@ def _fit(
     )
     val_ds = None if val_frame is None else make_dataset(val_frame, dataset_dir, positive, tp.image_size, tp.batch_size)
     model = build_model(tp, augment=dataclasses.asdict(params.augment) if in_model else None)
+    if tp.standardise:
+        clean = make_dataset(train_frame, dataset_dir, positive, tp.image_size, tp.batch_size)
+        adapt_standardisation(model, clean.map(lambda x, y: x))
     compile_model(model, tp)
     checkpoint = out_dir / "best.keras"
     callbacks = [EpochReporter.create(log_to_mlflow, fold)]
@@ -168,7 +180,7 @@ def _cross_validate(
             else contextlib.nullcontext()
         )
         with run:
-            model, _, _ = _fit(
+            model, fold_history, _ = _fit(
                 pool[~held],
                 pool[held],
                 dataset_dir,
@@ -183,6 +195,7 @@ def _cross_validate(
             oof[held] = _probabilities(model, pool[held], dataset_dir, positive, params)
             # at the fixed evaluate.threshold: a threshold tuned on the held-out fold would flatter it
             metrics = compute_metrics(y[held], oof[held], ep.threshold)
+            metrics["loss_jump"] = largest_loss_jump(fold_history["loss"])
             fold_metrics.append(metrics)
             if log_to_mlflow:
                 mlflow.log_metrics({f"fold_{m}": v for m, v in metrics.items() if np.isfinite(v)})
@@ -227,7 +240,7 @@ def train_model(
         probability, folds, fold_metrics = _cross_validate(
             held_out, dataset_dir, positive, params, out_dir, in_model, log_to_mlflow
         )
-        metrics |= summarise(fold_metrics)
+        metrics |= summarise(fold_metrics) | {"loss_jump_max_folds": max(m["loss_jump"] for m in fold_metrics)}
         keras.utils.set_random_seed(tp.seed)
         best, history, best_epoch = _fit(
             held_out, None, dataset_dir, positive, params, out_dir, in_model, False, log_to_mlflow
@@ -249,6 +262,7 @@ def train_model(
     temperature, temperature_method = fit_temperature(y, probability, ep.threshold_min_per_class)
     calibrated = apply_temperature(probability, temperature)
     metrics |= {
+        "loss_jump_max": largest_loss_jump(history["loss"]),
         "temperature": temperature,
         "ece_before_calibration": calibration(y, probability)["ece"],
         "ece_after_calibration": calibration(y, calibrated)["ece"],

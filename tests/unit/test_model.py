@@ -39,17 +39,26 @@ def test_missing_weight_files_give_one_sentence(tmp_path):
         build_base(32, "resnet")
 
 
-def test_the_regularised_head_pools_drops_out_penalises_and_serves_unchanged(tmp_path):
-    """train.pooling=average, dropout and l2: 512 features into the same Dense 1024 -> 512 -> 1; dropout
+def test_the_regularised_head_pools_standardises_drops_out_penalises_and_serves_unchanged(tmp_path):
+    """train.pooling=average, standardise, dropout and l2: 512 features, standardised over the images it was
+    adapted on, into the same Dense 1024 -> 512 -> 1; dropout
     only while training; the penalty in the loss; saved and reloaded with the same outputs, and the
     input gate's one-pass scorer gives the model's own probability."""
     import keras
+    import tensorflow as tf
 
+    from cxr.model import adapt_standardisation
     from cxr.ood import build_scorer
 
-    params = TrainParams(image_size=64, weights="none", pooling="average", dropout=0.5, l2=1e-3)
+    params = TrainParams(image_size=64, weights="none", pooling="average", standardise=True, dropout=0.5, l2=1e-3)
     model = build_model(params)
     assert model.get_layer("average_pool").output.shape == (None, 512)
+    x = np.random.default_rng(0).random((4, 64, 64, 3)).astype("float32")
+    adapt_standardisation(model, tf.data.Dataset.from_tensor_slices(x).batch(2))
+    pooled = keras.Model(model.inputs, model.get_layer("feature_standardisation").output).predict_on_batch(x)
+    assert np.allclose(pooled.mean(axis=0), 0, atol=1e-3) and np.allclose(
+        pooled.std(axis=0)[pooled.std(axis=0) > 0], 1, atol=1e-2
+    )
     assert model.get_layer("fc1024").kernel.shape == (512, 1024)
     assert [n for n in (layer.name for layer in model.layers) if n.startswith("dropout")] == [
         "dropout_to_fc1024",
@@ -57,7 +66,6 @@ def test_the_regularised_head_pools_drops_out_penalises_and_serves_unchanged(tmp
         "dropout_to_output",
     ]
     assert len(model.losses) == 2  # the L2 terms of fc1024 and fc512
-    x = np.random.default_rng(0).random((4, 64, 64, 3)).astype("float32")
     served = model.predict_on_batch(x)
     assert np.allclose(served, model.predict_on_batch(x))  # no dropout at inference
     assert not np.allclose(model(x, training=True), model(x, training=True))  # dropout while training
