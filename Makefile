@@ -60,6 +60,8 @@ bench-serve: data ## Web-app latency and load (needs a registered model, e.g. fr
 
 bench-profile: data ## The CPU profile's tuning study and its end-to-end check: 5-fold CV x 3 seeds (about an hour)
 	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile
+	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --around-best
+	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --feature-block
 	$(BIN)/python bench/cv_pipeline.py --baseline
 
 bench-gpu: setup ## The paper profile's training step on a GPU (Keras 3, any backend; KERAS_BACKEND=jax|torch)

@@ -2,11 +2,12 @@
 
 The CPU profile freezes the VGG16 base, so what the base makes of an image does not change while the
 head trains. This study computes the base's output once per image and view (the clean image, its mirror
-and --views augmented views drawn with the paper's augmentation, cxr.augment.PaperAugmenter), for each
-image size and feature block, then trains the head (as cxr.model builds it: pooling, optionally
-standardised, the paper's Dense 1024 -> 512 -> 1, optional dropout and L2) on those features with the
-profile's optimiser, one augmented view per image per epoch. That makes hundreds of fold fits affordable
-on two cores; the chosen profile is then measured end to end with `cxr pipeline run --set evaluate.cv_folds=5`.
+and --views augmented views drawn with cxr.augment.PaperAugmenter at the paper's settings or milder ones;
+"flip" uses the mirror image alone), for each image size and feature block, then trains the head (as
+cxr.model builds it: pooling, optionally standardised, the paper's Dense 1024 -> 512 -> 1, optional
+dropout and L2) on those features with the profile's optimiser, one view per image per epoch. That makes
+hundreds of fold fits affordable on two cores; the chosen profile is then measured end to end by
+bench/cv_pipeline.py (the real pipeline with evaluate.cv_folds=5).
 
 Data: the pipeline's cross-validation pool, i.e. the sample's train + val splits (32 images); the test
 split is not read, so it stays untouched by the tuning. Folds: cxr.cv.assign_folds (stratified,
@@ -16,7 +17,12 @@ A loss spike is an epoch whose training loss is more than twice the epoch before
 guessing costs): cxr.train.largest_loss_jump, the loss_jump_max the train step logs.
 
     .venv/bin/python bench/cpu_profile_cv.py [--folds 5] [--seeds 1 2 3] [--views 24] [--cache DIR]
+        [--around-best | --feature-block]
 
+Three rounds (make bench-profile runs them): the first over pooling, standardisation, learning rate,
+epochs, augmentation and image size; --around-best around its choice (L2, dropout, learning rate, epochs,
+image size); --feature-block, block 4 against block 5. Each ends with the table and the chosen row (seed
+spread <= 0.05, no loss spike, highest CV F1).
 Last line: ratio = the chosen configuration's CV F1 / the previous default's CV F1 (same folds, seeds).
 """
 
@@ -44,15 +50,23 @@ class Config:
     learning_rate: float = 3e-5
     epochs: int = 30
     standardise: bool = False
+    augment: str = "paper"  # paper | mild | flip (the mirror image only)
 
     def label(self) -> str:
         return (
             f"{self.image_size}px block{self.block} {self.pooling:7s} {'std' if self.standardise else '   '} dropout "
-            f"{self.dropout:<4g} l2 {self.l2:<6g} lr {self.learning_rate:<7g} epochs {self.epochs}"
+            f"{self.dropout:<4g} l2 {self.l2:<6g} lr {self.learning_rate:<7g} epochs {self.epochs:<3d} "
+            f"{self.augment} aug"
         )
 
 
-def base_features(frame, dataset_dir, size: int, blocks, views: int, seed: int) -> dict:
+AUGMENTS = {  # the paper's, a milder one, and (flip, built from the paper's first two views) the mirror only
+    "paper": {"rotation_deg": 40, "width_shift": 0.2, "height_shift": 0.2, "shear": 0.2, "zoom": 0.2},
+    "mild": {"rotation_deg": 10, "width_shift": 0.05, "height_shift": 0.05, "shear": 0.2, "zoom": 0.05},
+}
+
+
+def base_features(frame, dataset_dir, size: int, blocks, views: int, seed: int, augment: str = "paper") -> dict:
     """{block: array (n_images, 2 + views, h, w, c)}: view 0 clean, 1 mirrored, 2.. augmented."""
     import keras
     import tensorflow as tf
@@ -68,7 +82,7 @@ def base_features(frame, dataset_dir, size: int, blocks, views: int, seed: int) 
     extractor = keras.Model(base.input, [base.get_layer(f"block{b}_pool").output for b in blocks])
     model = keras.Model(inputs, extractor(x))
     gray = tf.stack([load_gray(str(Path(dataset_dir) / f), size) for f in frame["file"]])
-    augmenter = build_augmenter(AugmentParams(), seed=seed)
+    augmenter = build_augmenter(AugmentParams(**AUGMENTS[augment]), seed=seed)
     batches = [gray, gray[:, :, ::-1, :]] + [augmenter(tf.cast(gray, tf.float32)) for _ in range(views)]
     out = {b: [] for b in blocks}
     for batch in batches:
@@ -89,8 +103,10 @@ def head(shape, config: Config, seed: int, reference=None):
     pool = keras.layers.Flatten() if config.pooling == "flatten" else keras.layers.GlobalAveragePooling2D()
     x = pool(inputs)
     if config.standardise:
+        from cxr.model import standardise_on
+
         norm = keras.layers.Normalization()
-        norm.adapt(pool(reference))
+        standardise_on(norm, pool(reference))
         x = norm(x)
     for units in (1024, 512):
         x = keras.layers.Dropout(config.dropout, seed=seed)(x) if config.dropout else x
@@ -129,7 +145,7 @@ def cross_validate(features, y, config: Config, folds: np.ndarray, seed: int, ba
         ]
         worst = max(worst, largest_loss_jump(per_epoch))
         both = np.concatenate([features[held, 0], features[held, 1]])
-        p = model.predict(both, verbose=0, batch_size=64).ravel()
+        p = np.asarray(model(both, training=False)).ravel()  # eager: no predict() tracing per fold
         p = (p[: held.sum()] + p[held.sum() :]) / 2
         oof[held] = p
         f1s.append(compute_metrics(y[held], p, 0.5)["f1"])
@@ -142,6 +158,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--views", type=int, default=24)
     parser.add_argument("--cache", default="", help="folder to keep the base's features in between runs")
+    parser.add_argument("--around-best", action="store_true", help="the second round, around the first's choice")
+    parser.add_argument("--feature-block", action="store_true", help="the third round: block 4 or 5 for the choice")
     args = parser.parse_args()
 
     import pandas as pd
@@ -153,12 +171,20 @@ def main() -> None:
     params = load_params()
     baseline = Config()  # the profile before this study
     std = replace(baseline, pooling="avg", standardise=True, learning_rate=1e-3)
-    sweep = [baseline, replace(baseline, pooling="avg"), replace(baseline, pooling="avg", learning_rate=1e-3)]
-    sweep += [replace(std, learning_rate=lr) for lr in (3e-4, 1e-3, 3e-3, 1e-2)]
-    sweep += [replace(std, dropout=0.5), replace(std, l2=1e-3), replace(std, l2=1e-2)]
-    sweep += [replace(std, epochs=e) for e in (10, 20)]
-    sweep += [replace(std, image_size=96), replace(std, image_size=64), replace(std, block=4)]
-    sweep += [replace(baseline, standardise=True, learning_rate=1e-3), replace(baseline, image_size=96)]
+    sweep = [baseline, std]
+    sweep += [replace(std, augment="flip", learning_rate=lr) for lr in (3e-4, 1e-3)]
+    sweep += [replace(std, augment="mild", learning_rate=lr) for lr in (3e-4, 1e-3)]
+    mild = replace(std, augment="mild")
+    sweep += [replace(mild, dropout=0.5), replace(mild, l2=1e-3), replace(mild, epochs=15)]
+    sweep += [replace(std, augment="flip", epochs=15), replace(std, augment="flip", image_size=96)]
+    sweep += [replace(mild, image_size=96), replace(baseline, augment="flip")]
+    if args.around_best:  # the second round: around the first round's choice (96 px, mirror images only)
+        best = replace(std, augment="flip", image_size=96)
+        sweep = [baseline, best, replace(best, l2=1e-2), replace(best, learning_rate=3e-3)]
+        sweep += [replace(best, epochs=20), replace(best, image_size=64), replace(best, dropout=0.2)]
+    if args.feature_block:  # the third round: which VGG16 block feeds the chosen head
+        chosen = replace(std, augment="flip", image_size=96, l2=1e-2)
+        sweep = [baseline, chosen, replace(chosen, block=4)]
 
     with tempfile.TemporaryDirectory() as tmp:
         records = ingest(params.ingest.data_dir, tmp, params.ingest)
@@ -169,18 +195,22 @@ def main() -> None:
         print(f"CV pool (train + val): {len(frame)} images, {int(y.sum())} {params.ingest.positive_class}")
         started = time.perf_counter()
         cache = {}
-        for size in sorted({c.image_size for c in sweep}):
+        for size, augment in sorted({(c.image_size, c.augment if c.augment != "flip" else "paper") for c in sweep}):
             blocks = sorted({c.block for c in sweep if c.image_size == size})
-            files = {b: Path(args.cache) / f"features-{size}px-block{b}-{args.views}views.npy" for b in blocks}
+            tag = "" if augment == "paper" else f"-{augment}"
+            files = {b: Path(args.cache) / f"features-{size}px-block{b}-{args.views}views{tag}.npy" for b in blocks}
             if args.cache and all(f.is_file() for f in files.values()):
-                cache |= {(size, b): np.load(f) for b, f in files.items()}
+                cache |= {(size, b, augment): np.load(f) for b, f in files.items()}
                 continue
-            computed = base_features(frame, tmp, size, blocks, args.views, 0)
-            cache |= {(size, b): f for b, f in computed.items()}
+            computed = base_features(frame, tmp, size, blocks, args.views, 0, augment)
+            cache |= {(size, b, augment): f for b, f in computed.items()}
             if args.cache:
                 Path(args.cache).mkdir(parents=True, exist_ok=True)
                 for b, f in computed.items():
                     np.save(files[b], f)
+        for (size, b, augment), f in list(cache.items()):
+            if augment == "paper":  # flip: every epoch the image or its mirror, nothing else
+                cache[(size, b, "flip")] = np.concatenate([f[:, :2], f[:, :2]], axis=1)
         print(f"base features: {time.perf_counter() - started:.0f} s for {len(cache)} size/block pairs")
         folds = {s: assign_folds(frame, args.folds, s, params.ingest.near_duplicate_bits) for s in args.seeds}
         rows = []
@@ -188,7 +218,8 @@ def main() -> None:
             started = time.perf_counter()
             per_seed, worst = [], 0.0
             for seed in args.seeds:
-                f1s, _, w = cross_validate(cache[(config.image_size, config.block)], y, config, folds[seed], seed)
+                features = cache[(config.image_size, config.block, config.augment)]
+                f1s, _, w = cross_validate(features, y, config, folds[seed], seed)
                 per_seed.append(f1s.mean())
                 worst = max(worst, w)
             per_seed = np.array(per_seed)

@@ -1,6 +1,6 @@
 """Training input pipeline: the project's tf.data pipeline against the paper's ImageDataGenerator.
 
-Same images (the 40-image sample copied to --images files), same augmentation settings (params.yaml),
+Same images (the 40-image sample copied to --images files), same augmentation settings (the paper profile's),
 same image size and batch size; the time of epochs 2 and later (the project's cache is filled in
 epoch 1; ImageDataGenerator has none: that is the paper's loader). Also the bytes each cached image
 takes. Last line: ratio = project images/s / ImageDataGenerator images/s (same run).
@@ -61,7 +61,7 @@ def main() -> None:
     from cxr.augment import build_augmenter, load_gray, load_image, make_dataset
     from cxr.params import load_params
 
-    params = load_params()
+    params = load_params(profile="paper")  # the paper's augmentation, the one ImageDataGenerator ran
     a = params.augment
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -148,7 +148,28 @@ def adapt_standardisation(model, images) -> None:
         return
     pooled = model.layers[names.index(STANDARDISE_LAYER) - 1]
     features = keras.Model(model.inputs, pooled.output).predict(images, verbose=0)
-    model.get_layer(STANDARDISE_LAYER).adapt(features)
+    standardise_on(model.get_layer(STANDARDISE_LAYER), features)
+
+
+def standardise_on(layer, features) -> None:
+    """Adapt a Normalization layer to `features`, with each variance floored at 1% of the median one: a
+    channel silent on every training image would otherwise divide an unseen image's activation by ~0."""
+    import numpy as np
+
+    layer.adapt(features)
+    variance = np.asarray(layer.adapt_variance)
+    positive = variance[variance > 0]
+    floor = 0.01 * float(np.median(positive)) if positive.size else 1.0
+    layer.adapt_variance.assign(np.maximum(variance, floor))
+    layer.finalize_state()
+
+
+def cross_entropy(y_true, y_pred):
+    """Binary cross-entropy per image, for labels of shape (batch,) against outputs of shape (batch, 1)."""
+    import keras
+
+    y_true = keras.ops.reshape(keras.ops.cast(y_true, y_pred.dtype), keras.ops.shape(y_pred))
+    return keras.losses.binary_crossentropy(y_true, y_pred)
 
 
 def compile_model(model, params: TrainParams) -> None:
@@ -159,7 +180,8 @@ def compile_model(model, params: TrainParams) -> None:
             learning_rate=params.learning_rate, momentum=params.momentum, clipnorm=params.clipnorm or None
         ),
         loss="binary_crossentropy",
-        metrics=[
+        metrics=[  # bce: the data term alone (with train.l2 the loss also carries the L2 penalty)
+            keras.metrics.MeanMetricWrapper(cross_entropy, name="bce"),
             keras.metrics.BinaryAccuracy(name="accuracy"),
             keras.metrics.AUC(name="auc"),
             keras.metrics.Precision(name="precision"),

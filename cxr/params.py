@@ -45,22 +45,27 @@ class ValidateParams:
 
 @dataclass(frozen=True)
 class AugmentParams:
-    rotation_deg: float = 40
-    width_shift: float = 0.2
-    height_shift: float = 0.2
-    shear: float = 0.2
-    zoom: float = 0.2
+    """Defaults: the CPU profile's (the mirror image only); PAPER_AUGMENT: the paper's ImageDataGenerator."""
+
+    rotation_deg: float = 0
+    width_shift: float = 0.0
+    height_shift: float = 0.0
+    shear: float = 0.0
+    zoom: float = 0.0
     horizontal_flip: bool = True
     shuffle_buffer: int = 1024
     preview_images: int = 8
 
 
+PAPER_AUGMENT = AugmentParams(rotation_deg=40, width_shift=0.2, height_shift=0.2, shear=0.2, zoom=0.2)
+
+
 @dataclass(frozen=True)
 class TrainParams:
-    image_size: int = 128
+    image_size: int = 96
     batch_size: int = 8
     epochs: int = 30
-    learning_rate: float = 0.00003
+    learning_rate: float = 0.001
     momentum: float = 0.9
     clipnorm: float = 0.0
     weights: str = "hed"
@@ -70,10 +75,10 @@ class TrainParams:
     mixed_precision: str = "auto"
     flip_average: bool = True
     augment_on: str = "auto"  # data (tf.data, CPU) | model (a layer, on the accelerator) | auto: model with a GPU
-    pooling: str = "flatten"  # flatten (the paper) | average (global average pooling: 512 features)
-    standardise: bool = False  # the pooled features to zero mean, unit variance over the training images
+    pooling: str = "average"  # flatten (the paper) | average (global average pooling: 512 features)
+    standardise: bool = True  # the pooled features to zero mean, unit variance over the training images
     dropout: float = 0.0  # before each Dense layer of the head
-    l2: float = 0.0  # L2 penalty on the head's Dense kernels
+    l2: float = 0.01  # L2 penalty on the head's Dense kernels
     seed: int = 42
 
 

@@ -158,6 +158,8 @@ def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params
     m = result.metrics
     calibrated = (
         f"temperature {m['temperature']:.2f}: ECE {m['ece_before_calibration']:.3f} -> {m['ece_after_calibration']:.3f}"
+        if config.get("temperature_method", "").split(" ")[0] != "1"
+        else "temperature not fitted (too few held-out images)"
     )
     if "cv_f1_mean" in m:
         events.figure(

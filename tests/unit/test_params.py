@@ -15,6 +15,22 @@ def test_paper_profile_has_the_papers_settings():
     params = load_params(profile="paper")
     assert (params.train.image_size, params.train.epochs, params.train.learning_rate) == (256, 20, 0.01)
     assert params.train.freeze_base is False
+    # the paper's head and augmentation, whatever the CPU profile chose (ImageDataGenerator's settings)
+    assert (params.train.pooling, params.train.standardise, params.train.dropout, params.train.l2) == (
+        "flatten",
+        False,
+        0.0,
+        0.0,
+    )
+    a = params.augment
+    assert (a.rotation_deg, a.width_shift, a.height_shift, a.shear, a.zoom, a.horizontal_flip) == (
+        40,
+        0.2,
+        0.2,
+        0.2,
+        0.2,
+        True,
+    )
 
 
 def test_overrides_are_typed_and_win_over_the_profile():
@@ -29,7 +45,7 @@ def test_json_round_trip_keeps_everything():
 
 def test_flat_params_carry_stage_prefixes():
     flat = load_params().flat()
-    assert flat["train.image_size"] == 128 and flat["gate.min_f1"] == 0.6
+    assert flat["train.image_size"] == 96 and flat["gate.min_f1"] == 0.6
 
 
 @pytest.mark.parametrize("override", ["train.epochs", "epochs=3", "nosuch.key=1", "train.nosuch=1"])
