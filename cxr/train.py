@@ -232,6 +232,11 @@ def train_model(
         )
     if tp.augment_on not in ("auto", "data", "model"):
         raise CxrError(f"train.augment_on is '{tp.augment_on}'; choose auto, data or model.")
+    if tp.standardise and not tp.freeze_base:
+        raise CxrError(
+            "train.standardise needs train.freeze_base=true: its statistics are of the frozen base's features, "
+            "which fine-tuning changes; to fine-tune, set train.standardise=false (the paper profile does)."
+        )
     in_model = tp.augment_on == "model" or (tp.augment_on == "auto" and gpu)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -75,3 +75,14 @@ def test_the_regularised_head_pools_standardises_drops_out_penalises_and_serves_
     assert np.allclose(build_scorer(reloaded).predict_on_batch(x)[0], served, atol=1e-5)
     with pytest.raises(CxrError, match="train.pooling is 'max'"):
         build_model(TrainParams(image_size=32, weights="none", pooling="max"))
+
+
+def test_standardised_features_with_a_fine_tuned_base_is_refused_in_one_sentence(tiny_data, tmp_path):
+    from cxr.data import ingest
+    from cxr.train import train_model
+    from tests.conftest import tiny
+
+    params = tiny("train.freeze_base=false", "train.standardise=true")
+    ingest(tiny_data, tmp_path / "ds", params.ingest)
+    with pytest.raises(CxrError, match="train.standardise needs train.freeze_base=true"):
+        train_model(tmp_path / "ds", params, tmp_path / "model", log_to_mlflow=False)
