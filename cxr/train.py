@@ -176,7 +176,12 @@ def _cross_validate(
     for fold in range(k):
         held = folds == fold
         run = (
-            mlflow.start_run(run_name=f"cv-fold-{fold + 1}", nested=True, tags={"cv.fold": str(fold + 1)})
+            mlflow.start_run(
+                run_name=f"cv-fold-{fold + 1}",
+                nested=True,
+                experiment_id=mlflow.active_run().info.experiment_id,  # the step's, not the default experiment
+                tags={"cv.fold": str(fold + 1)},
+            )
             if log_to_mlflow
             else contextlib.nullcontext()
         )
