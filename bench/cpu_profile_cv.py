@@ -93,26 +93,22 @@ def base_features(frame, dataset_dir, size: int, blocks, views: int, seed: int, 
 
 
 def head(shape, config: Config, seed: int, reference=None):
-    """The head as cxr.model builds it; `standardise`: a Normalization layer adapted on `reference` (the
-    training fold's clean images, as cxr.train adapts it on the training images)."""
+    """The head exactly as cxr.model builds it (cxr.model.add_head) on the base's feature maps; with
+    `standardise` adapted on `reference` (the training fold's clean images, as cxr.train adapts it)."""
     import keras
 
-    keras.utils.set_random_seed(seed)
-    reg = keras.regularizers.L2(config.l2) if config.l2 else None
-    inputs = keras.Input(shape)
-    pool = keras.layers.Flatten() if config.pooling == "flatten" else keras.layers.GlobalAveragePooling2D()
-    x = pool(inputs)
-    if config.standardise:
-        from cxr.model import standardise_on
+    from cxr.model import adapt_standardisation, add_head
+    from cxr.params import TrainParams
 
-        norm = keras.layers.Normalization()
-        standardise_on(norm, pool(reference))
-        x = norm(x)
-    for units in (1024, 512):
-        x = keras.layers.Dropout(config.dropout, seed=seed)(x) if config.dropout else x
-        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=reg)(x)
-    x = keras.layers.Dropout(config.dropout, seed=seed)(x) if config.dropout else x
-    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+    keras.utils.set_random_seed(seed)
+    pooling = "flatten" if config.pooling == "flatten" else "average"
+    params = TrainParams(
+        pooling=pooling, standardise=config.standardise, dropout=config.dropout, l2=config.l2, seed=seed
+    )
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, add_head(inputs, params))
+    if config.standardise:
+        adapt_standardisation(model, reference)
     model.compile(keras.optimizers.SGD(config.learning_rate, momentum=0.9), "binary_crossentropy")
     return model
 

@@ -29,12 +29,6 @@ def apply_temperature(probability, temperature: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logit(probability) / float(temperature)))
 
 
-def nll(y_true, probability) -> float:
-    y = np.asarray(y_true, dtype=np.float64)
-    p = np.clip(np.asarray(probability, dtype=np.float64), EPS, 1 - EPS)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
-
-
 def fit_temperature(y_true, probability, min_per_class: int = 10) -> tuple[float, str]:
     """(T, a sentence saying how it was chosen). T minimises the cross-entropy of sigmoid(logit / T)."""
     y = np.asarray(y_true).astype(int)

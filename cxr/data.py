@@ -217,6 +217,11 @@ def split_frame(frame, split: str):
     return frame[(frame["split"] == split) & frame["decodes"]].reset_index(drop=True)
 
 
+def source_rows(frame, sources):
+    """The decodable rows of a manifest frame whose `source` is in `sources`, in manifest order."""
+    return frame[frame["source"].isin(sources) & frame["decodes"]].reset_index(drop=True)
+
+
 def class_names(frame, positive_class: str) -> tuple[str, str]:
     """(negative label, positive label): the sigmoid gives the positive class; with more than two
     folders every other class counts as negative, named `not-<positive>`."""

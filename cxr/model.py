@@ -118,6 +118,16 @@ def build_model(params: TrainParams, augment: dict | None = None):
         x = PaperAugmentation(augment, seed=params.seed, name="paper_augmentation")(x)
     x = CaffeInput(name="caffe_input")(x) if params.base_input == "caffe" else x
     x = base(x, training=False)
+    outputs = add_head(x, params)
+    return keras.Model(inputs, outputs, name="vgg16_covid")
+
+
+def add_head(x, params: TrainParams):
+    """The head on the base's feature maps `x`: pooling (Flatten or global average), the optional
+    standardisation, Dense 1024 -> 512 ReLU (optional dropout before each, L2 on their kernels), Dense 1
+    sigmoid. The one definition the model and the CPU-profile study (bench/cpu_profile_cv.py) both use."""
+    import keras
+
     if params.pooling not in POOLINGS:
         raise CxrError(f"train.pooling is '{params.pooling}'; choose one of {', '.join(POOLINGS)}.")
     if params.pooling == "flatten":
@@ -134,8 +144,7 @@ def build_model(params: TrainParams, augment: dict | None = None):
     if params.dropout:
         x = keras.layers.Dropout(params.dropout, seed=params.seed, name="dropout_to_output")(x)
     # float32 output keeps the sigmoid and the loss numerically stable under mixed precision
-    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
-    return keras.Model(inputs, outputs, name="vgg16_covid")
+    return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
 
 
 def adapt_standardisation(model, images) -> None:

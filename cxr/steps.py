@@ -236,13 +236,14 @@ def out_of_fold(model_dir: Path, frame):
     """With cross-validation (the train step wrote oof.json): (the manifest rows it covers, their
     out-of-fold probabilities, a sentence naming them), which stand for the validation split; else None."""
     from cxr.cv import OOF_FILE
+    from cxr.data import source_rows
 
     path = Path(model_dir) / OOF_FILE
     if not path.is_file():
         return None
     oof = json.loads(path.read_text())
     by_source = {row["source"]: row["probability"] for row in oof["predictions"]}
-    rows = frame[frame["source"].isin(by_source) & frame["decodes"]].reset_index(drop=True)
+    rows = source_rows(frame, by_source)
     return rows, [by_source[s] for s in rows["source"]], oof["validation"]
 
 
@@ -261,7 +262,7 @@ def champion_on(dataset_dir: str, params: Params, candidate: dict):
 
     from cxr.augment import labels_of
     from cxr.compare import paired_bootstrap_delta
-    from cxr.data import read_manifest
+    from cxr.data import read_manifest, source_rows
     from cxr.evaluate import compute_metrics, predict_split
     from cxr.gate import PairedDelta
     from cxr.pyfunc import load_pyfunc
@@ -274,8 +275,7 @@ def champion_on(dataset_dir: str, params: Params, candidate: dict):
     # the images the candidate's validation figures rest on: the val split, or with cross-validation
     # the pooled train + val images (out-of-fold for the candidate; a champion trained on them is favoured)
     by_source = {row["source"]: row["probability"] for row in candidate["predictions"]}
-    frame = read_manifest(dataset_dir)
-    frame = frame[frame["source"].isin(by_source) & frame["decodes"]].reset_index(drop=True)
+    frame = source_rows(read_manifest(dataset_dir), by_source)
     p_champion = predict_split(classifier, frame, dataset_dir)
     p_candidate = np.array([by_source[s] for s in frame["source"]])
     y = labels_of(frame, classifier.config["positive_class"])
