@@ -41,9 +41,9 @@ run: data ## Set up and run the whole pipeline locally on the bundled sample (CP
 	@# exit 3 is the gate refusing the model: the run itself worked (its summary says why and what next)
 	$(BIN)/cxr pipeline run $(ARGS) || [ $$? -eq 3 ]
 
-test: data tools ## Set up and run the whole test suite (needs PostgreSQL, Docker and the images: see .ci/run)
+test: data tools ## Set up and run the whole test suite, building the images meanwhile (needs PostgreSQL and Docker: see .ci/run)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q $(ARGS)
+	bash infra/ci/test.sh $(ARGS)
 
 test-fast: data tools ## Everything but the tests marked slow or container (whole pipeline, team mode, images)
 	$(BIN)/pytest -q -m "not slow and not container" $(ARGS)
@@ -59,9 +59,10 @@ bench-serve: data ## Web-app latency and load (needs a registered model, e.g. fr
 	$(BIN)/python bench/serve_load.py
 
 bench-profile: data ## The CPU profile's tuning study and its end-to-end check: 5-fold CV x 3 seeds (about an hour)
-	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile
-	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --around-best
-	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --feature-block
+	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --redraw-folds
+	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --redraw-folds --around-best
+	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --redraw-folds --feature-block
+	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --head
 	$(BIN)/python bench/cv_pipeline.py --baseline
 
 bench-gpu: setup ## The paper profile's training step on a GPU (Keras 3, any backend; KERAS_BACKEND=jax|torch)

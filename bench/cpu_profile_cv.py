@@ -4,25 +4,28 @@ The CPU profile freezes the VGG16 base, so what the base makes of an image does 
 head trains. This study computes the base's output once per image and view (the clean image, its mirror
 and --views augmented views drawn with cxr.augment.PaperAugmenter at the paper's settings or milder ones;
 "flip" uses the mirror image alone), for each image size and feature block, then trains the head (as
-cxr.model builds it: pooling, optionally standardised, the paper's Dense 1024 -> 512 -> 1, optional
-dropout and L2) on those features with the profile's optimiser, one view per image per epoch. That makes
-hundreds of fold fits affordable on two cores; the chosen profile is then measured end to end by
-bench/cv_pipeline.py (the real pipeline with evaluate.cv_folds=5).
+cxr.model builds it: pooling, optionally standardised, the paper's Dense 1024 -> 512 -> 1 or a linear
+probe, optional dropout and L2) on those features with the profile's optimiser, one view per image per
+epoch. That makes hundreds of fold fits affordable on two cores; the chosen profile is then measured end
+to end by bench/cv_pipeline.py (the real pipeline with evaluate.cv_folds=5).
 
 Data: the pipeline's cross-validation pool, i.e. the sample's train + val splits (32 images); the test
 split is not read, so it stays untouched by the tuning. Folds: cxr.cv.assign_folds (stratified,
-near-duplicates together), re-drawn for every seed. A fold's F1 is at threshold 0.5 on the flip-averaged
-held-out probabilities; per seed, cv_f1 is the mean over folds; the spread is max - min over seeds.
-A loss spike is an epoch whose training loss is more than twice the epoch before's and above ln 2 (what
-guessing costs): cxr.train.largest_loss_jump, the loss_jump_max the train step logs.
+near-duplicates together), drawn once with ingest.seed as the pipeline draws them (--fold-seed to draw
+others), so the seeds vary the training alone; --redraw-folds draws them again for every seed, as rounds
+1-3 did, which mixes the fold draw's noise into the spread. A fold's F1 is at threshold 0.5 on the
+flip-averaged held-out probabilities; per seed, cv_f1 is the mean over folds; the spread is max - min
+over seeds. A loss spike is an epoch whose training loss is more than twice the epoch before's and above
+ln 2 (what guessing costs): cxr.train.largest_loss_jump, the loss_jump_max the train step logs.
 
     .venv/bin/python bench/cpu_profile_cv.py [--folds 5] [--seeds 1 2 3] [--views 24] [--cache DIR]
-        [--around-best | --feature-block]
+        [--around-best | --feature-block | --head] [--fold-seed N | --redraw-folds]
 
-Three rounds (make bench-profile runs them): the first over pooling, standardisation, learning rate,
+Four rounds (make bench-profile runs them): the first over pooling, standardisation, learning rate,
 epochs, augmentation and image size; --around-best around its choice (L2, dropout, learning rate, epochs,
-image size); --feature-block, block 4 against block 5. Each ends with the table and the chosen row (seed
-spread <= 0.05, no loss spike, highest CV F1).
+image size); --feature-block, block 4 against block 5 (these three with --redraw-folds); --head, the
+paper's head against a linear probe, its learning rate, epochs, image size and block. Each ends with the
+table and the chosen row (seed spread <= 0.05, no loss spike, highest CV F1).
 Last line: ratio = the chosen configuration's CV F1 / the previous default's CV F1 (same folds, seeds).
 """
 
@@ -51,12 +54,13 @@ class Config:
     epochs: int = 30
     standardise: bool = False
     augment: str = "paper"  # paper | mild | flip (the mirror image only)
+    head: str = "paper"  # paper (Dense 1024 -> 512 -> 1) | linear (Dense 1)
 
     def label(self) -> str:
         return (
             f"{self.image_size}px block{self.block} {self.pooling:7s} {'std' if self.standardise else '   '} dropout "
             f"{self.dropout:<4g} l2 {self.l2:<6g} lr {self.learning_rate:<7g} epochs {self.epochs:<3d} "
-            f"{self.augment} aug"
+            f"{self.augment} aug {self.head} head"
         )
 
 
@@ -103,7 +107,12 @@ def head(shape, config: Config, seed: int, reference=None):
     keras.utils.set_random_seed(seed)
     pooling = "flatten" if config.pooling == "flatten" else "average"
     params = TrainParams(
-        pooling=pooling, standardise=config.standardise, dropout=config.dropout, l2=config.l2, seed=seed
+        pooling=pooling,
+        standardise=config.standardise,
+        dropout=config.dropout,
+        l2=config.l2,
+        head=config.head,
+        seed=seed,
     )
     inputs = keras.Input(shape)
     model = keras.Model(inputs, add_head(inputs, params))
@@ -156,6 +165,11 @@ def main() -> None:
     parser.add_argument("--cache", default="", help="folder to keep the base's features in between runs")
     parser.add_argument("--around-best", action="store_true", help="the second round, around the first's choice")
     parser.add_argument("--feature-block", action="store_true", help="the third round: block 4 or 5 for the choice")
+    parser.add_argument("--head", action="store_true", help="the fourth round: the paper's head or a linear probe")
+    parser.add_argument("--fold-seed", type=int, default=None, help="the folds' seed (default: ingest.seed)")
+    parser.add_argument(
+        "--redraw-folds", action="store_true", help="draw the folds with each training seed (rounds 1-3 did)"
+    )
     args = parser.parse_args()
 
     import pandas as pd
@@ -181,6 +195,13 @@ def main() -> None:
     if args.feature_block:  # the third round: which VGG16 block feeds the chosen head
         chosen = replace(std, augment="flip", image_size=96, l2=1e-2)
         sweep = [baseline, chosen, replace(chosen, block=4)]
+    if args.head:  # the fourth round: the paper's head against a linear probe on the third round's choice
+        chosen = replace(std, augment="flip", image_size=96, l2=1e-2)
+        linear = replace(chosen, head="linear")
+        fast = replace(linear, learning_rate=1e-2)
+        sweep = [chosen, linear, replace(linear, epochs=50), replace(linear, learning_rate=3e-3), fast]
+        sweep += [replace(fast, epochs=50), replace(fast, l2=0.1)]
+        sweep += [replace(fast, image_size=128), replace(fast, block=4)]
 
     with tempfile.TemporaryDirectory() as tmp:
         records = ingest(params.ingest.data_dir, tmp, params.ingest)
@@ -208,7 +229,11 @@ def main() -> None:
             if augment == "paper":  # flip: every epoch the image or its mirror, nothing else
                 cache[(size, b, "flip")] = np.concatenate([f[:, :2], f[:, :2]], axis=1)
         print(f"base features: {time.perf_counter() - started:.0f} s for {len(cache)} size/block pairs")
-        folds = {s: assign_folds(frame, args.folds, s, params.ingest.near_duplicate_bits) for s in args.seeds}
+        fold_seed = params.ingest.seed if args.fold_seed is None else args.fold_seed
+        folds = {
+            s: assign_folds(frame, args.folds, s if args.redraw_folds else fold_seed, params.ingest.near_duplicate_bits)
+            for s in args.seeds
+        }
         rows = []
         for config in sweep:
             started = time.perf_counter()
@@ -237,7 +262,8 @@ def main() -> None:
     table = pd.DataFrame(rows)
     eligible = table[(table["seed_spread"] <= 0.05) & (table["worst_loss_jump"] <= 2.0)]
     best = (eligible if len(eligible) else table).sort_values("cv_f1", ascending=False).iloc[0]
-    print(f"\n{args.folds}-fold CV x seeds {args.seeds} on {len(frame)} images")
+    drawn = "re-drawn per seed" if args.redraw_folds else f"drawn once with seed {fold_seed}"
+    print(f"\n{args.folds}-fold CV (folds {drawn}) x training seeds {args.seeds} on {len(frame)} images")
     print(table.sort_values("cv_f1", ascending=False).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"chosen (spread <= 0.05, no loss spike, highest CV F1): {best['config']}")
     print(f"ratio: {best['cv_f1'] / rows[0]['cv_f1']:.2f}")

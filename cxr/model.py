@@ -21,6 +21,7 @@ IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 HED_BLOCK_CONVS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}
 WEIGHT_SOURCES = ("imagenet", "hed", "none")
 POOLINGS = ("flatten", "average")
+HEADS = ("paper", "linear")
 STANDARDISE_LAYER = "feature_standardisation"
 
 
@@ -92,13 +93,15 @@ def build_base(image_size: int, weights: str, weights_path: str = ""):
 
 
 def build_model(params: TrainParams, augment: dict | None = None):
-    """VGG16 base -> Flatten -> Dense 1024 ReLU -> Dense 512 ReLU -> Dense 1 sigmoid (the paper's head).
+    """VGG16 base -> Flatten -> Dense 1024 ReLU -> Dense 512 ReLU -> Dense 1 sigmoid (the paper's head,
+    `train.head: paper`).
 
     For small data the head can be regularised and conditioned (`train.pooling: average` puts global
     average pooling in place of Flatten: 512 features instead of 512 x (size/32)^2; `train.standardise`
     scales each feature to zero mean and unit variance over the training images, so SGD sees a
     well-conditioned problem instead of 0-255-scale activations; `train.dropout` before each Dense layer;
-    `train.l2` on their kernels); the paper profile keeps Flatten and none of the rest.
+    `train.l2` on their kernels) or replaced by a linear probe (`train.head: linear`: the Dense 1 sigmoid
+    alone, on the pooled features); the paper profile keeps Flatten, the paper's head and none of the rest.
 
     `augment` (AugmentParams as a dict) puts the paper's augmentation inside the model, to run on the
     accelerator during training (an identity at inference). `base_input: caffe` feeds the base the input
@@ -122,14 +125,25 @@ def build_model(params: TrainParams, augment: dict | None = None):
     return keras.Model(inputs, outputs, name="vgg16_covid")
 
 
+def describe(pooling: str, head: str, standardise: bool) -> str:
+    """The network in words, for the model card: VGG16 without its top, then the head these settings build."""
+    layers = ["Flatten" if pooling == "flatten" else "global average pooling"]
+    layers += ["feature standardisation"] if standardise else []
+    layers += ["Dense 1024 ReLU", "Dense 512 ReLU"] if head == "paper" else []
+    return f"VGG16 without its top + {', '.join(layers)}, Dense 1 sigmoid"
+
+
 def add_head(x, params: TrainParams):
     """The head on the base's feature maps `x`: pooling (Flatten or global average), the optional
-    standardisation, Dense 1024 -> 512 ReLU (optional dropout before each, L2 on their kernels), Dense 1
-    sigmoid. The one definition the model and the CPU-profile study (bench/cpu_profile_cv.py) both use."""
+    standardisation, Dense 1024 -> 512 ReLU (`head: paper`; optional dropout before each, L2 on their
+    kernels) or nothing (`head: linear`, L2 then on the output's kernel), Dense 1 sigmoid. The one
+    definition the model and the CPU-profile study (bench/cpu_profile_cv.py) both use."""
     import keras
 
     if params.pooling not in POOLINGS:
         raise CxrError(f"train.pooling is '{params.pooling}'; choose one of {', '.join(POOLINGS)}.")
+    if params.head not in HEADS:
+        raise CxrError(f"train.head is '{params.head}'; choose one of {', '.join(HEADS)}.")
     if params.pooling == "flatten":
         x = keras.layers.Flatten(name="flatten")(x)
     else:
@@ -137,14 +151,24 @@ def add_head(x, params: TrainParams):
     if params.standardise:  # identity until cxr.train adapts it to the training images' features
         x = keras.layers.Normalization(name=STANDARDISE_LAYER, dtype="float32")(x)  # variances overflow float16
     regulariser = keras.regularizers.L2(params.l2) if params.l2 else None
-    for units in (1024, 512):
+    for units in (1024, 512) if params.head == "paper" else ():
         if params.dropout:
             x = keras.layers.Dropout(params.dropout, seed=params.seed, name=f"dropout_to_fc{units}")(x)
         x = keras.layers.Dense(units, activation="relu", kernel_regularizer=regulariser, name=f"fc{units}")(x)
     if params.dropout:
         x = keras.layers.Dropout(params.dropout, seed=params.seed, name="dropout_to_output")(x)
     # float32 output keeps the sigmoid and the loss numerically stable under mixed precision
-    return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
+    linear = params.head == "linear"
+    # a linear probe is logistic regression: L2 on its only kernel, started from zero (the convex problem's
+    # usual start) so that a seed changes only the order of the batches, not where the search begins
+    return keras.layers.Dense(
+        1,
+        activation="sigmoid",
+        kernel_initializer="zeros" if linear else "glorot_uniform",
+        kernel_regularizer=regulariser if linear else None,
+        dtype="float32",
+        name="probability",
+    )(x)
 
 
 def adapt_standardisation(model, images) -> None:

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from cxr.gate import disagreement
+from cxr.model import describe
 
 SCHEMA_PATH = Path(__file__).with_name("model_card.schema.json")
 CARD_SCHEMA = "cxr.model-card/1"
@@ -139,8 +140,13 @@ def build_card(name: str, version: str, params: dict, metrics: dict, tags: dict)
         "model": {
             "name": name,
             "version": str(version),
-            "architecture": "VGG16 without its top + Flatten, Dense 1024 ReLU, Dense 512 ReLU, Dense 1 sigmoid "
-            "(R. Wali, Detecting COVID-19 from Medical X-Ray Images, 2021)",
+            "architecture": describe(
+                params.get("train.pooling", "flatten"),
+                params.get("train.head", "paper"),
+                params.get("train.standardise") == "True",
+            )
+            + " (after R. Wali, Detecting COVID-19 from Medical X-Ray Images, 2021: Flatten, Dense 1024 ReLU, "
+            "Dense 512 ReLU, Dense 1 sigmoid)",
             "image_size": int(float(params.get("train.image_size", 0) or 0)),
             "base": "frozen" if params.get("train.freeze_base") == "True" else "fine-tuned",
             "weights": WEIGHTS.get(weights, weights),

@@ -64,7 +64,7 @@ PAPER_AUGMENT = AugmentParams(rotation_deg=40, width_shift=0.2, height_shift=0.2
 class TrainParams:
     image_size: int = 96
     batch_size: int = 8
-    epochs: int = 30
+    epochs: int = 50
     learning_rate: float = 0.001
     momentum: float = 0.9
     clipnorm: float = 0.0
@@ -76,6 +76,7 @@ class TrainParams:
     flip_average: bool = True
     augment_on: str = "auto"  # data (tf.data, CPU) | model (a layer, on the accelerator) | auto: model with a GPU
     pooling: str = "average"  # flatten (the paper) | average (global average pooling: 512 features)
+    head: str = "linear"  # linear: Dense 1 sigmoid (a linear probe) | paper: Dense 1024 -> 512 ReLU -> 1 sigmoid
     standardise: bool = True  # the pooled features to zero mean, unit variance over the training images
     dropout: float = 0.0  # before each Dense layer of the head
     l2: float = 0.01  # L2 penalty on the head's Dense kernels

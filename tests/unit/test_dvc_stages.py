@@ -92,3 +92,16 @@ def test_each_stage_depends_on_exactly_the_modules_it_executes(stage):
 def test_each_stage_lists_its_parameters_key_by_key(stage):
     for param in STAGES[stage].get("params", []):
         assert "." in param, f"{stage} depends on the whole '{param}' section; list the keys it reads"
+
+
+def test_the_train_stage_depends_on_every_training_and_augmentation_setting():
+    """A new train.* or augment.* key that dvc.yaml forgets would leave `dvc repro` serving a stale model."""
+    from dataclasses import fields
+
+    from cxr.params import AugmentParams, TrainParams
+
+    listed = set(STAGES["train"]["params"])
+    expected = {f"train.{f.name}" for f in fields(TrainParams)} | {f"augment.{f.name}" for f in fields(AugmentParams)}
+    expected -= {"augment.preview_images"}  # the augment stage's previews; training never reads it
+    assert expected - listed == set()
+    assert "ingest.seed" in listed  # the cross-validation folds are drawn with it

@@ -8,7 +8,7 @@ from cxr.params import TrainParams
 
 
 def test_paper_head_on_vgg16():
-    model = build_model(TrainParams(image_size=32, weights="none"))
+    model = build_model(TrainParams(image_size=32, weights="none", pooling="flatten", head="paper"))
     names = [layer.name for layer in model.layers]
     assert "vgg16" in names
     assert [model.get_layer(n).units for n in ("fc1024", "fc512", "probability")] == [1024, 512, 1]
@@ -16,9 +16,21 @@ def test_paper_head_on_vgg16():
     assert model.output_shape == (None, 1)
 
 
+def test_the_linear_probe_is_one_penalised_dense_unit_on_the_pooled_features():
+    import keras
+
+    model = build_model(TrainParams(image_size=32, weights="none", head="linear", l2=0.01))
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.name for layer in dense] == ["probability"]
+    assert dense[0].kernel.shape == (512, 1) and len(model.losses) == 1  # its L2 term
+    assert [w.name for w in model.trainable_weights] == ["kernel", "bias"]
+    with pytest.raises(CxrError, match="train.head is 'mlp'"):
+        build_model(TrainParams(image_size=32, weights="none", head="mlp"))
+
+
 def test_freeze_base_controls_trainable_weights():
-    frozen = build_model(TrainParams(image_size=32, weights="none", freeze_base=True))
-    tuned = build_model(TrainParams(image_size=32, weights="none", freeze_base=False))
+    frozen = build_model(TrainParams(image_size=32, weights="none", head="paper", freeze_base=True))
+    tuned = build_model(TrainParams(image_size=32, weights="none", head="paper", freeze_base=False))
     assert len(frozen.trainable_weights) == 6  # three Dense layers: kernel + bias
     assert len(tuned.trainable_weights) == 6 + 26  # plus 13 conv layers
 
@@ -50,7 +62,9 @@ def test_the_regularised_head_pools_standardises_drops_out_penalises_and_serves_
     from cxr.model import adapt_standardisation
     from cxr.ood import build_scorer
 
-    params = TrainParams(image_size=64, weights="none", pooling="average", standardise=True, dropout=0.5, l2=1e-3)
+    params = TrainParams(
+        image_size=64, weights="none", pooling="average", head="paper", standardise=True, dropout=0.5, l2=1e-3
+    )
     model = build_model(params)
     assert model.get_layer("average_pool").output.shape == (None, 512)
     x = np.random.default_rng(0).random((4, 64, 64, 3)).astype("float32")

@@ -52,6 +52,14 @@ def test_a_card_from_a_complete_run_validates_and_renders():
     json.loads(SCHEMA_PATH.read_text())
 
 
+def test_the_architecture_is_the_network_the_run_trained():
+    cpu = build_card("m", "3", params(), RECORDED, TAGS)["model"]["architecture"]
+    assert cpu.startswith("VGG16 without its top + global average pooling, feature standardisation, Dense 1 sigmoid")
+    paper = {k: str(v) for k, v in load_params(profile="paper").flat().items()}
+    architecture = build_card("m", "3", paper, RECORDED, TAGS)["model"]["architecture"]
+    assert architecture.startswith("VGG16 without its top + Flatten, Dense 1024 ReLU, Dense 512 ReLU, Dense 1 sigmoid")
+
+
 def test_missing_clinical_fields_are_named():
     card = build_card("m", "3", params(), {k: v for k, v in RECORDED.items() if not k.startswith("ood")}, {})
     problems = " | ".join(card_problems(card))

@@ -8,6 +8,7 @@ def test_default_profile_is_the_cpu_profile():
     params = load_params()
     assert params.profile == "cpu"
     assert params.train.freeze_base is True
+    assert (params.train.pooling, params.train.head, params.train.standardise) == ("average", "linear", True)
     assert params.ingest.positive_class == "COVID"
 
 
@@ -16,8 +17,15 @@ def test_paper_profile_has_the_papers_settings():
     assert (params.train.image_size, params.train.epochs, params.train.learning_rate) == (256, 20, 0.01)
     assert params.train.freeze_base is False
     # the paper's head and augmentation, whatever the CPU profile chose (ImageDataGenerator's settings)
-    assert (params.train.pooling, params.train.standardise, params.train.dropout, params.train.l2) == (
+    assert (
+        params.train.pooling,
+        params.train.head,
+        params.train.standardise,
+        params.train.dropout,
+        params.train.l2,
+    ) == (
         "flatten",
+        "paper",
         False,
         0.0,
         0.0,
