@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite (make test): the images build in the background while the tests that do not need
-# them run, then the container tests run. Overlapping the two saves most of the build's ~9 minutes on a
-# fresh machine (the build mostly waits on the package index and the disk); with the images already
-# built, `make images` takes seconds. Arguments go to pytest (make test ARGS="-k gate").
+# them run, then the container tests run, so one command sets up everything the tests need. On a fresh
+# machine the build takes about 10 minutes; overlapped with the tests it saved little there (both want
+# the two cores; README "Tests"). With the images already built, `make images` takes seconds.
+# Arguments go to pytest (make test ARGS="-k gate").
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p build
