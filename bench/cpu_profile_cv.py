@@ -230,10 +230,11 @@ def main() -> None:
                 cache[(size, b, "flip")] = np.concatenate([f[:, :2], f[:, :2]], axis=1)
         print(f"base features: {time.perf_counter() - started:.0f} s for {len(cache)} size/block pairs")
         fold_seed = params.ingest.seed if args.fold_seed is None else args.fold_seed
-        folds = {
-            s: assign_folds(frame, args.folds, s if args.redraw_folds else fold_seed, params.ingest.near_duplicate_bits)
-            for s in args.seeds
-        }
+        bits = params.ingest.near_duplicate_bits
+        if args.redraw_folds:
+            folds = {s: assign_folds(frame, args.folds, s, bits) for s in args.seeds}
+        else:  # one draw, shared by every training seed
+            folds = dict.fromkeys(args.seeds, assign_folds(frame, args.folds, fold_seed, bits))
         rows = []
         for config in sweep:
             started = time.perf_counter()
