@@ -55,12 +55,16 @@ class Config:
     standardise: bool = False
     augment: str = "paper"  # paper | mild | flip (the mirror image only)
     head: str = "paper"  # paper (Dense 1024 -> 512 -> 1) | linear (Dense 1)
+    batch_size: int = 8
+    views_per_epoch: str = "one"  # one: each image in one view per epoch | all: in every view (flip: both)
 
     def label(self) -> str:
         return (
             f"{self.image_size}px block{self.block} {self.pooling:7s} {'std' if self.standardise else '   '} dropout "
             f"{self.dropout:<4g} l2 {self.l2:<6g} lr {self.learning_rate:<7g} epochs {self.epochs:<3d} "
             f"{self.augment} aug {self.head} head"
+            + (f" batch {self.batch_size}" if self.batch_size != 8 else "")
+            + (" every view each epoch" if self.views_per_epoch == "all" else "")
         )
 
 
@@ -122,11 +126,12 @@ def head(shape, config: Config, seed: int, reference=None):
     return model
 
 
-def cross_validate(features, y, config: Config, folds: np.ndarray, seed: int, batch_size: int = 8):
+def cross_validate(features, y, config: Config, folds: np.ndarray, seed: int):
     """(fold F1s at 0.5, out-of-fold probabilities, the largest loss jump over the folds).
 
-    Each epoch is a fresh permutation with every image in its next augmented view, fitted batch by batch
-    (train_on_batch: the batches epoch-by-epoch `fit` makes, without its per-call overhead)."""
+    Each epoch is a fresh permutation with every image in its next augmented view (views_per_epoch "all":
+    in every view), fitted batch by batch (train_on_batch: the batches epoch-by-epoch `fit` makes, without
+    its per-call overhead)."""
     from cxr.evaluate import compute_metrics
     from cxr.train import largest_loss_jump
 
@@ -137,11 +142,16 @@ def cross_validate(features, y, config: Config, folds: np.ndarray, seed: int, ba
         train, held = np.flatnonzero(folds != fold), folds == fold
         batches_x, batches_y, epoch_of = [], [], []
         for epoch in range(config.epochs):
-            order = train[rng.permutation(len(train))]
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                batches_x.append(features[rows, 2 + epoch % n_views])
-                batches_y.append(y[rows])
+            if config.views_per_epoch == "all":  # (image, view) pairs: every view of every image
+                views = np.repeat(np.arange(2, 2 + n_views), len(train))
+                images = np.tile(train, n_views)
+            else:
+                views, images = np.full(len(train), 2 + epoch % n_views), train
+            order = rng.permutation(len(images))
+            for start in range(0, len(order), config.batch_size):
+                pick = order[start : start + config.batch_size]
+                batches_x.append(features[images[pick], views[pick]])
+                batches_y.append(y[images[pick]])
                 epoch_of.append(epoch)
         model = head(features.shape[2:], config, seed + fold, features[train, 0])
         losses = [float(model.train_on_batch(bx, by)) for bx, by in zip(batches_x, batches_y, strict=True)]
@@ -166,6 +176,9 @@ def main() -> None:
     parser.add_argument("--around-best", action="store_true", help="the second round, around the first's choice")
     parser.add_argument("--feature-block", action="store_true", help="the third round: block 4 or 5 for the choice")
     parser.add_argument("--head", action="store_true", help="the fourth round: the paper's head or a linear probe")
+    parser.add_argument(
+        "--every-view", action="store_true", help="the fifth round: the image and its mirror every epoch, full batches"
+    )
     parser.add_argument("--fold-seed", type=int, default=None, help="the folds' seed (default: ingest.seed)")
     parser.add_argument(
         "--redraw-folds", action="store_true", help="draw the folds with each training seed (rounds 1-3 did)"
@@ -202,6 +215,11 @@ def main() -> None:
         sweep = [chosen, linear, replace(linear, epochs=50), replace(linear, learning_rate=3e-3), fast]
         sweep += [replace(fast, epochs=50), replace(fast, l2=0.1)]
         sweep += [replace(fast, image_size=128), replace(fast, block=4)]
+    if args.every_view:  # the fifth round: the linear probe on the image and its mirror every epoch, and full batches
+        linear = replace(std, augment="flip", image_size=96, l2=1e-2, head="linear", epochs=50)
+        both = replace(linear, views_per_epoch="all")
+        sweep = [linear, both, replace(both, epochs=25), replace(both, learning_rate=3e-3, epochs=25)]
+        sweep += [replace(both, batch_size=64, learning_rate=lr, epochs=e) for lr in (3e-3, 1e-2) for e in (50, 100)]
 
     with tempfile.TemporaryDirectory() as tmp:
         records = ingest(params.ingest.data_dir, tmp, params.ingest)

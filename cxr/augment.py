@@ -25,6 +25,9 @@ def augmentation_spec(params: AugmentParams) -> dict:
         "shear_range_deg": params.shear,
         "zoom_range": params.zoom,
         "horizontal_flip": params.horizontal_flip,
+        "mirror": ("each image and its mirror every epoch" if params.mirror_both else "at random, p = 0.5")
+        if params.horizontal_flip
+        else "none",
         "fill_mode": "nearest",
         "applied_to": "train split only",
     }
@@ -92,7 +95,9 @@ def draw_parameters(params: AugmentParams, n, height: float, width: float, unifo
         return uniform([n], -float(limit), float(limit)) if limit else ops.zeros([n])
 
     zx, zy = (uniform([n], 1 - params.zoom, 1 + params.zoom) for _ in range(2)) if params.zoom else (ops.ones([n]),) * 2
-    flip = uniform([n], 0.0, 1.0) < 0.5 if params.horizontal_flip else ops.zeros([n], "bool")
+    # mirror_both: the dataset holds every image and its mirror (make_dataset), so no coin toss here
+    coin = params.horizontal_flip and not params.mirror_both
+    flip = uniform([n], 0.0, 1.0) < 0.5 if coin else ops.zeros([n], "bool")
     shift_h, shift_w = symmetric(params.height_shift) * height, symmetric(params.width_shift) * width
     return symmetric(params.rotation_deg), shift_h, shift_w, symmetric(params.shear), zx, zy, flip
 
@@ -136,10 +141,12 @@ def make_dataset(
     augmenter=None,
     shuffle_buffer: int = 0,
     seed: int = 0,
+    mirror_both: bool = False,
 ):
     """A batched tf.data.Dataset of (image, label) for the rows of `frame` (one split).
 
-    `augmenter` and `shuffle_buffer` are for the training split only.
+    `augmenter`, `shuffle_buffer` and `mirror_both` (every image, then every image mirrored: twice the
+    rows, shuffled together) are for the training split only.
     """
     import tensorflow as tf
 
@@ -148,8 +155,11 @@ def make_dataset(
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
     ds = ds.map(lambda p, y: (load_gray(p, image_size), y), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.cache()  # uint8 with one channel: what lets the full dataset fit in memory
+    if mirror_both:
+        ds = ds.concatenate(ds.map(lambda x, y: (x[:, ::-1, :], y)))
     if shuffle_buffer:
-        ds = ds.shuffle(min(shuffle_buffer, max(len(paths), 1)), seed=seed, reshuffle_each_iteration=True)
+        rows = len(paths) * (2 if mirror_both else 1)
+        ds = ds.shuffle(min(shuffle_buffer, max(rows, 1)), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if augmenter is not None:  # on the one channel: a third of the resampling work of RGB
 

@@ -21,6 +21,7 @@ IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 HED_BLOCK_CONVS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}
 WEIGHT_SOURCES = ("imagenet", "hed", "none")
 POOLINGS = ("flatten", "average")
+POOLING_LAYERS = ("flatten", "average_pool")  # the layer each pooling adds: the head starts after it
 HEADS = ("paper", "linear")
 STANDARDISE_LAYER = "feature_standardisation"
 

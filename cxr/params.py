@@ -53,19 +53,22 @@ class AugmentParams:
     shear: float = 0.0
     zoom: float = 0.0
     horizontal_flip: bool = True
+    mirror_both: bool = True  # with horizontal_flip: each image and its mirror every epoch, not one at random
     shuffle_buffer: int = 1024
     preview_images: int = 8
 
 
-PAPER_AUGMENT = AugmentParams(rotation_deg=40, width_shift=0.2, height_shift=0.2, shear=0.2, zoom=0.2)
+PAPER_AUGMENT = AugmentParams(
+    rotation_deg=40, width_shift=0.2, height_shift=0.2, shear=0.2, zoom=0.2, mirror_both=False
+)
 
 
 @dataclass(frozen=True)
 class TrainParams:
     image_size: int = 96
-    batch_size: int = 8
-    epochs: int = 50
-    learning_rate: float = 0.001
+    batch_size: int = 64
+    epochs: int = 100
+    learning_rate: float = 0.01
     momentum: float = 0.9
     clipnorm: float = 0.0
     weights: str = "hed"

@@ -128,7 +128,7 @@ def augment_step(ctx: RunContext, dataset_dir: str, out_dir: str, params: Params
     a = params.augment
     events.figure(
         f"rotation {a.rotation_deg}°, shift {a.width_shift}/{a.height_shift}, shear {a.shear}°, zoom {a.zoom}"
-        + (", flip" if a.horizontal_flip else "")
+        + ((", image and mirror" if a.mirror_both else ", flip") if a.horizontal_flip else "")
         + " (train split, on the fly)"
     )
     return spec

@@ -111,10 +111,15 @@ def _fit(
 ):
     """One network fitted on `train_frame`. With `select_best` the epoch with the lowest val_loss on
     `val_frame` is kept; otherwise the last epoch (val_frame, if any, is only watched). Returns
-    (model, history, best epoch, 1-based)."""
+    (model, history, best epoch, 1-based). With a frozen base and no random augmentation the head is
+    fitted on the base's features, computed once (`features_once`)."""
     import keras
 
     tp = params.train
+    if features_once(params, in_model):
+        model = build_model(tp)
+        data = _HeadData(model, dataset_dir, positive, params)
+        return _fit_head(model, data, train_frame, val_frame, params, select_best, log_to_mlflow, fold)
     train_ds = make_dataset(
         train_frame,
         dataset_dir,
@@ -124,6 +129,7 @@ def _fit(
         augmenter=None if in_model else build_augmenter(params.augment, seed=tp.seed + (fold[0] if fold else 0)),
         shuffle_buffer=params.augment.shuffle_buffer,
         seed=tp.seed,
+        mirror_both=params.augment.horizontal_flip and params.augment.mirror_both,
     )
     val_ds = None if val_frame is None else make_dataset(val_frame, dataset_dir, positive, tp.image_size, tp.batch_size)
     model = build_model(tp, augment=dataclasses.asdict(params.augment) if in_model else None)
@@ -144,6 +150,83 @@ def _fit(
     model = keras.models.load_model(checkpoint, compile=False)
     checkpoint.unlink()
     return model, history, best_epoch
+
+
+def features_once(params: Params, in_model: bool) -> bool:
+    """Whether the head can be fitted on features computed once: the base is frozen and every epoch shows
+    the same images (no random transform, no coin-toss mirroring), so what the base makes of them never
+    changes. The same optimisation, batches and epochs as fitting the whole network; the base then runs
+    once per image (and mirror) instead of once per image per epoch."""
+    a = params.augment
+    random = any((a.rotation_deg, a.width_shift, a.height_shift, a.shear, a.zoom))
+    return params.train.freeze_base and not in_model and not random and (a.mirror_both or not a.horizontal_flip)
+
+
+class _HeadData:
+    """The base's pooled features of a split's images (and their mirrors), as the model computes them."""
+
+    def __init__(self, model, dataset_dir, positive: str, params: Params):
+        import keras
+
+        from cxr.model import POOLING_LAYERS
+
+        names = [layer.name for layer in model.layers]
+        self.cut = next(i for i, name in enumerate(names) if name in POOLING_LAYERS)
+        self.extractor = keras.Model(model.inputs, model.layers[self.cut].output)
+        self.dataset_dir, self.positive, self.params = dataset_dir, positive, params
+
+    def images(self, frame, mirrored: bool = False):
+        tp = self.params.train
+        ds = make_dataset(frame, self.dataset_dir, self.positive, tp.image_size, tp.batch_size)
+        return ds.map(lambda x, y: (x[:, :, ::-1, :] if mirrored else x, y))
+
+    def features(self, frame, training: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(features, labels); for training with mirror_both, the mirror images' rows follow."""
+        a = self.params.augment
+        views = (False, True) if training and a.horizontal_flip and a.mirror_both else (False,)
+        x = [self.extractor.predict(self.images(frame, mirrored).map(lambda x, y: x), verbose=0) for mirrored in views]
+        y = np.tile(labels_of(frame, self.positive).astype(np.float32), len(views))
+        return np.concatenate(x), y
+
+
+def _fit_head(model, data: _HeadData, train_frame, val_frame, params: Params, select_best, log_to_mlflow, fold):
+    """_fit for features_once: the model's own head layers (shared, so `model` gets the fitted weights)
+    on a feature input, fitted with the model's optimiser settings, batches and epochs."""
+    import keras
+
+    from cxr.model import STANDARDISE_LAYER, standardise_on
+
+    tp = params.train
+    x_train, y_train = data.features(train_frame, training=True)
+    if tp.standardise:  # on the training images' features, mirrors left out, as adapt_standardisation does
+        standardise_on(model.get_layer(STANDARDISE_LAYER), x_train[: len(train_frame)])
+    inputs = keras.Input(model.layers[data.cut].output.shape[1:], name="features")
+    x = inputs
+    for layer in model.layers[data.cut + 1 :]:
+        x = layer(x)
+    head = keras.Model(inputs, x, name="head")
+    compile_model(head, tp)
+    validation = None if val_frame is None else data.features(val_frame, training=False)
+    callbacks = [EpochReporter.create(log_to_mlflow, fold)]
+    if select_best:  # never stops early (patience: every epoch); restores the lowest val_loss's weights
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=tp.epochs, restore_best_weights=True)
+        )
+    history = head.fit(
+        x_train,
+        y_train,
+        batch_size=tp.batch_size,
+        epochs=tp.epochs,
+        shuffle=True,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    history = {k: [float(v) for v in values] for k, values in history.history.items()}
+    if not select_best:
+        return model, history, tp.epochs
+    losses = history["val_loss"]
+    return model, history, int(min(range(len(losses)), key=losses.__getitem__)) + 1
 
 
 def _probabilities(model, frame, dataset_dir, positive: str, params: Params) -> np.ndarray:

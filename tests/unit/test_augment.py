@@ -134,3 +134,27 @@ def test_augmentation_inside_the_model_trains_saves_and_is_an_identity_when_serv
     assert not np.allclose(np.asarray(layer(batch, training=True)), batch)  # training: augmented
     first = served.predict_arrays([np.full((40, 40, 3), 90, np.uint8)])
     assert np.array_equal(first, served.predict_arrays([np.full((40, 40, 3), 90, np.uint8)]))
+
+
+def test_mirror_both_gives_every_image_and_its_mirror_each_epoch(tiny_data, tmp_path):
+    frame, ds_dir = _frame(tiny_data, tmp_path)
+    plain, labels = _batches(make_dataset(frame, ds_dir, "COVID", 32, 4))
+    ds = make_dataset(frame, ds_dir, "COVID", 32, 5, shuffle_buffer=64, seed=1, mirror_both=True)
+    for _ in range(2):  # the same set every epoch, in a new order
+        x, y = _batches(ds)
+        assert x.shape == (2 * len(plain), *plain.shape[1:])
+        key = sorted(row.tobytes() for row in x)
+        expected = sorted(row.tobytes() for row in np.concatenate([plain, plain[:, :, ::-1, :]]))
+        assert key == expected
+        assert sorted(y.tolist()) == sorted(labels.tolist() * 2)
+
+
+def test_mirror_both_turns_the_augmenters_coin_toss_off():
+    from dataclasses import replace
+
+    from cxr.augment import PaperAugmenter
+
+    batch = np.random.default_rng(0).uniform(0, 255, (64, 16, 16, 1)).astype(np.float32)
+    flips = np.asarray(PaperAugmenter(replace(PAPER_AUGMENT, mirror_both=False), seed=3).draw(batch)[-1])
+    assert 0 < int(np.sum(flips)) < 64
+    assert not np.any(np.asarray(PaperAugmenter(replace(PAPER_AUGMENT, mirror_both=True), seed=3).draw(batch)[-1]))

@@ -31,13 +31,14 @@ def test_paper_profile_has_the_papers_settings():
         0.0,
     )
     a = params.augment
-    assert (a.rotation_deg, a.width_shift, a.height_shift, a.shear, a.zoom, a.horizontal_flip) == (
+    assert (a.rotation_deg, a.width_shift, a.height_shift, a.shear, a.zoom, a.horizontal_flip, a.mirror_both) == (
         40,
         0.2,
         0.2,
         0.2,
         0.2,
         True,
+        False,  # ImageDataGenerator mirrors each image with probability 1/2
     )
 
 
