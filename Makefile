@@ -63,6 +63,7 @@ bench-profile: data ## The CPU profile's tuning study and its end-to-end check: 
 	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --redraw-folds --around-best
 	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --redraw-folds --feature-block
 	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --head
+	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --every-view
 	$(BIN)/python bench/cv_pipeline.py --baseline
 
 bench-gpu: setup ## The paper profile's training step on a GPU (Keras 3, any backend; KERAS_BACKEND=jax|torch)

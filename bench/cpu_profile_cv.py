@@ -19,13 +19,15 @@ over seeds. A loss spike is an epoch whose training loss is more than twice the 
 ln 2 (what guessing costs): cxr.train.largest_loss_jump, the loss_jump_max the train step logs.
 
     .venv/bin/python bench/cpu_profile_cv.py [--folds 5] [--seeds 1 2 3] [--views 24] [--cache DIR]
-        [--around-best | --feature-block | --head] [--fold-seed N | --redraw-folds]
+        [--around-best | --feature-block | --head | --every-view] [--fold-seed N | --redraw-folds]
 
-Four rounds (make bench-profile runs them): the first over pooling, standardisation, learning rate,
+Five rounds (make bench-profile runs them): the first over pooling, standardisation, learning rate,
 epochs, augmentation and image size; --around-best around its choice (L2, dropout, learning rate, epochs,
 image size); --feature-block, block 4 against block 5 (these three with --redraw-folds); --head, the
-paper's head against a linear probe, its learning rate, epochs, image size and block. Each ends with the
-table and the chosen row (seed spread <= 0.05, no loss spike, highest CV F1).
+paper's head against a linear probe, its learning rate, epochs, image size and block; --every-view, the
+linear probe shown each image and its mirror every epoch (augment.mirror_both) instead of one of the two,
+in batches of 8 or in one full batch (train.batch_size 64), at two learning rates and epoch counts. Each
+ends with the table and the chosen row (seed spread <= 0.05, no loss spike, highest CV F1).
 Last line: ratio = the chosen configuration's CV F1 / the previous default's CV F1 (same folds, seeds).
 """
 
