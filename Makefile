@@ -46,7 +46,7 @@ test: data tools ## Set up and run the whole test suite, building the images mea
 	bash infra/ci/test.sh $(ARGS)
 
 test-fast: data tools ## Everything but the tests marked slow or container (whole pipeline, team mode, images)
-	$(BIN)/pytest -q -m "not slow and not container" $(ARGS)
+	$(BIN)/pytest -q -m "not slow and not container" -n $${CXR_TEST_WORKERS:-2} --dist loadfile $(ARGS)
 
 bench: data ## Benchmarks (CPU, minutes): input pipeline, ingestion at scale, training throughput, input-gate detectors
 	$(BIN)/python bench/input_pipeline.py

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite (make test): the images build in the background while the tests that do not need
-# them run, then the container tests run, so one command sets up everything the tests need. On a fresh
-# machine the build takes about 10 minutes; overlapped with the tests it saved little there (both want
-# the two cores; README "Tests"). With the images already built, `make images` takes seconds.
+# them run, then the container tests run (one at a time: they share the stack's ports and names), so one
+# command sets up everything the tests need. On a fresh machine the build takes about 10 minutes; with the
+# images already built, `make images` takes seconds.
 # Arguments go to pytest (make test ARGS="-k gate").
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,7 +17,10 @@ pytest() {  # exit 5 (nothing selected, e.g. by -k) is not a failure
   return "$rc"
 }
 status=0
-pytest -m "not container" "$@" || status=1
+# two pytest workers (pytest-xdist), a test file each at a time: much of a test's time is one process
+# starting, importing TensorFlow or waiting on a server, so two share the two cores well (README "Tests")
+workers=${CXR_TEST_WORKERS:-2}
+pytest -m "not container" -n "$workers" --dist loadfile "$@" || status=1
 if ! wait "$images"; then
   tail -40 "$log"
   echo "make images failed (the log above, all of it in $log); the container tests need the images." >&2
