@@ -148,6 +148,7 @@ def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params
             | _finite(result.metrics)
         )
         mlflow.set_tag("weights", params.train.weights)
+        mlflow.set_tag("fitted_on", read_config(model_dir).get("fitted_on", ""))
         model_uri = log_model(model_dir).model_uri  # models:/m-<id>; runs:/<run>/model resolves to it too
     config = read_config(model_dir)
     client = mlflow.MlflowClient()

@@ -388,6 +388,7 @@ def train_model(
         "freeze_base": tp.freeze_base,
         "flip_average": tp.flip_average,
         "augmented_in": "model" if in_model else "data",
+        "fitted_on": "the base's features, computed once" if features_once(params, in_model) else "images, every epoch",
         "best_epoch": best_epoch,
         "epoch_selection": "last epoch (cross-validation: no held-out images choose it)"
         if ep.cv_folds

@@ -1,6 +1,8 @@
 """The frozen-base head fitted on features computed once (cxr.train.features_once): the same fit as on
 images every epoch, and, with every image and its mirror in one full batch, independent of the seed."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -42,6 +44,8 @@ def test_features_once_fits_what_images_every_epoch_fit(tiny_data, tmp_path, mon
     monkeypatch.setattr(cxr.train, "features_once", lambda params, in_model: False)
     every, weights_every = _train(tiny_data, tmp_path / "every", f"evaluate.cv_folds={cv}")
     assert once.best_epoch == every.best_epoch
+    configs = [json.loads((tmp_path / run / "model" / "config.json").read_text()) for run in ("once", "every")]
+    assert [c["fitted_on"] for c in configs] == ["the base's features, computed once", "images, every epoch"]
     assert np.allclose(once.history["loss"], every.history["loss"], rtol=1e-4, atol=1e-5)
     for a, b in zip(weights_once, weights_every, strict=True):
         assert np.allclose(a, b, rtol=1e-3, atol=1e-5)
