@@ -3,6 +3,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -193,6 +194,7 @@ def test_compare_different_splits_rescores_on_the_first_versions_split(store):
 def server(store, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("server")
     port = free_port()
+    log = tmp / "server.log"
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "mlflow"),
@@ -207,19 +209,30 @@ def server(store, tmp_path_factory):
             "--port",
             str(port),
         ],
-        stdout=open(tmp / "server.log", "w"),
+        stdin=subprocess.DEVNULL,
+        stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the server, its workers, job runner and consumers
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if requests.get(url + "/health", timeout=5).ok:
+                    break
+            except requests.RequestException:  # refused, or accepted and not answered yet on a loaded machine
+                time.sleep(1)
+            assert time.time() < deadline, f"{url} did not come up in 180 s: {log.read_text()[-3000:]}"
+        yield url
+    finally:  # the whole group, also when the server never came up: nothing outlives the tests
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            if requests.get(url + "/health", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            time.sleep(1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def cli(url, *args, check=True):
