@@ -95,9 +95,8 @@ def draw_parameters(params: AugmentParams, n, height: float, width: float, unifo
         return uniform([n], -float(limit), float(limit)) if limit else ops.zeros([n])
 
     zx, zy = (uniform([n], 1 - params.zoom, 1 + params.zoom) for _ in range(2)) if params.zoom else (ops.ones([n]),) * 2
-    # mirror_both: the dataset holds every image and its mirror (make_dataset), so no coin toss here
-    coin = params.horizontal_flip and not params.mirror_both
-    flip = uniform([n], 0.0, 1.0) < 0.5 if coin else ops.zeros([n], "bool")
+    # with mirror_pairs the dataset holds every image and its mirror (make_dataset): no coin toss here
+    flip = uniform([n], 0.0, 1.0) < 0.5 if params.coin_flip else ops.zeros([n], "bool")
     shift_h, shift_w = symmetric(params.height_shift) * height, symmetric(params.width_shift) * width
     return symmetric(params.rotation_deg), shift_h, shift_w, symmetric(params.shear), zx, zy, flip
 

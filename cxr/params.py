@@ -57,6 +57,16 @@ class AugmentParams:
     shuffle_buffer: int = 1024
     preview_images: int = 8
 
+    @property
+    def mirror_pairs(self) -> bool:
+        """Every epoch shows each training image and its mirror (the dataset holds both)."""
+        return self.horizontal_flip and self.mirror_both
+
+    @property
+    def coin_flip(self) -> bool:
+        """Each training image is mirrored with probability 1/2 per epoch (ImageDataGenerator's flip)."""
+        return self.horizontal_flip and not self.mirror_both
+
 
 PAPER_AUGMENT = AugmentParams(
     rotation_deg=40, width_shift=0.2, height_shift=0.2, shear=0.2, zoom=0.2, mirror_both=False

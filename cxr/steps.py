@@ -147,10 +147,10 @@ def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params
             {"best_epoch": result.best_epoch, "gpu": int(result.gpu), "mixed_precision": int(result.mixed_precision)}
             | _finite(result.metrics)
         )
+        config = read_config(model_dir)
         mlflow.set_tag("weights", params.train.weights)
-        mlflow.set_tag("fitted_on", read_config(model_dir).get("fitted_on", ""))
+        mlflow.set_tag("fitted_on", config.get("fitted_on", ""))
         model_uri = log_model(model_dir).model_uri  # models:/m-<id>; runs:/<run>/model resolves to it too
-    config = read_config(model_dir)
     client = mlflow.MlflowClient()
     client.set_tag(ctx.parent_run_id, "model_uri", model_uri)
     for key in ("threshold_method", "temperature_method", "validation"):

@@ -129,7 +129,7 @@ def _fit(
         augmenter=None if in_model else build_augmenter(params.augment, seed=tp.seed + (fold[0] if fold else 0)),
         shuffle_buffer=params.augment.shuffle_buffer,
         seed=tp.seed,
-        mirror_both=params.augment.horizontal_flip and params.augment.mirror_both,
+        mirror_both=params.augment.mirror_pairs,
     )
     val_ds = None if val_frame is None else make_dataset(val_frame, dataset_dir, positive, tp.image_size, tp.batch_size)
     model = build_model(tp, augment=dataclasses.asdict(params.augment) if in_model else None)
@@ -145,11 +145,15 @@ def _fit(
     history = {k: [float(x) for x in v] for k, v in history.history.items()}
     if not select_best:
         return model, history, tp.epochs
-    losses = history["val_loss"]
-    best_epoch = int(min(range(len(losses)), key=losses.__getitem__)) + 1
     model = keras.models.load_model(checkpoint, compile=False)
     checkpoint.unlink()
-    return model, history, best_epoch
+    return model, history, _lowest_val_loss_epoch(history)
+
+
+def _lowest_val_loss_epoch(history: dict) -> int:
+    """The 1-based epoch whose validation loss was lowest (the one select_best keeps)."""
+    losses = history["val_loss"]
+    return int(min(range(len(losses)), key=losses.__getitem__)) + 1
 
 
 def features_once(params: Params, in_model: bool) -> bool:
@@ -159,7 +163,7 @@ def features_once(params: Params, in_model: bool) -> bool:
     once per image (and mirror) instead of once per image per epoch."""
     a = params.augment
     random = any((a.rotation_deg, a.width_shift, a.height_shift, a.shear, a.zoom))
-    return params.train.freeze_base and not in_model and not random and (a.mirror_both or not a.horizontal_flip)
+    return params.train.freeze_base and not in_model and not random and not a.coin_flip
 
 
 class _HeadData:
@@ -175,18 +179,16 @@ class _HeadData:
         self.extractor = keras.Model(model.inputs, model.layers[self.cut].output)
         self.dataset_dir, self.positive, self.params = dataset_dir, positive, params
 
-    def images(self, frame, mirrored: bool = False):
-        tp = self.params.train
-        ds = make_dataset(frame, self.dataset_dir, self.positive, tp.image_size, tp.batch_size)
-        return ds.map(lambda x, y: (x[:, :, ::-1, :] if mirrored else x, y))
-
     def features(self, frame, training: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(features, labels); for training with mirror_both, the mirror images' rows follow."""
-        a = self.params.augment
-        views = (False, True) if training and a.horizontal_flip and a.mirror_both else (False,)
-        x = [self.extractor.predict(self.images(frame, mirrored).map(lambda x, y: x), verbose=0) for mirrored in views]
-        y = np.tile(labels_of(frame, self.positive).astype(np.float32), len(views))
-        return np.concatenate(x), y
+        """(features, labels); for training with mirror_pairs, the mirror images' rows follow (from the
+        same cached dataset: each image is decoded once)."""
+        tp = self.params.train
+        images = make_dataset(frame, self.dataset_dir, self.positive, tp.image_size, tp.batch_size).map(lambda x, y: x)
+        views = [images]
+        if training and self.params.augment.mirror_pairs:
+            views.append(images.map(lambda x: x[:, :, ::-1, :]))
+        x = np.concatenate([self.extractor.predict(view, verbose=0) for view in views])
+        return x, np.tile(labels_of(frame, self.positive).astype(np.float32), len(views))
 
 
 def _fit_head(model, data: _HeadData, train_frame, val_frame, params: Params, select_best, log_to_mlflow, fold):
@@ -223,10 +225,7 @@ def _fit_head(model, data: _HeadData, train_frame, val_frame, params: Params, se
         verbose=2,
     )
     history = {k: [float(v) for v in values] for k, values in history.history.items()}
-    if not select_best:
-        return model, history, tp.epochs
-    losses = history["val_loss"]
-    return model, history, int(min(range(len(losses)), key=losses.__getitem__)) + 1
+    return model, history, _lowest_val_loss_epoch(history) if select_best else tp.epochs
 
 
 def _probabilities(model, frame, dataset_dir, positive: str, params: Params) -> np.ndarray:
