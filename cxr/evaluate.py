@@ -185,6 +185,8 @@ def evaluate_split(
     scores = classifier.ood_scores(features)
     if classifier.gate is not None and len(scores):
         metrics["ood_accept_rate"] = float(classifier.gate.accepts(scores).mean())
+    if getattr(classifier, "scope", None) is not None and len(features):
+        metrics["scope_accept_rate"] = float(classifier.scope.accepts(classifier.scope_scores(features)).mean())
     table = confusion_matrix_table(metrics, negative, positive)
     points = roc_points(y_true, probability)
     out_dir.mkdir(parents=True, exist_ok=True)

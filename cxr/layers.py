@@ -45,3 +45,19 @@ class PaperAugmentation(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "augment": self.augment, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="cxr")
+class ChannelStatistics(keras.layers.Layer):
+    """(B, H, W, C) feature maps -> (B, 2C): log1p of each channel's spatial mean, then of its standard
+    deviation. What a block says about texture and contrast, whatever the image size; log1p tames the
+    heavy tail of ReLU activations. Computed in float32 (variances overflow float16)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, x):
+        x = keras.ops.cast(x, "float32")
+        mean, std = keras.ops.mean(x, axis=(1, 2)), keras.ops.std(x, axis=(1, 2))
+        return keras.ops.log1p(keras.ops.maximum(keras.ops.concatenate([mean, std], axis=-1), 0.0))

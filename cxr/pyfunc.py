@@ -15,6 +15,7 @@ import mlflow.pyfunc
 import numpy as np
 
 from cxr.ood import OOD_FILE
+from cxr.population import SCOPE_FILE
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -28,24 +29,27 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
     """Loads the Keras model once; predictions reuse one compiled predict function."""
 
     def load_context(self, context):
-        gate = context.artifacts.get("ood")
+        gate, scope = context.artifacts.get("ood"), context.artifacts.get("scope")
         self.load(
             Path(context.artifacts["keras_model"]),
             json.loads(Path(context.artifacts["config"]).read_text()),
             Path(gate) if gate else None,
+            Path(scope) if scope else None,
         )
 
-    def load(self, keras_path: Path, config: dict, ood_path: Path | None = None):
-        """The Keras model, its config and its input gate (None: a model trained before the gate existed,
-        or one whose gate is being fitted)."""
+    def load(self, keras_path: Path, config: dict, ood_path: Path | None = None, scope_path: Path | None = None):
+        """The Keras model, its config, its input gate and its population scope check (None: a model trained
+        before they existed, or one whose checks are being fitted)."""
         import keras
 
         import cxr.layers  # noqa: F401 (registers the custom layers before loading)
         from cxr.ood import InputGate, build_scorer
+        from cxr.population import ScopeCheck
 
         self.keras_model = keras.models.load_model(keras_path, compile=False, safe_mode=True)
         self.config = config
         self.gate = InputGate.load(ood_path) if ood_path and Path(ood_path).is_file() else None
+        self.scope = ScopeCheck.load(scope_path) if scope_path and Path(scope_path).is_file() else None
         self.scorer = build_scorer(self.keras_model)  # one pass: probability and the gate's features
         size = int(config["image_size"])
         self.scorer.predict_on_batch(np.zeros((1, size, size, 3), np.float32))  # build once, not per request
@@ -91,6 +95,12 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
             return np.full(len(features), np.nan)
         return self.gate.score(features)
 
+    def scope_scores(self, features: np.ndarray) -> np.ndarray:
+        """The population scope check's score of each image (NaN for a model without one)."""
+        if self.scope is None:
+            return np.full(len(features), np.nan)
+        return self.scope.score(features)
+
     def label_for(self, probability: float) -> str:
         positive, negative = self.config["positive_class"], self.config["negative_class"]
         return positive if probability >= float(self.config["threshold"]) else negative
@@ -134,8 +144,9 @@ def log_model(model_dir: str | Path, name: str = "model"):
     )
     signature = infer_signature(example, output, params={"allow_ood": False})
     artifacts = {"keras_model": str(model_dir / MODEL_FILE), "config": str(model_dir / CONFIG_FILE)}
-    if (model_dir / OOD_FILE).is_file():
-        artifacts["ood"] = str(model_dir / OOD_FILE)
+    for key, file in (("ood", OOD_FILE), ("scope", SCOPE_FILE)):
+        if (model_dir / file).is_file():
+            artifacts[key] = str(model_dir / file)
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=XrayClassifier(),
@@ -174,7 +185,7 @@ def load_pyfunc(model_uri: str):
     if not meta_file.is_file():
         raise CxrError(f"{model_uri} is not an MLflow model (no MLmodel file); pass a model URI.")
     flavor = (yaml.safe_load(meta_file.read_text()) or {}).get("flavors", {}).get("python_function", {})
-    keys = ("keras_model", "config", "ood")
+    keys = ("keras_model", "config", "ood", "scope")
     paths = {key: (flavor.get("artifacts") or {}).get(key, {}).get("path", "") for key in keys}
     files = {key: (local / path).resolve() for key, path in paths.items() if path}
     required = [files.get("keras_model"), files.get("config")]
@@ -183,4 +194,14 @@ def load_pyfunc(model_uri: str):
             f"{model_uri} is not a model this project logged (no Keras file and config in its MLmodel); "
             "register models with the pipeline."
         )
-    return XrayClassifier().load(files["keras_model"], json.loads(files["config"].read_text()), files.get("ood"))
+    return XrayClassifier().load(
+        files["keras_model"], json.loads(files["config"].read_text()), files.get("ood"), files.get("scope")
+    )
+
+
+def load_model_dir(model_dir: str | Path):
+    """A trained model's folder (model.keras, config.json, ood.npz, scope.npz) -> XrayClassifier."""
+    model_dir = Path(model_dir)
+    return XrayClassifier().load(
+        model_dir / MODEL_FILE, read_config(model_dir), model_dir / OOD_FILE, model_dir / SCOPE_FILE
+    )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cxr import events, tracking
 from cxr.params import Params
+from cxr.signature import TrainingSignature
 
 
 @dataclass(frozen=True)
@@ -179,14 +180,13 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
 
     from cxr.data import read_manifest, split_frame
     from cxr.evaluate import evaluate_ood_set, evaluate_split
-    from cxr.ood import OOD_FILE
-    from cxr.pyfunc import XrayClassifier, read_config
+    from cxr.pyfunc import load_model_dir
 
     out = Path(out_dir)
     reports = {}
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "evaluate"):
         model = Path(model_dir)
-        classifier = XrayClassifier().load(model / "model.keras", read_config(model_dir), model / OOD_FILE)
+        classifier = load_model_dir(model)
         frame = read_manifest(dataset_dir)
         oof = out_of_fold(model, frame)
         for split in ("val", "test"):
@@ -209,6 +209,7 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
             mlflow.log_metrics({f"{split}_{k}": v for k, v in _finite(report["metrics"]).items()})
             for suffix in ("confusion.png", "roc.png", "reliability.png", "report.json"):
                 mlflow.log_artifact(str(out / f"{split}_{suffix}"), artifact_path="evaluation")
+        safety = _shortcut_and_scope(ctx, classifier, frame, dataset_dir, reports, out)
         ood = evaluate_ood_set(classifier, out, params.train.seed)
         ood_metrics = {}
         if ood:
@@ -217,7 +218,8 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
             ood_metrics |= {f"ood_reject_rate_{k}": v for k, v in ood["reject_rate_by_kind"].items()}
             mlflow.log_metrics(ood_metrics)
             mlflow.log_artifact(str(out / "ood_report.json"), artifact_path="evaluation")
-    summary = {f"{s}_{k}": v for s, r in reports.items() for k, v in _finite(r["metrics"]).items()} | ood_metrics
+    summary = {f"{s}_{k}": v for s, r in reports.items() for k, v in _finite(r["metrics"]).items()}
+    summary |= ood_metrics | _finite(safety)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     _log_to_parent(ctx, summary)
     figures = [
@@ -229,8 +231,51 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
         rates = {s: r["metrics"].get("ood_accept_rate") for s, r in reports.items()}
         accepted = ", ".join(f"{rate:.0%} of {s}" for s, rate in rates.items() if rate is not None)
         figures.append(f"input gate accepts {accepted}, refuses {ood['reject_rate']:.0%} of {ood['n']} non-X-rays")
+    if "scope_refuse_rate" in safety:
+        figures.append(f"scope check refuses {safety['scope_refuse_rate']:.0%} of {safety['scope_n']:.0f} children")
+    if "test_lungs_hidden_auc" in safety:
+        figures.append(f"test AUC with lungs hidden {safety['test_lungs_hidden_auc']:.2f}")
     events.figure("; ".join(figures))
     return reports
+
+
+def _shortcut_and_scope(ctx: RunContext, classifier, frame, dataset_dir: str, reports: dict, out: Path) -> dict:
+    """The shortcut probe on the test split (cxr/shortcut.py) and the scope check's own figures (children
+    refused, cross-fitted, cxr/population.py): logged to the step's run, tagged on the parent; returns the
+    metrics (test_lungs_hidden_auc, ..., scope_refuse_rate, scope_n, scope_threshold)."""
+    import mlflow
+
+    from cxr.augment import labels_of
+    from cxr.data import split_frame
+    from cxr.evaluate import _split_batches
+    from cxr.shortcut import probe, verdict
+
+    metrics: dict[str, float] = {}
+    client = mlflow.MlflowClient()
+    test = split_frame(frame, "test")
+    if "test" in reports and not test.empty:
+        y_test = labels_of(test, classifier.config["positive_class"])
+        views = probe(classifier, _split_batches(test, dataset_dir), y_test)
+        for view, figures in views.items():
+            metrics |= {f"test_{view}_{k}": float(v) for k, v in figures.items() if k != "n"}
+        (out / "shortcut_report.json").write_text(json.dumps(views, indent=2))
+        mlflow.log_artifact(str(out / "shortcut_report.json"), artifact_path="evaluation")
+        full = reports["test"]["metrics"]["roc_auc"]
+        sentence = verdict(full, metrics["test_lungs_hidden_roc_auc"], metrics["test_lungs_only_roc_auc"])
+        client.set_tag(ctx.parent_run_id, "shortcut.verdict", sentence)
+        metrics["test_lungs_hidden_auc"] = metrics.pop("test_lungs_hidden_roc_auc")
+        metrics["test_lungs_only_auc"] = metrics.pop("test_lungs_only_roc_auc")
+    if classifier.scope is not None:
+        meta = classifier.scope.meta
+        metrics |= {
+            "scope_refuse_rate": float(meta["reference_refuse_rate"]),
+            "scope_n": float(meta["n_reference"]),
+            "scope_threshold": float(classifier.scope.threshold),
+        }
+        client.set_tag(ctx.parent_run_id, "scope.method", classifier.scope.summary()["method"])
+    if metrics:
+        mlflow.log_metrics(_finite(metrics))
+    return metrics
 
 
 def out_of_fold(model_dir: Path, frame):
@@ -362,6 +407,7 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
                 "run_id": ctx.parent_run_id,
                 "profile": params.profile,
                 "registered_by": who,
+                **TrainingSignature.of(tags.get("data_version", ""), params).tags(),
                 "weights": params.train.weights,
                 "positive_class": params.ingest.positive_class,
             },

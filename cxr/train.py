@@ -68,23 +68,32 @@ class EpochReporter:
 
 
 def fit_input_gate(model_dir: Path, dataset_dir, train_frame, val_frame, params: Params):
-    """Fit the input gate (cxr/ood.py) on the trained model's features of the un-augmented train split,
-    threshold it on held-out scores, and save it next to the model (ood.npz)."""
+    """Fit the safety checks on the trained model's features of the un-augmented train split and save them
+    next to the model: the input gate (cxr/ood.py, ood.npz; thresholded on held-out scores) and the
+    population scope check (cxr/population.py, scope.npz; the training adults against the reference
+    children). Returns the input gate, or None when it is off."""
     from cxr.evaluate import split_features
     from cxr.ood import fit_gate
+    from cxr.population import fit_scope, reference_features, reference_images
     from cxr.pyfunc import XrayClassifier
 
     classifier = XrayClassifier().load(model_dir / MODEL_FILE, json.loads((model_dir / CONFIG_FILE).read_text()))
-    op = params.ood
-    gate = fit_gate(
-        split_features(classifier, train_frame, dataset_dir),
-        split_features(classifier, val_frame, dataset_dir),
-        op.quantile,
-        op.folds,
-        op.max_components,
-        params.train.seed,
-    )
-    gate.save(model_dir)
+    op, sp = params.ood, params.scope
+    train_features = split_features(classifier, train_frame, dataset_dir)
+    gate = None
+    if op.enabled:
+        gate = fit_gate(
+            train_features,
+            split_features(classifier, val_frame, dataset_dir),
+            op.quantile,
+            op.folds,
+            op.max_components,
+            params.train.seed,
+        )
+        gate.save(model_dir)
+    if sp.enabled:
+        children = reference_features(classifier, reference_images(sp.reference_dir))
+        fit_scope(train_features, children, sp.accept_quantile, sp.c, sp.folds, params.train.seed).save(model_dir)
     return gate
 
 
@@ -170,13 +179,11 @@ class _HeadData:
     """The base's pooled features of a split's images (and their mirrors), as the model computes them."""
 
     def __init__(self, model, dataset_dir, positive: str, params: Params):
-        import keras
-
-        from cxr.model import POOLING_LAYERS
+        from cxr.model import POOLING_LAYERS, truncated
 
         names = [layer.name for layer in model.layers]
         self.cut = next(i for i, name in enumerate(names) if name in POOLING_LAYERS)
-        self.extractor = keras.Model(model.inputs, model.layers[self.cut].output)
+        self.extractor = truncated(model, self.cut)
         self.dataset_dir, self.positive, self.params = dataset_dir, positive, params
 
     def features(self, frame, training: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -401,6 +408,6 @@ def train_model(
             for s, lab, f, p in zip(held_out["source"], held_out["label"], folds, calibrated, strict=True)
         ]
         (out_dir / OOF_FILE).write_text(json.dumps({"validation": validation, "predictions": rows}, indent=2))
-    if params.ood.enabled:
+    if params.ood.enabled or params.scope.enabled:
         fit_input_gate(out_dir, dataset_dir, gate_train, gate_val, params)
     return TrainResult(out_dir, best_epoch, history, gpu, mixed, metrics)

@@ -107,12 +107,16 @@ def serve(
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     logging.getLogger("cxr").setLevel(logging.WARNING)
+    if not model:  # checked here too, not only in the server's worker: no version is one sentence, no traceback
+        from cxr.serving.model_store import resolve_default
+
+        resolve_default(params.register.model_name)
     run_server(model, host, port, params.serve, params.register.model_name, auth)
 
 
 @app.command("retrain")
 def retrain(
-    force: bool = typer.Option(False, "--force", help="Retrain even if the newest version used this data."),
+    force: bool = typer.Option(False, "--force", help="Retrain even if the newest version has the same signature."),
     on: str = typer.Option("local", "--on", help="local: kfp's local runner here; kfp: submit to --host and wait."),
     host: str = HostOpt,
     namespace: str = NamespaceOpt,
@@ -125,11 +129,13 @@ def retrain(
     overrides: list[str] | None = SetOpt,
     tracking_uri: str = typer.Option("", "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI)."),
 ) -> None:
-    """Run the pipeline and the gate when data.dvc's data version differs from the newest registered version's.
+    """Run the pipeline and the gate when the training signature (data.dvc's data version, the parameters that
+    shape the model, the training code) differs from the newest registered version's; says which part changed.
     Exit 0 registered or nothing to do, 3 gate refused, 2 failed."""
     from cxr import tracking
     from cxr.params import project_root
-    from cxr.retrain import decide_retrain, newest_version
+    from cxr.retrain import decide_retrain, logged_params, newest_version
+    from cxr.signature import TrainingSignature, changed_params
     from cxr_cli.pipeline import _fail_json, _finish, _run_pipeline, _submit_and_wait
     from cxr_cli.progress import terminal
     from cxr_cli.result import dumps, skipped_result
@@ -141,12 +147,20 @@ def retrain(
     out = terminal(to_stderr=as_json)
     try:
         tracking.configure(uri, params.mlflow.experiment)
-        decision = decide_retrain(tracking.data_version(), newest_version(params.register.model_name), force)
+        newest = newest_version(params.register.model_name)
+        signature = TrainingSignature.of(tracking.data_version(), params)
+        decision = decide_retrain(signature, newest, force, changed_params(params, logged_params(newest)))
     except CxrError as exc:
         _fail_json(exc, uri, as_json)
         raise
     out.write(decision.message + "\n")
-    summary = {"ran": decision.run, "message": decision.message, "data_version": decision.data_version}
+    summary = {
+        "ran": decision.run,
+        "message": decision.message,
+        "data_version": decision.data_version,
+        "changed": list(decision.changed),
+        "signature": signature.tags(),
+    }
     if not decision.run:
         if as_json:
             print(dumps(skipped_result(uri, retrain=summary)))

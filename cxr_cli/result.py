@@ -15,7 +15,7 @@ SCHEMA_PATH = Path(__file__).with_name("run_result.schema.json")
 SCHEMA_ID = "cxr.pipeline-result/1"
 EXIT_REGISTERED, EXIT_FAILED, EXIT_REFUSED = 0, 2, 3
 WITH_INTERVAL = ("f1", "accuracy", "sensitivity", "specificity")
-POINT = ("roc_auc", "bce", "ece", "threshold", "ppv", "npv", "prevalence", "ood_accept_rate")
+POINT = ("roc_auc", "bce", "ece", "threshold", "ppv", "npv", "prevalence", "ood_accept_rate", "scope_accept_rate")
 CONFUSION = ("tp", "fp", "tn", "fn")
 
 
@@ -57,6 +57,50 @@ def input_gate_line(result: dict) -> str:
     rates = {s: m.get("ood_accept_rate", {}).get("value") for s, m in result["metrics"].items()}
     accepted = ", ".join(f"{rate:.0%} of {split}" for split, rate in rates.items() if rate is not None)
     return f"input gate: accepts {accepted}; refuses {gate['ood_reject_rate']:.0%} of {gate['ood_n']} non-X-rays"
+
+
+def scope_check(metrics: dict) -> dict | None:
+    """The population scope check's figures: reference children refused (cross-fitted); None without one."""
+    if "scope_refuse_rate" not in metrics:
+        return None
+    return {
+        "population": "adults",
+        "refuse_rate": metrics["scope_refuse_rate"],
+        "n": int(metrics.get("scope_n", 0)),
+        "threshold": metrics.get("scope_threshold"),
+    }
+
+
+def shortcut_probe(metrics: dict, verdict: str = "") -> dict | None:
+    """Test-split ROC AUC with the lung fields hidden and with only them shown (cxr/shortcut.py)."""
+    if "test_lungs_hidden_auc" not in metrics:
+        return None
+    return {
+        "lungs_hidden_auc": metrics["test_lungs_hidden_auc"],
+        "lungs_only_auc": metrics.get("test_lungs_only_auc"),
+        "full_auc": metrics.get("test_roc_auc"),
+        "verdict": verdict,
+    }
+
+
+def safety_lines(result: dict) -> list[str]:
+    """The scope check and the shortcut probe, one line each (none when not recorded)."""
+    lines = []
+    scope = result.get("scope")
+    if scope:
+        rates = {s: m.get("scope_accept_rate", {}).get("value") for s, m in result["metrics"].items()}
+        accepted = ", ".join(f"{rate:.0%} of {split}" for split, rate in rates.items() if rate is not None)
+        lines.append(
+            f"scope check (adults only): accepts {accepted}; refuses {scope['refuse_rate']:.0%} of {scope['n']} "
+            "children's X-rays (cross-fitted)"
+        )
+    probe = result.get("shortcut")
+    if probe:
+        lines.append(
+            f"shortcut probe (test AUC): whole films {probe['full_auc']:.2f}, lungs hidden "
+            f"{probe['lungs_hidden_auc']:.2f}, lungs only {probe['lungs_only_auc']:.2f} (chance 0.50)"
+        )
+    return lines
 
 
 def cross_validation(metrics: dict) -> dict | None:
@@ -144,6 +188,8 @@ def build_result(outcome, params, tracking_uri: str, log_file: str = "", orchest
         "metrics": {s: m for s in ("val", "test") if (m := split_metrics(outcome.metrics, s)) is not None},
         "gate": {"outcome": gate, "reason": outcome.gate_reason, "advice": outcome.gate_advice},
         "input_gate": input_gate(outcome.metrics),
+        "scope": scope_check(outcome.metrics),
+        "shortcut": shortcut_probe(outcome.metrics, outcome.shortcut_verdict),
         "cross_validation": cross_validation(outcome.metrics),
         "calibration": calibration(outcome.metrics),
         "registered": {
@@ -186,6 +232,8 @@ def _empty(status: str, error: str, tracking_uri: str, run_name: str, log_file: 
         "metrics": {},
         "gate": {"outcome": None, "reason": "", "advice": ""},
         "input_gate": None,
+        "scope": None,
+        "shortcut": None,
         "cross_validation": None,
         "calibration": None,
         "registered": None,
@@ -249,7 +297,7 @@ def render_text(result: dict) -> list[str]:
         for split, m in result["metrics"].items():
             cells = "".join(f"{_interval(m.get(k)):<19}" for k in ("f1", "accuracy", "sensitivity"))
             lines.append(f"  {split:<6}{m['n']:>4}  {cells}{_interval(m.get('specificity'))}")
-        extra = (*evidence_lines(result), predictive_line(result), input_gate_line(result))
+        extra = (*evidence_lines(result), predictive_line(result), input_gate_line(result), *safety_lines(result))
         lines.extend(f"  {line}" for line in extra if line)
     lines.append(_headline(result))
     if result["gate"]["reason"]:
@@ -283,7 +331,7 @@ def render_markdown(result: dict) -> str:
             cells = " | ".join(_interval(m.get(k)) for k in (*WITH_INTERVAL, "roc_auc"))
             out.append(f"| {split} | {m['n']} | {cells} |")
         out += ["", "95% bootstrap intervals in brackets; the gate decides on validation, test is recorded.", ""]
-        extra = (*evidence_lines(result), predictive_line(result), input_gate_line(result))
+        extra = (*evidence_lines(result), predictive_line(result), input_gate_line(result), *safety_lines(result))
         out += [f"{line}.\n" for line in extra if line]
     gate = result["gate"]
     decided = (gate["outcome"] or "not reached").upper()

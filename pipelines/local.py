@@ -29,6 +29,7 @@ class PipelineOutcome:
     data_version: str = ""
     git_commit: str = ""
     failed_step: str = ""
+    shortcut_verdict: str = ""
 
 
 def new_run_name() -> str:
@@ -135,4 +136,5 @@ def read_outcome(tracking_uri: str, experiment: str, run_name: str) -> PipelineO
         data_version=tags.get("data_version", ""),
         git_commit=tags.get("git_commit", ""),
         failed_step=tags.get("failed_step", ""),
+        shortcut_verdict=tags.get("shortcut.verdict", ""),
     )

@@ -63,12 +63,13 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
         }
 
     def predict_one(data: bytes, heatmap: bool, allow_ood: bool = False) -> dict:
-        """The prediction, or OutOfScope (422) when the DICOM header or the input gate refuses the image
+        """The prediction, or OutOfScope (422) when the DICOM header, the input gate or the population scope
+        check (adults only) refuses the image
         and `allow_ood` is off; with it on, the prediction carries the refusal as `warning`."""
         from cxr.gradcam import overlay_png, thumbnail_png
 
         row, array = served.assess(data, allow_ood)
-        gate = {k: row.get(k) for k in ("in_distribution", "ood_score", "ood_threshold")}
+        gate = {k: row.get(k) for k in ("in_distribution", "ood_score", "ood_threshold", "in_scope", "scope_score")}
         if row.get("probability") is None:
             reason = f"Refused: {row['reason']}."
             details = {**gate, "reason": reason, "allow_ood": "resend with allow_ood=true", **model_fields()}

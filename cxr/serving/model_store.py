@@ -62,8 +62,9 @@ def resolve_default(name: str) -> tuple[str, str]:
             f"No model holds @{CHAMPION} in '{name}'; serving @challenger, which no release manager has promoted.",
         )
     raise CxrError(
-        f"Registered model '{name}' has neither @champion nor @challenger; run `make run` "
-        "(or cxr pipeline run) to register one, or pass --model."
+        f"No version of the registered model '{name}' holds @{CHAMPION} or @challenger in this MLflow store; a "
+        "pipeline run registers one when its gate passes (`make run`: its summary says why it did not), "
+        "or pass --model URI."
     )
 
 

@@ -12,6 +12,11 @@ REFUSAL = {
         "in_distribution": {"type": "boolean"},
         "ood_score": {"type": "number", "nullable": True},
         "ood_threshold": {"type": "number", "nullable": True},
+        "in_scope": {
+            "type": "boolean",
+            "description": "the population scope check accepted the image as an adult's chest X-ray (absent: no check)",
+        },
+        "scope_score": {"type": "number", "description": "the scope check's probability of a child's X-ray"},
     },
 }
 PREDICTION = {
@@ -28,6 +33,11 @@ PREDICTION = {
         },
         "ood_score": {"type": "number", "nullable": True, "description": "the gate's distance; larger is stranger"},
         "ood_threshold": {"type": "number", "nullable": True},
+        "in_scope": {
+            "type": "boolean",
+            "description": "the population scope check accepted the image as an adult's chest X-ray (absent: no check)",
+        },
+        "scope_score": {"type": "number", "description": "the scope check's probability of a child's X-ray"},
         "warning": {"type": "string", "description": "allow_ood=true on a refused image: why it was refused"},
         "positive_class": {"type": "string"},
         "model_uri": {"type": "string"},
