@@ -45,14 +45,14 @@ class ValidateParams:
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """Defaults: the CPU profile's (the mirror image only); PAPER_AUGMENT: the paper's ImageDataGenerator."""
+    """Defaults: the CPU profile's (no augmentation); PAPER_AUGMENT: the paper's ImageDataGenerator."""
 
     rotation_deg: float = 0
     width_shift: float = 0.0
     height_shift: float = 0.0
     shear: float = 0.0
     zoom: float = 0.0
-    horizontal_flip: bool = True
+    horizontal_flip: bool = False
     mirror_both: bool = True  # with horizontal_flip: each image and its mirror every epoch, not one at random
     shuffle_buffer: int = 1024
     preview_images: int = 8
@@ -69,13 +69,13 @@ class AugmentParams:
 
 
 PAPER_AUGMENT = AugmentParams(
-    rotation_deg=40, width_shift=0.2, height_shift=0.2, shear=0.2, zoom=0.2, mirror_both=False
+    rotation_deg=40, width_shift=0.2, height_shift=0.2, shear=0.2, zoom=0.2, horizontal_flip=True, mirror_both=False
 )
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    image_size: int = 96
+    image_size: int = 176
     batch_size: int = 64
     epochs: int = 100
     learning_rate: float = 0.01
@@ -86,7 +86,7 @@ class TrainParams:
     freeze_base: bool = True
     base_input: str = "caffe"
     mixed_precision: str = "auto"
-    flip_average: bool = True
+    flip_average: bool = False
     augment_on: str = "auto"  # data (tf.data, CPU) | model (a layer, on the accelerator) | auto: model with a GPU
     pooling: str = "block_stats"  # flatten (the paper) | average (global average pooling: 512 features) |
     # block_stats: per-channel mean and std of the last convolution of each of `stat_blocks`

@@ -23,10 +23,20 @@ NOT_TRAINING_CODE = ("serving", "mlflow_auth")
 TAGS = ("data_version", "params_hash", "code_version")
 
 
+def _canonical(value):
+    """Mappings with sorted keys, sequences as tuples: one text per value, whichever way it was loaded
+    (params.yaml keeps the file's key order; the steps' JSON copy sorts the keys)."""
+    if isinstance(value, dict):
+        return {k: _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list | tuple):
+        return tuple(_canonical(v) for v in value)
+    return value
+
+
 def shaping_params(params: Params) -> dict[str, str]:
     """`stage.key` -> value, as the pipeline logs it to MLflow (text), of the parameters that shape the model."""
     return {
-        key: str(value)
+        key: str(_canonical(value))
         for key, value in sorted(params.flat().items())
         if key.split(".")[0] not in NOT_SHAPING_SECTIONS and key not in NOT_SHAPING_KEYS
     }

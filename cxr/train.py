@@ -67,11 +67,12 @@ class EpochReporter:
         return _Reporter()
 
 
-def fit_input_gate(model_dir: Path, dataset_dir, train_frame, val_frame, params: Params):
+def fit_input_gate(model_dir: Path, dataset_dir, train_frame, val_frame, params: Params, cache: dict | None = None):
     """Fit the safety checks on the trained model's features of the un-augmented train split and save them
     next to the model: the input gate (cxr/ood.py, ood.npz; thresholded on held-out scores) and the
     population scope check (cxr/population.py, scope.npz; the training adults against the reference
-    children). Returns the input gate, or None when it is off."""
+    children). `cache`: the gate's features of training images already computed ({(file, mirrored): row},
+    see _HeadData), used where it holds them. Returns the input gate, or None when it is off."""
     from cxr.evaluate import split_features
     from cxr.ood import fit_gate
     from cxr.population import fit_scope, reference_features, reference_images
@@ -79,12 +80,18 @@ def fit_input_gate(model_dir: Path, dataset_dir, train_frame, val_frame, params:
 
     classifier = XrayClassifier().load(model_dir / MODEL_FILE, json.loads((model_dir / CONFIG_FILE).read_text()))
     op, sp = params.ood, params.scope
-    train_features = split_features(classifier, train_frame, dataset_dir)
+
+    def features(frame):
+        if cache is not None and all((f, False) in cache for f in frame["file"]):
+            return np.stack([cache[(f, False)] for f in frame["file"]]) if len(frame) else np.zeros((0, 0))
+        return split_features(classifier, frame, dataset_dir)
+
+    train_features = features(train_frame)
     gate = None
     if op.enabled:
         gate = fit_gate(
             train_features,
-            split_features(classifier, val_frame, dataset_dir),
+            features(val_frame),
             op.quantile,
             op.folds,
             op.max_components,
@@ -117,17 +124,18 @@ def _fit(
     select_best: bool,
     log_to_mlflow: bool,
     fold: tuple[int, int] | None = None,
+    cache: dict | None = None,
 ):
     """One network fitted on `train_frame`. With `select_best` the epoch with the lowest val_loss on
     `val_frame` is kept; otherwise the last epoch (val_frame, if any, is only watched). Returns
     (model, history, best epoch, 1-based). With a frozen base and no random augmentation the head is
-    fitted on the base's features, computed once (`features_once`)."""
+    fitted on the base's features, computed once (`features_once`) into `cache` (see _HeadData)."""
     import keras
 
     tp = params.train
     if features_once(params, in_model):
         model = build_model(tp)
-        data = _HeadData(model, dataset_dir, positive, params)
+        data = _HeadData(model, dataset_dir, positive, params, cache)
         return _fit_head(model, data, train_frame, val_frame, params, select_best, log_to_mlflow, fold)
     train_ds = make_dataset(
         train_frame,
@@ -176,26 +184,67 @@ def features_once(params: Params, in_model: bool) -> bool:
 
 
 class _HeadData:
-    """The base's pooled features of a split's images (and their mirrors), as the model computes them."""
+    """The base's pooled features of a split's images (and their mirrors), as the model computes them.
 
-    def __init__(self, model, dataset_dir, positive: str, params: Params):
+    The base is frozen, so an image's features never change within one training: they are computed once
+    per image (and mirror) into `cache` ({(file, mirrored): row}), which the cross-validation folds, the
+    final fit and the safety checks share. With `pooling: block_stats` the rows are the input gate's
+    features (cxr/ood.py: blocks 1-5), of which the head reads its blocks' columns: one pass serves both.
+    """
+
+    def __init__(self, model, dataset_dir, positive: str, params: Params, cache: dict | None = None):
         from cxr.model import POOLING_LAYERS, truncated
+        from cxr.ood import build_scorer, gate_columns
 
         names = [layer.name for layer in model.layers]
         self.cut = next(i for i, name in enumerate(names) if name in POOLING_LAYERS)
-        self.extractor = truncated(model, self.cut)
+        self.gate_rows = params.train.pooling == "block_stats"
+        if self.gate_rows:
+            self.extractor = build_scorer(model, statistics_only=True)
+            self.columns = gate_columns(params.train.stat_blocks)
+        else:
+            self.extractor = truncated(model, self.cut)
+        self.cache = {} if cache is None else cache
         self.dataset_dir, self.positive, self.params = dataset_dir, positive, params
 
-    def features(self, frame, training: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(features, labels); for training with mirror_pairs, the mirror images' rows follow (from the
-        same cached dataset: each image is decoded once)."""
+    def rows(self, frame, mirrored: bool = False) -> np.ndarray:
+        """What the extractor gives for each row of `frame`, computed only for images not yet cached."""
+        from cxr.ood import feature_statistics
+
         tp = self.params.train
-        images = make_dataset(frame, self.dataset_dir, self.positive, tp.image_size, tp.batch_size).map(lambda x, y: x)
-        views = [images]
-        if training and self.params.augment.mirror_pairs:
-            views.append(images.map(lambda x: x[:, :, ::-1, :]))
-        x = np.concatenate([self.extractor.predict(view, verbose=0) for view in views])
-        return x, np.tile(labels_of(frame, self.positive).astype(np.float32), len(views))
+        missing = frame[[(f, mirrored) not in self.cache for f in frame["file"]]]
+        if len(missing):
+            images = make_dataset(missing, self.dataset_dir, self.positive, tp.image_size, tp.batch_size)
+            images = images.map(lambda x, y: x[:, :, ::-1, :] if mirrored else x)
+            out = self.extractor.predict(images, verbose=0)
+            out = feature_statistics(out) if self.gate_rows else out
+            self.cache.update({(f, mirrored): row for f, row in zip(missing["file"], out, strict=True)})
+        return np.stack([self.cache[(f, mirrored)] for f in frame["file"]])
+
+    def probabilities(self, model, frame) -> np.ndarray:
+        """`model`'s probabilities for `frame` from the cached features (its head layers only), averaged
+        with the mirror image's under train.flip_average, as _probabilities computes them from images."""
+        import keras
+
+        inputs = keras.Input(model.layers[self.cut].output.shape[1:], name="features")
+        x = inputs
+        for layer in model.layers[self.cut + 1 :]:
+            x = layer(x)
+        head = keras.Model(inputs, x)
+        views = [False] + ([True] if self.params.train.flip_average else [])
+        out = []
+        for mirrored in views:
+            rows = self.rows(frame, mirrored)
+            rows = rows[:, self.columns] if self.gate_rows else rows
+            out.append(np.asarray(head.predict(rows.astype(np.float32), verbose=0), np.float64).reshape(-1))
+        return np.mean(out, axis=0)
+
+    def features(self, frame, training: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(features, labels); for training with mirror_pairs, the mirror images' rows follow."""
+        views = [False] + ([True] if training and self.params.augment.mirror_pairs else [])
+        x = np.concatenate([self.rows(frame, mirrored) for mirrored in views])
+        x = x[:, self.columns] if self.gate_rows else x
+        return x.astype(np.float32), np.tile(labels_of(frame, self.positive).astype(np.float32), len(views))
 
 
 def _fit_head(model, data: _HeadData, train_frame, val_frame, params: Params, select_best, log_to_mlflow, fold):
@@ -247,7 +296,14 @@ def _probabilities(model, frame, dataset_dir, positive: str, params: Params) -> 
 
 
 def _cross_validate(
-    pool, dataset_dir, positive: str, params: Params, out_dir: Path, in_model: bool, log_to_mlflow: bool
+    pool,
+    dataset_dir,
+    positive: str,
+    params: Params,
+    out_dir: Path,
+    in_model: bool,
+    log_to_mlflow: bool,
+    cache: dict | None = None,
 ):
     """K fold networks (cxr/cv.py): (out-of-fold probabilities, fold index per row, per-fold metrics).
     Each fold is an MLflow child run (cv-fold-<k>) of the active run, with its curves and metrics."""
@@ -288,8 +344,12 @@ def _cross_validate(
                 False,
                 log_to_mlflow,
                 (fold + 1, k),
+                cache,
             )
-            oof[held] = _probabilities(model, pool[held], dataset_dir, positive, params)
+            if features_once(params, in_model):  # from the cached features: no image goes through the base again
+                oof[held] = _HeadData(model, dataset_dir, positive, params, cache).probabilities(model, pool[held])
+            else:
+                oof[held] = _probabilities(model, pool[held], dataset_dir, positive, params)
             # at the fixed evaluate.threshold: a threshold tuned on the held-out fold would flatter it
             metrics = compute_metrics(y[held], oof[held], ep.threshold)
             metrics["loss_jump"] = largest_loss_jump(fold_history.get("bce", fold_history["loss"]))
@@ -337,24 +397,28 @@ def train_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {}
+    cache: dict = {}  # each image's frozen-base features, computed once (see _HeadData)
     if ep.cv_folds:
         held_out = pd.concat([train_frame, val_frame], ignore_index=True)  # every image held out once
         probability, folds, fold_metrics = _cross_validate(
-            held_out, dataset_dir, positive, params, out_dir, in_model, log_to_mlflow
+            held_out, dataset_dir, positive, params, out_dir, in_model, log_to_mlflow, cache
         )
         metrics |= summarise(fold_metrics) | {"loss_jump_max_folds": max(m["loss_jump"] for m in fold_metrics)}
         keras.utils.set_random_seed(tp.seed)
         best, history, best_epoch = _fit(
-            held_out, None, dataset_dir, positive, params, out_dir, in_model, False, log_to_mlflow
+            held_out, None, dataset_dir, positive, params, out_dir, in_model, False, log_to_mlflow, None, cache
         )
         validation = f"{ep.cv_folds}-fold out-of-fold predictions on the {len(held_out)} train + val images"
         gate_train, gate_val = held_out, held_out.iloc[0:0]
     else:
         best, history, best_epoch = _fit(
-            train_frame, val_frame, dataset_dir, positive, params, out_dir, in_model, True, log_to_mlflow
+            train_frame, val_frame, dataset_dir, positive, params, out_dir, in_model, True, log_to_mlflow, None, cache
         )
         held_out, folds = val_frame, None
-        probability = _probabilities(best, val_frame, dataset_dir, positive, params)
+        if features_once(params, in_model):
+            probability = _HeadData(best, dataset_dir, positive, params, cache).probabilities(best, val_frame)
+        else:
+            probability = _probabilities(best, val_frame, dataset_dir, positive, params)
         validation = f"the {len(val_frame)} images of the validation split"
         gate_train, gate_val = train_frame, val_frame
     keras.mixed_precision.set_global_policy("float32")
@@ -409,5 +473,6 @@ def train_model(
         ]
         (out_dir / OOF_FILE).write_text(json.dumps({"validation": validation, "predictions": rows}, indent=2))
     if params.ood.enabled or params.scope.enabled:
-        fit_input_gate(out_dir, dataset_dir, gate_train, gate_val, params)
+        gate_rows = params.train.pooling == "block_stats" and features_once(params, in_model)
+        fit_input_gate(out_dir, dataset_dir, gate_train, gate_val, params, cache if gate_rows else None)
     return TrainResult(out_dir, best_epoch, history, gpu, mixed, metrics)

@@ -105,7 +105,8 @@ def test_retrain_flow_from_a_fresh_clone(origin, team, s3, tmp_path):
     assert any(k.endswith("model.keras") for k in keys) and any("manifest.csv" in k for k in keys)
 
     again = cxr(team, "retrain", *TINY, cwd=clone)
-    assert f"version {v1.version} already used data {data_v1}; nothing to do" in again.stdout
+    assert f"version {v1.version} was trained on the same data ({data_v1})" in again.stdout
+    assert "nothing to do" in again.stdout
     assert len(versions(team)) == 1
 
     # new images land: the data scientist adds them, dvc commit, dvc push, git commit
@@ -120,7 +121,7 @@ def test_retrain_flow_from_a_fresh_clone(origin, team, s3, tmp_path):
     git("pull", "-q", cwd=clone)
     dvc("pull", cwd=clone)
     third = cxr(team, "retrain", *TINY, cwd=clone)
-    assert "data changed" in third.stdout and "gate: PASSED" in third.stdout
+    assert f"changed since version {v1.version}: data {data_v1} -> " in third.stdout and "gate: PASSED" in third.stdout
     v1, v2 = versions(team)
     assert v2.tags["data_version"] != data_v1
     assert str(registry(team).get_model_version_by_alias(NAME, "challenger").version) == str(v2.version)

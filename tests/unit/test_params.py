@@ -8,7 +8,8 @@ def test_default_profile_is_the_cpu_profile():
     params = load_params()
     assert params.profile == "cpu"
     assert params.train.freeze_base is True
-    assert (params.train.pooling, params.train.head, params.train.standardise) == ("average", "linear", True)
+    assert (params.train.pooling, params.train.head, params.train.standardise) == ("block_stats", "linear", True)
+    assert params.train.stat_blocks == (3, 4, 5) and params.scope.enabled
     assert params.ingest.positive_class == "COVID"
 
 
@@ -54,7 +55,7 @@ def test_json_round_trip_keeps_everything():
 
 def test_flat_params_carry_stage_prefixes():
     flat = load_params().flat()
-    assert flat["train.image_size"] == 96 and flat["gate.min_f1"] == 0.6
+    assert flat["train.image_size"] == 176 and flat["gate.min_f1"] == 0.6
 
 
 @pytest.mark.parametrize("override", ["train.epochs", "epochs=3", "nosuch.key=1", "train.nosuch=1"])

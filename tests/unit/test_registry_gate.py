@@ -95,19 +95,51 @@ def test_a_target_sensitivity_threshold_is_not_shrunk():
 
 
 class _Version:
-    def __init__(self, version, data_version):
-        self.version, self.tags = version, {"data_version": data_version}
+    def __init__(self, version, data_version, params_hash="p1", code_version="c1"):
+        self.version = version
+        self.tags = {"data_version": data_version, "params_hash": params_hash, "code_version": code_version}
 
 
-def test_retrain_decision():
+def test_retrain_decision_names_what_changed_in_the_training_signature():
     from cxr.retrain import decide_retrain
+    from cxr.signature import TrainingSignature
 
-    assert decide_retrain("abc", None).run
-    same = decide_retrain("abc", _Version(4, "abc"))
-    assert not same.run and "version 4 already used data abc" in same.message
-    changed = decide_retrain("def", _Version(4, "abc"))
-    assert changed.run and "abc (version 4) -> def" in changed.message
-    assert decide_retrain("abc", _Version(4, "abc"), force=True).run
+    now = TrainingSignature("abc", "p1", "c1")
+    assert decide_retrain(now, None).run
+    same = decide_retrain(now, _Version(4, "abc"))
+    assert not same.run and "nothing to do" in same.message and same.changed == ()
+    data = decide_retrain(TrainingSignature("def", "p1", "c1"), _Version(4, "abc"))
+    assert data.run and data.changed == ("data",) and "changed since version 4: data abc -> def" in data.message
+    params = decide_retrain(
+        TrainingSignature("abc", "p2", "c1"), _Version(4, "abc"), param_changes=["train.l2 0.01 -> 0.02"]
+    )
+    assert params.changed == ("parameters",) and "parameters (train.l2 0.01 -> 0.02)" in params.message
+    code = decide_retrain(TrainingSignature("abc", "p1", "c2"), _Version(4, "abc"))
+    assert code.changed == ("code",) and "training code c1 -> c2" in code.message
+    old = decide_retrain(now, _Version(4, "abc", params_hash="", code_version=""))  # registered before signatures
+    assert old.run and old.changed == ("parameters", "code")
+    assert decide_retrain(now, _Version(4, "abc"), force=True).run
+
+
+def test_the_signature_hashes_what_shapes_the_model_and_nothing_else(tmp_path):
+    from cxr.params import load_params
+    from cxr.signature import changed_params, code_version, params_hash, shaping_params
+
+    base = load_params()
+    assert params_hash(base) == params_hash(load_params(overrides=["gate.min_f1=0.9", "serve.threads=2"]))
+    assert params_hash(base) != params_hash(load_params(overrides=["train.l2=0.02"]))
+    logged = {k: str(v) for k, v in base.flat().items()}  # what the pipeline logs to MLflow
+    assert changed_params(base, logged) == []
+    assert changed_params(load_params(overrides=["train.l2=0.02"]), logged) == ["train.l2 0.01 -> 0.02"]
+    assert "ingest.data_dir" not in shaping_params(base)
+    (tmp_path / "train.py").write_text("x = 1\n")
+    (tmp_path / "serving").mkdir()
+    (tmp_path / "serving" / "app.py").write_text("y = 1\n")
+    before = code_version(tmp_path)
+    (tmp_path / "serving" / "app.py").write_text("y = 2\n")  # the web app does not train
+    assert code_version(tmp_path) == before
+    (tmp_path / "train.py").write_text("x = 2\n")
+    assert code_version(tmp_path) != before
 
 
 def test_validation_and_test_that_disagree_beyond_their_intervals_are_flagged():

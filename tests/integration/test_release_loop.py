@@ -1,0 +1,144 @@
+"""The users' release loop end to end, on real X-rays, in a temporary git + DVC repository:
+
+data version A (40 images) -> retrain -> inconclusive, nothing registered; version B (200) -> retrain sees
+the new version -> passed -> @challenger; the release manager promotes it -> @champion; the web app
+serves it; version C (B plus 40 unseen images) -> retrain -> the gate compares with the champion on the
+same validation images -> registers or refuses, saying why; `registry compare` and `history` show both.
+Real `dvc add` and git commits, a real MLflow store, the real `cxr` command and `cxr serve`.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+
+from tests.conftest import PROJECT, SAMPLE
+from tests.integration.conftest import start_server
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+NAME = "covid-xray-vgg16"
+# smaller images keep each pipeline run near a minute, and a lower bar suits the smaller images: the test is
+# of the loop, not of the model (the README's figures are of the CPU profile as users run it)
+FAST = [
+    *("--set", "train.image_size=96", "--set", "gate.min_f1=0.5"),
+    *("--set", "evaluate.bootstrap_samples=200", "--set", "augment.preview_images=2"),
+]
+
+
+def sh(*args, cwd, env=None, check=True):
+    out = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert out.returncode == 0, f"{args}: {out.stdout[-3000:]} {out.stderr[-3000:]}"
+    return out
+
+
+def git(*args, cwd):
+    return sh("git", "-c", "user.name=ci", "-c", "user.email=ci@example.com", *args, cwd=cwd)
+
+
+def images(per_class: int, skip: int = 0) -> dict[str, list[Path]]:
+    """`per_class` real images of each class from the bundled dataset, after the first `skip` (sorted)."""
+    return {c: sorted((SAMPLE / c).glob("*.png"))[skip : skip + per_class] for c in ("COVID", "Normal")}
+
+
+def new_version(repo: Path, files: dict[str, list[Path]], message: str) -> str:
+    """Copy `files` into the tracked folder, `dvc add` it, commit; returns the data version (md5)."""
+    for label, paths in files.items():
+        (repo / "data" / "covid-radiography-sample" / label).mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            shutil.copy(path, repo / "data" / "covid-radiography-sample" / label / path.name)
+    if not (repo / "data.dvc").is_file():  # data.dvc tracks the folder the pipeline reads, as in the project
+        (repo / "data.dvc").write_text("outs:\n- path: data/covid-radiography-sample\n")
+        sh(BIN / "dvc", "commit", "-f", "-q", "data.dvc", cwd=repo)
+    else:
+        sh(BIN / "dvc", "add", "-q", "data/covid-radiography-sample", cwd=repo)
+        assert not (repo / "data" / "covid-radiography-sample.dvc").exists()  # dvc add updated data.dvc
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", message, cwd=repo)
+    return (repo / "data.dvc").read_text().split("md5: ")[1].split()[0]
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("project")
+    store = f"sqlite:///{repo / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    git("init", "-q", "-b", "main", cwd=repo)
+    shutil.copy(PROJECT / "params.yaml", repo / "params.yaml")
+    (repo / ".gitignore").write_text("mlflow.db\n/.kfp/\n/mlflow/\n")
+    sh(BIN / "dvc", "init", "-q", cwd=repo)
+    return {"repo": repo, "store": store, "env": env}
+
+
+def cxr(loop, *args, check=False):
+    return sh(BIN / "cxr", *args, cwd=loop["repo"], env=loop["env"], check=check)
+
+
+def client(loop):
+    return mlflow.MlflowClient(tracking_uri=loop["store"], registry_uri=loop["store"])
+
+
+def versions(loop):
+    return sorted(client(loop).search_model_versions(f"name='{NAME}'"), key=lambda v: int(v.version))
+
+
+def test_the_release_loop_from_new_data_to_a_served_model(loop, tmp_path):
+    repo = loop["repo"]
+    # A: the 40-image sample -> the gate cannot decide on 8 validation images; nothing registered
+    version_a = new_version(repo, images(20), "data A: 40 images")
+    a = cxr(loop, "retrain", "--json", *FAST)
+    result_a = json.loads(a.stdout)
+    assert a.returncode == 3 and result_a["gate"]["outcome"] == "inconclusive", a.stdout[-2000:] + a.stderr[-2000:]
+    assert result_a["data_version"] == version_a and versions(loop) == []
+    assert result_a["retrain"]["message"] == "no registered version yet: training"
+    served = cxr(loop, "serve", "--port", "9")  # no version yet: one sentence, no traceback
+    assert served.returncode == 2 and "Traceback" not in served.stderr and "make run" in served.stderr
+
+    # B: 200 images -> retrain sees the new version, the gate passes, @challenger
+    version_b = new_version(repo, images(100), "data B: 200 images")
+    b = cxr(loop, "retrain", "--json", *FAST)
+    result_b = json.loads(b.stdout)
+    assert b.returncode == 0, b.stdout[-2000:] + b.stderr[-2000:]
+    assert result_b["gate"]["outcome"] == "passed" and result_b["registered"]["alias"] == "challenger"
+    (v1,) = versions(loop)
+    assert v1.tags["data_version"] == version_b and {"params_hash", "code_version"} <= set(v1.tags)
+    assert result_b["scope"]["refuse_rate"] >= 0.9 and result_b["shortcut"]["lungs_hidden_auc"] is not None
+    unchanged = cxr(loop, "retrain", *FAST, check=True)
+    assert "nothing to do" in unchanged.stdout
+
+    # the release manager promotes it; the web app, started with no flags, serves the champion
+    cxr(loop, "registry", "promote", v1.version, "--reason", "passed on data B", check=True)
+    proc, base = start_server(tmp_path, loop["store"], "--params", str(repo / "params.yaml"))
+    try:
+        assert requests.get(base + "/readyz", timeout=10).status_code == 200
+        image = images(1, skip=190)["COVID"][0].read_bytes()
+        body = requests.post(base + "/api/predict", files={"file": ("x.png", image)}, timeout=60).json()
+        assert body["model_version"] == str(v1.version) and body["data_version"] == version_b
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+    # C: B plus 40 images it has not seen -> retrain names the change; the gate compares with the champion
+    version_c = new_version(repo, images(20, skip=100), "data C: 240 images")
+    c = cxr(loop, "retrain", "--json", *FAST)
+    result_c = json.loads(c.stdout)
+    assert result_c["retrain"]["changed"] == ["data"], result_c["retrain"]
+    assert f"data {version_b} -> {version_c}" in result_c["retrain"]["message"]
+    assert c.returncode in (0, 3), c.stdout[-2000:] + c.stderr[-2000:]
+    assert "champion" in result_c["gate"]["reason"], result_c["gate"]
+    if c.returncode == 0:
+        v1, v2 = versions(loop)
+        assert v2.tags["data_version"] == version_c
+        compared = cxr(loop, "registry", "compare", "champion", v2.version, check=True)
+        assert f"v{v1.version}" in compared.stdout and f"v{v2.version}" in compared.stdout
+    else:
+        assert result_c["registered"] is None and len(versions(loop)) == 1
+    history = cxr(loop, "registry", "history", "--json", check=True)
+    assert str(v1.version) in history.stdout and "promote" in history.stdout
