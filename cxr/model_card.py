@@ -28,15 +28,30 @@ DATA_SOURCES = {
         "figures taken from published papers"
     ),
     "Normal": (
-        "the RSNA Pneumonia Detection Challenge (from NIH ChestX-ray14, adults) and Kermany et al.'s pediatric "
-        "chest X-rays (Guangzhou Women and Children's Medical Center, children aged 1 to 5)"
+        "the RSNA Pneumonia Detection Challenge (from NIH ChestX-ray14, adults); the database's pediatric normals "
+        "(Kermany et al., Guangzhou) are removed from the data bundled here"
     ),
 }
+PROVENANCE = (
+    "The bundled dataset (data.dvc) holds 400 images, 200 per class: the 40 of the sample redistributed with "
+    "R. Wali's code (299 x 299), plus the first 180 per class, in MANIFEST-more.csv's random order, of a "
+    "cleaned 2,000-image copy of the database (224 x 224, saved as 8-bit grayscale). Research use only; cite "
+    "Chowdhury et al. 2020 and Rahman et al. 2021."
+)
+CLEANING = [
+    "No byte-identical or near-duplicate images (re-encoded, re-cropped or annotated copies, about 3% of the "
+    "database's files), found by md5 and by correlating 64 x 64 thumbnails and their gradients, checked by eye.",
+    "Adults only: the database's Normal class mixes in 1,341 children's X-rays (Kermany et al.) that its metadata "
+    "misnumbers; they were found by matching against Kermany's own files (scores >= 0.95 against < 0.7 for every "
+    "other image) and removed.",
+]
 CONFOUNDERS = [
     "Each class comes from different hospitals and collections, so a model can learn the source (scanner, "
     "processing, text markers, borders, compression) instead of the disease (DeGrave et al., Nature Machine "
     "Intelligence 2021).",
-    "Part of the Normal class is pediatric (Kermany et al.), all COVID images are of adults: a model can learn age.",
+    "The raw database's Normal class is partly pediatric, its COVID class adult: a model trained on a raw split can "
+    "learn age. The bundled data has the children removed (see cleaning); other splits of the database do not.",
+    "Several COVID images may be follow-up studies of one patient; the database has no patient identifiers.",
     "Some COVID images are figures copied from papers (cropped, annotated, re-compressed), unlike clinical exports.",
     "Patient position differs by source (AP supine for inpatients with COVID-19, PA standing for screening).",
 ]
@@ -45,7 +60,8 @@ REFERENCE_STANDARD = (
     "collection), not a per-image PCR result or a radiologist's reading; labels are not re-checked here."
 )
 OUT_OF_SCOPE = [
-    "Children: the Normal class mixes pediatric images, the COVID class has none; pediatric use is untested.",
+    "Children: refused by the population scope check (below), which was fitted on 100 children's X-rays from one "
+    "hospital's pediatric set (Guangzhou): children's X-rays from elsewhere may look different to it.",
     "Lateral, oblique or decubitus views: the model reads frontal (PA or AP) chest radiographs only.",
     "CT, MR, ultrasound, nuclear medicine or any modality other than CR/DX radiography.",
     "'FOR PROCESSING' (raw detector) DICOM images; send the 'FOR PRESENTATION' image.",
@@ -175,6 +191,8 @@ def build_card(name: str, version: str, params: dict, metrics: dict, tags: dict)
             "split_method": f"stratified by class, seed {params.get('ingest.seed')}; identical and near-identical "
             "images (dHash) kept in one split; no patient identifiers, so no patient-level split",
             "data_version": tags.get("data_version", "unknown"),
+            "provenance": PROVENANCE,
+            "cleaning": CLEANING,
             "known_confounders": CONFOUNDERS,
         },
         "reference_standard": REFERENCE_STANDARD,
@@ -210,13 +228,15 @@ def build_card(name: str, version: str, params: dict, metrics: dict, tags: dict)
             },
         },
         "input_gate": gate_figures,
+        "scope_check": _scope_figures(metrics, tags),
+        "shortcut_probe": _shortcut_figures(metrics, tags),
         "promotion_gate": {
             "outcome": tags.get("gate.outcome") or tags.get("gate.passed") or None,
             "reason": tags.get("gate.reason") or None,
         },
         "limitations": [
-            f"Tiny dataset ({int(metrics.get('n_images', 0) or 0)} images): wide intervals; demonstration figures, "
-            "not clinical evidence.",
+            f"Small dataset ({int(metrics.get('n_images', 0) or 0)} images): wide intervals; research figures on "
+            "splits of one public database, not clinical evidence.",
             "One public database: no external validation; scanner, site and population shift untested.",
             "The threshold and temperature are chosen and the promotion gate applied on the validation figures "
             f"({tags.get('validation') or 'the validation split'}); the test split is reported separately for that "
@@ -231,6 +251,38 @@ def build_card(name: str, version: str, params: dict, metrics: dict, tags: dict)
         },
     }
     return card
+
+
+def _scope_figures(metrics: dict, tags: dict) -> dict | None:
+    """The population scope check's figures (None for a model without one)."""
+    if "scope_refuse_rate" not in metrics:
+        return None
+    return {
+        "population": "adults",
+        "method": tags.get("scope.method") or None,
+        "threshold": _number(metrics.get("scope_threshold")),
+        "reference_refuse_rate": _number(metrics.get("scope_refuse_rate")),
+        "n_reference": int(metrics.get("scope_n", 0) or 0),
+        "val_accept_rate": _number(metrics.get("val_scope_accept_rate")),
+        "test_accept_rate": _number(metrics.get("test_scope_accept_rate")),
+        "limit": "The reference children all come from one hospital's pediatric set (Kermany et al., Guangzhou); "
+        "the refusal rate is cross-fitted on them, so it says how well the check tells those children from these "
+        "adults, not children from any hospital.",
+    }
+
+
+def _shortcut_figures(metrics: dict, tags: dict) -> dict | None:
+    """The shortcut probe's test-split figures (None when it did not run)."""
+    if "test_lungs_hidden_auc" not in metrics:
+        return None
+    return {
+        "full_auc": _number(metrics.get("test_roc_auc")),
+        "lungs_hidden_auc": _number(metrics.get("test_lungs_hidden_auc")),
+        "lungs_only_auc": _number(metrics.get("test_lungs_only_auc")),
+        "verdict": tags.get("shortcut.verdict") or None,
+        "method": "the test split scored with the central box (rows and columns 15-85%) filled with the image's "
+        "mean grey (lungs hidden), and with everything outside it filled (lungs only); ROC AUC, chance 0.5",
+    }
 
 
 def card_problems(card: dict | None) -> list[str]:
@@ -255,6 +307,33 @@ def _with_ci(metric: dict) -> str:
 
 def _rate(value) -> str:
     return "n/a" if value is None else f"{value:.0%}"
+
+
+def _safety_markdown(card: dict) -> list[str]:
+    """The scope check's and the shortcut probe's sections of the Markdown card (none without them)."""
+    lines = []
+    scope = card.get("scope_check")
+    if scope:
+        lines += [
+            "## Population scope check (adults only)",
+            f"{scope['method'] or 'logistic regression'}; threshold {_fmt(scope['threshold'], 3)}. It refused "
+            f"{_rate(scope['reference_refuse_rate'])} of {scope['n_reference']} children's chest X-rays "
+            f"(cross-fitted) and accepted {_rate(scope['val_accept_rate'])} of validation and "
+            f"{_rate(scope['test_accept_rate'])} of test X-rays of adults. {scope['limit']}",
+            "",
+        ]
+    probe = card.get("shortcut_probe")
+    if probe:
+        lines += [
+            "## Shortcut probe",
+            f"Test ROC AUC: whole films {_fmt(probe['full_auc'], 2)}, "
+            f"lungs hidden {_fmt(probe['lungs_hidden_auc'], 2)}, "
+            f"lungs only {_fmt(probe['lungs_only_auc'], 2)} ({probe['method']}).",
+            "",
+            f"What it means: {probe['verdict'] or 'not recorded'}.",
+            "",
+        ]
+    return lines
 
 
 def render_markdown(card: dict, params: dict | None = None) -> str:
@@ -288,6 +367,11 @@ def render_markdown(card: dict, params: dict | None = None) -> str:
         "| class | images | where the images come from |",
         "| --- | --- | --- |",
         *[f"| {label} | {c['n']} | {c['sources'] or 'not documented'} |" for label, c in data["classes"].items()],
+        "",
+        f"Provenance: {data.get('provenance') or 'not recorded'}",
+        "",
+        "Cleaning:",
+        *[f"- {item}" for item in data.get("cleaning", [])],
         "",
         "Known confounders:",
         *[f"- {item}" for item in data["known_confounders"]],
@@ -348,6 +432,7 @@ def render_markdown(card: dict, params: dict | None = None) -> str:
         f"({gate['ood_set']}). DICOM files whose header names another modality, body part or a lateral view are "
         "refused before any pixel is scored.",
         "",
+        *_safety_markdown(card),
         "## Model",
         f"{model['architecture']}. Input {model['image_size']} px, base {model['base']}, profile `{model['profile']}`.",
         "",

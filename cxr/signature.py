@@ -85,11 +85,23 @@ class TrainingSignature:
         ]
 
 
+def _read_logged(text: str) -> str:
+    """A logged param's text in the canonical form (its dict keys sorted), where it reads as a literal."""
+    import ast
+
+    try:
+        return str(_canonical(ast.literal_eval(text)))
+    except (ValueError, SyntaxError):
+        return text
+
+
 def changed_params(params: Params, logged: dict[str, str]) -> list[str]:
     """The shaping parameters whose value differs from a run's logged MLflow params (`stage.key` -> text)."""
     out = []
     for key, value in shaping_params(params).items():
         was = logged.get(key)
+        if was is not None and was != value:
+            was = _read_logged(was)
         if was != value:
             out.append(f"{key} {was if was is not None else '(unset)'} -> {value}")
     return out

@@ -19,13 +19,34 @@ def test_paper_head_on_vgg16():
 def test_the_linear_probe_is_one_penalised_dense_unit_on_the_pooled_features():
     import keras
 
-    model = build_model(TrainParams(image_size=32, weights="none", head="linear", l2=0.01))
+    model = build_model(TrainParams(image_size=32, weights="none", pooling="average", head="linear", l2=0.01))
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert [layer.name for layer in dense] == ["probability"]
     assert dense[0].kernel.shape == (512, 1) and len(model.losses) == 1  # its L2 term
     assert [w.name for w in model.trainable_weights] == ["kernel", "bias"]
     with pytest.raises(CxrError, match="train.head is 'mlp'"):
         build_model(TrainParams(image_size=32, weights="none", head="mlp"))
+
+
+def test_block_statistics_feed_the_head_the_mean_and_std_of_each_chosen_block():
+    import keras
+
+    from cxr.model import truncated
+    from cxr.ood import build_scorer, feature_statistics, gate_columns
+
+    model = build_model(TrainParams(image_size=64, weights="hed", pooling="block_stats", stat_blocks=(3, 4, 5)))
+    base = model.get_layer("vgg16_block_stats")
+    assert base.output.shape[-1] == 2 * (256 + 512 + 512)
+    images = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
+    pooled = keras.Model(base.inputs, base.output).predict(images * 255 - 120, verbose=0)
+    # the head's features are the input gate's columns for those blocks: one pass can serve both
+    scorer = build_scorer(model, statistics_only=True)
+    from_gate = feature_statistics(scorer.predict(images, verbose=0))[:, gate_columns((3, 4, 5))]
+    from_model = truncated(model, [layer.name for layer in model.layers].index("vgg16_block_stats"))
+    np.testing.assert_allclose(from_gate, from_model.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
+    assert pooled.shape == (2, 2560)
+    with pytest.raises(CxrError, match="block 5 among them"):
+        build_model(TrainParams(image_size=32, weights="none", pooling="block_stats", stat_blocks=(3, 4)))
 
 
 def test_freeze_base_controls_trainable_weights():

@@ -54,7 +54,10 @@ def test_a_card_from_a_complete_run_validates_and_renders():
 
 def test_the_architecture_is_the_network_the_run_trained():
     cpu = build_card("m", "3", params(), RECORDED, TAGS)["model"]["architecture"]
-    assert cpu.startswith("VGG16 without its top + global average pooling, feature standardisation, Dense 1 sigmoid")
+    assert cpu.startswith(
+        "VGG16 without its top + per-channel mean and standard deviation (log1p) of blocks 3, 4, 5, "
+        "feature standardisation, Dense 1 sigmoid"
+    )
     paper = {k: str(v) for k, v in load_params(profile="paper").flat().items()}
     architecture = build_card("m", "3", paper, RECORDED, TAGS)["model"]["architecture"]
     assert architecture.startswith("VGG16 without its top + Flatten, Dense 1024 ReLU, Dense 512 ReLU, Dense 1 sigmoid")
