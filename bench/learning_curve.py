@@ -82,11 +82,13 @@ def main() -> None:
     frame = read_manifest(work / "ds")
     frame = frame[frame["error"].fillna("") == ""] if "error" in frame else frame
     print(f"{len(frame)} images from {args.data} ({time.time() - started:.0f} s to ingest)", flush=True)
-    cache: dict = {}
+    caches: dict = {}  # one feature cache per frozen-base configuration (candidates may differ in it)
     rows = []
     for name, overrides in candidates.items():
         params = load_params(ROOT / "params.yaml", overrides=[f"evaluate.cv_folds={args.folds}", *overrides])
         positive = params.ingest.positive_class
+        t = params.train
+        cache = caches.setdefault((t.image_size, t.pooling, t.stat_blocks, t.weights, t.base_input), {})
         for n in sizes:
             pool = pool_of(frame, n, args.folds, args.seed)
             t = time.time()

@@ -41,11 +41,11 @@ def trained(tmp_path_factory):
 
 def test_the_gate_ships_with_the_model_and_reloads_identically(trained):
     gate = trained["classifier"].gate
-    assert gate is not None and np.isfinite(gate.threshold) and gate.n_train == 24
+    assert gate is not None and np.isfinite(gate.threshold) and gate.n_train == 240
     again = InputGate.load(trained["dir"] / OOD_FILE)
     features = np.random.default_rng(0).normal(size=(3, gate.mean.size)) + gate.mean
     assert np.allclose(again.score(features), gate.score(features), rtol=1e-5)
-    assert gate.summary()["n_reference"] == 24 + 8  # cross-fitted training scores + validation scores
+    assert gate.summary()["n_reference"] == 240 + 80  # cross-fitted training scores + validation scores
 
 
 def test_the_gate_accepts_held_out_xrays_and_refuses_the_ood_set(trained):
