@@ -26,8 +26,9 @@ def free_port() -> int:
 def register_tiny_model(tmp: Path, uri: str) -> str:
     """Train a 32-px model on synthetic data and register it as @challenger in the store at `uri`.
 
-    Without the input gate: these tests drive the app's input handling with synthetic and real images
-    alike; the gate is tested on a model trained on real X-rays (tests/model/test_input_gate.py)."""
+    Without the input gate and the population scope check: these tests drive the app's input handling with
+    synthetic and real images alike; the gate is tested on a model trained on real X-rays
+    (tests/model/test_input_gate.py), the scope check in tests/unit/test_population.py and the pipeline."""
     import mlflow
 
     from cxr.data import ingest
@@ -35,7 +36,7 @@ def register_tiny_model(tmp: Path, uri: str) -> str:
     from cxr.train import train_model
     from tests.conftest import make_dataset
 
-    params = tiny("ood.enabled=false")
+    params = tiny("ood.enabled=false", "scope.enabled=false")
     data = make_dataset(tmp / "data")
     ingest(data, tmp / "ds", params.ingest)
     train_model(tmp / "ds", params, tmp / "model", log_to_mlflow=False)

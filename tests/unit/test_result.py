@@ -82,7 +82,16 @@ def test_each_way_a_run_ends_has_its_exit_code_and_follows_the_schema(case):
 
 def test_runs_that_never_started_or_had_nothing_to_do_follow_the_schema_too():
     jsonschema.validate(failure_result("Data folder /x does not exist", "sqlite:///m.db"), SCHEMA)
-    skipped = skipped_result("http://mlflow:5000", retrain={"ran": False, "message": "nothing", "data_version": "v"})
+    skipped = skipped_result(
+        "http://mlflow:5000",
+        retrain={
+            "ran": False,
+            "message": "nothing",
+            "data_version": "v",
+            "changed": [],
+            "signature": {"data_version": "v", "params_hash": "p", "code_version": "c"},
+        },
+    )
     jsonschema.validate(skipped, SCHEMA)
     assert skipped["exit_code"] == 0 and skipped["status"] == "SKIPPED"
 
