@@ -224,27 +224,34 @@ class _HeadData:
     def probabilities(self, model, frame) -> np.ndarray:
         """`model`'s probabilities for `frame` from the cached features (its head layers only), averaged
         with the mirror image's under train.flip_average, as _probabilities computes them from images."""
+        head = self.head(model)
+        views = [False] + ([True] if self.params.train.flip_average else [])
+        out = []
+        for mirrored in views:
+            rows = self.head_rows(frame, mirrored)
+            out.append(np.asarray(head.predict(rows, verbose=0), np.float64).reshape(-1))
+        return np.mean(out, axis=0)
+
+    def features(self, frame, training: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(features, labels); for training with mirror_pairs, the mirror images' rows follow."""
+        views = [False] + ([True] if training and self.params.augment.mirror_pairs else [])
+        x = np.concatenate([self.head_rows(frame, mirrored) for mirrored in views])
+        return x, np.tile(labels_of(frame, self.positive).astype(np.float32), len(views))
+
+    def head_rows(self, frame, mirrored: bool = False) -> np.ndarray:
+        """The head's input for each row of `frame` (its blocks' columns of gate rows), float32."""
+        rows = self.rows(frame, mirrored)
+        return (rows[:, self.columns] if self.gate_rows else rows).astype(np.float32)
+
+    def head(self, model, name: str = "head"):
+        """`model`'s own layers after the cut, on a feature input (shared: fitting it fits `model`)."""
         import keras
 
         inputs = keras.Input(model.layers[self.cut].output.shape[1:], name="features")
         x = inputs
         for layer in model.layers[self.cut + 1 :]:
             x = layer(x)
-        head = keras.Model(inputs, x)
-        views = [False] + ([True] if self.params.train.flip_average else [])
-        out = []
-        for mirrored in views:
-            rows = self.rows(frame, mirrored)
-            rows = rows[:, self.columns] if self.gate_rows else rows
-            out.append(np.asarray(head.predict(rows.astype(np.float32), verbose=0), np.float64).reshape(-1))
-        return np.mean(out, axis=0)
-
-    def features(self, frame, training: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(features, labels); for training with mirror_pairs, the mirror images' rows follow."""
-        views = [False] + ([True] if training and self.params.augment.mirror_pairs else [])
-        x = np.concatenate([self.rows(frame, mirrored) for mirrored in views])
-        x = x[:, self.columns] if self.gate_rows else x
-        return x.astype(np.float32), np.tile(labels_of(frame, self.positive).astype(np.float32), len(views))
+        return keras.Model(inputs, x, name=name)
 
 
 def _fit_head(model, data: _HeadData, train_frame, val_frame, params: Params, select_best, log_to_mlflow, fold):
@@ -258,11 +265,7 @@ def _fit_head(model, data: _HeadData, train_frame, val_frame, params: Params, se
     x_train, y_train = data.features(train_frame, training=True)
     if tp.standardise:  # on the training images' features, mirrors left out, as adapt_standardisation does
         standardise_on(model.get_layer(STANDARDISE_LAYER), x_train[: len(train_frame)])
-    inputs = keras.Input(model.layers[data.cut].output.shape[1:], name="features")
-    x = inputs
-    for layer in model.layers[data.cut + 1 :]:
-        x = layer(x)
-    head = keras.Model(inputs, x, name="head")
+    head = data.head(model)
     compile_model(head, tp)
     validation = None if val_frame is None else data.features(val_frame, training=False)
     callbacks = [EpochReporter.create(log_to_mlflow, fold)]
