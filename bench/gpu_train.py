@@ -1,7 +1,7 @@
 """The paper profile's training step on an accelerator: images/s and the share of the chip's bf16 peak.
 
 The paper's model (VGG16 without its top, fine-tuned, + Flatten, Dense 1024, Dense 512, Dense 1; 256 px;
-SGD lr 0.01; built by cxr.model.build_model from the `paper` profile, random weights) is trained on
+SGD lr 0.01; built by cxr.model.architecture.build_model from the `paper` profile, random weights) is trained on
 synthetic batches with mixed precision (bf16). Runs under Keras 3 on whichever backend is installed
 (TensorFlow here; JAX or PyTorch on a GPU host without TensorFlow: set KERAS_BACKEND). Work per image
 is counted analytically from the layers (multiply-adds x 2 = FLOPs; training = 3 x forward). Last line:
@@ -48,7 +48,7 @@ def _layers(model):
 def images_per_second(policy: str, size: int, batch: int, steps: int) -> tuple[float, object]:
     import keras
 
-    from cxr.model import build_model, compile_model
+    from cxr.model.architecture import build_model, compile_model
     from cxr.params import load_params
 
     keras.mixed_precision.set_global_policy(policy)

@@ -55,9 +55,9 @@ def subset(paths: list[Path], n: int, folder: Path) -> Path:
 
 def child(data: str, out: str, workers: int) -> None:
     """One measured run: ingest + validate; prints a JSON line."""
-    from cxr.data import ingest, read_manifest
+    from cxr.data.manifest import ingest, read_manifest
+    from cxr.data.validation import validate_manifest
     from cxr.params import IngestParams, load_params
-    from cxr.validation import validate_manifest
 
     params = load_params()
     start = time.perf_counter()
@@ -90,7 +90,7 @@ def main() -> None:
         child(args.child[0], args.child[1], int(args.child[2]))
         return
 
-    from cxr.data import ingest_workers
+    from cxr.data.manifest import ingest_workers
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

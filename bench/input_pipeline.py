@@ -58,7 +58,7 @@ def main() -> None:
 
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
-    from cxr.augment import build_augmenter, load_gray, load_image, make_dataset
+    from cxr.data.augment import build_augmenter, load_gray, load_image, make_dataset
     from cxr.params import load_params
 
     params = load_params(profile="paper")  # the paper's augmentation, the one ImageDataGenerator ran

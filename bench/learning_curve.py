@@ -5,9 +5,10 @@ Usage: python bench/learning_curve.py [--data ../shared/data/covid-radiography-m
 
 The data folder (class sub-folders) is ingested once (manifest, near-duplicate hashes); every image's
 frozen-base features are computed once and shared by every size, fold and candidate (the training's
-own cache, cxr.train._HeadData), so each point costs only the head's fits. At each size N, a stratified
-random pool of N / (1 - 1/folds) images is cut into folds (near-duplicates together, cxr.cv), so each
-fold's model trains on about N images; F1 is at evaluate.threshold (0.5), mean and sd over the folds.
+own cache, cxr.model.training._HeadData), so each point costs only the head's fits. At each size N, a
+stratified random pool of N / (1 - 1/folds) images is cut into folds (near-duplicates together,
+cxr.evaluation.cross_validation), so each fold's model trains on about N images; F1 is at
+evaluate.threshold (0.5), mean and sd over the folds.
 Candidates: `cpu` (params.yaml's CPU profile) and `paper-head` (the paper's Dense 1024 -> 512 ReLU
 head on the same frozen features, its L2 off), plus any --candidate. At N >= 800, the expected
 calibration error of the out-of-fold probabilities before and after temperature scaling.
@@ -31,13 +32,16 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cxr.augment import labels_of  # noqa: E402
-from cxr.calibration import apply_temperature, fit_temperature  # noqa: E402
-from cxr.cv import summarise  # noqa: E402
-from cxr.data import ingest, read_manifest  # noqa: E402
-from cxr.evaluate import calibration  # noqa: E402
+from cxr.data.manifest import (  # noqa: E402
+    ingest,
+    labels_of,  # noqa: E402
+    read_manifest,
+)
+from cxr.evaluation.cross_validation import summarise  # noqa: E402
+from cxr.evaluation.metrics import calibration  # noqa: E402
+from cxr.model.calibration import apply_temperature, fit_temperature  # noqa: E402
+from cxr.model.training import FitSetup, _cross_validate  # noqa: E402
 from cxr.params import load_params  # noqa: E402
-from cxr.train import _cross_validate  # noqa: E402
 
 CANDIDATES = {
     "cpu": [],
@@ -92,7 +96,8 @@ def main() -> None:
         for n in sizes:
             pool = pool_of(frame, n, args.folds, args.seed)
             t = time.time()
-            oof, _, fold_metrics = _cross_validate(pool, work / "ds", positive, params, work, False, False, cache)
+            setup = FitSetup(work / "ds", positive, params, work, cache=cache)
+            oof, _, fold_metrics = _cross_validate(setup, pool)
             summary = summarise(fold_metrics)
             row = {
                 "candidate": name,
@@ -107,7 +112,7 @@ def main() -> None:
             }
             if n >= 800:
                 y = labels_of(pool, positive)
-                temperature, _ = fit_temperature(y, oof, params.evaluate.threshold_min_per_class)
+                temperature = fit_temperature(y, oof, params.evaluate.threshold_min_per_class).temperature
                 row["ece_before"] = calibration(y, oof)["ece"]
                 row["ece_after"] = calibration(y, apply_temperature(oof, temperature))["ece"]
                 row["temperature"] = temperature

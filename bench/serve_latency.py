@@ -33,10 +33,10 @@ def main() -> None:
     import mlflow
     from werkzeug.serving import make_server
 
-    from cxr import tracking
-    from cxr.images import decode_image
+    from cxr.data.images import decode_image
     from cxr.serving.app import create_app
     from cxr.serving.model_store import load_served_model
+    from cxr.tracking import runs as tracking
 
     mlflow.set_tracking_uri(tracking.resolve_tracking_uri())
     served = load_served_model(args.model)
@@ -52,7 +52,7 @@ def main() -> None:
         "DICOM 1841x1955 15-bit": (Path(data_store.__file__).parent / "data" / "RG1_UNCR.dcm").read_bytes(),
     }
     print(
-        f"model {served.uri} (version {served.version or '-'}), image_size {served.classifier.config['image_size']}, "
+        f"model {served.uri} (version {served.version or '-'}), image_size {served.classifier.config.image_size}, "
         f"{args.requests} requests each, sequential, one client"
     )
     ratios = []

@@ -31,8 +31,8 @@ def main() -> None:
 
     import keras
 
-    from cxr.augment import build_augmenter, load_image, make_dataset
-    from cxr.model import build_model, compile_model
+    from cxr.data.augment import build_augmenter, load_image, make_dataset
+    from cxr.model.architecture import build_model, compile_model
     from cxr.params import load_params
 
     params = load_params()

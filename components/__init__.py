@@ -1,1 +1,1 @@
-"""Kubeflow Pipelines components: thin shells over cxr.steps."""
+"""Kubeflow Pipelines components: thin shells over the step functions in cxr/steps/."""

@@ -1,9 +1,10 @@
-"""One thin kfp v2 component per pipeline step. Each translates typed artifacts to paths and calls
-`cxr.steps`; no logic lives here. kfp ships each function's source into its container, so every
-import happens inside the function body.
+"""One thin kfp v2 component per pipeline step. Each translates typed artifacts to paths and calls its
+step in `cxr.steps` (one module per step); no logic lives here. kfp ships each function's source into
+its container, so every import happens inside the function body.
 
 Images: CPU steps run in the components image, training in the GPU training image. Both names are
-placeholders rewritten at compile time (`pipelines.compile.compile_pipeline(image_registry, tag)`).
+placeholders rewritten at compile time from `cluster.image_registry` and `cluster.image_tag`
+(`pipelines.compile.compile_pipeline`).
 """
 
 from typing import NamedTuple
@@ -46,24 +47,27 @@ def ingest(
     from collections import namedtuple
     from pathlib import Path
 
-    from cxr import tracking
     from cxr.params import params_from_json
-    from cxr.steps import RunContext, ingest_step, resolve_data
+    from cxr.steps.context import open_pipeline_run
+    from cxr.steps.ingest import ingest_step
 
     params = params_from_json(params_json)
     scratch = str(Path(dataset.path).parent / "source")
-    data_dir, actual_version = resolve_data(data_dir, data_version, dvc_remote, scratch)
-    tags = {
-        "data_version": actual_version,
-        "data_version_requested": data_version,
-        "git_commit": git_commit,
-        "orchestrator": "kfp",
-        "kfp_run_id": kfp_run_id,
-    }
-    run_id = tracking.start_pipeline_run(params, tracking_uri, run_name, tags)
-    summary = ingest_step(RunContext(tracking_uri, run_id), data_dir, dataset.path, params)
+    ctx, data_dir, actual_version = open_pipeline_run(
+        params,
+        tracking_uri,
+        run_name,
+        data_dir,
+        data_version,
+        git_commit,
+        "kfp",
+        dvc_remote,
+        scratch,
+        {"kfp_run_id": kfp_run_id},
+    )
+    summary = ingest_step(ctx, data_dir, dataset.path, params)
     dataset.metadata.update({**summary, "data_version": actual_version})
-    return namedtuple("IngestOutputs", ["run_id", "data_version"])(run_id, actual_version)
+    return namedtuple("IngestOutputs", ["run_id", "data_version"])(ctx.parent_run_id, actual_version)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -89,9 +93,10 @@ def validate(
     import shutil
     from pathlib import Path
 
+    from cxr.data.validation import report_index
     from cxr.params import params_from_json
-    from cxr.steps import RunContext, validate_step
-    from cxr.validation import report_index
+    from cxr.steps.context import RunContext
+    from cxr.steps.validate import validate_step
 
     report_dir = Path(report.path).parent / "validation"
     try:
@@ -123,7 +128,8 @@ def augment(
         augmentation: Output: augmentation.json (the parameters training applies) and a preview grid.
     """
     from cxr.params import params_from_json
-    from cxr.steps import RunContext, augment_step
+    from cxr.steps.augment import augment_step
+    from cxr.steps.context import RunContext
 
     spec = augment_step(
         RunContext(tracking_uri, parent_run_id), dataset.path, augmentation.path, params_from_json(params_json)
@@ -140,7 +146,8 @@ def train(
     parent_run_id: str,
     model: Output[Model],
 ) -> NamedTuple("TrainOutputs", [("model_uri", str)]):
-    """VGG16 + the paper's head, trained on the train split (best epoch by validation loss).
+    """VGG16 (frozen in the CPU profile, fine-tuned in the paper's) and its head (`train.head`: a linear
+    probe, or the paper's Dense 1024 -> 512 -> 1), fitted, calibrated and thresholded on held-out images.
 
     Args:
         dataset: The ingested dataset.
@@ -157,7 +164,8 @@ def train(
     from pathlib import Path
 
     from cxr.params import params_from_json
-    from cxr.steps import RunContext, train_step
+    from cxr.steps.context import RunContext
+    from cxr.steps.train import train_step
 
     params = params_from_json(params_json)
     spec = json.loads((Path(augmentation.path) / "augmentation.json").read_text())
@@ -200,7 +208,8 @@ def evaluate(
     import math
 
     from cxr.params import params_from_json
-    from cxr.steps import RunContext, evaluate_step
+    from cxr.steps.context import RunContext
+    from cxr.steps.evaluate import evaluate_step
 
     reports = evaluate_step(
         RunContext(tracking_uri, parent_run_id), dataset.path, model.path, report.path, params_from_json(params_json)
@@ -241,7 +250,8 @@ def gate(
     from collections import namedtuple
 
     from cxr.params import params_from_json
-    from cxr.steps import RunContext, gate_step
+    from cxr.steps.context import RunContext
+    from cxr.steps.gate import gate_step
 
     decision = gate_step(
         RunContext(tracking_uri, parent_run_id), dataset.path, report.path, params_from_json(params_json)
@@ -275,7 +285,8 @@ def register(
         version: The registered version number.
     """
     from cxr.params import params_from_json
-    from cxr.steps import RunContext, register_step
+    from cxr.steps.context import RunContext
+    from cxr.steps.register import register_step
 
     version = register_step(
         RunContext(tracking_uri, parent_run_id),
@@ -303,8 +314,8 @@ def finalize(params_json: str, tracking_uri: str, kfp_run_id: str, status: dsl.P
     Returns:
         closed_as: FAILED or FINISHED when the run was still open, '' when a step had closed it.
     """
-    from cxr import tracking
     from cxr.params import params_from_json
+    from cxr.tracking import runs as tracking
 
     experiment = params_from_json(params_json).mlflow.experiment
     closed = tracking.close_pipeline_run(tracking_uri, experiment, kfp_run_id, status.state, status.error_message)
@@ -326,7 +337,8 @@ def reject(decision: str, tracking_uri: str, parent_run_id: str) -> NamedTuple("
     Returns:
         reason: Why nothing was registered.
     """
-    from cxr.steps import RunContext, reject_step
+    from cxr.steps.context import RunContext
+    from cxr.steps.register import reject_step
 
     reason = reject_step(RunContext(tracking_uri, parent_run_id), decision)
     print("not registered:", reason)

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from cxr.errors import CxrError
+from cxr.release.aliases import CHALLENGER
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,24 +108,25 @@ class EvaluateParams:
     threshold_prior_images: float = 20.0
     bootstrap_samples: int = 1000
     prevalence: float = 0.1  # PPV and NPV are reported at this prevalence of the positive class
-    cv_folds: int = 0  # K >= 2: K-fold cross-validation over train + val (cxr/cv.py); 0: the validation split
+    # K >= 2: K-fold cross-validation over train + val (cxr/evaluation/cross_validation.py); 0: the validation split
+    cv_folds: int = 0
 
 
 @dataclass(frozen=True)
 class OodParams:
-    """The input gate (cxr/ood.py): fitted in the train step, shipped in the model folder."""
+    """The input gate (cxr/safety/input_gate.py): fitted in the train step, shipped in the model folder."""
 
     enabled: bool = True
     quantile: float = 0.99  # the threshold: this quantile of held-out in-distribution scores
     folds: int = 4  # training images are scored by detectors fitted on the other folds
     max_components: int = 256  # covariance directions kept (the rest share the shrinkage floor)
     target_accept: float = 0.95  # reported against: in-distribution X-rays accepted (val, test)
-    target_reject: float = 0.95  # and the offline out-of-distribution set refused (cxr/ood_set.py)
+    target_reject: float = 0.95  # and the offline out-of-distribution set refused (cxr/safety/ood_set.py)
 
 
 @dataclass(frozen=True)
 class ScopeParams:
-    """The population scope check (cxr/population.py): refuses children's chest X-rays; fitted in the train step."""
+    """The population scope check (cxr/safety/population.py): refuses children's chest X-rays; fitted in training."""
 
     enabled: bool = True
     reference_dir: str = ""  # out-of-scope reference images; empty: the bundled children's X-rays
@@ -145,7 +147,7 @@ class GateParams:
 @dataclass(frozen=True)
 class RegisterParams:
     model_name: str = "covid-xray-vgg16"
-    alias: str = "challenger"
+    alias: str = CHALLENGER
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,25 @@ def _parse_override(text: str) -> tuple[str, str, Any]:
     return stage, key, yaml.safe_load(raw) if raw != "" else ""
 
 
+# The enumerated parameters and the values each accepts: checked when params load, not after training.
+CHOICES = {
+    ("train", "weights"): ("hed", "imagenet", "none"),
+    ("train", "base_input"): ("caffe", "rescale"),
+    ("train", "mixed_precision"): ("auto", "on", "off", "true", "false"),
+    ("train", "augment_on"): ("auto", "data", "model"),
+    ("train", "pooling"): ("block_stats", "flatten", "average"),
+    ("train", "head"): ("linear", "paper"),
+    ("evaluate", "threshold_strategy"): ("max_f1", "target_sensitivity", "fixed"),
+}
+
+
+def _check_choices(stage: str, section) -> None:
+    for (where, key), allowed in CHOICES.items():
+        value = getattr(section, key) if where == stage else None
+        if value is not None and str(value).lower() not in allowed:
+            raise CxrError(f"{stage}.{key} is '{value}'; choose one of {', '.join(allowed)}.")
+
+
 def from_dict(raw: dict, profile: str = "cpu") -> Params:
     """Build Params from a plain dict (as in params.yaml, without `profiles`), checking every key."""
     sections = {}
@@ -260,6 +281,7 @@ def from_dict(raw: dict, profile: str = "cpu") -> Params:
             raise CxrError(f"Unknown key(s) {sorted(unknown)} in params section '{stage}'; known: {sorted(known)}.")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in (values or {}).items()}
         sections[stage] = cls(**values)
+        _check_choices(stage, sections[stage])
     return Params(**sections, profile=profile)
 
 

@@ -22,8 +22,8 @@ def check_remote(
 ) -> None:
     """Check that a data version (data.dvc's) and every file in it are on the DVC remote the cluster's
     ingest fetches from, reading no image. S3 credentials and endpoint: AWS_* variables."""
-    from cxr import tracking
-    from cxr.data_version import missing_on_remote
+    from cxr.data.versions import missing_on_remote
+    from cxr.tracking import runs as tracking
 
     remote = remote or _load(params_file, profile, ()).cluster.dvc_remote
     version = version or tracking.data_version()

@@ -1,4 +1,9 @@
-"""The `cxr` command: a thin shell over the library and the pipeline package."""
+"""The `cxr` command: a thin shell over the library and the pipeline package.
+
+Each command imports the modules it runs inside its own function, in every module of this package:
+measured on 2 cores, `cxr --help` takes 0.4 s this way, against 11 s to import the core's inference
+and step modules (TensorFlow, MLflow) that most commands need. The core (`cxr/`) imports at module level.
+"""
 
 from __future__ import annotations
 
@@ -49,8 +54,9 @@ def predict(
 ) -> None:
     """Predict the positive-class probability of each file; refuse (with the reason) what is not a
     frontal chest X-ray. Exit 1 only when a file cannot be read; a refusal is a row, not a failure."""
-    from cxr import tracking
-    from cxr.predict import load_classifier, predict_files
+    from cxr.inference.classifier import load_classifier
+    from cxr.inference.scoring import predict_files
+    from cxr.tracking import runs as tracking
 
     tracking.configure(tracking.resolve_tracking_uri(None, tracking_uri), _load(None, "cpu", ()).mlflow.experiment)
     classifier = load_classifier(model)
@@ -95,9 +101,9 @@ def serve(
     tracking_uri: str = typer.Option("", "--tracking-uri", help="MLflow store holding the model."),
 ) -> None:
     """Start the web app: upload page at /, JSON API at /api/predict, /healthz, /readyz, /openapi.json."""
-    from cxr import tracking
     from cxr.serving.app import serve as run_server
     from cxr.serving.auth import configure_auth
+    from cxr.tracking import runs as tracking
 
     auth = configure_auth(host, htpasswd, user_header, insecure_open)
     params = _load(params_file, "cpu", ())
@@ -132,10 +138,10 @@ def retrain(
     """Run the pipeline and the gate when the training signature (data.dvc's data version, the parameters that
     shape the model, the training code) differs from the newest registered version's; says which part changed.
     Exit 0 registered or nothing to do, 3 gate refused, 2 failed."""
-    from cxr import tracking
     from cxr.params import project_root
-    from cxr.retrain import decide_retrain, logged_params, newest_version
-    from cxr.signature import TrainingSignature, changed_params
+    from cxr.release.retrain import decide_retrain, logged_params, newest_version
+    from cxr.release.signature import TrainingSignature, changed_params
+    from cxr.tracking import runs as tracking
     from cxr_cli.pipeline import _fail_json, _finish, _run_pipeline, _submit_and_wait
     from cxr_cli.progress import terminal
     from cxr_cli.result import dumps, skipped_result
@@ -186,7 +192,7 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:  # an MLflow server refusing the request is the user's to fix, not a crash
-        from cxr.tracking import refusal
+        from cxr.tracking.runs import refusal
 
         if not refusal(exc):
             raise

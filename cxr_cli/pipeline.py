@@ -96,8 +96,8 @@ def pipeline_run(
 ) -> None:
     """Run the whole pipeline locally (kfp local runner): one line per step, then the metrics, the gate's
     decision and the next commands. Exit 0 registered, 3 gate refused, 2 failed."""
-    from cxr import tracking
     from cxr.params import project_root
+    from cxr.tracking import runs as tracking
     from cxr_cli.progress import terminal
 
     params = _load(params_file, profile, overrides)
@@ -121,7 +121,7 @@ def _cluster_params(params_file, profile: str, overrides, cluster: tuple[str, st
 
 def _compile(output: Path, params_file, profile: str, overrides, cluster: tuple[str, str, str, str]) -> Path:
     """A compiled package at `output`, with data.dvc's version and the commit as parameter defaults."""
-    from cxr import tracking
+    from cxr.tracking import runs as tracking
     from pipelines.compile import compile_pipeline
 
     params = _cluster_params(params_file, profile, overrides, cluster)
@@ -168,7 +168,7 @@ def _submit_and_wait(
     logs to, as this machine reaches it)."""
     import tempfile
 
-    from cxr import tracking
+    from cxr.tracking import runs as tracking
     from cxr_cli.progress import captured
     from cxr_cli.result import EXIT_FAILED, build_result, failure_result
     from pipelines import remote

@@ -1,4 +1,4 @@
-"""`cxr registry …`: the release manager's commands (thin shell over cxr.release and cxr.compare)."""
+"""`cxr registry …`: the release manager's commands (thin shell over cxr.release.promotion and cxr.release.compare)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def _registry(tracking_uri: str, name: str) -> str:
     """Point MLflow at the store; returns the registered model's name (register.model_name by default)."""
     import mlflow
 
-    from cxr import tracking
     from cxr.params import load_params
+    from cxr.tracking import runs as tracking
 
     # a release manager reads figures, not MLflow's download progress bars for small files
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -50,7 +50,7 @@ def _who(by: str) -> str:
 @registry_app.command("list")
 def registry_list(name: str = ModelOpt, as_json: bool = typer.Option(False, "--json"), tracking_uri: str = UriOpt):
     """Every version: aliases, validation F1 and accuracy, data version, commit, time, who registered it."""
-    from cxr.release import format_table, list_versions
+    from cxr.release.promotion import format_table, list_versions
 
     name = _registry(tracking_uri, name)
     rows = list_versions(name)
@@ -60,7 +60,7 @@ def registry_list(name: str = ModelOpt, as_json: bool = typer.Option(False, "--j
 @registry_app.command("show")
 def registry_show(version: str, name: str = ModelOpt, tracking_uri: str = UriOpt):
     """Everything about one version (number or alias): tags, gate figures, run link, release events."""
-    from cxr.release import show_version
+    from cxr.release.promotion import show_version
 
     name = _registry(tracking_uri, name)
     print(json.dumps(show_version(name, version), indent=2))
@@ -77,8 +77,8 @@ def registry_compare(
     tracking_uri: str = UriOpt,
 ):
     """Two versions (numbers or aliases) on the same validation split; ΔF1 with a paired bootstrap 95% CI."""
-    from cxr.compare import compare, format_comparison
     from cxr.params import load_params, project_root
+    from cxr.release.compare import compare, format_comparison
 
     name = _registry(tracking_uri, name)
     result = compare(name, a, b, data or project_root() / load_params().ingest.data_dir, samples)
@@ -95,7 +95,7 @@ def registry_promote(
     tracking_uri: str = UriOpt,
 ):
     """Move @champion to VERSION; the old champion becomes @previous-champion."""
-    from cxr.release import promote
+    from cxr.release.promotion import promote
 
     name = _registry(tracking_uri, name)
     event = promote(name, version, reason, _who(by), force)
@@ -116,7 +116,7 @@ def registry_rollback(
     tracking_uri: str = UriOpt,
 ):
     """Put @champion back on @previous-champion."""
-    from cxr.release import rollback
+    from cxr.release.promotion import rollback
 
     name = _registry(tracking_uri, name)
     event = rollback(name, reason, _who(by))
@@ -126,7 +126,7 @@ def registry_rollback(
 @registry_app.command("history")
 def registry_history(name: str = ModelOpt, as_json: bool = typer.Option(False, "--json"), tracking_uri: str = UriOpt):
     """Every promotion and rollback, oldest first, read back from the registry."""
-    from cxr.release import history
+    from cxr.release.promotion import history
 
     name = _registry(tracking_uri, name)
     events = history(name)
@@ -147,7 +147,7 @@ def registry_history(name: str = ModelOpt, as_json: bool = typer.Option(False, "
 @registry_app.command("card")
 def registry_card(version: str, name: str = ModelOpt, tracking_uri: str = UriOpt):
     """Print the Markdown model card of a version."""
-    from cxr.release import model_card
+    from cxr.release.promotion import model_card
 
     name = _registry(tracking_uri, name)
     print(model_card(name, version))

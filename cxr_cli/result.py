@@ -10,31 +10,27 @@ import json
 from pathlib import Path
 
 from cxr.errors import CxrError
+from cxr.evaluation.metrics import CONFUSION_KEYS, CV_METRICS, INTERVAL_METRICS, METRICS, figure, format_figure
 
 SCHEMA_PATH = Path(__file__).with_name("run_result.schema.json")
 SCHEMA_ID = "cxr.pipeline-result/1"
 EXIT_REGISTERED, EXIT_FAILED, EXIT_REFUSED = 0, 2, 3
-WITH_INTERVAL = ("f1", "accuracy", "sensitivity", "specificity")
-POINT = ("roc_auc", "bce", "ece", "threshold", "ppv", "npv", "prevalence", "ood_accept_rate", "scope_accept_rate")
-CONFUSION = ("tp", "fp", "tn", "fn")
+# figures of a split beside the registry's metrics: where PPV/NPV are read, the safety checks' acceptance
+SPLIT_FIGURES = ("prevalence", "ood_accept_rate", "scope_accept_rate")
 
 
 def split_metrics(metrics: dict, split: str) -> dict | None:
-    """The `split`'s figures from the MLflow run's flat metrics (val_f1, val_f1_ci_low, ...)."""
+    """The `split`'s figures from the MLflow run's flat metrics (val_f1, val_f1_ci_low, ...): each
+    metric of the registry (cxr/evaluation/metrics.py) as {value} or, with an interval, {value, ci_low,
+    ci_high}."""
     if f"{split}_f1" not in metrics:
         return None
     out: dict = {"n": int(metrics.get(f"{split}_n", 0))}
-    for name in WITH_INTERVAL:
-        if f"{split}_{name}" in metrics:
-            out[name] = {
-                "value": metrics[f"{split}_{name}"],
-                "ci_low": metrics.get(f"{split}_{name}_ci_low"),
-                "ci_high": metrics.get(f"{split}_{name}_ci_high"),
-            }
-    for name in POINT:
-        if f"{split}_{name}" in metrics:
-            out[name] = {"value": metrics[f"{split}_{name}"]}
-    out["confusion"] = {k: int(metrics.get(f"{split}_{k}", 0)) for k in CONFUSION}
+    for name in (*METRICS, *SPLIT_FIGURES):
+        fig = figure(metrics, f"{split}_{name}")
+        if fig["value"] is not None:
+            out[name] = fig if name in INTERVAL_METRICS else {"value": fig["value"]}
+    out["confusion"] = {k: int(metrics.get(f"{split}_{k}", 0)) for k in CONFUSION_KEYS}
     return out
 
 
@@ -72,7 +68,7 @@ def scope_check(metrics: dict) -> dict | None:
 
 
 def shortcut_probe(metrics: dict, verdict: str = "") -> dict | None:
-    """Test-split ROC AUC with the lung fields hidden and with only them shown (cxr/shortcut.py)."""
+    """Test-split ROC AUC with the lung fields hidden and with only them shown (cxr/evaluation/shortcut.py)."""
     if "test_lungs_hidden_auc" not in metrics:
         return None
     return {
@@ -108,7 +104,7 @@ def cross_validation(metrics: dict) -> dict | None:
     if "cv_folds" not in metrics:
         return None
     out: dict = {"folds": int(metrics["cv_folds"])}
-    for name in ("f1", "accuracy", "sensitivity", "specificity", "roc_auc", "bce"):
+    for name in CV_METRICS:
         if f"cv_{name}_mean" in metrics:
             out[name] = {"mean": metrics[f"cv_{name}_mean"], "std": metrics.get(f"cv_{name}_std", 0.0)}
     return out
@@ -246,12 +242,8 @@ def _empty(status: str, error: str, tracking_uri: str, run_name: str, log_file: 
     }
 
 
-def _interval(figure: dict | None) -> str:
-    if not figure:
-        return "-"
-    if figure.get("ci_low") is None:
-        return f"{figure['value']:.2f}"
-    return f"{figure['value']:.2f} [{figure['ci_low']:.2f}, {figure['ci_high']:.2f}]"
+def _interval(fig: dict | None) -> str:
+    return format_figure(fig) if fig else "-"
 
 
 def _headline(result: dict) -> str:
@@ -328,7 +320,7 @@ def render_markdown(result: dict) -> str:
     if result["metrics"]:
         out += ["| split | n | F1 | accuracy | sensitivity | specificity | ROC AUC |", "|---|---|---|---|---|---|---|"]
         for split, m in result["metrics"].items():
-            cells = " | ".join(_interval(m.get(k)) for k in (*WITH_INTERVAL, "roc_auc"))
+            cells = " | ".join(_interval(m.get(k)) for k in (*INTERVAL_METRICS, "roc_auc"))
             out.append(f"| {split} | {m['n']} | {cells} |")
         out += ["", "95% bootstrap intervals in brackets; the gate decides on validation, test is recorded.", ""]
         extra = (*evidence_lines(result), predictive_line(result), input_gate_line(result), *safety_lines(result))

@@ -27,8 +27,8 @@ def _stage_context(params_file, profile):
     closed by the last `register`; they then open a new parent run that carries today's params, the
     earlier stages' tags and metrics and a `continued_from` tag, so every run is complete.
     """
-    from cxr import tracking
-    from cxr.steps import RunContext
+    from cxr.steps.context import RunContext
+    from cxr.tracking import runs as tracking
 
     params = _load(params_file, profile, ())
     if not RUN_FILE.is_file():
@@ -57,29 +57,24 @@ def write_plot_data(report: dict, out_dir: Path) -> None:
 @stage_app.command("ingest")
 def stage_ingest(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
     """Ingest ingest.data_dir into artifacts/dataset; opens the MLflow run for the stages."""
-    from cxr import tracking
-    from cxr.steps import RunContext, ingest_step, resolve_data
+    from cxr.steps.context import open_pipeline_run
+    from cxr.steps.ingest import ingest_step
+    from cxr.tracking import runs as tracking
 
     params = _load(params_file, profile, ())
     uri = tracking.resolve_tracking_uri(params)
-    requested = tracking.data_version()
-    _, version = resolve_data(params.ingest.data_dir, requested)
-    tags = {
-        "data_version": version,
-        "data_version_requested": requested,
-        "git_commit": tracking.git_commit(),
-        "orchestrator": "dvc",
-    }
-    run_id = tracking.start_pipeline_run(params, uri, "", tags)
+    ctx, data_dir, version = open_pipeline_run(
+        params, uri, "", params.ingest.data_dir, tracking.data_version(), tracking.git_commit(), "dvc"
+    )
     ARTIFACTS.mkdir(exist_ok=True)
-    RUN_FILE.write_text(json.dumps({"run_id": run_id, "tracking_uri": uri, "data_version": version}))
-    print(ingest_step(RunContext(uri, run_id), params.ingest.data_dir, str(ARTIFACTS / "dataset"), params))
+    RUN_FILE.write_text(json.dumps({"run_id": ctx.parent_run_id, "tracking_uri": uri, "data_version": version}))
+    print(ingest_step(ctx, data_dir, str(ARTIFACTS / "dataset"), params))
 
 
 @stage_app.command("validate")
 def stage_validate(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
     """Validate artifacts/dataset; data docs in artifacts/validation."""
-    from cxr.steps import validate_step
+    from cxr.steps.validate import validate_step
 
     params, ctx = _stage_context(params_file, profile)
     validate_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "validation"), params)
@@ -88,7 +83,7 @@ def stage_validate(profile: str = ProfileOpt, params_file: Path | None = ParamsO
 @stage_app.command("augment")
 def stage_augment(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
     """Write the augmentation spec and preview to artifacts/augmentation."""
-    from cxr.steps import augment_step
+    from cxr.steps.augment import augment_step
 
     params, ctx = _stage_context(params_file, profile)
     augment_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "augmentation"), params)
@@ -97,7 +92,7 @@ def stage_augment(profile: str = ProfileOpt, params_file: Path | None = ParamsOp
 @stage_app.command("train")
 def stage_train(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
     """Train into artifacts/model (and log the MLflow model)."""
-    from cxr.steps import train_step
+    from cxr.steps.train import train_step
 
     params, ctx = _stage_context(params_file, profile)
     model_uri = train_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "model"), params)
@@ -107,7 +102,7 @@ def stage_train(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt)
 @stage_app.command("evaluate")
 def stage_evaluate(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
     """Evaluate artifacts/model into artifacts/evaluation; the metrics also in artifacts/metrics.json."""
-    from cxr.steps import evaluate_step
+    from cxr.steps.evaluate import evaluate_step
 
     params, ctx = _stage_context(params_file, profile)
     evaluate_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "model"), str(ARTIFACTS / "evaluation"), params)
@@ -118,8 +113,9 @@ def stage_evaluate(profile: str = ProfileOpt, params_file: Path | None = ParamsO
 @stage_app.command("register")
 def stage_register(profile: str = ProfileOpt, params_file: Path | None = ParamsOpt) -> None:
     """Gate on validation F1; register when it passes. Writes artifacts/gate.json."""
-    from cxr import tracking
-    from cxr.steps import gate_step, register_step, reject_step
+    from cxr.steps.gate import gate_step
+    from cxr.steps.register import register_step, reject_step
+    from cxr.tracking import runs as tracking
 
     params, ctx = _stage_context(params_file, profile)
     decision = gate_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "evaluation"), params)

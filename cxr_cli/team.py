@@ -24,9 +24,9 @@ def add_user(
 ) -> None:
     """Create a user on the MLflow server (cxr-auth app) and grant the role's permissions on the team's
     experiment and registered model. You sign in as an admin with MLFLOW_TRACKING_USERNAME/PASSWORD."""
-    from cxr import tracking
     from cxr.mlflow_auth.roles import add_user as grant
     from cxr.params import load_params
+    from cxr.tracking import runs as tracking
 
     uri = tracking.resolve_tracking_uri(None, tracking_uri)
     if not uri.startswith(("http://", "https://")):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kfp import compiler
+
 from components.steps import CPU_IMAGE, GPU_IMAGE
 from cxr.params import ClusterParams, Params
+from pipelines.training import build_pipeline
 
 
 def image_names(registry: str, tag: str) -> dict[str, str]:
@@ -18,10 +21,6 @@ def compile_pipeline(
     output: str | Path, params: Params, data_version: str = "unversioned", git_commit: str = "unknown"
 ) -> Path:
     """Write the package: parameter defaults, component images, data source and GPU placement from params.cluster."""
-    from kfp import compiler
-
-    from pipelines.training import build_pipeline
-
     cluster: ClusterParams = params.cluster
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,10 @@ import functools
 import os
 from pathlib import Path
 
+import docker
+from kfp import local
+from kfp.local import docker_task_handler
+
 from cxr.errors import CxrError
 
 SERVICE_NAMES = ("mlflow", "s3", "postgres", "webapp")
@@ -21,8 +25,6 @@ SERVICE_NAMES = ("mlflow", "s3", "postgres", "webapp")
 
 def require_images(images: list[str]) -> None:
     """One sentence, before anything runs, when an image is missing (DockerRunner would try to pull it)."""
-    import docker
-
     try:
         client = docker.from_env()
         client.ping()
@@ -43,8 +45,6 @@ def require_images(images: list[str]) -> None:
 def runner(gpu: bool = False):
     """A DockerRunner: host network, service names -> 127.0.0.1, this user's uid:gid (files the steps write
     under the pipeline root and in a local store stay yours; on the cluster the images' user 10001 runs them)."""
-    from kfp import local
-
     args = {
         "network_mode": "host",
         "extra_hosts": {name: "127.0.0.1" for name in SERVICE_NAMES},
@@ -83,8 +83,6 @@ def _run_container(client, image: str, command: list[str], volumes: dict, mounts
 def reliable_containers(mounts: dict[Path, str]):
     """While active, kfp's DockerRunner launches steps with `_run_container`, `mounts` (the data folder, a
     local MLflow store) bound at their own paths ({path: "ro"|"rw"}) beside the pipeline root kfp mounts itself."""
-    from kfp.local import docker_task_handler
-
     binds = {str(p): {"bind": str(p), "mode": mode} for p, mode in mounts.items()}
     original = docker_task_handler.run_docker_container
     docker_task_handler.run_docker_container = functools.partial(_run_container, mounts=binds)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxr import tracking
+import mlflow
+from kfp import local
+
 from cxr.errors import CxrError
 from cxr.params import Params, project_root
+from cxr.tracking import runs as tracking
+from pipelines.compile import image_names
+from pipelines.training import build_pipeline
 
 
 @dataclass
@@ -54,13 +60,6 @@ def run_local(
     (params.cluster's names and tag, `make images`), through kfp's DockerRunner; training in the CPU
     components image, or in the GPU training image with `gpu`.
     """
-    import contextlib
-
-    from kfp import local
-
-    from pipelines.compile import image_names
-    from pipelines.training import build_pipeline
-
     if runner not in RUNNERS:
         raise CxrError(f"Unknown runner '{runner}'; use one of: {', '.join(RUNNERS)}.")
     data_dir = Path(data_dir).resolve()
@@ -107,8 +106,6 @@ def run_local(
 
 
 def read_outcome(tracking_uri: str, experiment: str, run_name: str) -> PipelineOutcome:
-    import mlflow
-
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(
         experiment_names=[experiment], filter_string=f"attributes.run_name = '{run_name}'", output_format="list"

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import kfp
+import requests
+
 from cxr.errors import CxrError, first_line
 
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")
@@ -34,8 +37,6 @@ class KfpRunEnd:
 def probe(host: str, token: str | None) -> None:
     """One healthz call first, so an unreachable endpoint or refused credentials fail in a sentence at once
     (kfp.Client retries healthz five times, 5 s apart, logging a traceback each time)."""
-    import requests
-
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         answer = requests.get(f"{host.rstrip('/')}/apis/v2beta1/healthz", headers=headers, timeout=15)
@@ -50,8 +51,6 @@ def probe(host: str, token: str | None) -> None:
 
 def connect(host: str, namespace: str | None = None):
     """A kfp.Client for `host` with the environment's credentials."""
-    import kfp
-
     token = os.environ.get(TOKEN_ENV) or None
     credentials = None
     sa_token_path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH")

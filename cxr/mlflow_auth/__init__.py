@@ -6,4 +6,6 @@ on a registered model: the release aliases (@champion, @previous-champion) move 
 MANAGE on the model (release managers) or admins. `roles.py` gives users their roles.
 """
 
-PROTECTED_ALIASES = ("champion", "previous-champion")
+from cxr.release.aliases import RELEASE_ALIASES
+
+PROTECTED_ALIASES = RELEASE_ALIASES

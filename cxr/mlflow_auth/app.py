@@ -7,6 +7,8 @@ process, so it imports only MLflow and Flask.
 from __future__ import annotations
 
 from flask import Flask, jsonify, request
+from mlflow.server import app as mlflow_app
+from mlflow.server import auth
 
 from cxr.mlflow_auth import PROTECTED_ALIASES
 
@@ -16,9 +18,6 @@ ALIAS_ROUTE_SUFFIX = "/mlflow/registered-models/alias"
 def create_app(app: Flask | None = None):
     """The basic-auth app (MLflow 3 wraps the Flask app in FastAPI) with the release-alias rule added to
     the Flask app underneath."""
-    from mlflow.server import app as mlflow_app
-    from mlflow.server import auth
-
     flask_app = app or mlflow_app
     served = auth.create_app(flask_app)
 

@@ -7,7 +7,12 @@
 
 from __future__ import annotations
 
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.server import get_app_client
+
 from cxr.errors import CxrError, first_line
+from cxr.tracking import runs as tracking
 
 ROLES = {
     "release-manager": {"experiment": "READ", "registered_model": "MANAGE"},
@@ -19,12 +24,6 @@ ROLES = {
 def add_user(tracking_uri: str, username: str, password: str, role: str, experiment: str, model_name: str) -> dict:
     """Create the user (or keep an existing one) and grant the role's permissions on the team's experiment
     and registered model, creating them (as the admin) where they do not exist yet."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.server import get_app_client
-
-    from cxr import tracking
-
     if role not in ROLES:
         raise CxrError(f"Unknown role '{role}'; use one of: {', '.join(ROLES)}.")
     if len(password) < 12:

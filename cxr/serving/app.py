@@ -14,9 +14,13 @@ import threading
 from pathlib import Path
 
 from flask import Flask, Request, g, jsonify, render_template, request
+from gunicorn.app.base import BaseApplication
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cxr.errors import CxrError, EmptyInput, InputTooLarge, OutOfScope, UnsupportedFormat
+from cxr.inference.gradcam import overlay_png, thumbnail_png
+from cxr.serving.auth import OPEN_PATHS, Auth
+from cxr.serving.model_store import load_served_model
 from cxr.serving.openapi import openapi_spec
 
 log = logging.getLogger("cxr.serve")
@@ -44,16 +48,24 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
     """The Flask app around one loaded ServedModel (see model_store.load_served_model); `auth` (an
     auth.Auth) guards everything but the health endpoints; at most `max_inflight` predictions are
     admitted at once, more get 503 with Retry-After (a bounded queue, not an unbounded one)."""
-    from cxr.serving.auth import OPEN_PATHS, Auth
-
-    auth = auth or Auth()
-    admission = threading.BoundedSemaphore(max_inflight)
     app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     limit = f"{max_upload_mb:g} MB"
+    _install_guards(app, auth or Auth(), max_inflight)
+    _install_error_handlers(app, limit)
+    _install_routes(app, Predictor(served), limit)
+    return app
 
-    def model_fields() -> dict:
+
+class Predictor:
+    """One upload -> the JSON answer, with the served model's identity in every answer."""
+
+    def __init__(self, served):
+        self.served = served
+
+    def model_fields(self) -> dict:
+        served = self.served
         return {
             "model_uri": served.uri,
             "model_version": served.version,
@@ -62,33 +74,42 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
             "positive_class": served.positive_class,
         }
 
-    def predict_one(data: bytes, heatmap: bool, allow_ood: bool = False) -> dict:
+    def predict_one(self, data: bytes, heatmap: bool, allow_ood: bool = False) -> dict:
         """The prediction, or OutOfScope (422) when the DICOM header, the input gate or the population scope
-        check (adults only) refuses the image
-        and `allow_ood` is off; with it on, the prediction carries the refusal as `warning`."""
-        from cxr.gradcam import overlay_png, thumbnail_png
-
-        row, array = served.assess(data, allow_ood)
+        check (adults only) refuses the image and `allow_ood` is off; with it on, the prediction carries
+        the refusal as `warning`."""
+        row, array = self.served.assess(data, allow_ood)
         gate = {k: row.get(k) for k in ("in_distribution", "ood_score", "ood_threshold", "in_scope", "scope_score")}
         if row.get("probability") is None:
             reason = f"Refused: {row['reason']}."
-            details = {**gate, "reason": reason, "allow_ood": "resend with allow_ood=true", **model_fields()}
+            details = {**gate, "reason": reason, "allow_ood": "resend with allow_ood=true", **self.model_fields()}
             raise OutOfScope(reason, details)
         probability = float(row["probability"])
-        result = {"probability": probability, "label": row["label"], **gate, **model_fields()}
+        result = {"probability": probability, "label": row["label"], **gate, **self.model_fields()}
         if row.get("warning"):
             result["warning"] = row["warning"]
         if heatmap:  # on the image already decoded for the prediction
-            heat, _ = served.explain(array)
+            heat, _ = self.served.explain(array)
             result["heatmap_png"] = base64.b64encode(overlay_png(array, heat)).decode()
             result["image_png"] = base64.b64encode(thumbnail_png(array)).decode()
         return result
 
-    def read_upload(field: str = "file") -> bytes:
-        upload = request.files.get(field)
-        if upload is None:
-            raise EmptyInput(f"No file was uploaded in the '{field}' field; choose a PNG, JPEG or DICOM chest X-ray.")
-        return upload.read()
+
+def read_upload(field: str = "file") -> bytes:
+    upload = request.files.get(field)
+    if upload is None:
+        raise EmptyInput(f"No file was uploaded in the '{field}' field; choose a PNG, JPEG or DICOM chest X-ray.")
+    return upload.read()
+
+
+def flag(name: str) -> bool:
+    value = request.args.get(name) or request.form.get(name) or "false"
+    return value.lower() in ("1", "true", "yes", "on")
+
+
+def _install_guards(app: Flask, auth: Auth, max_inflight: int) -> None:
+    """Sign-in, a CSP nonce per response, security headers, and admission control on predictions."""
+    admission = threading.BoundedSemaphore(max_inflight)
 
     @app.before_request
     def new_nonce():
@@ -139,6 +160,10 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
         if g.pop("admitted", False):
             admission.release()
 
+
+def _install_error_handlers(app: Flask, limit: str) -> None:
+    """Every error as one JSON sentence with its status (bad input 4xx, never a traceback)."""
+
     @app.errorhandler(CxrError)
     def bad_input(exc: CxrError):
         return jsonify({"error": str(exc), **getattr(exc, "details", {})}), status_for(exc)
@@ -153,30 +178,31 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
     def http_error(exc: HTTPException):
         return jsonify({"error": f"{exc.name}: {exc.description}"}), exc.code
 
+
+def _install_routes(app: Flask, predictor: Predictor, limit: str) -> None:
+    """The upload page, the JSON API, health and readiness, the OpenAPI document."""
+    served = predictor.served
+
     @app.get("/")
     def index():
-        page = {"warning": served.warning, "allow_ood": False, **model_fields()}
+        page = {"warning": served.warning, "allow_ood": False, **predictor.model_fields()}
         return render_template("index.html", result=None, error=None, refusal=None, **page)
 
     @app.post("/")
     def index_upload():
         allow = flag("allow_ood")
-        page = {"warning": served.warning, "allow_ood": allow, **model_fields()}
+        page = {"warning": served.warning, "allow_ood": allow, **predictor.model_fields()}
         try:
-            result = predict_one(read_upload(), heatmap=True, allow_ood=allow)
+            result = predictor.predict_one(read_upload(), heatmap=True, allow_ood=allow)
             return render_template("index.html", result=result, error=None, refusal=None, **page)
         except OutOfScope as exc:
             return render_template("index.html", result=None, error=None, refusal=str(exc), **page), 422
         except CxrError as exc:
             return render_template("index.html", result=None, error=str(exc), refusal=None, **page), status_for(exc)
 
-    def flag(name: str) -> bool:
-        value = request.args.get(name) or request.form.get(name) or "false"
-        return value.lower() in ("1", "true", "yes", "on")
-
     @app.post("/api/predict")
     def api_predict():
-        return jsonify(predict_one(read_upload(), flag("heatmap"), flag("allow_ood")))
+        return jsonify(predictor.predict_one(read_upload(), flag("heatmap"), flag("allow_ood")))
 
     @app.post("/api/predict/batch")
     def api_predict_batch():
@@ -188,7 +214,7 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
         results, allow = [], flag("allow_ood")
         for i, upload in enumerate(uploads):
             try:
-                results.append({"index": i, **predict_one(upload.read(), heatmap=False, allow_ood=allow)})
+                results.append({"index": i, **predictor.predict_one(upload.read(), heatmap=False, allow_ood=allow)})
             except CxrError as exc:
                 details = getattr(exc, "details", {})
                 results.append({"index": i, "error": str(exc), "status": status_for(exc), **details})
@@ -201,21 +227,16 @@ def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int =
     @app.get("/readyz")
     def readyz():
         ready = served.classifier is not None
-        return jsonify({"ready": ready, **model_fields()}), 200 if ready else 503
+        return jsonify({"ready": ready, **predictor.model_fields()}), 200 if ready else 503
 
     @app.get("/openapi.json")
     def openapi():
         return jsonify(openapi_spec(limit))
 
-    return app
-
 
 def serve(model_uri: str, host: str, port: int, params, model_name: str, auth=None) -> None:
     """Serve with gunicorn: one worker process that loads the model once, `params.threads` threads,
     `params.max_inflight` predictions admitted at once (the model calls are serialised), timeouts."""
-    from gunicorn.app.base import BaseApplication
-
-    from cxr.serving.model_store import load_served_model
 
     class Server(BaseApplication):
         def load_config(self):

@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import bcrypt
+
 from cxr.errors import CxrError
 
 log = logging.getLogger("cxr.serve")
@@ -63,8 +65,6 @@ class Auth:
         password = (credentials.password or "").encode()
         digest = hashlib.sha256(self.users[credentials.username] + b"\0" + password).hexdigest()
         if digest not in self._verified:
-            import bcrypt
-
             if not bcrypt.checkpw(password, self.users[credentials.username]):
                 return None
             if len(self._verified) > 1000:

@@ -6,9 +6,15 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+import mlflow
 import numpy as np
 
 from cxr.errors import CxrError
+from cxr.inference.classifier import load_classifier
+from cxr.inference.gradcam import GradCam
+from cxr.inference.scoring import prepare, score
+from cxr.release.aliases import CHALLENGER, CHAMPION
+from cxr.release.registry import alias_version
 
 log = logging.getLogger("cxr.serve")
 
@@ -25,22 +31,20 @@ class ServedModel:
 
     @property
     def threshold(self) -> float:
-        return float(self.classifier.config["threshold"])
+        return self.classifier.config.threshold
 
     @property
     def positive_class(self) -> str:
-        return self.classifier.config["positive_class"]
+        return self.classifier.config.positive_class
 
     def predict(self, arrays: list[np.ndarray]) -> np.ndarray:
         with self.lock:  # one Keras call at a time; the predict function is built once at load
             return self.classifier.predict_arrays(arrays)
 
     def assess(self, data: bytes, allow_ood: bool) -> tuple[dict, np.ndarray | None]:
-        """One upload -> (the row `cxr.predict.assess` gives: refusal, warning, probability, label; the
+        """One upload -> (the row `cxr.inference.scoring.assess` gives: refusal, warning, probability, label; the
         decoded image, None when its header was refused unread); bad input raises its CxrError (its kind
         sets the HTTP status)."""
-        from cxr.predict import prepare, score
-
         rows, arrays, index = prepare([("The uploaded file", data)], allow_ood, strict=True)  # decoded in parallel
         with self.lock:  # the model, one call at a time
             return score(self.classifier, rows, arrays, index, allow_ood)[0], (arrays[0] if arrays else None)
@@ -52,11 +56,9 @@ class ServedModel:
 
 def resolve_default(name: str) -> tuple[str, str]:
     """models:/name@champion, else @challenger with a warning; a clear error with neither."""
-    from cxr.registry import CHAMPION, alias_version
-
     if alias_version(name, CHAMPION) is not None:
         return f"models:/{name}@{CHAMPION}", ""
-    if alias_version(name, "challenger") is not None:
+    if alias_version(name, CHALLENGER) is not None:
         return (
             f"models:/{name}@challenger",
             f"No model holds @{CHAMPION} in '{name}'; serving @challenger, which no release manager has promoted.",
@@ -70,8 +72,6 @@ def resolve_default(name: str) -> tuple[str, str]:
 
 def version_info(uri: str) -> tuple[str, str]:
     """(version, data version) for a models:/ URI; ('', '') for run or path URIs."""
-    import mlflow
-
     client = mlflow.MlflowClient()
     if not uri.startswith("models:/") or uri.startswith("models:/m-"):
         return "", ""
@@ -87,9 +87,6 @@ def version_info(uri: str) -> tuple[str, str]:
 
 def load_served_model(uri: str = "", name: str = "") -> ServedModel:
     """Load once: the classifier, a warmed-up Grad-CAM function, the version metadata."""
-    from cxr.gradcam import GradCam
-    from cxr.predict import load_classifier
-
     warning = ""
     if not uri:
         uri, warning = resolve_default(name)
@@ -97,7 +94,7 @@ def load_served_model(uri: str = "", name: str = "") -> ServedModel:
             log.warning(warning)
     classifier = load_classifier(uri)
     version, data_version = version_info(uri)
-    size = int(classifier.config["image_size"])
+    size = classifier.config.image_size
     gradcam = GradCam(classifier.keras_model, size)
     gradcam.heatmap(np.zeros((1, size, size, 3), np.float32))  # trace once, now
     log.warning("serving %s (version %s, data version %s)", uri, version or "-", data_version or "-")

@@ -5,7 +5,7 @@ import shutil
 import mlflow
 import pytest
 
-from cxr.data_version import dir_md5
+from cxr.data.versions import dir_md5
 from tests.conftest import PROJECT, SAMPLE, parent_run
 from tests.containers.conftest import FAST, cxr
 

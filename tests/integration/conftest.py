@@ -31,16 +31,16 @@ def register_tiny_model(tmp: Path, uri: str) -> str:
     (tests/model/test_input_gate.py), the scope check in tests/unit/test_population.py and the pipeline."""
     import mlflow
 
-    from cxr.data import ingest
-    from cxr.pyfunc import log_model
-    from cxr.train import train_model
+    from cxr.data.manifest import ingest
+    from cxr.inference.classifier import log_model
+    from cxr.model.training import train_model
     from tests.conftest import make_dataset
 
     params = tiny("ood.enabled=false", "scope.enabled=false")
     data = make_dataset(tmp / "data")
     ingest(data, tmp / "ds", params.ingest)
     train_model(tmp / "ds", params, tmp / "model", log_to_mlflow=False)
-    from cxr import tracking
+    from cxr.tracking import runs as tracking
 
     experiment_id = tracking.configure(uri, "serving-test")  # artifacts beside the test's database
     with mlflow.start_run(experiment_id=experiment_id):

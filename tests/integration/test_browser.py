@@ -7,6 +7,8 @@ import requests
 
 from tests.conftest import SAMPLE
 
+pytestmark = pytest.mark.system  # needs tools beyond the venv (make tools, .ci/run)
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
     "--headless",

@@ -13,7 +13,7 @@ import mlflow
 import pytest
 import yaml
 
-from cxr.data_version import dir_md5
+from cxr.data.versions import dir_md5
 from cxr_cli.result import SCHEMA_PATH
 from tests.conftest import PROJECT, SAMPLE, first_sample, parent_run
 

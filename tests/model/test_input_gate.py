@@ -17,13 +17,14 @@ import mlflow
 import numpy as np
 import pytest
 
-from cxr.data import read_manifest, split_frame
-from cxr.evaluate import assess_split, evaluate_ood_set
-from cxr.images import encode_png
-from cxr.ood import OOD_FILE, InputGate
-from cxr.ood_set import build_ood_set, pydicom_data_dir
+from cxr.data.images import encode_png
+from cxr.data.manifest import read_manifest, split_frame
+from cxr.evaluation.splits import assess_split, evaluate_ood_set
+from cxr.inference.classifier import XrayClassifier, log_model
+from cxr.model.config import ModelConfig
 from cxr.params import load_params
-from cxr.pyfunc import XrayClassifier, log_model, read_config
+from cxr.safety.input_gate import OOD_FILE, InputGate
+from cxr.safety.ood_set import build_ood_set, pydicom_data_dir
 from tests.conftest import SAMPLE, dicom_path, train_on_sample
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gate")
     size = f"train.image_size={load_params().train.image_size}"  # TINY's 32 px would not be the served gate
     model = train_on_sample(tmp, "train.weights=hed", size, "train.epochs=1", "train.batch_size=8")
-    classifier = XrayClassifier().load(model / "model.keras", read_config(model), model / OOD_FILE)
+    classifier = XrayClassifier().load(model / "model.keras", ModelConfig.read(model), model / OOD_FILE)
     return {"dir": model, "dataset": tmp / "ds", "classifier": classifier, "tmp": tmp}
 
 
@@ -63,7 +64,7 @@ def test_the_gate_accepts_held_out_xrays_and_refuses_the_ood_set(trained):
 
 
 def test_a_real_chest_radiograph_from_another_source_is_accepted(trained):
-    from cxr.predict import assess_bytes
+    from cxr.inference.scoring import assess_bytes
 
     row = assess_bytes(trained["classifier"], dicom_path().read_bytes(), "RG1_UNCR.dcm")  # CR, CHEST, PA
     assert row["in_distribution"] is True and row["probability"] is not None and "reason" not in row
@@ -126,7 +127,7 @@ def test_allow_ood_scores_anyway_and_keeps_the_warning(logged):
 def test_the_pyfunc_model_refuses_in_its_output_frame(logged):
     import pandas as pd
 
-    from cxr.pyfunc import load_pyfunc
+    from cxr.inference.classifier import load_pyfunc
 
     mlflow.set_tracking_uri(logged["uri"])
     model = load_pyfunc(logged["model"])

@@ -148,9 +148,14 @@ def test_retrain_flow_from_a_fresh_clone(origin, team, s3, tmp_path):
 
 
 def test_tracking_server_stopping_mid_run_fails_clearly_and_registers_nothing(postgres, s3, tmp_path):
-    from cxr import tracking
     from cxr.errors import CxrError
-    from cxr.steps import RunContext, evaluate_step, gate_step, ingest_step, register_step, train_step
+    from cxr.steps.context import RunContext
+    from cxr.steps.evaluate import evaluate_step
+    from cxr.steps.gate import gate_step
+    from cxr.steps.ingest import ingest_step
+    from cxr.steps.register import register_step
+    from cxr.steps.train import train_step
+    from cxr.tracking import runs as tracking
     from tests.conftest import tiny
 
     s3_client(s3).create_bucket(Bucket="cxr-faults")
@@ -204,7 +209,7 @@ def test_dvc_push_to_a_refusing_store_is_a_clear_error(origin, s3):
 def test_a_cluster_ingest_fetches_the_data_version_from_the_s3_dvc_remote(origin, s3, tmp_path, monkeypatch):
     """What the compiled pipeline's ingest does with cluster.dvc_remote: fetch data.dvc's version by md5
     from the S3 remote DVC pushed to, check every file, and record the version of what it read."""
-    from cxr.steps import resolve_data
+    from cxr.steps.context import resolve_data
 
     committed = yaml.safe_load((origin / "data.dvc").read_text())["outs"][0]
     version = committed["md5"]

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from cxr.augment import augmentation_spec, build_augmenter, make_dataset
-from cxr.data import ingest, read_manifest
+from cxr.data.augment import augmentation_spec, build_augmenter, make_dataset
+from cxr.data.manifest import ingest, read_manifest
 from cxr.params import PAPER_AUGMENT, IngestParams
 
 
@@ -71,7 +71,7 @@ def test_one_composed_transform_matches_the_papers_image_data_generator(theta, t
     import tensorflow as tf
     from keras.src.legacy.preprocessing.image import apply_affine_transform
 
-    from cxr.augment import paper_transforms
+    from cxr.data.augment import paper_transforms
 
     image = _smooth_image()
     expected = apply_affine_transform(
@@ -88,7 +88,7 @@ def test_one_composed_transform_matches_the_papers_image_data_generator(theta, t
 
 
 def test_the_augmenter_draws_within_the_papers_ranges_and_differs_per_image():
-    from cxr.augment import PaperAugmenter
+    from cxr.data.augment import PaperAugmenter
 
     augmenter = PaperAugmenter(PAPER_AUGMENT, seed=3)
     batch = np.zeros((400, 32, 32, 1), np.float32)
@@ -101,8 +101,8 @@ def test_the_augmenter_draws_within_the_papers_ranges_and_differs_per_image():
 
 
 def test_the_cache_holds_one_uint8_channel_and_gives_back_what_serving_feeds(tiny_data, tmp_path):
-    from cxr.augment import load_gray, to_model_input
-    from cxr.images import decode_image, resize_and_scale
+    from cxr.data.augment import load_gray, to_model_input
+    from cxr.data.images import decode_image, resize_and_scale
 
     frame, ds_dir = _frame(tiny_data, tmp_path)
     path = str(ds_dir / frame["file"].iloc[0])
@@ -115,18 +115,19 @@ def test_the_cache_holds_one_uint8_channel_and_gives_back_what_serving_feeds(tin
 
 def test_augmentation_inside_the_model_trains_saves_and_is_an_identity_when_serving(tiny_data, tmp_path):
     """train.augment_on=model (what `auto` picks on a GPU): the layer augments in fit, serves unchanged."""
-    from cxr.data import ingest
-    from cxr.layers import PaperAugmentation
-    from cxr.pyfunc import XrayClassifier, read_config
-    from cxr.train import train_model
+    from cxr.data.manifest import ingest
+    from cxr.inference.classifier import XrayClassifier
+    from cxr.model.config import ModelConfig
+    from cxr.model.layers import PaperAugmentation
+    from cxr.model.training import train_model
     from tests.conftest import tiny
 
     paper = [f"augment.{k}={v}" for k, v in (("rotation_deg", 40), ("width_shift", 0.2), ("height_shift", 0.2))]
     params = tiny("train.augment_on=model", "ood.enabled=false", *paper, "augment.zoom=0.2", "augment.shear=0.2")
     ingest(tiny_data, tmp_path / "ds", params.ingest)
     train_model(tmp_path / "ds", params, tmp_path / "model", log_to_mlflow=False)
-    assert read_config(tmp_path / "model")["augmented_in"] == "model"
-    served = XrayClassifier().load(tmp_path / "model" / "model.keras", read_config(tmp_path / "model"))
+    assert ModelConfig.read(tmp_path / "model").augmented_in == "model"
+    served = XrayClassifier().load(tmp_path / "model" / "model.keras", ModelConfig.read(tmp_path / "model"))
     layer = served.keras_model.get_layer("paper_augmentation")
     assert isinstance(layer, PaperAugmentation)
     batch = np.random.default_rng(0).uniform(0, 1, (4, 32, 32, 3)).astype(np.float32)
@@ -152,7 +153,7 @@ def test_mirror_both_gives_every_image_and_its_mirror_each_epoch(tiny_data, tmp_
 def test_mirror_both_turns_the_augmenters_coin_toss_off():
     from dataclasses import replace
 
-    from cxr.augment import PaperAugmenter
+    from cxr.data.augment import PaperAugmenter
 
     batch = np.random.default_rng(0).uniform(0, 255, (64, 16, 16, 1)).astype(np.float32)
     flips = np.asarray(PaperAugmenter(replace(PAPER_AUGMENT, mirror_both=False), seed=3).draw(batch)[-1])

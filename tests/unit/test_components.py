@@ -8,9 +8,9 @@ import pytest
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model, PipelineTaskFinalStatus
 
 from components import steps as c
-from cxr.data_version import dir_md5
+from cxr.data.versions import dir_md5
 from cxr.errors import CxrError
-from cxr.registry import CHAMPION
+from cxr.release.registry import CHAMPION
 from tests.conftest import tiny
 
 

@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from cxr.data import class_names, ingest, read_manifest
+from cxr.data.manifest import class_names, ingest, read_manifest
 from cxr.errors import CxrError
 from cxr.params import IngestParams
 
@@ -68,7 +68,7 @@ def test_missing_folder_empty_class_and_wrong_positive_class(tiny_data, tmp_path
 
 
 def test_near_duplicate_groups_join_close_hashes_transitively_and_only_those():
-    from cxr.data import near_duplicate_groups
+    from cxr.data.manifest import near_duplicate_groups
 
     base = int("f0" * 32, 16)
     close = base ^ 0b111  # 3 bits away

@@ -5,10 +5,10 @@ import shutil
 import pytest
 import yaml
 
-from cxr.data_version import dir_md5, fetch_version
+from cxr.data.versions import dir_md5, fetch_version
 from cxr.errors import CxrError
 from cxr.params import project_root
-from cxr.steps import resolve_data
+from cxr.steps.context import resolve_data
 
 ROOT = project_root()
 COMMITTED = yaml.safe_load((ROOT / "data.dvc").read_text())["outs"][0]

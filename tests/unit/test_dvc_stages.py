@@ -13,13 +13,18 @@ from tests.conftest import PROJECT
 
 OURS = ("cxr", "cxr_cli")
 # modules that gather many entry points: only the functions a stage calls count, not the whole module
-FUNCTION_LEVEL = {"cxr.steps", "cxr_cli.stages"}
+FUNCTION_LEVEL = {"cxr_cli.stages"}
 STAGES = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
 
 
 def module_file(module: str) -> Path:
     path = PROJECT / (module.replace(".", "/") + ".py")
     return path if path.is_file() else PROJECT / module.replace(".", "/") / "__init__.py"
+
+
+def is_module(module: str) -> bool:
+    path = PROJECT / module.replace(".", "/")
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 @cache
@@ -29,16 +34,16 @@ def tree(module: str) -> ast.Module:
 
 def imports_in(nodes) -> dict[str, set[str]]:
     """Project modules imported anywhere under `nodes`, with the names taken from each
-    ('from cxr import tracking' counts as the module cxr.tracking)."""
+    ('from cxr.tracking import runs' counts as the module cxr.tracking.runs)."""
     found: dict[str, set[str]] = {}
     for node in nodes:
         for n in ast.walk(node):
             if isinstance(n, ast.ImportFrom) and n.module and n.level == 0 and n.module.split(".")[0] in OURS:
-                if n.module in OURS:
-                    for a in n.names:
+                for a in n.names:
+                    if is_module(f"{n.module}.{a.name}"):  # from a package import a module
                         found.setdefault(f"{n.module}.{a.name}", set())
-                else:
-                    found.setdefault(n.module, set()).update(a.name for a in n.names)
+                    else:
+                        found.setdefault(n.module, set()).add(a.name)
             elif isinstance(n, ast.Import):
                 for a in n.names:
                     if a.name.split(".")[0] in OURS:

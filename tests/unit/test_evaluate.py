@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_score, recall_score, roc_auc_score
 
-from cxr.evaluate import compute_metrics, confusion_matrix_table
+from cxr.evaluation.metrics import compute_metrics, confusion_matrix_table
 
 
 def test_metrics_agree_with_scikit_learn():
@@ -36,7 +36,7 @@ def test_one_class_only_gives_nan_auc_not_a_crash():
 
 
 def test_threshold_max_f1_separates_a_separable_set():
-    from cxr.evaluate import choose_threshold
+    from cxr.evaluation.thresholds import choose_threshold
 
     y = np.array([0, 0, 0, 1, 1, 1])
     p = np.array([0.1, 0.2, 0.3, 0.35, 0.8, 0.9])
@@ -45,7 +45,7 @@ def test_threshold_max_f1_separates_a_separable_set():
 
 
 def test_threshold_for_target_sensitivity_is_the_highest_reaching_it():
-    from cxr.evaluate import choose_threshold
+    from cxr.evaluation.thresholds import choose_threshold
 
     y = np.array([1, 1, 1, 1, 0, 0])
     p = np.array([0.9, 0.8, 0.4, 0.2, 0.5, 0.1])
@@ -55,7 +55,7 @@ def test_threshold_for_target_sensitivity_is_the_highest_reaching_it():
 
 
 def test_bootstrap_interval_contains_the_point_estimate_and_narrows_with_n():
-    from cxr.evaluate import bootstrap_ci
+    from cxr.evaluation.metrics import bootstrap_ci
 
     rng = np.random.default_rng(1)
     small_y = rng.integers(0, 2, 20)
@@ -72,7 +72,7 @@ def test_bootstrap_interval_contains_the_point_estimate_and_narrows_with_n():
 
 
 def test_calibration_error_is_zero_for_calibrated_bins_and_large_for_overconfident():
-    from cxr.evaluate import calibration
+    from cxr.evaluation.metrics import calibration
 
     y = np.array([1] * 7 + [0] * 3 + [1] * 2 + [0] * 8)
     p = np.array([0.7] * 10 + [0.2] * 10)

@@ -5,8 +5,8 @@ import pydicom
 import pytest
 from PIL import Image
 
+from cxr.data.images import decode_image, difference_hash, encode_png, resize_and_scale
 from cxr.errors import CxrError
-from cxr.images import decode_image, difference_hash, encode_png, resize_and_scale
 from tests.conftest import dicom_path, synthetic_xray
 
 
@@ -111,8 +111,8 @@ def test_hostile_dicoms_are_refused_in_a_sentence_with_bounded_memory():
     header declaring thousands of frames is refused before any pixel is decoded."""
     import resource
 
+    from cxr.data.images import MAX_INFLATED_BYTES
     from cxr.errors import InputTooLarge
-    from cxr.images import MAX_INFLATED_BYTES
     from tests.hostile import deflate_bomb, many_frames
 
     bomb = deflate_bomb(MAX_INFLATED_BYTES + (64 << 20))

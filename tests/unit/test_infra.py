@@ -27,6 +27,7 @@ def container(doc):
     return doc["spec"]["template"]["spec"]["containers"][0]
 
 
+@pytest.mark.system
 def test_web_app_probes_its_health_endpoints(rendered):
     app = container(rendered[("Deployment", "webapp")])
     assert app["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -36,6 +37,7 @@ def test_web_app_probes_its_health_endpoints(rendered):
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
 
 
+@pytest.mark.system
 def test_mlflow_runs_on_postgres_and_s3_with_secrets_by_reference(rendered):
     server = container(rendered[("Deployment", "mlflow")])
     env = {e["name"]: e for e in server["env"]}
@@ -57,6 +59,7 @@ def test_mlflow_runs_on_postgres_and_s3_with_secrets_by_reference(rendered):
         assert doc["metadata"].get("namespace", "cxr") == "cxr"
 
 
+@pytest.mark.system
 def test_in_cluster_defaults_match_the_compiled_pipeline(rendered):
     from cxr.params import load_params
 
@@ -82,6 +85,7 @@ def allowed(patterns: str, host: str) -> bool:
     return is_allowed_host_header([p.strip() for p in patterns.split(",")], host)
 
 
+@pytest.mark.system
 def test_the_mlflow_server_accepts_the_names_its_clients_use_and_nothing_else(rendered):
     from urllib.parse import urlparse
 
@@ -97,6 +101,7 @@ def test_the_mlflow_server_accepts_the_names_its_clients_use_and_nothing_else(re
     assert "MLFLOW_SERVER_ALLOWED_HOSTS" in script and "--backend-store-uri" not in script  # no password in argv
 
 
+@pytest.mark.system
 def test_the_compose_stack_renders_with_service_names_on_loopback(tmp_path):
     compose = shutil.which("docker-compose")
     assert compose, "docker-compose is needed (infra/ci/docker.sh installs it)"

@@ -14,8 +14,8 @@ import mlflow
 import pytest
 import yaml
 
-from cxr import tracking
 from cxr.params import load_params
+from cxr.tracking import runs as tracking
 from cxr_cli.result import SCHEMA_PATH
 from tests.conftest import PROJECT
 from tests.stand_ins.kfp_api import KfpStandIn

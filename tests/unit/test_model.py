@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from cxr.errors import CxrError
-from cxr.model import build_base, build_model, hed_weights_path
+from cxr.model.architecture import build_base, build_model, hed_weights_path
 from cxr.params import TrainParams
 
 
@@ -31,8 +31,8 @@ def test_the_linear_probe_is_one_penalised_dense_unit_on_the_pooled_features():
 def test_block_statistics_feed_the_head_the_mean_and_std_of_each_chosen_block():
     import keras
 
-    from cxr.model import truncated
-    from cxr.ood import build_scorer, feature_statistics, gate_columns
+    from cxr.model.architecture import truncated
+    from cxr.safety.input_gate import build_scorer, feature_statistics, gate_columns
 
     model = build_model(TrainParams(image_size=64, weights="hed", pooling="block_stats", stat_blocks=(3, 4, 5)))
     base = model.get_layer("vgg16_block_stats")
@@ -80,8 +80,8 @@ def test_the_regularised_head_pools_standardises_drops_out_penalises_and_serves_
     import keras
     import tensorflow as tf
 
-    from cxr.model import adapt_standardisation
-    from cxr.ood import build_scorer
+    from cxr.model.architecture import adapt_standardisation
+    from cxr.safety.input_gate import build_scorer
 
     params = TrainParams(
         image_size=64, weights="none", pooling="average", head="paper", standardise=True, dropout=0.5, l2=1e-3
@@ -113,8 +113,8 @@ def test_the_regularised_head_pools_standardises_drops_out_penalises_and_serves_
 
 
 def test_standardised_features_with_a_fine_tuned_base_is_refused_in_one_sentence(tiny_data, tmp_path):
-    from cxr.data import ingest
-    from cxr.train import train_model
+    from cxr.data.manifest import ingest
+    from cxr.model.training import train_model
     from tests.conftest import tiny
 
     params = tiny("train.freeze_base=false", "train.standardise=true")

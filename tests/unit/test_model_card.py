@@ -2,9 +2,9 @@
 
 import json
 
-from cxr.evaluate import predictive_values
-from cxr.model_card import SCHEMA_PATH, build_card, card_problems, render_markdown
+from cxr.evaluation.metrics import predictive_values
 from cxr.params import load_params
+from cxr.release.card import SCHEMA_PATH, build_card, card_problems, render_markdown
 
 RECORDED = {
     "n_images": 40,

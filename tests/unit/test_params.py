@@ -90,10 +90,36 @@ def test_params_yaml_is_the_one_source_of_defaults():
 def test_the_experiment_opens_as_a_model_training_experiment(tracking_uri):
     import mlflow
 
-    from cxr import tracking
+    from cxr.tracking import runs as tracking
 
     experiment_id = tracking.configure(tracking_uri, "kind-test")
     assert mlflow.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     mlflow.MlflowClient().delete_experiment_tag(experiment_id, "mlflow.experimentKind")
     tracking.configure(tracking_uri, "kind-test")  # an older experiment is tagged when next used
     assert mlflow.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("evaluate.threshold_strategy=max-f1", "evaluate.threshold_strategy"),
+        ("train.pooling=max", "train.pooling"),
+        ("train.head=mlp", "train.head"),
+        ("train.weights=random", "train.weights"),
+        ("train.augment_on=gpu", "train.augment_on"),
+    ],
+)
+def test_an_enumerated_parameter_outside_its_values_is_refused_when_params_load(override, named):
+    """Before any training: a typo in a choice costs no run."""
+    with pytest.raises(CxrError, match=named) as error:
+        load_params(overrides=[override])
+    assert "choose one of" in str(error.value)
+
+
+def test_every_profile_in_params_yaml_uses_allowed_values():
+    from cxr.params import CHOICES
+
+    for profile in ("cpu", "paper"):
+        params = load_params(profile=profile)
+        for (section, key), allowed in CHOICES.items():
+            assert str(getattr(getattr(params, section), key)).lower() in allowed

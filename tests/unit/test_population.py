@@ -1,7 +1,7 @@
 import numpy as np
 
-from cxr.population import ScopeCheck, fit_scope, reference_images
-from cxr.shortcut import masked, verdict
+from cxr.evaluation.shortcut import masked, verdict
+from cxr.safety.population import ScopeCheck, fit_scope, reference_images
 
 
 def test_the_scope_check_refuses_the_reference_population_and_reloads_identically(tmp_path):

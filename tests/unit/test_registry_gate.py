@@ -1,12 +1,12 @@
-"""The gate (cxr/gate.py): three outcomes on intervals, and the threshold rule (cxr/evaluate.py)."""
+"""The gate (cxr/release/gate.py): three outcomes on intervals; the threshold rule (cxr/evaluation/thresholds.py)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from cxr.evaluate import decide_threshold
-from cxr.gate import FAILED, INCONCLUSIVE, PASSED, Evidence, GateDecision, PairedDelta, decide_promotion
+from cxr.evaluation.thresholds import decide_threshold
+from cxr.release.gate import FAILED, INCONCLUSIVE, PASSED, Evidence, GateDecision, PairedDelta, decide_promotion
 
 
 def ev(f1, low, high, n=20):
@@ -101,8 +101,8 @@ class _Version:
 
 
 def test_retrain_decision_names_what_changed_in_the_training_signature():
-    from cxr.retrain import decide_retrain
-    from cxr.signature import TrainingSignature
+    from cxr.release.retrain import decide_retrain
+    from cxr.release.signature import TrainingSignature
 
     now = TrainingSignature("abc", "p1", "c1")
     assert decide_retrain(now, None).run
@@ -123,7 +123,7 @@ def test_retrain_decision_names_what_changed_in_the_training_signature():
 
 def test_the_signature_hashes_what_shapes_the_model_and_nothing_else(tmp_path):
     from cxr.params import load_params
-    from cxr.signature import changed_params, code_version, params_hash, shaping_params
+    from cxr.release.signature import changed_params, code_version, params_hash, shaping_params
 
     base = load_params()
     assert params_hash(base) == params_hash(load_params(overrides=["gate.min_f1=0.9", "serve.threads=2"]))
@@ -143,8 +143,8 @@ def test_the_signature_hashes_what_shapes_the_model_and_nothing_else(tmp_path):
 
 
 def test_validation_and_test_that_disagree_beyond_their_intervals_are_flagged():
-    from cxr.gate import disagreement, evidence_from_tags
-    from cxr.release import with_interval
+    from cxr.release.gate import disagreement, evidence_from_tags
+    from cxr.release.promotion import with_interval
 
     tags = {"val_f1": "0.857", "val_f1_ci_low": "0.57", "val_f1_ci_high": "1.0", "test_f1": "0.0"}
     tags |= {"test_f1_ci_low": "0.0", "test_f1_ci_high": "0.0"}

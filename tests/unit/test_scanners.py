@@ -11,6 +11,8 @@ import yaml
 
 from tests.conftest import PROJECT
 
+pytestmark = pytest.mark.system  # needs tools beyond the venv (make tools, .ci/run)
+
 SCANNERS = PROJECT / "tools" / "scanners" / ".venv" / "bin"
 DOCKERFILES = sorted((PROJECT / "infra" / "docker").glob("*.Dockerfile"))
 

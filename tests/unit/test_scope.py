@@ -5,8 +5,8 @@ import io
 
 import pytest
 
-from cxr.ood_set import pydicom_data_dir
-from cxr.scope import dicom_refusal
+from cxr.safety.dicom_scope import dicom_refusal
+from cxr.safety.ood_set import pydicom_data_dir
 from tests.conftest import dicom_path
 
 

@@ -1,4 +1,4 @@
-"""The frozen-base head fitted on features computed once (cxr.train.features_once): the same fit as on
+"""The frozen-base head fitted on features computed once (cxr.model.training.features_once): the same fit as on
 images every epoch, and, with every image and its mirror in one full batch, independent of the seed."""
 
 import json
@@ -14,8 +14,8 @@ FULL_BATCH = ["train.batch_size=64", "train.epochs=6", "train.learning_rate=0.01
 def _train(data, tmp, *overrides):
     import keras
 
-    from cxr.data import ingest
-    from cxr.train import train_model
+    from cxr.data.manifest import ingest
+    from cxr.model.training import train_model
 
     params = tiny(*FULL_BATCH, *overrides)
     ingest(data, tmp / "ds", params.ingest)
@@ -25,8 +25,8 @@ def _train(data, tmp, *overrides):
 
 
 def test_the_cpu_profile_fits_its_head_on_features_computed_once():
+    from cxr.model.training import features_once
     from cxr.params import load_params
-    from cxr.train import features_once
 
     assert features_once(load_params(), in_model=False)
     assert not features_once(load_params(), in_model=True)  # a GPU augments inside the model
@@ -39,10 +39,10 @@ def test_the_cpu_profile_fits_its_head_on_features_computed_once():
 @pytest.mark.parametrize("cv", [0, 3])
 def test_features_once_fits_what_images_every_epoch_fit(tiny_data, tmp_path, monkeypatch, cv):
     """Same best epoch, history and weights (to float rounding) as the network fitted on its images."""
-    import cxr.train
+    import cxr.model.training
 
     once, weights_once = _train(tiny_data, tmp_path / "once", f"evaluate.cv_folds={cv}")
-    monkeypatch.setattr(cxr.train, "features_once", lambda params, in_model: False)
+    monkeypatch.setattr(cxr.model.training, "features_once", lambda params, in_model: False)
     every, weights_every = _train(tiny_data, tmp_path / "every", f"evaluate.cv_folds={cv}")
     assert once.best_epoch == every.best_epoch
     configs = [json.loads((tmp_path / run / "model" / "config.json").read_text()) for run in ("once", "every")]

@@ -1,9 +1,9 @@
 import pytest
 
-from cxr.data import ingest, read_manifest
+from cxr.data.manifest import ingest, read_manifest
+from cxr.data.validation import report_index, require_valid, validate_manifest
 from cxr.errors import CxrError
 from cxr.params import IngestParams, ValidateParams
-from cxr.validation import report_index, require_valid, validate_manifest
 
 
 @pytest.fixture

@@ -1,0 +1,193 @@
+"""The MLflow model: the trained Keras network wrapped with the shared decoding and preprocessing.
+
+Input: a DataFrame with an `image` column of raw file bytes (PNG, JPEG or DICOM). Output: a DataFrame
+with `probability` (of the positive class), `label` (at the recorded decision threshold),
+`in_distribution`, `ood_score` and `reason`: an image the input gate (cxr/safety/input_gate.py) or its DICOM header
+(cxr/safety/dicom_scope.py) refuses gets no probability and no label, and the reason why.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import keras
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+import cxr
+import cxr.model.layers  # noqa: F401 (registers the custom layers before a model is loaded)
+from cxr.data.images import resize_and_scale
+from cxr.errors import CxrError, first_line
+from cxr.inference.scoring import assess
+from cxr.model.calibration import apply_temperature
+from cxr.model.config import CONFIG_FILE, MODEL_FILE, ModelConfig
+from cxr.safety.input_gate import OOD_FILE, InputGate, build_scorer, feature_statistics
+from cxr.safety.population import SCOPE_FILE, ScopeCheck
+
+
+class XrayClassifier(mlflow.pyfunc.PythonModel):
+    """Loads the Keras model once; predictions reuse one compiled predict function."""
+
+    def load_context(self, context):
+        gate, scope = context.artifacts.get("ood"), context.artifacts.get("scope")
+        self.load(
+            Path(context.artifacts["keras_model"]),
+            ModelConfig.from_file(context.artifacts["config"]),
+            Path(gate) if gate else None,
+            Path(scope) if scope else None,
+        )
+
+    def load(self, keras_path: Path, config: ModelConfig, ood_path: Path | None = None, scope_path: Path | None = None):
+        """The Keras model, its config, its input gate and its population scope check (None: a model trained
+        before they existed, or one whose checks are being fitted)."""
+        self.keras_model = keras.models.load_model(keras_path, compile=False, safe_mode=True)
+        self.config = config
+        self.gate = InputGate.load(ood_path) if ood_path and Path(ood_path).is_file() else None
+        self.scope = ScopeCheck.load(scope_path) if scope_path and Path(scope_path).is_file() else None
+        self.scorer = build_scorer(self.keras_model)  # one pass: probability and the gate's features
+        size = config.image_size
+        self.scorer.predict_on_batch(np.zeros((1, size, size, 3), np.float32))  # build once, not per request
+        return self
+
+    def preprocess(self, arrays: list[np.ndarray]) -> np.ndarray:
+        size = self.config.image_size
+        return np.stack([np.asarray(resize_and_scale(a, size)) for a in arrays])
+
+    def assess_arrays(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """8-bit RGB arrays (any size) -> (calibrated probabilities of the positive class, the gate's features)."""
+        if not arrays:
+            return np.zeros((0,), np.float64), np.zeros((0, 0), np.float64)
+        batch = self.preprocess(arrays)
+        probability, stats = self.scorer.predict_on_batch(batch)
+        probability = np.asarray(probability, dtype=np.float64).reshape(-1)
+        if self.config.flip_average:  # mean over the image and its mirror (train.flip_average)
+            mirrored = np.asarray(self.keras_model.predict_on_batch(batch[:, :, ::-1, :]), dtype=np.float64)
+            probability = (probability + mirrored.reshape(-1)) / 2
+        # the temperature fitted in training (cxr/model/calibration.py)
+        return apply_temperature(probability, self.config.temperature), feature_statistics(stats)
+
+    def features_of(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """The gate's features only: one pass, without the mirrored pass the probability needs."""
+        if not arrays:
+            return np.zeros((0, 0), np.float64)
+        return feature_statistics(self.scorer.predict_on_batch(self.preprocess(arrays))[1])
+
+    def predict_arrays(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """8-bit RGB arrays (any size) -> probabilities of the positive class (no gate)."""
+        return self.assess_arrays(arrays)[0]
+
+    def ood_scores(self, features: np.ndarray) -> np.ndarray:
+        """The gate's distance of each image (NaN for a model without a gate)."""
+        if self.gate is None:
+            return np.full(len(features), np.nan)
+        return self.gate.score(features)
+
+    def scope_scores(self, features: np.ndarray) -> np.ndarray:
+        """The population scope check's score of each image (NaN for a model without one)."""
+        if self.scope is None:
+            return np.full(len(features), np.nan)
+        return self.scope.score(features)
+
+    def label_for(self, probability: float) -> str:
+        return self.config.label_for(probability)
+
+    def predict(self, context, model_input, params=None):
+        """Rows refused by the gate get NaN probability, an empty label and the reason; `params`
+        {"allow_ood": true} scores them anyway, keeping the reason as a warning."""
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame({"image": list(model_input)})
+        allow = bool((params or {}).get("allow_ood", False))
+        rows = assess(self, [(f"row {i}", bytes(data)) for i, data in enumerate(frame["image"])], allow)
+        for row in rows:
+            if "error" in row:
+                raise CxrError(row["error"])
+        return pd.DataFrame(
+            {
+                "probability": [np.nan if r.get("probability") is None else r["probability"] for r in rows],
+                "label": [r["label"] or "" for r in rows],
+                "in_distribution": [r.get("in_distribution") is not False for r in rows],
+                "ood_score": [np.nan if r.get("ood_score") is None else r["ood_score"] for r in rows],
+                "reason": [r.get("reason") or r.get("warning") or "" for r in rows],
+            }
+        )
+
+
+def log_model(model_dir: str | Path, name: str = "model"):
+    """Log the model folder (model.keras + config.json) as an MLflow pyfunc model in the active run."""
+    model_dir = Path(model_dir)
+    example = pd.DataFrame({"image": [b"\x89PNG..."]})
+    output = pd.DataFrame(
+        {"probability": [0.5], "label": ["COVID"], "in_distribution": [True], "ood_score": [1.0], "reason": [""]}
+    )
+    signature = infer_signature(example, output, params={"allow_ood": False})
+    artifacts = {"keras_model": str(model_dir / MODEL_FILE), "config": str(model_dir / CONFIG_FILE)}
+    for key, file in (("ood", OOD_FILE), ("scope", SCOPE_FILE)):
+        if (model_dir / file).is_file():
+            artifacts[key] = str(model_dir / file)
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=XrayClassifier(),
+        artifacts=artifacts,
+        code_paths=[str(Path(cxr.__file__).parent)],
+        signature=signature,
+        pip_requirements=_requirements(),
+    )
+
+
+def _requirements() -> list[str]:
+    pins = []
+    for package in ("tensorflow-cpu", "keras", "mlflow", "pillow", "pydicom", "numpy", "pandas", "pyyaml"):
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
+def load_pyfunc(model_uri: str):
+    """Any MLflow model URI (runs:/, models:/name@alias, models:/name/N, a path) -> XrayClassifier.
+
+    Unpickles nothing: MLflow's own loader would run `python_model.pkl` (cloudpickle), so whoever can
+    write to the registry could run code here. This reads the model's MLmodel file, then loads only the
+    Keras file (Keras' safe mode: no Python lambdas) and the JSON config it names.
+    """
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    meta_file = local / "MLmodel"
+    if not meta_file.is_file():
+        raise CxrError(f"{model_uri} is not an MLflow model (no MLmodel file); pass a model URI.")
+    flavor = (yaml.safe_load(meta_file.read_text()) or {}).get("flavors", {}).get("python_function", {})
+    keys = ("keras_model", "config", "ood", "scope")
+    paths = {key: (flavor.get("artifacts") or {}).get(key, {}).get("path", "") for key in keys}
+    files = {key: (local / path).resolve() for key, path in paths.items() if path}
+    required = [files.get("keras_model"), files.get("config")]
+    if not all(required) or not all(f.is_file() and f.is_relative_to(local.resolve()) for f in files.values()):
+        raise CxrError(
+            f"{model_uri} is not a model this project logged (no Keras file and config in its MLmodel); "
+            "register models with the pipeline."
+        )
+    return XrayClassifier().load(
+        files["keras_model"], ModelConfig.from_file(files["config"]), files.get("ood"), files.get("scope")
+    )
+
+
+def load_classifier(model_uri: str):
+    """MLflow model URI -> XrayClassifier, with one sentence when the URI does not resolve."""
+    try:
+        return load_pyfunc(model_uri)
+    except (MlflowException, OSError) as exc:
+        raise CxrError(
+            f"Model {model_uri} cannot be loaded ({first_line(exc)}); check the URI "
+            "(runs:/ID/model, models:/NAME@ALIAS, models:/NAME/N) and MLFLOW_TRACKING_URI."
+        ) from exc
+
+
+def load_model_dir(model_dir: str | Path):
+    """A trained model's folder (model.keras, config.json, ood.npz, scope.npz) -> XrayClassifier."""
+    model_dir = Path(model_dir)
+    return XrayClassifier().load(
+        model_dir / MODEL_FILE, ModelConfig.read(model_dir), model_dir / OOD_FILE, model_dir / SCOPE_FILE
+    )

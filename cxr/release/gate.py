@@ -1,0 +1,173 @@
+"""The promotion gate: pure, no I/O. It decides on intervals, not point estimates.
+
+Three outcomes:
+- inconclusive: too few validation images of a class to decide anything (gate.min_val_per_class), or an
+  interval that straddles the bar: nothing is registered and the reason says what would settle it;
+- failed: the evidence is against the candidate (its F1 is below gate.min_f1, or it is worse than the
+  champion on the same images by more than the interval allows);
+- passed: the 95% bootstrap lower bound of validation F1 clears gate.min_f1 and, against a champion,
+  the lower bound of the paired F1 difference on the same images clears gate.min_delta.
+
+Test-split figures are recorded with the decision (for the release manager) but never decide it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+PASSED, FAILED, INCONCLUSIVE = "passed", "failed", "inconclusive"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A model's F1 on one split with its 95% bootstrap interval and the class counts it rests on."""
+
+    f1: float
+    f1_low: float
+    f1_high: float
+    n_positive: int
+    n_negative: int
+
+
+@dataclass(frozen=True)
+class PairedDelta:
+    """F1(candidate) - F1(champion) on the same validation images, with its paired 95% interval."""
+
+    champion_version: str
+    champion_f1: float
+    delta: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    outcome: str
+    reason: str
+    advice: str
+    candidate_f1: float
+    min_f1: float
+    min_delta: float
+    min_val_per_class: int
+    val: dict = field(default_factory=dict)
+    champion: dict | None = None
+    test: dict | None = None
+    challenger_version: str | None = None  # who held @challenger when the gate ran (for race checks)
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == PASSED
+
+    @property
+    def champion_version(self) -> str | None:
+        return None if self.champion is None else self.champion["champion_version"]
+
+    @property
+    def champion_f1(self) -> float | None:
+        return None if self.champion is None else self.champion["champion_f1"]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> GateDecision:
+        return GateDecision(**json.loads(text))
+
+
+def decide_promotion(
+    val: Evidence,
+    min_f1: float,
+    min_delta: float = 0.0,
+    min_val_per_class: int = 10,
+    champion: PairedDelta | None = None,
+    test: Evidence | None = None,
+    challenger_version: str | None = None,
+) -> GateDecision:
+    """The gate (see the module docstring)."""
+    record = dict(
+        candidate_f1=float(val.f1),
+        min_f1=float(min_f1),
+        min_delta=float(min_delta),
+        min_val_per_class=int(min_val_per_class),
+        val=asdict(val),
+        champion=None if champion is None else asdict(champion),
+        test=None if test is None else asdict(test),
+        challenger_version=challenger_version,
+    )
+    more_data = (
+        "add labelled images (or give the validation split a larger share, ingest.split) and rerun, or "
+        "cross-validate (--set evaluate.cv_folds=5: every train + val image is then scored by a model that never "
+        "saw it, and the gate reads those); to register a demonstration model anyway: "
+        "--set gate.min_val_per_class=1 --set gate.min_f1=0 (the settings are recorded on the version)"
+    )
+    fewest = min(val.n_positive, val.n_negative)
+    if fewest < min_val_per_class:
+        return GateDecision(
+            INCONCLUSIVE,
+            f"the validation split holds {val.n_positive} positive and {val.n_negative} negative images; "
+            f"below gate.min_val_per_class {min_val_per_class} per class no F1 is worth gating on",
+            more_data,
+            **record,
+        )
+    if math.isnan(val.f1):
+        return GateDecision(FAILED, "validation F1 is undefined (NaN)", "check the training logs", **record)
+    interval = f"validation F1 {val.f1:.4f} (95% CI {val.f1_low:.4f}-{val.f1_high:.4f})"
+    if val.f1 < min_f1:
+        return GateDecision(
+            FAILED, f"{interval} < gate.min_f1 {min_f1:.4f}", "improve the model; nothing to promote", **record
+        )
+    if not val.f1_low >= min_f1:
+        return GateDecision(
+            INCONCLUSIVE,
+            f"{interval}: the lower bound is below gate.min_f1 {min_f1:.4f}, so the F1 may be no better than the bar",
+            more_data,
+            **record,
+        )
+    if champion is not None:
+        paired = (
+            f"F1 - champion v{champion.champion_version} F1 = {champion.delta:+.4f} "
+            f"(paired 95% CI {champion.low:+.4f} to {champion.high:+.4f})"
+        )
+        if champion.high < min_delta:
+            return GateDecision(
+                FAILED, f"{paired} < gate.min_delta {min_delta:.4f}", "the champion stays; nothing to promote", **record
+            )
+        if not champion.low >= min_delta:
+            return GateDecision(
+                INCONCLUSIVE,
+                f"{paired}: the interval reaches below gate.min_delta {min_delta:.4f}",
+                "the two models cannot be told apart on these images; " + more_data,
+                **record,
+            )
+        return GateDecision(PASSED, f"{interval} >= gate.min_f1 {min_f1:.4f}; {paired}", "", **record)
+    return GateDecision(PASSED, f"{interval} >= gate.min_f1 {min_f1:.4f}; no champion yet", "", **record)
+
+
+def disagreement(val: dict | None, test: dict | None) -> str:
+    """A warning when validation and test F1 disagree beyond their 95% intervals (the intervals do not
+    overlap): the split the gate decided on does not describe images the model never saw. '' otherwise."""
+    try:
+        v_low, v_high, t_low, t_high = (
+            float(x) for x in (val["f1_low"], val["f1_high"], test["f1_low"], test["f1_high"])
+        )
+    except (TypeError, KeyError, ValueError):
+        return ""
+    if any(math.isnan(x) for x in (v_low, v_high, t_low, t_high)) or (t_high >= v_low and v_high >= t_low):
+        return ""
+    return (
+        f"validation F1 {float(val['f1']):.3f} ({v_low:.3f}-{v_high:.3f}) and test F1 {float(test['f1']):.3f} "
+        f"({t_low:.3f}-{t_high:.3f}) disagree beyond their 95% intervals: do not trust the validation figure"
+    )
+
+
+def evidence_from_tags(tags: dict, split: str) -> dict | None:
+    """A registered version's F1 evidence on `split` from its tags (`<split>_f1`, `<split>_f1_ci_low/high`)."""
+    if f"{split}_f1" not in tags:
+        return None
+    return {
+        "f1": tags[f"{split}_f1"],
+        "f1_low": tags.get(f"{split}_f1_ci_low", "nan"),
+        "f1_high": tags.get(f"{split}_f1_ci_high", "nan"),
+    }

@@ -1,0 +1,84 @@
+"""Where a step logs (the pipeline's MLflow parent run), and the one place that opens that run."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+
+from cxr.data.versions import dir_md5, fetch_version
+from cxr.errors import CxrError
+from cxr.params import Params
+from cxr.tracking import runs as tracking
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a step logs: the tracking store and the pipeline's parent run."""
+
+    tracking_uri: str
+    parent_run_id: str
+
+
+def finite(metrics: dict) -> dict:
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def log_to_parent(ctx: RunContext, metrics: dict) -> None:
+    """Summary figures on the pipeline's parent run too, where the UI's compare view reads them."""
+    now = int(time.time() * 1000)
+    batch = [mlflow.entities.Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    mlflow.MlflowClient().log_batch(ctx.parent_run_id, metrics=batch)
+
+
+def resolve_data(data_dir: str, requested_version: str, dvc_remote: str = "", scratch: str = "") -> tuple[str, str]:
+    """The folder a run reads and its DVC version, computed from the files themselves.
+
+    With `dvc_remote` (a cluster run) the folder is fetched at `requested_version` from that remote into
+    `scratch`; otherwise `data_dir` is read where it is (a checkout or a mounted volume).
+    """
+    if dvc_remote:
+        data_dir = str(fetch_version(dvc_remote, requested_version, scratch))
+    if not Path(data_dir).is_dir():
+        raise CxrError(
+            f"Data folder {data_dir} does not exist; pass a folder of class sub-folders "
+            "(or `dvc pull` the bundled sample, or give the pipeline a DVC remote to fetch from)."
+        )
+    actual = dir_md5(data_dir)
+    if requested_version not in ("", "unversioned", actual):
+        print(f"data version: read {actual}, not the requested {requested_version} (the folder differs from it)")
+    return data_dir, actual
+
+
+def open_pipeline_run(
+    params: Params,
+    tracking_uri: str,
+    run_name: str,
+    data_dir: str,
+    requested_version: str,
+    git_commit: str,
+    orchestrator: str,
+    dvc_remote: str = "",
+    scratch: str = "",
+    extra_tags: dict | None = None,
+) -> tuple[RunContext, str, str]:
+    """The pipeline's MLflow parent run, opened with the lineage every front-end records (data version
+    read and asked for, code commit, orchestrator). Returns (its context, the data folder to read, the
+    data version read)."""
+    data_dir, actual = resolve_data(data_dir, requested_version, dvc_remote, scratch)
+    tags = {
+        "data_version": actual,
+        "data_version_requested": requested_version,
+        "git_commit": git_commit,
+        "orchestrator": orchestrator,
+        **(extra_tags or {}),
+    }
+    run_id = tracking.start_pipeline_run(params, tracking_uri, run_name, tags)
+    return RunContext(tracking_uri, run_id), data_dir, actual

@@ -1,0 +1,122 @@
+"""The evaluate step: val and test figures with intervals, the safety checks' figures, plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+
+from cxr import events
+from cxr.data.manifest import labels_of, read_manifest, source_rows, split_frame
+from cxr.evaluation.cross_validation import OOF_FILE
+from cxr.evaluation.metrics import flat_with_intervals
+from cxr.evaluation.shortcut import probe, verdict
+from cxr.evaluation.splits import evaluate_ood_set, evaluate_split, split_batches
+from cxr.inference.classifier import load_model_dir
+from cxr.params import Params
+from cxr.steps.context import RunContext, finite, log_to_parent
+from cxr.tracking import runs as tracking
+
+
+def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: str, params: Params) -> dict:
+    """Score val and test splits; log metrics (val_*, test_*) and plots; measure the input gate on the
+    offline out-of-distribution set (ood_*); returns {split: report}."""
+    out = Path(out_dir)
+    reports = {}
+    with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "evaluate"):
+        model = Path(model_dir)
+        classifier = load_model_dir(model)
+        frame = read_manifest(dataset_dir)
+        oof = out_of_fold(model, frame)
+        for split in ("val", "test"):
+            part = split_frame(frame, split) if split == "test" or oof is None else oof[0]
+            if part.empty:
+                continue
+            report = evaluate_split(
+                classifier,
+                part,
+                dataset_dir,
+                split,
+                out,
+                params.evaluate.bootstrap_samples,
+                params.evaluate.prevalence,
+                *(oof[1:] if split == "val" and oof is not None else ()),
+            )
+            reports[split] = report
+            report["metrics"] = flat_with_intervals(report["metrics"], report["ci95"])
+            mlflow.log_metrics({f"{split}_{k}": v for k, v in finite(report["metrics"]).items()})
+            for suffix in ("confusion.png", "roc.png", "reliability.png", "report.json"):
+                mlflow.log_artifact(str(out / f"{split}_{suffix}"), artifact_path="evaluation")
+        safety = _shortcut_and_scope(ctx, classifier, frame, dataset_dir, reports, out)
+        ood = evaluate_ood_set(classifier, out, params.train.seed)
+        ood_metrics = {}
+        if ood:
+            mlflow.MlflowClient().set_tag(ctx.parent_run_id, "ood.method", ood["detector"]["method"])
+            ood_metrics = {"ood_reject_rate": ood["reject_rate"], "ood_n": ood["n"], "ood_threshold": ood["threshold"]}
+            ood_metrics |= {f"ood_reject_rate_{k}": v for k, v in ood["reject_rate_by_kind"].items()}
+            mlflow.log_metrics(ood_metrics)
+            mlflow.log_artifact(str(out / "ood_report.json"), artifact_path="evaluation")
+    summary = {f"{s}_{k}": v for s, r in reports.items() for k, v in finite(r["metrics"]).items()}
+    summary |= ood_metrics | finite(safety)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    log_to_parent(ctx, summary)
+    figures = [
+        f"{s} F1 {r['metrics']['f1']:.2f} [{r['ci95']['f1'][0]:.2f}, {r['ci95']['f1'][1]:.2f}] "
+        f"on {r['metrics']['n']} images"
+        for s, r in reports.items()
+    ]
+    if ood:
+        rates = {s: r["metrics"].get("ood_accept_rate") for s, r in reports.items()}
+        accepted = ", ".join(f"{rate:.0%} of {s}" for s, rate in rates.items() if rate is not None)
+        figures.append(f"input gate accepts {accepted}, refuses {ood['reject_rate']:.0%} of {ood['n']} non-X-rays")
+    if "scope_refuse_rate" in safety:
+        figures.append(f"scope check refuses {safety['scope_refuse_rate']:.0%} of {safety['scope_n']:.0f} children")
+    if "test_lungs_hidden_auc" in safety:
+        figures.append(f"test AUC with lungs hidden {safety['test_lungs_hidden_auc']:.2f}")
+    events.figure("; ".join(figures))
+    return reports
+
+
+def _shortcut_and_scope(ctx: RunContext, classifier, frame, dataset_dir: str, reports: dict, out: Path) -> dict:
+    """The shortcut probe on the test split (cxr/evaluation/shortcut.py) and the scope check's own figures (children
+    refused, cross-fitted, cxr/safety/population.py): logged to the step's run, tagged on the parent; returns the
+    metrics (test_lungs_hidden_auc, ..., scope_refuse_rate, scope_n, scope_threshold)."""
+    metrics: dict[str, float] = {}
+    client = mlflow.MlflowClient()
+    test = split_frame(frame, "test")
+    if "test" in reports and not test.empty:
+        y_test = labels_of(test, classifier.config.positive_class)
+        views = probe(classifier, split_batches(test, dataset_dir), y_test)
+        for view, figures in views.items():
+            metrics |= {f"test_{view}_{k}": float(v) for k, v in figures.items() if k != "n"}
+        (out / "shortcut_report.json").write_text(json.dumps(views, indent=2))
+        mlflow.log_artifact(str(out / "shortcut_report.json"), artifact_path="evaluation")
+        full = reports["test"]["metrics"]["roc_auc"]
+        sentence = verdict(full, metrics["test_lungs_hidden_roc_auc"], metrics["test_lungs_only_roc_auc"])
+        client.set_tag(ctx.parent_run_id, "shortcut.verdict", sentence)
+        metrics["test_lungs_hidden_auc"] = metrics.pop("test_lungs_hidden_roc_auc")
+        metrics["test_lungs_only_auc"] = metrics.pop("test_lungs_only_roc_auc")
+    if classifier.scope is not None:
+        meta = classifier.scope.meta
+        metrics |= {
+            "scope_refuse_rate": float(meta["reference_refuse_rate"]),
+            "scope_n": float(meta["n_reference"]),
+            "scope_threshold": float(classifier.scope.threshold),
+        }
+        client.set_tag(ctx.parent_run_id, "scope.method", classifier.scope.summary()["method"])
+    if metrics:
+        mlflow.log_metrics(finite(metrics))
+    return metrics
+
+
+def out_of_fold(model_dir: Path, frame):
+    """With cross-validation (the train step wrote oof.json): (the manifest rows it covers, their
+    out-of-fold probabilities, a sentence naming them), which stand for the validation split; else None."""
+    path = Path(model_dir) / OOF_FILE
+    if not path.is_file():
+        return None
+    oof = json.loads(path.read_text())
+    by_source = {row["source"]: row["probability"] for row in oof["predictions"]}
+    rows = source_rows(frame, by_source)
+    return rows, [by_source[s] for s in rows["source"]], oof["validation"]

@@ -1,0 +1,57 @@
+"""The gate step: the promotion decision on validation F1, against the champion on the same images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+
+from cxr import events
+from cxr.params import Params
+from cxr.release.compare import champion_on
+from cxr.release.gate import Evidence, decide_promotion
+from cxr.release.registry import alias_version
+from cxr.steps.context import RunContext
+from cxr.tracking import runs as tracking
+
+
+def split_evidence(report: dict):
+    """The gate's evidence from an evaluation report: F1, its 95% interval and the class counts."""
+    m, (low, high) = report["metrics"], report["ci95"]["f1"]
+    return Evidence(float(m["f1"]), float(low), float(high), int(m["tp"] + m["fn"]), int(m["tn"] + m["fp"]))
+
+
+def gate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Params):
+    """Apply the gate to the evaluation in `report_dir` (val decides, test is recorded), against the
+    champion re-scored on the same validation images; record the decision on the run."""
+    reports = {
+        split: json.loads((Path(report_dir) / f"{split}_report.json").read_text())
+        for split in ("val", "test")
+        if (Path(report_dir) / f"{split}_report.json").is_file()
+    }
+    with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "gate"):
+        champion = champion_on(
+            params.register.model_name, dataset_dir, reports["val"], params.evaluate.bootstrap_samples
+        )
+        challenger = alias_version(params.register.model_name, params.register.alias)
+        decision = decide_promotion(
+            split_evidence(reports["val"]),
+            params.gate.min_f1,
+            params.gate.min_delta,
+            params.gate.min_val_per_class,
+            champion,
+            split_evidence(reports["test"]) if "test" in reports else None,
+            None if challenger is None else str(challenger.version),
+        )
+        mlflow.log_dict(json.loads(decision.to_json()), "gate.json")
+    client = mlflow.MlflowClient()
+    for key, value in (("outcome", decision.outcome), ("passed", str(decision.passed).lower())):
+        client.set_tag(ctx.parent_run_id, f"gate.{key}", value)
+    client.set_tag(ctx.parent_run_id, "gate.reason", decision.reason)
+    client.set_tag(ctx.parent_run_id, "gate.advice", decision.advice)
+    if champion is not None:
+        for key, value in zip(tracking.GATE_METRICS, (champion.champion_f1, champion.low), strict=True):
+            client.log_metric(ctx.parent_run_id, key, value)
+    events.figure(decision.outcome.upper())
+    return decision

@@ -1,0 +1,103 @@
+"""The register and reject steps: the gate's outcome recorded in the registry and on the run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import mlflow
+
+from cxr import events
+from cxr.evaluation.metrics import INTERVAL_METRICS
+from cxr.params import Params
+from cxr.release.card import build_card, render_markdown
+from cxr.release.gate import GateDecision
+from cxr.release.registry import gate_tags, register_candidate
+from cxr.release.signature import TrainingSignature
+from cxr.steps.context import RunContext
+from cxr.tracking import runs as tracking
+
+
+def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: Params, tags: dict) -> str:
+    """Register the gated model as a new version (alias, lineage and metric tags, model card)."""
+    decision = GateDecision.from_json(decision_json)
+    name = params.register.model_name
+    with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "register"):
+        client = mlflow.MlflowClient()
+        parent = client.get_run(ctx.parent_run_id)
+        who = registered_by(parent)
+        metrics = parent.data.metrics
+        keys = (*INTERVAL_METRICS, "f1_ci_low", "f1_ci_high", "threshold")  # the registry's summary tags
+        summary = {
+            f"{split}_{k}": f"{metrics[f'{split}_{k}']:.6f}"
+            for split in ("val", "test")
+            for k in keys
+            if f"{split}_{k}" in metrics
+        }
+        summary["threshold_method"] = parent.data.tags.get("threshold_method", "")
+        version, note = register_candidate(
+            model_uri,
+            name,
+            params.register.alias,
+            {
+                **tags,
+                **summary,
+                "run_id": ctx.parent_run_id,
+                "profile": params.profile,
+                "registered_by": who,
+                **TrainingSignature.of(tags.get("data_version", ""), params).tags(),
+                "weights": params.train.weights,
+                "positive_class": params.ingest.positive_class,
+            },
+            decision,
+        )
+        number = str(version.version)
+        card = build_card(
+            name,
+            number,
+            parent.data.params,
+            metrics,
+            {
+                **tags,
+                **summary,
+                **gate_tags(decision),
+                "profile": params.profile,
+                "run_id": ctx.parent_run_id,
+                "ood.method": parent.data.tags.get("ood.method", ""),
+                **{k: parent.data.tags.get(k, "") for k in ("validation", "temperature_method")},
+            },
+        )
+        stem = f"model_cards/{name}-v{number}"
+        for suffix, text in ((".md", render_markdown(card, parent.data.params)), (".json", json.dumps(card, indent=2))):
+            mlflow.log_text(text, stem + suffix)
+            client.log_text(ctx.parent_run_id, text, stem + suffix)
+        client.set_model_version_tag(name, number, "model_card", f"runs:/{ctx.parent_run_id}/{stem}.md")
+        client.set_model_version_tag(name, number, "model_card_json", f"runs:/{ctx.parent_run_id}/{stem}.json")
+        mlflow.set_tag("registered_version", number)
+        if note:
+            mlflow.set_tag("alias.skipped", note)
+    client.set_tag(ctx.parent_run_id, "registered_version", number)
+    tracking.finish_pipeline_run(ctx.tracking_uri, ctx.parent_run_id)
+    events.figure(f"{name} version {number}" + (f" ({note})" if note else f" as @{params.register.alias}"))
+    return number
+
+
+def reject_step(ctx: RunContext, decision_json: str) -> str:
+    """The gate failed: register nothing, record why on the pipeline run, close it."""
+    decision = GateDecision.from_json(decision_json)
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    mlflow.MlflowClient().set_tag(ctx.parent_run_id, "registered_version", "none")
+    tracking.finish_pipeline_run(ctx.tracking_uri, ctx.parent_run_id)
+    events.figure("nothing registered")
+    return decision.reason
+
+
+def registered_by(parent_run) -> str:
+    """Who registers: the MLflow identity the step signs in as; without sign-in (a local store), the user
+    MLflow recorded on the pipeline's run. Never raises (containers run as a uid with no passwd entry)."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_USERNAME")
+        or parent_run.data.tags.get("mlflow.user")
+        or parent_run.info.user_id
+        or "unknown"
+    )

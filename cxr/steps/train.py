@@ -1,0 +1,46 @@
+"""The train step: fit, calibrate, choose the threshold, log the MLflow model."""
+
+from __future__ import annotations
+
+import mlflow
+
+from cxr import events
+from cxr.inference.classifier import log_model
+from cxr.model.config import ModelConfig
+from cxr.model.training import train_model
+from cxr.params import Params
+from cxr.steps.context import RunContext, finite, log_to_parent
+from cxr.tracking import runs as tracking
+
+
+def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params) -> str:
+    """Train and log the MLflow model; returns its model URI."""
+    with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "train"):
+        result = train_model(dataset_dir, params, model_dir)
+        mlflow.log_metrics(
+            {"best_epoch": result.best_epoch, "gpu": int(result.gpu), "mixed_precision": int(result.mixed_precision)}
+            | finite(result.metrics)
+        )
+        config = ModelConfig.read(model_dir)
+        mlflow.set_tag("weights", params.train.weights)
+        mlflow.set_tag("fitted_on", config.fitted_on)
+        model_uri = log_model(model_dir).model_uri  # models:/m-<id>; runs:/<run>/model resolves to it too
+    client = mlflow.MlflowClient()
+    client.set_tag(ctx.parent_run_id, "model_uri", model_uri)
+    for key in ("threshold_method", "temperature_method", "validation"):
+        client.set_tag(ctx.parent_run_id, key, getattr(config, key))
+    log_to_parent(ctx, finite(result.metrics))
+    m = result.metrics
+    calibrated = (
+        f"temperature {m['temperature']:.2f}: ECE {m['ece_before_calibration']:.3f} -> {m['ece_after_calibration']:.3f}"
+        if config.temperature_fitted
+        else "temperature not fitted (too few held-out images)"
+    )
+    if "cv_f1_mean" in m:
+        events.figure(
+            f"{int(m['cv_folds'])}-fold CV F1 {m['cv_f1_mean']:.2f} ± {m['cv_f1_std']:.2f}; final model on all "
+            f"train + val images; {calibrated}"
+        )
+    else:
+        events.figure(f"best epoch {result.best_epoch}; {calibrated}")
+    return model_uri
