@@ -1,6 +1,7 @@
 """The whole pipeline with every step in its container (kfp's DockerRunner), on the real sample."""
 
 import shutil
+import uuid
 
 import mlflow
 import pytest
@@ -17,17 +18,21 @@ def store(tmp_path_factory):
     return f"sqlite:///{tmp_path_factory.mktemp('docker-mlflow') / 'mlflow.db'}"
 
 
+# unique per session: a run's log file is named after the run, and a rerun on the same checkout appends to it
+RUN_NAMES = {name: f"{name}-{uuid.uuid4().hex[:8]}" for name in ("docker-pass", "docker-fail", "docker-corrupt")}
+
+
 def run(store, name, *extra, check=True):
     args = ["pipeline", "run", "--runner", "docker", *FAST, "--run-name", name, *extra]
     return cxr(*args, env={"MLFLOW_TRACKING_URI": store}, check=check)
 
 
 def test_steps_in_containers_register_a_version_with_the_data_they_read(images, store):
-    out = run(store, "docker-pass", "--set", "gate.min_f1=0.0", "--set", "gate.min_val_per_class=1")
+    out = run(store, RUN_NAMES["docker-pass"], "--set", "gate.min_f1=0.0", "--set", "gate.min_val_per_class=1")
     assert "gate: PASSED" in out.stdout
     log = (PROJECT / out.stdout.splitlines()[-1].removeprefix("  full log: ")).read_text()
     assert log.count("(ghcr.io/cxr/cxr-python-components:0.1.0) exited with code 0") == 8  # steps + exit handler
-    found = parent_run(store, "docker-pass")
+    found = parent_run(store, RUN_NAMES["docker-pass"])
     assert found.info.status == "FINISHED" and found.data.tags["orchestrator"] == "kfp"
     for key in ("val_f1", "val_accuracy", "val_bce", "test_f1", "n_images"):
         assert key in found.data.metrics
@@ -36,9 +41,11 @@ def test_steps_in_containers_register_a_version_with_the_data_they_read(images, 
 
 
 def test_the_gate_failed_branch_in_containers_registers_nothing(images, store):
-    out = run(store, "docker-fail", "--set", "gate.min_f1=1.01", "--set", "gate.min_val_per_class=1", check=False)
+    out = run(
+        store, RUN_NAMES["docker-fail"], "--set", "gate.min_f1=1.01", "--set", "gate.min_val_per_class=1", check=False
+    )
     assert out.returncode == 3 and "gate: FAILED" in out.stdout
-    found = parent_run(store, "docker-fail")
+    found = parent_run(store, RUN_NAMES["docker-fail"])
     assert found.data.tags["registered_version"] == "none" and found.info.status == "FINISHED"
 
 
@@ -47,9 +54,9 @@ def test_a_step_that_raises_in_its_container_fails_the_pipeline(images, store, t
     data = tmp_path / "data"
     shutil.copytree(SAMPLE, data)
     (data / "Normal" / "Normal-1.png").write_bytes((SAMPLE / "Normal" / "Normal-1.png").read_bytes()[:500])
-    out = run(store, "docker-corrupt", "--data", str(data), check=False)
+    out = run(store, RUN_NAMES["docker-corrupt"], "--data", str(data), check=False)
     assert out.returncode != 0 and "Normal/Normal-1.png is corrupt or truncated" in out.stderr
-    found = parent_run(store, "docker-corrupt")
+    found = parent_run(store, RUN_NAMES["docker-corrupt"])
     assert found.info.status == "FAILED" and found.data.tags["failed_step"] == "validate"
     assert "augment" not in {c.data.tags.get("step") for c in _children(found)}
 
