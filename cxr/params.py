@@ -162,6 +162,7 @@ class ServeParams:
     threads: int = 32  # gunicorn threads of the one worker process (the model is loaded once, in it)
     max_inflight: int = 24  # predictions admitted at once (they queue on the model); more get 503
     timeout_s: int = 120  # a request that takes longer gets its worker restarted
+    reload_s: float = 30  # how often the app asks the registry which version its alias points at; 0: never
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,8 @@ class ClusterParams:
     data_dir: str = ""  # a dataset path on a volume the pods mount; empty: fetch data.dvc's version from dvc_remote
     dvc_remote: str = "s3://cxr-data/dvc-store"
     dvc_secret: str = "cxr-s3"  # Kubernetes secret (access-key-id, secret-access-key) for the DVC remote
+    # Kubernetes secret (username, password) of the MLflow identity every task signs in as; empty: none
+    mlflow_secret: str = "cxr-mlflow-ci"
     dvc_endpoint_url: str = ""  # S3-compatible endpoint of the DVC remote (MinIO); empty: AWS
     gpu_node_selector: dict = field(default_factory=lambda: {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"})
     gpu_tolerations: tuple = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)

@@ -113,10 +113,17 @@ def serve(
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     logging.getLogger("cxr").setLevel(logging.WARNING)
-    if not model:  # checked here too, not only in the server's worker: no version is one sentence, no traceback
+    if not model:  # said here, in one sentence, before the server's worker starts
         from cxr.serving.model_store import resolve_default
 
-        resolve_default(params.register.model_name)
+        try:
+            resolve_default(params.register.model_name)
+        except CxrError as exc:
+            print(
+                f"{exc} Starting anyway: /readyz answers 503 and the page says so until a version is registered, "
+                f"then the app serves it within serve.reload_s ({params.serve.reload_s:g} s).",
+                file=sys.stderr,
+            )
     run_server(model, host, port, params.serve, params.register.model_name, auth)
 
 
@@ -187,6 +194,9 @@ def retrain(
 def main() -> None:
     _quiet()
     try:
+        from cxr.tracking.credentials import credentials_from_files
+
+        credentials_from_files()
         app()
     except CxrError as exc:
         print(f"error: {exc}", file=sys.stderr)

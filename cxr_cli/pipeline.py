@@ -112,14 +112,15 @@ def pipeline_run(
     _finish(result, out, as_json)
 
 
-def _cluster_params(params_file, profile: str, overrides, cluster: tuple[str, str, str, str]):
-    """Params with the command's `cluster.*` options (registry, tag, tracking URI, data dir) as overrides."""
-    keys = ("image_registry", "image_tag", "tracking_uri", "data_dir")
+def _cluster_params(params_file, profile: str, overrides, cluster: tuple[str, ...]):
+    """Params with the command's `cluster.*` options (registry, tag, tracking URI, data dir, MLflow
+    secret) as overrides."""
+    keys = ("image_registry", "image_tag", "tracking_uri", "data_dir", "mlflow_secret")
     extra = [f"cluster.{k}={v}" for k, v in zip(keys, cluster, strict=True) if v]
     return _load(params_file, profile, list(overrides or []) + extra)
 
 
-def _compile(output: Path, params_file, profile: str, overrides, cluster: tuple[str, str, str, str]) -> Path:
+def _compile(output: Path, params_file, profile: str, overrides, cluster: tuple[str, ...]) -> Path:
     """A compiled package at `output`, with data.dvc's version and the commit as parameter defaults."""
     from cxr.tracking import runs as tracking
     from pipelines.compile import compile_pipeline
@@ -134,6 +135,11 @@ ClusterUriOpt = typer.Option("", "--tracking-uri", help="MLflow server the clust
 DataDirOpt = typer.Option(
     "", "--data-dir", help="Dataset path inside the component image or volume (cluster.data_dir)."
 )
+MlflowSecretOpt = typer.Option(
+    "",
+    "--mlflow-secret",
+    help="Kubernetes secret (keys username, password) every task signs in to MLflow with (cluster.mlflow_secret).",
+)
 
 
 @pipeline_app.command("compile")
@@ -146,9 +152,10 @@ def pipeline_compile(
     image_tag: str = TagOpt,
     tracking_uri: str = ClusterUriOpt,
     data_dir: str = DataDirOpt,
+    mlflow_secret: str = MlflowSecretOpt,
 ) -> None:
     """Compile the pipeline to a Kubeflow Pipelines package (the training task asks for one NVIDIA GPU)."""
-    cluster = (image_registry, image_tag, tracking_uri, data_dir)
+    cluster = (image_registry, image_tag, tracking_uri, data_dir, mlflow_secret)
     print(f"wrote {_compile(output, params_file, profile, overrides, cluster)}")
 
 
@@ -228,12 +235,14 @@ def pipeline_submit(
     image_tag: str = TagOpt,
     tracking_uri: str = ClusterUriOpt,
     data_dir: str = DataDirOpt,
+    mlflow_secret: str = MlflowSecretOpt,
 ) -> None:
     """Compile and submit the pipeline to a Kubeflow Pipelines cluster. Without --wait prints the KFP run id;
     with --wait prints state changes, then the same summary and exit codes as `cxr pipeline run`."""
     from cxr_cli.progress import terminal
 
-    params = _cluster_params(params_file, profile, overrides, (image_registry, image_tag, tracking_uri, data_dir))
+    cluster = (image_registry, image_tag, tracking_uri, data_dir, mlflow_secret)
+    params = _cluster_params(params_file, profile, overrides, cluster)
     out = terminal(to_stderr=as_json or not wait)
     try:
         result = _submit_and_wait(params, host, experiment, namespace, timeout if wait else None, out, poll_interval)

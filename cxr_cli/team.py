@@ -16,7 +16,7 @@ team_app = typer.Typer(no_args_is_help=True, help="Users and roles on the team's
 @team_app.command("add-user")
 def add_user(
     username: str = typer.Argument(..., help="The user's login."),
-    role: str = typer.Option(..., "--role", help="release-manager, data-scientist or ci."),
+    role: str = typer.Option(..., "--role", help="release-manager, data-scientist, ci or reader (the web app)."),
     password_stdin: bool = typer.Option(
         False, "--password-stdin", help="Read the new user's password from stdin (else $CXR_NEW_USER_PASSWORD)."
     ),

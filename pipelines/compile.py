@@ -30,6 +30,7 @@ def compile_pipeline(
         image_names(cluster.image_registry, cluster.image_tag),
         data_secret="" if cluster.data_dir else cluster.dvc_secret,
         data_endpoint_url="" if cluster.data_dir else cluster.dvc_endpoint_url,
+        mlflow_secret=cluster.mlflow_secret,
     )
     compiler.Compiler().compile(
         pipeline,

@@ -7,6 +7,7 @@ from kfp import dsl, kubernetes
 from components import steps
 
 PIPELINE_NAME = "covid-xray-vgg16-training"
+MLFLOW_SECRET_KEYS = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}
 
 
 def with_image(component, image: str | None):
@@ -24,10 +25,13 @@ def build_pipeline(
     images: dict[str, str] | None = None,
     data_secret: str = "",
     data_endpoint_url: str = "",
+    mlflow_secret: str = "",
 ):
     """The pipeline, with the training task's node selector and tolerations (kfp-kubernetes) set, the
-    placeholder images (steps.CPU_IMAGE, steps.GPU_IMAGE) replaced by `images`, and the ingest task given
-    the DVC remote's credentials from Kubernetes secret `data_secret` and its endpoint."""
+    placeholder images (steps.CPU_IMAGE, steps.GPU_IMAGE) replaced by `images`, the ingest task given
+    the DVC remote's credentials from Kubernetes secret `data_secret` and its endpoint, and every task
+    the MLflow identity in Kubernetes secret `mlflow_secret` (keys `username`, `password`) as
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD: the values never enter the package or a log."""
     images = images or {}
     cpu = {
         name: with_image(getattr(steps, name), images.get(steps.CPU_IMAGE))
@@ -101,5 +105,7 @@ def build_pipeline(
         # Every run opens its own MLflow run and the champion may change between runs: never reuse outputs.
         for task in (ingest, validate, augment, train, evaluate, gate, register, inconclusive, reject, finalize):
             task.set_caching_options(False)
+            if mlflow_secret:
+                kubernetes.use_secret_as_env(task, secret_name=mlflow_secret, secret_key_to_env=MLFLOW_SECRET_KEYS)
 
     return training_pipeline

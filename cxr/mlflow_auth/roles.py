@@ -3,6 +3,7 @@
 - release-manager: MANAGE on the registered model (moves @champion), READ on the experiment.
 - data-scientist, ci: EDIT on the experiment (runs) and on the registered model (new versions,
   @challenger), never @champion.
+- reader (the web app): READ on the experiment and the registered model: it finds and loads versions.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ ROLES = {
     "release-manager": {"experiment": "READ", "registered_model": "MANAGE"},
     "data-scientist": {"experiment": "EDIT", "registered_model": "EDIT"},
     "ci": {"experiment": "EDIT", "registered_model": "EDIT"},
+    "reader": {"experiment": "READ", "registered_model": "READ"},
 }
 
 

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from cxr.errors import CxrError, EmptyInput, InputTooLarge, OutOfScope, UnsupportedFormat
 from cxr.inference.gradcam import overlay_png, thumbnail_png
 from cxr.serving.auth import OPEN_PATHS, Auth
-from cxr.serving.model_store import load_served_model
+from cxr.serving.model_store import ModelFollower, ServedModel
 from cxr.serving.openapi import openapi_spec
 
 log = logging.getLogger("cxr.serve")
@@ -34,7 +34,13 @@ class InMemoryRequest(Request):
         return io.BytesIO()
 
 
+class NotReady(CxrError):
+    """No model is served yet (nothing released, or the first load failed): 503, retry later."""
+
+
 def status_for(exc: CxrError) -> int:
+    if isinstance(exc, NotReady):
+        return 503
     if isinstance(exc, InputTooLarge):
         return 413
     if isinstance(exc, UnsupportedFormat):
@@ -44,28 +50,40 @@ def status_for(exc: CxrError) -> int:
     return 422
 
 
-def create_app(served, max_upload_mb: float = 20, auth=None, max_inflight: int = 24) -> Flask:
-    """The Flask app around one loaded ServedModel (see model_store.load_served_model); `auth` (an
-    auth.Auth) guards everything but the health endpoints; at most `max_inflight` predictions are
-    admitted at once, more get 503 with Retry-After (a bounded queue, not an unbounded one)."""
+def create_app(model, max_upload_mb: float = 20, auth=None, max_inflight: int = 24) -> Flask:
+    """The Flask app around a ModelFollower (the model it serves follows the registry), or around one
+    loaded ServedModel that is never replaced; `auth` (an auth.Auth) guards everything but the health
+    endpoints; at most `max_inflight` predictions are admitted at once, more get 503 with Retry-After
+    (a bounded queue, not an unbounded one)."""
+    follower = ModelFollower.fixed(model) if isinstance(model, ServedModel) else model
     app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     limit = f"{max_upload_mb:g} MB"
     _install_guards(app, auth or Auth(), max_inflight)
     _install_error_handlers(app, limit)
-    _install_routes(app, Predictor(served), limit)
+    _install_routes(app, Predictor(follower), limit)
     return app
 
 
 class Predictor:
-    """One upload -> the JSON answer, with the served model's identity in every answer."""
+    """One upload -> the JSON answer, with the identity of the model that answered in every answer."""
 
-    def __init__(self, served):
-        self.served = served
+    def __init__(self, follower: ModelFollower):
+        self.follower = follower
 
-    def model_fields(self) -> dict:
-        served = self.served
+    def served(self) -> ServedModel:
+        """The model serving now; a request uses this one object from start to end (a swap does not
+        reach a request in flight)."""
+        served = self.follower.current
+        if served is None:
+            raise NotReady(f"{self.follower.reason or 'No model is loaded yet.'} Retry later.")
+        return served
+
+    @staticmethod
+    def model_fields(served: ServedModel | None) -> dict:
+        if served is None:
+            return {"model_uri": None, "model_version": None, "data_version": None, "threshold": None}
         return {
             "model_uri": served.uri,
             "model_version": served.version,
@@ -78,18 +96,19 @@ class Predictor:
         """The prediction, or OutOfScope (422) when the DICOM header, the input gate or the population scope
         check (adults only) refuses the image and `allow_ood` is off; with it on, the prediction carries
         the refusal as `warning`."""
-        row, array = self.served.assess(data, allow_ood)
+        served = self.served()
+        row, array = served.assess(data, allow_ood)
         gate = {k: row.get(k) for k in ("in_distribution", "ood_score", "ood_threshold", "in_scope", "scope_score")}
         if row.get("probability") is None:
             reason = f"Refused: {row['reason']}."
-            details = {**gate, "reason": reason, "allow_ood": "resend with allow_ood=true", **self.model_fields()}
+            details = {**gate, "reason": reason, "allow_ood": "resend with allow_ood=true", **self.model_fields(served)}
             raise OutOfScope(reason, details)
         probability = float(row["probability"])
-        result = {"probability": probability, "label": row["label"], **gate, **self.model_fields()}
+        result = {"probability": probability, "label": row["label"], **gate, **self.model_fields(served)}
         if row.get("warning"):
             result["warning"] = row["warning"]
         if heatmap:  # on the image already decoded for the prediction
-            heat, _ = self.served.explain(array)
+            heat, _ = served.explain(array)
             result["heatmap_png"] = base64.b64encode(overlay_png(array, heat)).decode()
             result["image_png"] = base64.b64encode(thumbnail_png(array)).decode()
         return result
@@ -181,24 +200,30 @@ def _install_error_handlers(app: Flask, limit: str) -> None:
 
 def _install_routes(app: Flask, predictor: Predictor, limit: str) -> None:
     """The upload page, the JSON API, health and readiness, the OpenAPI document."""
-    served = predictor.served
+    follower = predictor.follower
+
+    def page(allow: bool) -> dict:
+        served = follower.current
+        warning = served.warning if served else (follower.reason or "No model is loaded yet.")
+        return {"warning": warning, "allow_ood": allow, "ready": served is not None, **predictor.model_fields(served)}
 
     @app.get("/")
     def index():
-        page = {"warning": served.warning, "allow_ood": False, **predictor.model_fields()}
-        return render_template("index.html", result=None, error=None, refusal=None, **page)
+        return render_template("index.html", result=None, error=None, refusal=None, **page(False))
 
     @app.post("/")
     def index_upload():
         allow = flag("allow_ood")
-        page = {"warning": served.warning, "allow_ood": allow, **predictor.model_fields()}
         try:
             result = predictor.predict_one(read_upload(), heatmap=True, allow_ood=allow)
-            return render_template("index.html", result=result, error=None, refusal=None, **page)
+            # the page names the model that answered, which a swap since may have replaced
+            fields = {k: result[k] for k in ("model_uri", "model_version", "data_version", "threshold")}
+            return render_template("index.html", result=result, error=None, refusal=None, **(page(allow) | fields))
         except OutOfScope as exc:
-            return render_template("index.html", result=None, error=None, refusal=str(exc), **page), 422
+            return render_template("index.html", result=None, error=None, refusal=str(exc), **page(allow)), 422
         except CxrError as exc:
-            return render_template("index.html", result=None, error=str(exc), refusal=None, **page), status_for(exc)
+            status = status_for(exc)
+            return render_template("index.html", result=None, error=str(exc), refusal=None, **page(allow)), status
 
     @app.post("/api/predict")
     def api_predict():
@@ -226,8 +251,16 @@ def _install_routes(app: Flask, predictor: Predictor, limit: str) -> None:
 
     @app.get("/readyz")
     def readyz():
-        ready = served.classifier is not None
-        return jsonify({"ready": ready, **predictor.model_fields()}), 200 if ready else 503
+        served = follower.current
+        body = {"ready": served is not None, **predictor.model_fields(served)}
+        if served is None:
+            body["reason"] = follower.reason or "No model is loaded yet."
+        if follower.follows is not None:
+            body["follows"] = f"@{follower.follows[1]}" if follower.follows[1] else "@champion, else @challenger"
+            body["reload_s"] = follower.reload_s
+        if follower.reload_error:
+            body["reload_error"] = follower.reload_error
+        return jsonify(body), 200 if served is not None else 503
 
     @app.get("/openapi.json")
     def openapi():
@@ -256,8 +289,10 @@ def serve(model_uri: str, host: str, port: int, params, model_name: str, auth=No
                 self.cfg.set(key, value)
 
         def load(self):  # in the worker: TensorFlow does not survive a fork
-            served = load_served_model(model_uri, model_name)
+            follower = ModelFollower(model_uri, model_name, params.reload_s).start()
+            if follower.current is None:
+                log.warning("%s /readyz answers 503 until then.", follower.reason)
             log.warning("listening on http://%s:%d", host, port)
-            return create_app(served, params.max_upload_mb, auth, params.max_inflight)
+            return create_app(follower, params.max_upload_mb, auth, params.max_inflight)
 
     Server().run()

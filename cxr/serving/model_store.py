@@ -1,19 +1,32 @@
-"""The served model: resolved once at start-up from the registry, with its version and data version."""
+"""The served model and how it follows the registry.
+
+`ServedModel` is one loaded version (classifier, Grad-CAM, version metadata). `ModelFollower` holds the
+one being served: started without a fixed version it follows `@champion` (else `@challenger`, with a
+warning), or the alias a `models:/NAME@ALIAS` URI names. Every `serve.reload_s` seconds it asks the
+registry which version the alias points at; when that changes it loads the new version in its own
+thread and swaps it in with one assignment, so a request in flight finishes on the model it started
+with. A version that fails to load, has no input gate or an incomplete model card is not swapped in:
+the old one keeps serving and `/readyz` says why. Before any version holds the alias the app still
+runs (`/readyz` 503 with the reason) and picks up the first one by itself.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 import mlflow
 import numpy as np
 
-from cxr.errors import CxrError
+from cxr.errors import CxrError, first_line
 from cxr.inference.classifier import load_classifier
 from cxr.inference.gradcam import GradCam
 from cxr.inference.scoring import prepare, score
 from cxr.release.aliases import CHALLENGER, CHAMPION
+from cxr.release.card import card_problems
+from cxr.release.promotion import card_of
 from cxr.release.registry import alias_version
 
 log = logging.getLogger("cxr.serve")
@@ -92,10 +105,123 @@ def load_served_model(uri: str = "", name: str = "") -> ServedModel:
         uri, warning = resolve_default(name)
         if warning:
             log.warning(warning)
-    classifier = load_classifier(uri)
     version, data_version = version_info(uri)
+    return _load(uri, uri, version, data_version, warning)
+
+
+def _load(shown_uri: str, load_uri: str, version: str, data_version: str, warning: str) -> ServedModel:
+    classifier = load_classifier(load_uri)
     size = classifier.config.image_size
     gradcam = GradCam(classifier.keras_model, size)
     gradcam.heatmap(np.zeros((1, size, size, 3), np.float32))  # trace once, now
-    log.warning("serving %s (version %s, data version %s)", uri, version or "-", data_version or "-")
-    return ServedModel(uri, version, data_version, classifier, warning, gradcam)
+    log.warning("serving %s (version %s, data version %s)", shown_uri, version or "-", data_version or "-")
+    return ServedModel(shown_uri, version, data_version, classifier, warning, gradcam)
+
+
+def followed_alias(uri: str, name: str) -> tuple[str, str] | None:
+    """(model name, alias) a URI follows: none given -> (name, "") meaning @champion else @challenger;
+    models:/NAME@ALIAS -> (NAME, ALIAS); a fixed version, run or path -> None (nothing to follow)."""
+    if not uri:
+        return name, ""
+    ref = uri.removeprefix("models:/")
+    if uri.startswith("models:/") and "@" in ref:
+        model, alias = ref.split("@", 1)
+        return model, alias
+    return None
+
+
+class ModelFollower:
+    """The model being served, following its registry alias (see the module's docstring)."""
+
+    def __init__(self, uri: str = "", name: str = "", reload_s: float = 30.0):
+        self.uri, self.name, self.reload_s = uri, name, reload_s
+        self.follows = followed_alias(uri, name)
+        self.current: ServedModel | None = None
+        self.reason = ""  # why nothing is served yet
+        self.reload_error = ""  # why the newest version is not the one served
+        self.checked_at = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def fixed(cls, served: ServedModel) -> ModelFollower:
+        """One loaded model, never replaced (tests, benchmarks)."""
+        follower = cls(served.uri)
+        follower.follows, follower.current = None, served
+        return follower
+
+    def target(self) -> tuple[str, str, str, str]:
+        """(URI shown, the version's own URI, version, warning) the alias points at now; CxrError when
+        no version holds it."""
+        model, alias = self.follows
+        if alias:
+            mv = alias_version(model, alias)
+            if mv is None:
+                raise CxrError(f"No version of '{model}' holds @{alias} yet; the app serves it once one does.")
+            return f"models:/{model}@{alias}", f"models:/{model}/{mv.version}", str(mv.version), ""
+        shown, warning = resolve_default(model)
+        mv = alias_version(model, shown.rsplit("@", 1)[1])
+        return shown, f"models:/{model}/{mv.version}", str(mv.version), warning
+
+    def refresh(self) -> bool:
+        """Check the alias once; load and swap in a new version. True when the served model changed."""
+        self.checked_at = time.time()
+        if self.follows is None:
+            if self.current is None:
+                self.current = load_served_model(self.uri, self.name)
+                return True
+            return False
+        try:
+            shown, own_uri, version, warning = self.target()
+        except (CxrError, mlflow.exceptions.MlflowException) as exc:
+            if self.current is None:
+                self.reason = f"No model has been released yet: {first_line(exc)}"
+            return False
+        if self.current is not None and self.current.version == version:
+            self.current.uri, self.current.warning = shown, warning  # e.g. @challenger promoted to @champion
+            self.reload_error = ""
+            return False
+        try:
+            mv = mlflow.MlflowClient().get_model_version(own_uri.split("/")[1], version)
+            model = _load(shown, own_uri, version, mv.tags.get("data_version", ""), warning)
+            if self.current is not None:
+                self._check_replacement(model, mv)
+        except Exception as exc:  # noqa: BLE001 (any failure keeps the model that serves)
+            kept = f"; still serving version {self.current.version}" if self.current else ""
+            self.reload_error = f"version {version} was not loaded ({first_line(exc)}){kept}"
+            if self.current is None:
+                self.reason = f"No model can be served: {self.reload_error}"
+            log.warning(self.reload_error)
+            return False
+        before = self.current.version if self.current else "none"
+        self.current, self.reason, self.reload_error = model, "", ""  # one assignment: requests in flight keep theirs
+        log.warning("now serving version %s (was %s)", version, before)
+        if warning:
+            log.warning(warning)
+        return True
+
+    @staticmethod
+    def _check_replacement(model: ServedModel, mv) -> None:
+        if model.classifier.gate is None:
+            raise CxrError("it has no input gate")
+        problems = card_problems(card_of(mv))
+        if problems:
+            raise CxrError("its model card is incomplete: " + "; ".join(problems))
+
+    def start(self) -> ModelFollower:
+        """The first load now (a failure is the `reason`, not an exception), then a polling thread."""
+        self.refresh()
+        if self.follows is not None and self.reload_s > 0:
+            self._thread = threading.Thread(target=self._poll, name="cxr-model-follower", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.reload_s):
+            try:
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 (the thread must outlive a registry hiccup)
+                log.warning("checking the registry failed (%s); retrying in %gs", first_line(exc), self.reload_s)

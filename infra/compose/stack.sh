@@ -57,8 +57,8 @@ case "${1:-}" in
     map_hosts
     compose up -d
     wait_for_mlflow
-    echo "web app: http://webapp:8080 (serves @champion once a version is promoted; restart it after a promotion:"
-    echo "  bash infra/compose/stack.sh restart webapp)"
+    echo "web app: http://webapp:8080 (serves @champion, else @challenger; it follows promotions by itself"
+    echo "  within serve.reload_s, and says on /readyz when nothing is released yet)"
     ;;
   down) shift; compose down "$@" ;;
   wait) wait_for_mlflow ;;

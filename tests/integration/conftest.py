@@ -85,8 +85,11 @@ def server(tmp_path_factory):
     proc.wait(timeout=90)
 
 
-def start_server(tmp: Path, uri: str, *args: str, host: str = "127.0.0.1", log_name: str = "server.log"):
-    """A real `cxr serve` process on a free port; returns it and its base URL once /readyz answers 200."""
+def start_server(
+    tmp: Path, uri: str, *args: str, host: str = "127.0.0.1", log_name: str = "server.log", ready: bool = True
+):
+    """A real `cxr serve` process on a free port; returns it and its base URL once /readyz answers 200
+    (`ready` false: once /healthz does, for an app that has no model to serve yet)."""
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     log = open(tmp / log_name, "w")
@@ -101,7 +104,7 @@ def start_server(tmp: Path, uri: str, *args: str, host: str = "127.0.0.1", log_n
     deadline = time.time() + 180
     while time.time() < deadline:
         try:
-            if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+            if requests.get(f"{base}/{'readyz' if ready else 'healthz'}", timeout=2).status_code == 200:
                 break
         except requests.RequestException:  # refused, or accepted and not answered while the worker loads
             time.sleep(1)

@@ -1,0 +1,64 @@
+"""The web app follows the registry: it starts before anything is released, picks up the first version
+by itself, and does not swap in a version that lacks an input gate (the old one keeps serving).
+
+Real models in a real SQLite MLflow store; the app through Flask's test client (the full swap under a
+running `cxr serve` is in tests/integration/test_release_loop.py)."""
+
+import io
+import time
+
+import mlflow
+
+from cxr.serving.app import create_app
+from cxr.serving.model_store import ModelFollower
+from tests.conftest import SAMPLE
+from tests.integration.conftest import register_tiny_model
+
+NAME = "covid-xray-vgg16"
+XRAY = (SAMPLE / "COVID" / "COVID-3.png").read_bytes()
+
+
+def predict(client):
+    return client.post("/api/predict", data={"file": (io.BytesIO(XRAY), "x.png")}, content_type="multipart/form-data")
+
+
+def test_nothing_released_then_the_first_version_then_a_refused_one(tmp_path, tracking_uri):
+    follower = ModelFollower("", NAME, reload_s=0.5).start()
+    client = create_app(follower).test_client()
+    try:
+        assert follower.current is None and "No model has been released yet" in follower.reason
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "released" in ready.json["reason"]
+        assert "No model has been released yet" in client.get("/").text
+        refused = predict(client)
+        assert refused.status_code == 503 and "Retry later" in refused.json["error"]
+
+        v1 = register_tiny_model(tmp_path / "v1", tracking_uri)  # @challenger: served with a warning
+        deadline = time.time() + 60
+        while follower.current is None and time.time() < deadline:
+            time.sleep(0.5)
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json["model_version"] == v1, ready.json
+        answered = predict(client)
+        assert answered.status_code == 200 and answered.json["model_version"] == v1
+        assert f"version {v1}" in client.get("/").text  # the page's footer names the version
+    finally:
+        follower.stop()
+
+    # a release manager forces @champion onto a version without an input gate: it is not served
+    v2 = register_tiny_model(tmp_path / "v2", tracking_uri)
+    mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", v2)
+    assert not follower.refresh()
+    assert follower.current.version == v1
+    assert f"version {v2} was not loaded" in follower.reload_error and "no input gate" in follower.reload_error
+    ready = client.get("/readyz").json
+    assert ready["model_version"] == v1 and "no input gate" in ready["reload_error"]
+    assert predict(client).json["model_version"] == v1
+
+
+def test_a_fixed_version_is_never_replaced(tmp_path, tracking_uri):
+    v1 = register_tiny_model(tmp_path / "v1", tracking_uri)
+    follower = ModelFollower(f"models:/{NAME}/{v1}", NAME, reload_s=0.5).start()
+    assert follower.follows is None and follower.current.version == v1 and follower._thread is None
+    assert "follows" not in create_app(follower).test_client().get("/readyz").json
