@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 
 import mlflow
@@ -67,13 +66,17 @@ class ServedModel:
             return self.gradcam.heatmap(self.classifier.preprocess([array]))
 
 
-def resolve_default(name: str) -> tuple[str, str]:
-    """models:/name@champion, else @challenger with a warning; a clear error with neither."""
-    if alias_version(name, CHAMPION) is not None:
-        return f"models:/{name}@{CHAMPION}", ""
-    if alias_version(name, CHALLENGER) is not None:
+def default_alias(name: str):
+    """(alias, its model version, warning): @champion, else @challenger with a warning; a clear error
+    with neither."""
+    champion = alias_version(name, CHAMPION)
+    if champion is not None:
+        return CHAMPION, champion, ""
+    challenger = alias_version(name, CHALLENGER)
+    if challenger is not None:
         return (
-            f"models:/{name}@challenger",
+            CHALLENGER,
+            challenger,
             f"No model holds @{CHAMPION} in '{name}'; serving @challenger, which no release manager has promoted.",
         )
     raise CxrError(
@@ -81,6 +84,12 @@ def resolve_default(name: str) -> tuple[str, str]:
         "pipeline run registers one when its gate passes (`make run`: its summary says why it did not), "
         "or pass --model URI."
     )
+
+
+def resolve_default(name: str) -> tuple[str, str]:
+    """models:/name@champion, else @challenger with a warning; a clear error with neither."""
+    alias, _, warning = default_alias(name)
+    return f"models:/{name}@{alias}", warning
 
 
 def version_info(uri: str) -> tuple[str, str]:
@@ -139,7 +148,6 @@ class ModelFollower:
         self.current: ServedModel | None = None
         self.reason = ""  # why nothing is served yet
         self.reload_error = ""  # why the newest version is not the one served
-        self.checked_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -150,40 +158,38 @@ class ModelFollower:
         follower.follows, follower.current = None, served
         return follower
 
-    def target(self) -> tuple[str, str, str, str]:
-        """(URI shown, the version's own URI, version, warning) the alias points at now; CxrError when
-        no version holds it."""
+    def target(self):
+        """(URI shown, the model version the alias points at now, warning); CxrError when no version
+        holds it."""
         model, alias = self.follows
         if alias:
             mv = alias_version(model, alias)
             if mv is None:
                 raise CxrError(f"No version of '{model}' holds @{alias} yet; the app serves it once one does.")
-            return f"models:/{model}@{alias}", f"models:/{model}/{mv.version}", str(mv.version), ""
-        shown, warning = resolve_default(model)
-        mv = alias_version(model, shown.rsplit("@", 1)[1])
-        return shown, f"models:/{model}/{mv.version}", str(mv.version), warning
+            return f"models:/{model}@{alias}", mv, ""
+        alias, mv, warning = default_alias(model)
+        return f"models:/{model}@{alias}", mv, warning
 
     def refresh(self) -> bool:
         """Check the alias once; load and swap in a new version. True when the served model changed."""
-        self.checked_at = time.time()
         if self.follows is None:
             if self.current is None:
                 self.current = load_served_model(self.uri, self.name)
                 return True
             return False
         try:
-            shown, own_uri, version, warning = self.target()
+            shown, mv, warning = self.target()
         except (CxrError, mlflow.exceptions.MlflowException) as exc:
             if self.current is None:
                 self.reason = f"No model has been released yet: {first_line(exc)}"
             return False
+        version = str(mv.version)
         if self.current is not None and self.current.version == version:
             self.current.uri, self.current.warning = shown, warning  # e.g. @challenger promoted to @champion
             self.reload_error = ""
             return False
         try:
-            mv = mlflow.MlflowClient().get_model_version(own_uri.split("/")[1], version)
-            model = _load(shown, own_uri, version, mv.tags.get("data_version", ""), warning)
+            model = _load(shown, f"models:/{mv.name}/{version}", version, mv.tags.get("data_version", ""), warning)
             if self.current is not None:
                 self._check_replacement(model, mv)
         except Exception as exc:  # noqa: BLE001 (any failure keeps the model that serves)
