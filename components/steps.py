@@ -10,141 +10,162 @@ placeholders rewritten at compile time from `cluster.image_registry` and `cluste
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.parameters import typed_component
+from cxr.params import Params
 
 CPU_IMAGE = "cxr-python-components:latest"
 GPU_IMAGE = "cxr-python-train-gpu:latest"
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+SHAPING = ("ingest", "validate", "augment", "train", "evaluate", "ood", "scope")  # what start_run hashes and logs
+
+
+@typed_component(uses=("ingest",), base_image=CPU_IMAGE)
 def ingest(
     data_dir: str,
-    params_json: str,
-    tracking_uri: str,
-    run_name: str,
-    data_version: str,
-    git_commit: str,
     dvc_remote: str,
-    kfp_run_id: str,
+    data_version: str,
+    code_version: str,
     dataset: Output[Dataset],
-) -> NamedTuple("IngestOutputs", [("run_id", str), ("data_version", str)]):
-    """Folder of class sub-folders -> manifest + normalised images; opens the pipeline's MLflow run.
+    params: Params,
+) -> NamedTuple("IngestOutputs", [("data_version", str)]):
+    """Folder of class sub-folders -> manifest + normalised images. Cached: keyed on the data version and
+    the ingest parameters; it writes nothing to MLflow (start_run records it).
 
     Args:
         data_dir: Folder of class sub-folders (checkout or mounted volume); unused when dvc_remote is set.
-        params_json: The run's parameters (params.yaml after profile and overrides) as JSON.
-        tracking_uri: MLflow tracking server or store.
-        run_name: Name of the MLflow parent run.
-        data_version: The DVC version asked for (data.dvc's md5); fetched from dvc_remote when that is set.
-        git_commit: Commit of the code that compiled the pipeline.
         dvc_remote: DVC remote to fetch data_version from (s3://bucket/dvc-store or a path); empty: read data_dir.
-        kfp_run_id: The Kubeflow run id; tags the MLflow run so the exit handler can close it.
+        data_version: The DVC version asked for (data.dvc's md5).
+        code_version: Hash of the cxr code that compiled the pipeline; only part of the cache key.
         dataset: Output: manifest.csv and the normalised images.
 
     Returns:
-        run_id: The MLflow parent run's id. data_version: the DVC version of the files actually read.
+        data_version: The DVC version of the files actually read.
     """
     from collections import namedtuple
     from pathlib import Path
 
-    from cxr.params import params_from_json
-    from cxr.steps.context import open_pipeline_run
-    from cxr.steps.ingest import ingest_step
+    from cxr.steps.context import resolve_data
+    from cxr.steps.ingest import run_ingest
 
-    params = params_from_json(params_json)
     scratch = str(Path(dataset.path).parent / "source")
-    ctx, data_dir, actual_version = open_pipeline_run(
-        params,
-        tracking_uri,
-        run_name,
-        data_dir,
-        data_version,
-        git_commit,
-        "kfp",
-        dvc_remote,
-        scratch,
-        {"kfp_run_id": kfp_run_id},
-    )
-    summary = ingest_step(ctx, data_dir, dataset.path, params)
+    data_dir, actual_version = resolve_data(data_dir, data_version, dvc_remote, scratch)
+    summary = run_ingest(data_dir, dataset.path, params)
     dataset.metadata.update({**summary, "data_version": actual_version})
-    return namedtuple("IngestOutputs", ["run_id", "data_version"])(ctx.parent_run_id, actual_version)
+    return namedtuple("IngestOutputs", ["data_version"])(actual_version)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@typed_component(uses=("validate", "ingest.near_duplicate_bits"), base_image=CPU_IMAGE)
 def validate(
     dataset: Input[Dataset],
-    params_json: str,
-    tracking_uri: str,
-    parent_run_id: str,
+    code_version: str,
+    validation: Output[Dataset],
     report: Output[HTML],
+    params: Params,
 ) -> NamedTuple("ValidateOutputs", [("valid", bool)]):
-    """great-expectations suite over the manifest; fails the pipeline (naming files) on violations.
+    """great-expectations suite over the manifest. Cached; a failed suite is an outcome, not an error:
+    start_run records it and stops the pipeline, naming the files.
 
     Args:
         dataset: The ingested dataset (manifest.csv and images).
-        params_json: The run's parameters (params.yaml after profile and overrides) as JSON.
-        tracking_uri: MLflow tracking server or store.
-        parent_run_id: The pipeline's MLflow parent run.
-        report: Output: the suite's HTML data docs.
+        code_version: Hash of the cxr code that compiled the pipeline; only part of the cache key.
+        validation: Output: outcome.json (success, statistics, failures) and the data docs.
+        report: Output: the suite's HTML data docs page.
 
     Returns:
-        valid: True (an invalid dataset fails the step).
+        valid: Whether every expectation held.
     """
     import shutil
-    from pathlib import Path
 
     from cxr.data.validation import report_index
-    from cxr.params import params_from_json
-    from cxr.steps.context import RunContext
-    from cxr.steps.validate import validate_step
+    from cxr.steps.validate import run_validation
 
-    report_dir = Path(report.path).parent / "validation"
-    try:
-        validate_step(
-            RunContext(tracking_uri, parent_run_id), dataset.path, str(report_dir), params_from_json(params_json)
-        )
-    finally:
-        page = report_index(report_dir)
-        if page is not None:
-            shutil.copyfile(page, report.path)
-    return (True,)
+    outcome = run_validation(dataset.path, validation.path, params)
+    page = report_index(validation.path)
+    if page is not None:
+        shutil.copyfile(page, report.path)
+    validation.metadata.update({"success": outcome.success, "failures": len(outcome.failures)})
+    return (outcome.success,)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@typed_component(uses=(*SHAPING, "gate", "register", "mlflow", "profile"), base_image=CPU_IMAGE)
+def start_run(
+    dataset: Input[Dataset],
+    validation: Input[Dataset],
+    tracking_uri: str,
+    run_name: str,
+    data_version: str,
+    data_version_read: str,
+    git_commit: str,
+    kfp_run_id: str,
+    kfp_host: str,
+    params: Params,
+) -> NamedTuple("StartRunOutputs", [("run_id", str)]):
+    """Opens the pipeline's MLflow run (never cached): lineage tags, every effective parameter, the ingest
+    counts and the validation outcome; a dataset that failed validation stops the pipeline here.
+
+    Args:
+        dataset: The ingested dataset.
+        validation: The validation outcome and data docs.
+        tracking_uri: MLflow tracking server or store.
+        run_name: Name of the MLflow parent run.
+        data_version: The DVC version asked for.
+        data_version_read: The DVC version of the files ingest read.
+        git_commit: Commit of the code that compiled the pipeline.
+        kfp_run_id: The Kubeflow run id; tags the MLflow run so the exit handler can close it.
+        kfp_host: The Kubeflow Pipelines endpoint the run was submitted to; the MLflow run links back to it.
+
+    Returns:
+        run_id: The MLflow parent run's id.
+    """
+    from cxr import events
+    from cxr.steps.context import start_lineage_run
+    from cxr.steps.ingest import record_ingest, summarise
+    from cxr.steps.validate import read_outcome, record_validation
+
+    tags = {"kfp_run_id": kfp_run_id}
+    if kfp_host:
+        tags["kfp_run_url"] = f"{kfp_host.rstrip('/')}/#/runs/details/{kfp_run_id}"
+    ctx = start_lineage_run(params, tracking_uri, run_name, data_version_read, data_version, git_commit, "kfp", tags)
+    record_ingest(ctx, dataset.path, summarise(dataset.path))
+    record_validation(ctx, validation.path, read_outcome(validation.path))
+    events.figure(f"MLflow run {ctx.parent_run_id}")
+    return (ctx.parent_run_id,)
+
+
+@typed_component(uses=("augment", "train.image_size", "train.seed"), base_image=CPU_IMAGE)
 def augment(
     dataset: Input[Dataset],
-    params_json: str,
     tracking_uri: str,
     parent_run_id: str,
     augmentation: Output[Dataset],
+    params: Params,
 ):
     """The paper's augmentation (applied on the fly by training, train split only) and a preview.
 
     Args:
         dataset: The ingested dataset.
-        params_json: The run's parameters (params.yaml after profile and overrides) as JSON.
         tracking_uri: MLflow tracking server or store.
         parent_run_id: The pipeline's MLflow parent run.
         augmentation: Output: augmentation.json (the parameters training applies) and a preview grid.
     """
-    from cxr.params import params_from_json
     from cxr.steps.augment import augment_step
     from cxr.steps.context import RunContext
 
-    spec = augment_step(
-        RunContext(tracking_uri, parent_run_id), dataset.path, augmentation.path, params_from_json(params_json)
-    )
+    spec = augment_step(RunContext(tracking_uri, parent_run_id), dataset.path, augmentation.path, params)
     augmentation.metadata.update({k: str(v) for k, v in spec.items()})
 
 
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+@typed_component(uses=("ingest", "augment", "train", "evaluate", "ood", "scope", "profile"), base_image=GPU_IMAGE)
 def train(
     dataset: Input[Dataset],
     augmentation: Input[Dataset],
-    params_json: str,
     tracking_uri: str,
     parent_run_id: str,
     model: Output[Model],
+    params: Params,
 ) -> NamedTuple("TrainOutputs", [("model_uri", str)]):
     """VGG16 (frozen in the CPU profile, fine-tuned in the paper's) and its head (`train.head`: a linear
     probe, or the paper's Dense 1024 -> 512 -> 1), fitted, calibrated and thresholded on held-out images.
@@ -152,7 +173,6 @@ def train(
     Args:
         dataset: The ingested dataset.
         augmentation: The augmentation spec from the augment step.
-        params_json: The run's parameters (params.yaml after profile and overrides) as JSON.
         tracking_uri: MLflow tracking server or store.
         parent_run_id: The pipeline's MLflow parent run.
         model: Output: model.keras and config.json (image size, threshold and how it was chosen).
@@ -163,11 +183,9 @@ def train(
     import json
     from pathlib import Path
 
-    from cxr.params import params_from_json
     from cxr.steps.context import RunContext
     from cxr.steps.train import train_step
 
-    params = params_from_json(params_json)
     spec = json.loads((Path(augmentation.path) / "augmentation.json").read_text())
     print("augmentation applied to the train split:", spec)
     model_uri = train_step(RunContext(tracking_uri, parent_run_id), dataset.path, model.path, params)
@@ -177,24 +195,23 @@ def train(
     return (model_uri,)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@typed_component(uses=("evaluate.bootstrap_samples", "evaluate.prevalence", "train.seed"), base_image=CPU_IMAGE)
 def evaluate(
     dataset: Input[Dataset],
     model: Input[Model],
-    params_json: str,
     tracking_uri: str,
     parent_run_id: str,
     metrics: Output[Metrics],
     val_classification: Output[ClassificationMetrics],
     test_classification: Output[ClassificationMetrics],
     report: Output[Dataset],
+    params: Params,
 ) -> NamedTuple("EvaluateOutputs", [("val_f1", float)]):
     """Metrics on val (gated) and test (recorded) with bootstrap intervals, confusion matrices, ROC.
 
     Args:
         dataset: The ingested dataset.
         model: The trained model from the train step.
-        params_json: The run's parameters (params.yaml after profile and overrides) as JSON.
         tracking_uri: MLflow tracking server or store.
         parent_run_id: The pipeline's MLflow parent run.
         metrics: Output: every val_*/test_* metric (shown in the KFP UI).
@@ -207,13 +224,10 @@ def evaluate(
     """
     import math
 
-    from cxr.params import params_from_json
     from cxr.steps.context import RunContext
     from cxr.steps.evaluate import evaluate_step
 
-    reports = evaluate_step(
-        RunContext(tracking_uri, parent_run_id), dataset.path, model.path, report.path, params_from_json(params_json)
-    )
+    reports = evaluate_step(RunContext(tracking_uri, parent_run_id), dataset.path, model.path, report.path, params)
     for split, target in (("val", val_classification), ("test", test_classification)):
         if split not in reports:
             continue
@@ -227,55 +241,62 @@ def evaluate(
     return (float(reports["val"]["metrics"]["f1"]),)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@typed_component(
+    uses=("gate", "register.model_name", "register.alias", "evaluate.bootstrap_samples", "mlflow.experiment"),
+    base_image=CPU_IMAGE,
+)
 def gate(
     dataset: Input[Dataset],
     report: Input[Dataset],
-    params_json: str,
     tracking_uri: str,
+    mlflow_ui: str,
     parent_run_id: str,
+    summary: Output[Markdown],
+    params: Params,
 ) -> NamedTuple("GateOutputs", [("outcome", str), ("decision", str)]):
     """The promotion gate on validation F1 intervals (against the champion on the same images).
 
     Args:
         dataset: The ingested dataset (its validation split re-scores the champion).
         report: The evaluation reports (val_report.json decides, test_report.json is recorded).
-        params_json: The run's parameters as JSON (gate.min_f1, gate.min_delta, gate.min_val_per_class).
         tracking_uri: MLflow tracking server or store.
+        mlflow_ui: The MLflow UI's address as a browser reaches it (empty: tracking_uri); for the summary's links.
         parent_run_id: The pipeline's MLflow parent run.
+        summary: Output: the decision and the link to the MLflow run (Markdown, shown in the KFP UI).
 
     Returns:
         outcome: passed, failed or inconclusive. decision: the whole decision as JSON.
     """
     from collections import namedtuple
+    from pathlib import Path
 
-    from cxr.params import params_from_json
     from cxr.steps.context import RunContext
-    from cxr.steps.gate import gate_step
+    from cxr.steps.gate import gate_step, gate_summary
 
-    decision = gate_step(
-        RunContext(tracking_uri, parent_run_id), dataset.path, report.path, params_from_json(params_json)
-    )
+    decision = gate_step(RunContext(tracking_uri, parent_run_id), dataset.path, report.path, params)
     print("gate:", decision.outcome.upper(), "-", decision.reason)
+    Path(summary.path).write_text(gate_summary(decision, mlflow_ui or tracking_uri, parent_run_id))
     return namedtuple("GateOutputs", ["outcome", "decision"])(decision.outcome, decision.to_json())
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@typed_component(
+    uses=("register", "ingest.positive_class", "train.weights", "profile"),
+    base_image=CPU_IMAGE,
+)
 def register(
     model_uri: str,
     decision: str,
-    params_json: str,
     tracking_uri: str,
     parent_run_id: str,
     data_version: str,
     git_commit: str,
+    params: Params,
 ) -> NamedTuple("RegisterOutputs", [("version", str)]):
     """Register the gated model as a new version with the challenger alias, its gate record and model card.
 
     Args:
         model_uri: The MLflow model from the train step.
         decision: The gate's decision as JSON.
-        params_json: The run's parameters (params.yaml after profile and overrides) as JSON.
         tracking_uri: MLflow tracking server or store.
         parent_run_id: The pipeline's MLflow parent run.
         data_version: The DVC version of the data the ingest step read.
@@ -284,7 +305,6 @@ def register(
     Returns:
         version: The registered version number.
     """
-    from cxr.params import params_from_json
     from cxr.steps.context import RunContext
     from cxr.steps.register import register_step
 
@@ -292,35 +312,33 @@ def register(
         RunContext(tracking_uri, parent_run_id),
         model_uri,
         decision,
-        params_from_json(params_json),
+        params,
         {"data_version": data_version, "git_commit": git_commit},
     )
     print("registered version", version)
     return (version,)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def finalize(params_json: str, tracking_uri: str, kfp_run_id: str, status: dsl.PipelineTaskFinalStatus) -> NamedTuple(
+@typed_component(uses=("mlflow.experiment",), base_image=CPU_IMAGE)
+def finalize(tracking_uri: str, kfp_run_id: str, status: dsl.PipelineTaskFinalStatus, params: Params) -> NamedTuple(
     "FinalizeOutputs", [("closed_as", str)]
 ):
     """Exit handler: closes the MLflow parent run however the pipeline ended (FAILED unless it succeeded).
 
     Args:
-        params_json: The run's parameters as JSON (for the experiment name).
         tracking_uri: MLflow tracking server or store.
         kfp_run_id: The Kubeflow run id the parent run is tagged with.
         status: The pipeline's final state, filled in by Kubeflow.
 
     Returns:
-        closed_as: FAILED or FINISHED when the run was still open, '' when a step had closed it.
+        closed_as: FAILED or FINISHED when the run was still open, '' when a step had closed it (or none was opened).
     """
-    from cxr.params import params_from_json
+    from cxr import events
     from cxr.tracking import runs as tracking
 
-    experiment = params_from_json(params_json).mlflow.experiment
-    closed = tracking.close_pipeline_run(tracking_uri, experiment, kfp_run_id, status.state, status.error_message)
-    from cxr import events
-
+    closed = tracking.close_pipeline_run(
+        tracking_uri, params.mlflow.experiment, kfp_run_id, status.state, status.error_message
+    )
     events.figure(f"pipeline {status.state}; MLflow run " + (f"closed as {closed}" if closed else "already closed"))
     return (closed,)
 

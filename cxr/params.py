@@ -172,6 +172,7 @@ class ClusterParams:
     image_registry: str = "ghcr.io/cxr"
     image_tag: str = "0.1.0"
     tracking_uri: str = "http://mlflow.cxr.svc.cluster.local:5000"
+    mlflow_ui_url: str = ""  # the MLflow UI as a browser reaches it, for the KFP run's link; empty: tracking_uri
     data_dir: str = ""  # a dataset path on a volume the pods mount; empty: fetch data.dvc's version from dvc_remote
     dvc_remote: str = "s3://cxr-data/dvc-store"
     dvc_secret: str = "cxr-s3"  # Kubernetes secret (access-key-id, secret-access-key) for the DVC remote
@@ -180,6 +181,8 @@ class ClusterParams:
     dvc_endpoint_url: str = ""  # S3-compatible endpoint of the DVC remote (MinIO); empty: AWS
     gpu_node_selector: dict = field(default_factory=lambda: {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"})
     gpu_tolerations: tuple = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+    train_timeout_s: int = 43200  # the training task's pod is stopped after this long
+    step_timeout_s: int = 3600  # every other task's
 
 
 @dataclass(frozen=True)
@@ -282,7 +285,8 @@ def from_dict(raw: dict, profile: str = "cpu") -> Params:
         unknown = set(values or {}) - known
         if unknown:
             raise CxrError(f"Unknown key(s) {sorted(unknown)} in params section '{stage}'; known: {sorted(known)}.")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in (values or {}).items()}
+        declared = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: _coerce(stage, declared[k], v) for k, v in (values or {}).items()}
         sections[stage] = cls(**values)
         _check_choices(stage, sections[stage])
     return Params(**sections, profile=profile)
@@ -309,6 +313,46 @@ def load_params(
     for text in overrides:
         stage, key, value = _parse_override(text)
         raw = _deep_merge(raw, {stage: {key: value}})
+    return from_dict(raw, profile=profile)
+
+
+def section_fields(stage: str) -> list[dataclasses.Field]:
+    """The fields of one params section, in declaration order."""
+    return list(dataclasses.fields(_SECTIONS[stage]))
+
+
+def _coerce(stage: str, field_: dataclasses.Field, value: Any) -> Any:
+    """A value as its field declares it (typed pipeline inputs arrive as JSON: 20.0 for 20, lists for tuples)."""
+    kind = field_.type
+    try:
+        if kind == "bool" and isinstance(value, str):
+            if value.lower() not in ("true", "false"):
+                raise ValueError(value)
+            return value.lower() == "true"
+        if kind in ("int", "float") and isinstance(value, bool):
+            raise ValueError(value)
+        if kind == "int":
+            if float(value) != int(float(value)):
+                raise ValueError(value)
+            return int(float(value))
+        if kind == "float":
+            return float(value)
+        if kind == "tuple":  # JSON numbers arrive as floats: 3.0 -> 3
+            return tuple(int(v) if isinstance(v, float) and v.is_integer() else v for v in value)
+        if kind == "dict" and not isinstance(value, dict):
+            raise ValueError(value)
+    except (TypeError, ValueError):
+        raise CxrError(f"{stage}.{field_.name} is '{value}'; it takes a {kind}.") from None
+    return value
+
+
+def from_flat(values: dict[str, Any], profile: str = "cpu") -> Params:
+    """Params from `stage.key` -> value (the typed pipeline inputs a step takes), each coerced to its
+    field's type; sections and keys not given keep their defaults."""
+    raw: dict[str, dict] = {}
+    for dotted, value in values.items():
+        stage, key = dotted.split(".", 1)
+        raw.setdefault(stage, {})[key] = value
     return from_dict(raw, profile=profile)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -27,7 +28,9 @@ def _log_path(run_name: str) -> Path:
     return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
-def _run_pipeline(params, data_dir: Path, uri: str, run_name: str, runner: str, gpu: bool, verbose: bool, out) -> dict:
+def _run_pipeline(
+    params, data_dir: Path, uri: str, run_name: str, runner: str, gpu: bool, verbose: bool, out, cache: bool = True
+) -> dict:
     """Run locally; the terminal gets one line per step (everything else goes to the log file)."""
     import time
 
@@ -40,13 +43,13 @@ def _run_pipeline(params, data_dir: Path, uri: str, run_name: str, runner: str, 
     started = time.monotonic()
     out.write(f"pipeline {run_name} ({runner} runner{', GPU' if gpu else ''}, profile {params.profile})\n")
     if verbose:
-        outcome = run_local(params, data_dir, uri, run_name, runner=runner, gpu=gpu)
+        outcome = run_local(params, data_dir, uri, run_name, runner=runner, gpu=gpu, cache=cache)
         log_file = ""
     else:
         out.write(f"  log: {log_file}\n")
         view = StepView(out)
         with captured(log_file, view.feed):
-            outcome = run_local(params, data_dir, uri, run_name, runner=runner, gpu=gpu)
+            outcome = run_local(params, data_dir, uri, run_name, runner=runner, gpu=gpu, cache=cache)
         outcome.failed_step = outcome.failed_step or view.failed_step
     orchestrator = "docker" if runner == "docker" else "local"
     return build_result(
@@ -91,6 +94,11 @@ def pipeline_run(
         "subprocess", "--runner", help="subprocess: steps as subprocesses; docker: steps in their images (make images)."
     ),
     gpu: bool = typer.Option(False, "--gpu", help="With --runner docker: train in the GPU image with the GPUs."),
+    cache: bool = typer.Option(
+        True,
+        "--cache/--no-cache",
+        help="Reuse ingest and validation from an earlier run on the same data, parameters, code.",
+    ),
     verbose: bool = VerboseOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -105,7 +113,7 @@ def pipeline_run(
     data_dir = data or (project_root() / params.ingest.data_dir)
     out = terminal(to_stderr=as_json)
     try:
-        result = _run_pipeline(params, data_dir, uri, run_name, runner, gpu, verbose, out)
+        result = _run_pipeline(params, data_dir, uri, run_name, runner, gpu, verbose, out, cache)
     except CxrError as exc:
         _fail_json(exc, uri, as_json, run_name=run_name)
         raise
@@ -253,6 +261,153 @@ def pipeline_submit(
         print(json.dumps(result))
         return
     _finish(result, out, as_json)
+
+
+def _connected(host: str, namespace: str):
+    from pipelines import remote
+
+    if not host:
+        raise CxrError("No Kubeflow Pipelines endpoint: pass --host URL or set $KFP_HOST.")
+    return remote.connect(host, namespace or None)
+
+
+def _quietly(call):
+    """kfp's client prints its UI links and logs retries: keep them off stdout (which may carry --json)."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return call()
+
+
+NameOpt = typer.Option("", "--name", help="Pipeline name in the KFP catalogue (default: the package's name).")
+
+
+@pipeline_app.command("upload")
+def pipeline_upload(
+    host: str = HostOpt,
+    name: str = NameOpt,
+    version: str = typer.Option("", "--version", help="Version name (default: the git commit)."),
+    namespace: str = NamespaceOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the pipeline and version ids as JSON."),
+    profile: str = ProfileOpt,
+    params_file: Path | None = ParamsOpt,
+    overrides: list[str] | None = SetOpt,
+    image_registry: str = RegistryOpt,
+    image_tag: str = TagOpt,
+    tracking_uri: str = ClusterUriOpt,
+    data_dir: str = DataDirOpt,
+    mlflow_secret: str = MlflowSecretOpt,
+) -> None:
+    """Compile and upload the pipeline as a new version of a named pipeline (created on first upload): the
+    KFP UI's run form then offers its typed parameters, and `cxr pipeline schedule` can run it."""
+    import tempfile
+
+    from cxr.tracking import runs as tracking
+    from pipelines import catalog
+    from pipelines.training import PIPELINE_NAME
+
+    cluster = (image_registry, image_tag, tracking_uri, data_dir, mlflow_secret)
+    name, version = name or PIPELINE_NAME, version or tracking.git_commit()
+    with tempfile.TemporaryDirectory() as tmp:
+        package = _compile(Path(tmp) / "pipeline.yaml", params_file, profile, overrides, cluster)
+        client = _connected(host, namespace)
+        description = f"Chest X-ray COVID-19 classifier; code {tracking.git_commit()}, data {tracking.data_version()}"
+        made = _quietly(lambda: catalog.upload(client, host, package, name, version, description))
+    result = {"host": host, "pipeline": name, **made.__dict__}
+    if as_json:
+        print(json.dumps(result))
+        return
+    first = "created pipeline and uploaded" if made.created_pipeline else "uploaded"
+    print(f"{first} {name} version {version} to {host}")
+    print(f"  {host.rstrip('/')}/#/pipelines/details/{made.pipeline_id}/version/{made.version_id}")
+
+
+@pipeline_app.command("schedule")
+def pipeline_schedule(
+    cron: str = typer.Option(..., "--cron", help="When to run: 5-field cron (minute hour day month weekday)."),
+    host: str = HostOpt,
+    name: str = NameOpt,
+    version: str = typer.Option("", "--version", help="Pipeline version to run (default: the newest uploaded)."),
+    job_name: str = typer.Option("", "--job-name", help="Recurring run name (default: <pipeline>-schedule)."),
+    experiment: str = typer.Option("", "--experiment", help="KFP experiment name (default: mlflow.experiment)."),
+    namespace: str = NamespaceOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the recurring run as JSON."),
+    profile: str = ProfileOpt,
+    params_file: Path | None = ParamsOpt,
+) -> None:
+    """Create, or replace, a recurring run of an uploaded pipeline version. Each run trains on the data
+    version and parameters the version was compiled with (upload a new version when data lands)."""
+    from pipelines import catalog
+    from pipelines.training import PIPELINE_NAME
+
+    params = _load(params_file, profile, ())
+    name = name or PIPELINE_NAME
+    cron = catalog.cron_fields(cron)  # a bad expression fails before any connection
+    client = _connected(host, namespace)
+    made = _quietly(
+        lambda: catalog.schedule(
+            client,
+            host,
+            name,
+            version,
+            cron,
+            experiment or params.mlflow.experiment,
+            job_name or f"{name}-schedule",
+            {"kfp_host": host},
+        )
+    )
+    if as_json:
+        print(json.dumps(made))
+        return
+    replaced = f" (replaced {len(made['replaced'])})" if made["replaced"] else ""
+    print(f"scheduled {made['name']}: {name} version {made['version']} on '{made['cron']}'{replaced}")
+
+
+@pipeline_app.command("runs")
+def pipeline_runs(
+    host: str = HostOpt,
+    experiment: str = typer.Option("", "--experiment", help="KFP experiment name (default: mlflow.experiment)."),
+    limit: int = typer.Option(10, "--limit", help="How many of the newest runs."),
+    namespace: str = NamespaceOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the runs as a JSON list."),
+    profile: str = ProfileOpt,
+    params_file: Path | None = ParamsOpt,
+) -> None:
+    """The newest Kubeflow runs with their state and the MLflow run each recorded (read from
+    $MLFLOW_TRACKING_URI as this machine reaches it): gate outcome, registered version, link."""
+    from cxr.tracking import runs as tracking
+    from pipelines import catalog
+
+    params = _load(params_file, profile, ())
+    client = _connected(host, namespace)
+    rows = _quietly(lambda: catalog.recent_runs(client, host, experiment or params.mlflow.experiment, limit))
+    uri = tracking.resolve_tracking_uri(params)
+    try:
+        recorded = tracking.runs_by_kfp_id(uri, params.mlflow.experiment, [r["kfp_run_id"] for r in rows])
+    except Exception as exc:  # the KFP side still answers: say MLflow could not be read, list the runs
+        print(f"(MLflow at {uri} could not be read: {exc.__class__.__name__}; links left out)", file=sys.stderr)
+        recorded = {}
+    ui = (params.cluster.mlflow_ui_url or uri).rstrip("/")
+    for row in rows:
+        run = recorded.get(row["kfp_run_id"])
+        row["mlflow_run_id"] = run.info.run_id if run else ""
+        row["mlflow_url"] = f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" if run else ""
+        row["gate"] = run.data.tags.get("gate.outcome", "") if run else ""
+        row["registered_version"] = run.data.tags.get("registered_version", "") if run else ""
+    if as_json:
+        print(json.dumps(rows))
+        return
+    if not rows:
+        print(f"no runs in experiment {experiment or params.mlflow.experiment} at {host}")
+    for row in rows:
+        gate = f"gate {row['gate']}" + (
+            f", v{row['registered_version']}" if row["registered_version"] not in ("", "none") else ""
+        )
+        print(f"{row['created_at'][:19]:<19}  {row['state']:<9}  {row['name']}  {gate if row['gate'] else ''}")
+        print(f"    kfp: {row['url']}")
+        if row["mlflow_url"]:
+            print(f"    mlflow: {row['mlflow_url']}")
 
 
 @pipeline_app.command("summary")

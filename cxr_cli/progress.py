@@ -23,6 +23,7 @@ from cxr import events
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 TASK_START = re.compile(r"Executing task '([^']+)'")
 TASK_END = re.compile(r"Task '([^']+)' finished with status (\w+)")
+CACHE_HIT = re.compile(r"Task (\S+) cache hit")
 BAR_WIDTH = 20
 
 
@@ -60,6 +61,13 @@ class StepView:
             self._start(match.group(1))
         elif match := TASK_END.search(text):
             self._end(match.group(1), match.group(2))
+        elif match := CACHE_HIT.search(text):
+            self._cached(match.group(1))
+
+    def _cached(self, name: str) -> None:
+        """A step kfp reused from an earlier run (same inputs: data version, parameters, code)."""
+        self.steps.append(StepLine(name, self.clock(), "SUCCESS"))
+        self._draw(f"  ✓ {name:<10} cached    reused: same data version, parameters and code", final=True)
 
     def _start(self, name: str) -> None:
         self.current = StepLine(name, self.clock())

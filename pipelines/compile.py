@@ -8,6 +8,7 @@ from kfp import compiler
 
 from components.steps import CPU_IMAGE, GPU_IMAGE
 from cxr.params import ClusterParams, Params
+from cxr.release.signature import code_version
 from pipelines.training import build_pipeline
 
 
@@ -17,31 +18,36 @@ def image_names(registry: str, tag: str) -> dict[str, str]:
     return {image: f"{registry}/{image.split(':')[0]}:{tag}" for image in (CPU_IMAGE, GPU_IMAGE)}
 
 
-def compile_pipeline(
-    output: str | Path, params: Params, data_version: str = "unversioned", git_commit: str = "unknown"
-) -> Path:
-    """Write the package: parameter defaults, component images, data source and GPU placement from params.cluster."""
+def cluster_pipeline(params: Params, data_version: str = "unversioned", git_commit: str = "unknown"):
+    """The pipeline as the cluster runs it: run parameters defaulting to `params`, location inputs, images,
+    data source, secrets and GPU placement from params.cluster."""
     cluster: ClusterParams = params.cluster
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = build_pipeline(
-        dict(cluster.gpu_node_selector),
-        [dict(t) for t in cluster.gpu_tolerations],
+    inputs = {
+        "data_dir": cluster.data_dir,
+        "dvc_remote": "" if cluster.data_dir else cluster.dvc_remote,
+        "tracking_uri": cluster.tracking_uri,
+        "mlflow_ui": cluster.mlflow_ui_url,
+        "data_version": data_version,
+        "git_commit": git_commit,
+        "code_version": code_version(),
+    }
+    return build_pipeline(
+        params,
+        inputs,
         image_names(cluster.image_registry, cluster.image_tag),
         data_secret="" if cluster.data_dir else cluster.dvc_secret,
         data_endpoint_url="" if cluster.data_dir else cluster.dvc_endpoint_url,
         mlflow_secret=cluster.mlflow_secret,
+        gpu_placement=True,
+        retries=True,
     )
-    compiler.Compiler().compile(
-        pipeline,
-        str(output),
-        pipeline_parameters={
-            "data_dir": cluster.data_dir,
-            "dvc_remote": "" if cluster.data_dir else cluster.dvc_remote,
-            "params_json": params.to_json(),
-            "tracking_uri": cluster.tracking_uri,
-            "data_version": data_version,
-            "git_commit": git_commit,
-        },
-    )
+
+
+def compile_pipeline(
+    output: str | Path, params: Params, data_version: str = "unversioned", git_commit: str = "unknown"
+) -> Path:
+    """Write the package (see `cluster_pipeline`)."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(cluster_pipeline(params, data_version, git_commit), str(output))
     return output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +12,11 @@ from pathlib import Path
 import mlflow
 from kfp import local
 
+from components.parameters import parameter_values
+from cxr.data.versions import dir_md5
 from cxr.errors import CxrError
 from cxr.params import Params, project_root
+from cxr.release.signature import code_version
 from cxr.tracking import runs as tracking
 from pipelines.compile import image_names
 from pipelines.training import build_pipeline
@@ -53,12 +57,14 @@ def run_local(
     pipeline_root: str | Path | None = None,
     runner: str = "subprocess",
     gpu: bool = False,
+    cache: bool = True,
 ) -> PipelineOutcome:
     """Run every step on this machine and return what the MLflow run recorded (metrics, gate, version).
 
     runner "subprocess": each step a subprocess of this Python. "docker": each step in its container image
     (params.cluster's names and tag, `make images`), through kfp's DockerRunner; training in the CPU
-    components image, or in the GPU training image with `gpu`.
+    components image, or in the GPU training image with `gpu`. With `cache`, ingest and validation are
+    reused from an earlier run on the same data version, parameters and code (kfp's local cache).
     """
     if runner not in RUNNERS:
         raise CxrError(f"Unknown runner '{runner}'; use one of: {', '.join(RUNNERS)}.")
@@ -74,6 +80,10 @@ def run_local(
     pipeline_root.mkdir(parents=True, exist_ok=True)
     launch = contextlib.nullcontext()
     images = None
+    requested = tracking.data_version()
+    # ingest and validation are reused from an earlier run only when the folder is the version data.dvc
+    # names (a folder edited since `dvc add` has no version to key the cache on)
+    caching = cache and requested == dir_md5(data_dir)
     if runner == "docker":
         from pipelines import docker_runner
         from pipelines.training import steps
@@ -88,21 +98,34 @@ def run_local(
         if tracking.is_local(tracking_uri):  # the local store, at the same path inside the containers
             mounts[Path(tracking_uri.removeprefix("sqlite:///").removeprefix("file://")).resolve().parent] = "rw"
         launch = docker_runner.reliable_containers(mounts)
-        local.init(runner=docker_runner.runner(gpu), pipeline_root=str(pipeline_root), raise_on_error=False)
+        task_runner = docker_runner.runner(gpu)
     else:
-        local.init(
-            runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False
-        )
-    with launch:
-        build_pipeline(images=images)(
+        task_runner = local.SubprocessRunner(use_venv=False)
+    local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=False, enable_caching=caching)
+    with launch, cache_hits_shown():
+        build_pipeline(params, images=images)(
             data_dir=str(data_dir),
-            params_json=params.to_json(),
             tracking_uri=tracking_uri,
             run_name=run_name,
-            data_version=tracking.data_version(),
+            data_version=requested,
             git_commit=tracking.git_commit(),
+            code_version=code_version(),
+            **parameter_values(params),
         )
     return read_outcome(tracking_uri, params.mlflow.experiment, run_name)
+
+
+@contextlib.contextmanager
+def cache_hits_shown():
+    """kfp's local runner logs a cache hit at INFO on the root logger, which is silent by default: let
+    those lines through (its own handler prints them; the progress view shows the step as reused)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(min(level, logging.INFO))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def read_outcome(tracking_uri: str, experiment: str, run_name: str) -> PipelineOutcome:

@@ -75,10 +75,10 @@ def submit(client, host: str, package: Path, experiment: str, run_name: str, arg
     try:
         run = client.create_run_from_pipeline_package(
             str(package),
-            arguments={"run_name": run_name, **arguments},
+            arguments={"run_name": run_name, "kfp_host": host, **arguments},
             run_name=run_name,
             experiment_name=experiment,
-            enable_caching=False,
+            enable_caching=None,  # the package's own settings: ingest and validation cached, the rest not
         )
     except Exception as exc:
         raise CxrError(

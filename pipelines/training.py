@@ -1,13 +1,35 @@
-"""The training pipeline: wiring only (steps, typed artifacts, the gate branch, the exit handler, resources)."""
+"""The training pipeline: wiring only (steps, typed artifacts, the gate branch, the exit handler, caching,
+retries, timeouts, resources).
+
+Its inputs are where things are (data, tracking server, lineage) and every typed run parameter from
+`components.parameters` (`train_learning_rate`, `gate_min_f1`, ...), defaulting to the effective params."""
 
 import copy
+import inspect
 
 from kfp import dsl, kubernetes
 
 from components import steps
+from components.parameters import PROFILE, parameter_values, pipeline_parameters
+from cxr.params import Params
 
 PIPELINE_NAME = "covid-xray-vgg16-training"
 MLFLOW_SECRET_KEYS = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}
+# (name, default, description): where the data and the tracking server are, and the run's lineage
+LOCATION_INPUTS = (
+    ("data_dir", "", "Dataset folder the pods mount; empty: fetch data_version from dvc_remote."),
+    ("dvc_remote", "", "DVC remote to fetch data_version from (s3://bucket/dvc-store)."),
+    ("data_version", "unversioned", "The DVC version to train on (data.dvc's md5)."),
+    ("tracking_uri", "", "MLflow tracking server the steps log to."),
+    ("mlflow_ui", "", "MLflow UI address as a browser reaches it, for links (empty: tracking_uri)."),
+    ("run_name", "", "Name of the MLflow parent run (empty: MLflow picks one)."),
+    ("git_commit", "unknown", "Commit of the code that compiled the pipeline."),
+    ("code_version", "", "Hash of the cxr code that compiled the pipeline: part of the cached steps' keys."),
+    ("kfp_host", "", "Kubeflow Pipelines endpoint the run was submitted to (the MLflow run links back)."),
+)
+# Steps that reach S3, the DVC remote or MLflow retry transient failures with exponential backoff.
+RETRY = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+TRAIN_RETRY = {**RETRY, "num_retries": 1}  # a retried training costs its whole run again: once
 
 
 def with_image(component, image: str | None):
@@ -19,93 +41,124 @@ def with_image(component, image: str | None):
     return component
 
 
+def _signature(params: Params, inputs: dict) -> inspect.Signature:
+    """The pipeline function's typed inputs: the location inputs, then every run parameter and the profile."""
+    defaults = {name: inputs.get(name, default) for name, default, _ in LOCATION_INPUTS}
+    defaults |= parameter_values(params)
+    kinds = {p.name: p.annotation for p in pipeline_parameters()}
+    return inspect.Signature(
+        [
+            inspect.Parameter(
+                name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value, annotation=kinds.get(name, str)
+            )
+            for name, value in defaults.items()
+        ]
+    )
+
+
+def _docstring() -> str:
+    lines = [f"    {name}: {text}" for name, _, text in LOCATION_INPUTS]
+    lines += [f"    {p.name}: {p.description}" for p in pipeline_parameters()]
+    lines.append(f"    {PROFILE}: The params.yaml profile the defaults came from (cpu, paper).")
+    return "Train, gate and register the chest X-ray COVID-19 classifier.\n\nArgs:\n" + "\n".join(lines) + "\n"
+
+
 def build_pipeline(
-    gpu_node_selector: dict | None = None,
-    gpu_tolerations: list | None = None,
+    params: Params,
+    inputs: dict | None = None,
     images: dict[str, str] | None = None,
     data_secret: str = "",
     data_endpoint_url: str = "",
     mlflow_secret: str = "",
+    gpu_placement: bool = False,
+    retries: bool = False,
 ):
-    """The pipeline, with the training task's node selector and tolerations (kfp-kubernetes) set, the
-    placeholder images (steps.CPU_IMAGE, steps.GPU_IMAGE) replaced by `images`, the ingest task given
-    the DVC remote's credentials from Kubernetes secret `data_secret` and its endpoint, and every task
-    the MLflow identity in Kubernetes secret `mlflow_secret` (keys `username`, `password`) as
-    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD: the values never enter the package or a log."""
+    """The pipeline, its run parameters defaulting to `params` and its location inputs to `inputs`; the
+    placeholder images (steps.CPU_IMAGE, steps.GPU_IMAGE) replaced by `images`; the ingest task given the
+    DVC remote's credentials from Kubernetes secret `data_secret` and its endpoint; every task the MLflow
+    identity in Kubernetes secret `mlflow_secret` (keys `username`, `password`) as
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (the values never enter the package or a log);
+    with `gpu_placement`, the training task on params.cluster's GPU nodes; with `retries`, retry policies on
+    the tasks that reach S3, the DVC remote or MLflow (a local run fails at once instead). Timeouts from
+    params.cluster."""
     images = images or {}
+    cluster = params.cluster
     cpu = {
         name: with_image(getattr(steps, name), images.get(steps.CPU_IMAGE))
-        for name in ("ingest", "validate", "augment", "evaluate", "gate", "register", "reject", "finalize")
+        for name in ("ingest", "validate", "start_run", "augment", "evaluate", "gate", "register", "reject", "finalize")
     }
     train_step = with_image(steps.train, images.get(steps.GPU_IMAGE))
+    signature = _signature(params, inputs or {})
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="Ingest, validate, augment, train (GPU), evaluate, gate on validation F1 and register "
-        "the chest X-ray COVID-19 classifier.",
-    )
-    def training_pipeline(
-        data_dir: str,
-        params_json: str,
-        tracking_uri: str,
-        run_name: str = "",
-        data_version: str = "unversioned",
-        git_commit: str = "unknown",
-        dvc_remote: str = "",
-    ):
-        common = {"params_json": params_json, "tracking_uri": tracking_uri}
-        finalize = cpu["finalize"](kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common).set_display_name("finalize")
+    def call(component, args: dict, **given):
+        """A task of `component`, given the pipeline inputs it declares (its run parameters) and `given`."""
+        declared = component.component_spec.inputs or {}
+        return component(**{k: v for k, v in args.items() if k in declared and k not in given}, **given)
+
+    def training_pipeline(*values):
+        args = dict(zip(signature.parameters, values, strict=True))
+        where = {"tracking_uri": args["tracking_uri"]}
+        job = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        finalize = call(cpu["finalize"], args, kfp_run_id=job, **where).set_display_name("finalize")
         with dsl.ExitHandler(finalize, name="mlflow-run"):
-            ingest = cpu["ingest"](
-                data_dir=data_dir,
-                run_name=run_name,
-                data_version=data_version,
-                git_commit=git_commit,
-                dvc_remote=dvc_remote,
-                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                **common,
-            ).set_display_name("ingest")
+            ingest = call(cpu["ingest"], args).set_display_name("ingest")
             if data_secret:
                 keys = {"access-key-id": "AWS_ACCESS_KEY_ID", "secret-access-key": "AWS_SECRET_ACCESS_KEY"}
                 kubernetes.use_secret_as_env(ingest, secret_name=data_secret, secret_key_to_env=keys)
             if data_endpoint_url:
                 ingest.set_env_variable("AWS_ENDPOINT_URL", data_endpoint_url)
-            run_id = ingest.outputs["run_id"]
             dataset = ingest.outputs["dataset"]
-            validate = cpu["validate"](dataset=dataset, parent_run_id=run_id, **common).set_display_name("validate")
-            augment = cpu["augment"](dataset=dataset, parent_run_id=run_id, **common).after(validate)
-            train = train_step(
-                dataset=dataset, augmentation=augment.outputs["augmentation"], parent_run_id=run_id, **common
-            )
+            validate = call(cpu["validate"], args, dataset=dataset).set_display_name("validate")
+            start = call(
+                cpu["start_run"],
+                args,
+                dataset=dataset,
+                validation=validate.outputs["validation"],
+                data_version_read=ingest.outputs["data_version"],
+                kfp_run_id=job,
+            ).set_display_name("start MLflow run")
+            run = {"parent_run_id": start.outputs["run_id"], **where}
+            augment = call(cpu["augment"], args, dataset=dataset, **run).set_display_name("augment")
+            train = call(train_step, args, dataset=dataset, augmentation=augment.outputs["augmentation"], **run)
             train.set_display_name("train (GPU)").set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
             train.set_memory_request("16G").set_cpu_request("4")
-            for key, value in (gpu_node_selector or {}).items():
-                kubernetes.add_node_selector(train, key, str(value))
-            for toleration in gpu_tolerations or []:
-                kubernetes.add_toleration(train, **toleration)
-            evaluate = cpu["evaluate"](dataset=dataset, model=train.outputs["model"], parent_run_id=run_id, **common)
-            gate = cpu["gate"](
-                dataset=dataset, report=evaluate.outputs["report"], parent_run_id=run_id, **common
-            ).set_display_name("gate")
+            if gpu_placement:
+                for key, value in cluster.gpu_node_selector.items():
+                    kubernetes.add_node_selector(train, key, str(value))
+                for toleration in cluster.gpu_tolerations:
+                    kubernetes.add_toleration(train, **dict(toleration))
+            evaluate = call(cpu["evaluate"], args, dataset=dataset, model=train.outputs["model"], **run)
+            evaluate.set_display_name("evaluate")
+            gate = call(cpu["gate"], args, dataset=dataset, report=evaluate.outputs["report"], **run)
+            gate.set_display_name("gate")
             outcome, decision = gate.outputs["outcome"], gate.outputs["decision"]
             with dsl.If(outcome == "passed", name="gate-passed"):
-                register = cpu["register"](
+                register = call(
+                    cpu["register"],
+                    args,
                     model_uri=train.outputs["model_uri"],
                     decision=decision,
-                    parent_run_id=run_id,
                     data_version=ingest.outputs["data_version"],
-                    git_commit=git_commit,
-                    **common,
-                )
+                    **run,
+                ).set_display_name("register")
             with dsl.Elif(outcome == "inconclusive", name="gate-inconclusive"):
-                inconclusive = cpu["reject"](decision=decision, tracking_uri=tracking_uri, parent_run_id=run_id)
-                inconclusive.set_display_name("inconclusive")
+                inconclusive = cpu["reject"](decision=decision, **run).set_display_name("inconclusive")
             with dsl.Else(name="gate-failed"):
-                reject = cpu["reject"](decision=decision, tracking_uri=tracking_uri, parent_run_id=run_id)
-        # Every run opens its own MLflow run and the champion may change between runs: never reuse outputs.
-        for task in (ingest, validate, augment, train, evaluate, gate, register, inconclusive, reject, finalize):
+                reject = cpu["reject"](decision=decision, **run).set_display_name("not registered")
+        # Cached: ingest (keyed on the data version and the ingest parameters) and validation, which write
+        # nothing to MLflow. Never cached: whatever opens or writes the MLflow run, reads the champion or
+        # writes the registry.
+        for task in (ingest, validate):
+            task.set_caching_options(True)
+        for task in (start, augment, train, evaluate, gate, register, inconclusive, reject, finalize):
             task.set_caching_options(False)
+        for task in (ingest, validate, start, augment, train, evaluate, gate, register, inconclusive, reject, finalize):
+            kubernetes.set_timeout(task, cluster.train_timeout_s if task is train else cluster.step_timeout_s)
+            if retries and task is not validate:  # validation reads only its input artifact
+                task.set_retry(**(TRAIN_RETRY if task is train else RETRY))
             if mlflow_secret:
                 kubernetes.use_secret_as_env(task, secret_name=mlflow_secret, secret_key_to_env=MLFLOW_SECRET_KEYS)
 
-    return training_pipeline
+    training_pipeline.__signature__ = signature
+    training_pipeline.__doc__ = _docstring()
+    return dsl.pipeline(name=PIPELINE_NAME)(training_pipeline)

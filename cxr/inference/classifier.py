@@ -8,7 +8,8 @@ with `probability` (of the positive class), `label` (at the recorded decision th
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import io
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 
 import keras
@@ -18,6 +19,7 @@ import pandas as pd
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from PIL import Image
 
 import cxr
 import cxr.model.layers  # noqa: F401 (registers the custom layers before a model is loaded)
@@ -119,7 +121,7 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
 def log_model(model_dir: str | Path, name: str = "model"):
     """Log the model folder (model.keras + config.json) as an MLflow pyfunc model in the active run."""
     model_dir = Path(model_dir)
-    example = pd.DataFrame({"image": [b"\x89PNG..."]})
+    example = pd.DataFrame({"image": [example_image()]})
     output = pd.DataFrame(
         {"probability": [0.5], "label": ["COVID"], "in_distribution": [True], "ood_score": [1.0], "reason": [""]}
     )
@@ -134,15 +136,28 @@ def log_model(model_dir: str | Path, name: str = "model"):
         artifacts=artifacts,
         code_paths=[str(Path(cxr.__file__).parent)],
         signature=signature,
+        input_example=example,
         pip_requirements=_requirements(),
     )
 
 
+def example_image(size: int = 64) -> bytes:
+    """A synthetic grey-level PNG (no patient's image goes into the registry) as the model's input example."""
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    pixels = np.clip(np.add.outer(ramp, ramp[::-1]) / 2, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _requirements() -> list[str]:
+    """Pins of what this process runs, TensorFlow under the distribution that provides it here
+    (tensorflow-cpu in the CPU images, tensorflow in the GPU image)."""
+    providers = packages_distributions().get("tensorflow", [])
     pins = []
-    for package in ("tensorflow-cpu", "keras", "mlflow", "pillow", "pydicom", "numpy", "pandas", "pyyaml"):
+    for package in (*providers[:1], "keras", "mlflow", "pillow", "pydicom", "numpy", "pandas", "pyyaml"):
         try:
-            pins.append(f"{package}=={version(package)}")
+            pins.append(f"{package.replace('_', '-').lower()}=={version(package)}")
         except PackageNotFoundError:
             continue
     return pins

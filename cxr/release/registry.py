@@ -25,6 +25,14 @@ def alias_version(name: str, alias: str):
         return None
 
 
+def registered_by_run(name: str, run_id: str):
+    """The version of `name` a pipeline run (its MLflow parent run id) already registered, if any."""
+    if not run_id:
+        return None
+    found = client().search_model_versions(f"name = '{name}' and tags.run_id = '{run_id}'")
+    return found[0] if found else None
+
+
 def register_candidate(model_uri: str, name: str, alias: str, tags: dict[str, str], decision: GateDecision):
     """Register a version that passed the gate; give it `alias` unless that would act on stale facts.
 
@@ -41,8 +49,9 @@ def register_candidate(model_uri: str, name: str, alias: str, tags: dict[str, st
             f"The champion of '{name}' changed from v{decision.champion_version or '-'} to v{now_champion or '-'} "
             "after this run's gate compared against it; nothing was registered. Rerun the pipeline."
         )
-    # one request creates the version with every tag: a failure cannot leave a version without its gate record
-    version = mlflow.register_model(
+    # one request creates the version with every tag: a failure cannot leave a version without its gate record;
+    # a retried step finds the version its first attempt registered instead of registering a second one
+    version = registered_by_run(name, str(tags.get("run_id", ""))) or mlflow.register_model(
         model_uri, name, tags={**{k: str(v) for k, v in tags.items()}, **gate_tags(decision)}
     )
     c = client()

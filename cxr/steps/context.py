@@ -57,6 +57,28 @@ def resolve_data(data_dir: str, requested_version: str, dvc_remote: str = "", sc
     return data_dir, actual
 
 
+def start_lineage_run(
+    params: Params,
+    tracking_uri: str,
+    run_name: str,
+    actual_version: str,
+    requested_version: str,
+    git_commit: str,
+    orchestrator: str,
+    extra_tags: dict | None = None,
+) -> RunContext:
+    """The pipeline's MLflow parent run, opened with the lineage every front-end records (data version
+    read and asked for, code commit, orchestrator) and the effective parameters."""
+    tags = {
+        "data_version": actual_version,
+        "data_version_requested": requested_version,
+        "git_commit": git_commit,
+        "orchestrator": orchestrator,
+        **(extra_tags or {}),
+    }
+    return RunContext(tracking_uri, tracking.start_pipeline_run(params, tracking_uri, run_name, tags))
+
+
 def open_pipeline_run(
     params: Params,
     tracking_uri: str,
@@ -69,16 +91,10 @@ def open_pipeline_run(
     scratch: str = "",
     extra_tags: dict | None = None,
 ) -> tuple[RunContext, str, str]:
-    """The pipeline's MLflow parent run, opened with the lineage every front-end records (data version
-    read and asked for, code commit, orchestrator). Returns (its context, the data folder to read, the
-    data version read)."""
+    """Resolve the data (`resolve_data`), then open the parent run (`start_lineage_run`). Returns (its
+    context, the data folder to read, the data version read)."""
     data_dir, actual = resolve_data(data_dir, requested_version, dvc_remote, scratch)
-    tags = {
-        "data_version": actual,
-        "data_version_requested": requested_version,
-        "git_commit": git_commit,
-        "orchestrator": orchestrator,
-        **(extra_tags or {}),
-    }
-    run_id = tracking.start_pipeline_run(params, tracking_uri, run_name, tags)
-    return RunContext(tracking_uri, run_id), data_dir, actual
+    ctx = start_lineage_run(
+        params, tracking_uri, run_name, actual, requested_version, git_commit, orchestrator, extra_tags
+    )
+    return ctx, data_dir, actual

@@ -55,3 +55,28 @@ def gate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Params
             client.log_metric(ctx.parent_run_id, key, value)
     events.figure(decision.outcome.upper())
     return decision
+
+
+def run_link(mlflow_ui: str, parent_run_id: str) -> str:
+    """The MLflow UI's page of the pipeline's run."""
+    experiment_id = mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id
+    return f"{mlflow_ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{parent_run_id}"
+
+
+def gate_summary(decision, mlflow_ui: str, parent_run_id: str) -> str:
+    """The decision in Markdown, with the link to the MLflow run (the KFP UI shows it on the run's page)."""
+    lines = [
+        f"## Gate: {decision.outcome.upper()}",
+        "",
+        decision.reason,
+        "",
+        f"- Validation F1: {decision.candidate_f1:.3f} (threshold on its 95% lower bound: {decision.min_f1})",
+    ]
+    if decision.champion_version is not None:
+        lines.append(
+            f"- Champion: version {decision.champion_version}, F1 {decision.champion_f1:.3f} on the same images"
+        )
+    if decision.advice:
+        lines += ["", f"Next: {decision.advice}"]
+    lines += ["", f"[MLflow run {parent_run_id}]({run_link(mlflow_ui, parent_run_id)})", ""]
+    return "\n".join(lines)

@@ -18,6 +18,14 @@ from cxr.steps.context import RunContext
 from cxr.tracking import runs as tracking
 
 
+def signature_of(parent, data_version: str, params: Params) -> TrainingSignature:
+    """The version's training signature; the parameters' hash as the run recorded it when it opened
+    (the kfp register step is given only the parameters it reads, not every shaping one)."""
+    signature = TrainingSignature.of(data_version, params)
+    recorded = parent.data.tags.get("params_hash")
+    return TrainingSignature(data_version, recorded, signature.code_version) if recorded else signature
+
+
 def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: Params, tags: dict) -> str:
     """Register the gated model as a new version (alias, lineage and metric tags, model card)."""
     decision = GateDecision.from_json(decision_json)
@@ -45,7 +53,7 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
                 "run_id": ctx.parent_run_id,
                 "profile": params.profile,
                 "registered_by": who,
-                **TrainingSignature.of(tags.get("data_version", ""), params).tags(),
+                **signature_of(parent, tags.get("data_version", ""), params).tags(),
                 "weights": params.train.weights,
                 "positive_class": params.ingest.positive_class,
             },

@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 
 from cxr.errors import CxrError, first_line
 from cxr.params import Params, project_root
+from cxr.release.signature import params_hash
 
 # The MLflow 3 UI opens an experiment on its training-runs view (not the GenAI overview) when tagged so.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -131,7 +132,7 @@ def start_pipeline_run(params: Params, tracking_uri: str, run_name: str, tags: d
     run = client.create_run(
         experiment_id,
         run_name=run_name or None,
-        tags={"profile": params.profile, **{k: str(v) for k, v in tags.items()}},
+        tags={"profile": params.profile, **{k: str(v) for k, v in tags.items()}, "params_hash": params_hash(params)},
     )
     run_id = run.info.run_id
     flat = {k: str(v)[:6000] for k, v in params.flat().items()}
@@ -244,3 +245,18 @@ def continue_pipeline_run(params: Params, tracking_uri: str, previous_run_id: st
 def finish_pipeline_run(tracking_uri: str, parent_run_id: str, status: str = "FINISHED") -> None:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.MlflowClient().set_terminated(parent_run_id, status=status)
+
+
+def runs_by_kfp_id(tracking_uri: str, experiment: str, kfp_run_ids: list[str]) -> dict[str, mlflow.entities.Run]:
+    """The pipeline parent runs tagged with these Kubeflow run ids, by id (absent: none recorded yet)."""
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None or not kfp_run_ids:
+        return {}
+    out = {}
+    for kfp_run_id in kfp_run_ids:  # MLflow's search has no IN for tags: one query per run
+        runs = client.search_runs([found.experiment_id], filter_string=f"tags.kfp_run_id = '{kfp_run_id}'")
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        if parents:
+            out[kfp_run_id] = parents[0]
+    return out

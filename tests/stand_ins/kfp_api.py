@@ -1,5 +1,6 @@
-"""STAND-IN for a Kubeflow Pipelines API server: the few KFP v2beta1 REST calls `cxr pipeline submit --wait`
-makes (healthz, find/create experiment, create run, get run), over real HTTP on loopback.
+"""STAND-IN for a Kubeflow Pipelines API server: the KFP v2beta1 REST calls the `cxr pipeline` commands make
+through kfp.Client (healthz; find/create experiment; create, get and list runs; upload a pipeline and its
+versions, list versions; create, list and delete recurring runs), over real HTTP on loopback.
 
 No KFP API server (it needs Kubernetes, Argo and MySQL) can run on this machine. This server checks
 what a real one would receive (the compiled pipeline spec, the run's parameters, the bearer token) and
@@ -9,12 +10,17 @@ would have done in the meantime (e.g. record its MLflow run).
 
 from __future__ import annotations
 
+import datetime
+import email.parser
+import email.policy
 import json
 import threading
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+import yaml
 
 API = "/apis/v2beta1"
 TASKS = ("ingest", "validate", "augment", "train", "evaluate", "gate", "register")
@@ -34,6 +40,9 @@ class KfpStandIn:
         self.error = error
         self.experiments: dict[str, dict] = {}
         self.runs: dict[str, dict] = {}
+        self.pipelines: dict[str, dict] = {}
+        self.versions: dict[str, list[dict]] = {}  # pipeline id -> its versions, oldest first
+        self.recurring: dict[str, dict] = {}
         self.polls: dict[str, int] = {}
         self.requests: list[tuple[str, str]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -58,6 +67,85 @@ class KfpStandIn:
         if state == "FAILED" and self.error:
             view["error"] = {"code": 2, "message": self.error}
         return view
+
+    @staticmethod
+    def _wanted(query: dict) -> list[str] | None:
+        """The display names a list call's `filter` asks for (None: no filter)."""
+        if "filter" not in query:
+            return None
+        return [p["stringValue"] for p in json.loads(query["filter"][0])["predicates"]]
+
+    def _upload(self, query: dict, headers, body: bytes) -> tuple[int, dict]:
+        """POST pipelines/upload or upload_version: a multipart form whose `uploadfile` is the package."""
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + headers["Content-Type"].encode() + b"\r\n\r\n" + body
+        )
+        files = [
+            part
+            for part in message.iter_parts()
+            if part.get_param("name", header="content-disposition") == "uploadfile"
+        ]
+        if not files:
+            return 400, {"code": 3, "message": "no uploadfile"}
+        spec = next(yaml.safe_load_all(files[0].get_payload(decode=True)))
+        if "pipelineInfo" not in spec:
+            return 400, {"code": 3, "message": "not a pipeline spec"}
+        name = query["name"][0]
+        now = datetime.datetime.now(datetime.UTC).isoformat()
+        if "pipelineid" in query:  # a new version of an existing pipeline
+            pipeline_id = query["pipelineid"][0]
+            if pipeline_id not in self.pipelines:
+                return 404, {"code": 5, "message": "no such pipeline"}
+        else:
+            if any(p["display_name"] == name for p in self.pipelines.values()):
+                return 409, {"code": 6, "message": f"pipeline {name} already exists"}
+            pipeline_id = str(uuid.uuid4())
+            self.pipelines[pipeline_id] = {"pipeline_id": pipeline_id, "display_name": name, "created_at": now}
+            self.versions[pipeline_id] = []
+        if any(v["display_name"] == name for v in self.versions[pipeline_id]):
+            return 409, {"code": 6, "message": f"version {name} already exists"}
+        version = {
+            "pipeline_id": pipeline_id,
+            "pipeline_version_id": str(uuid.uuid4()),
+            "display_name": name,
+            "created_at": now,
+            "pipeline_spec": spec,
+        }
+        self.versions[pipeline_id].append(version)
+        if "pipelineid" in query:
+            return 200, {k: v for k, v in version.items() if k != "pipeline_spec"}
+        return 200, self.pipelines[pipeline_id]
+
+    def _list(self, path: str, query: dict) -> tuple[int, dict] | None:
+        """The list calls: pipelines, a pipeline's versions, runs, recurring runs."""
+        wanted = self._wanted(query)
+        if path == f"{API}/pipelines":
+            found = [p for p in self.pipelines.values() if wanted is None or p["display_name"] in wanted]
+            return 200, {"pipelines": found, "total_size": len(found)}
+        if path.startswith(f"{API}/pipelines/") and path.endswith("/versions"):
+            versions = self.versions.get(path.split("/")[-2], [])
+            if "created_at desc" in query.get("sort_by", [""])[0]:
+                versions = versions[::-1]
+            found = [
+                {k: v for k, v in version.items() if k != "pipeline_spec"}
+                for version in versions
+                if wanted is None or version["display_name"] in wanted
+            ][: int(query.get("page_size", ["100"])[0])]
+            return 200, {"pipeline_versions": found, "total_size": len(found)}
+        if path == f"{API}/runs":
+            experiment = query.get("experiment_id", [None])[0]
+            runs = [self._run_view(i) for i, r in self.runs.items() if experiment in (None, r.get("experiment_id"))]
+            runs = sorted(runs, key=lambda r: r["created_at"], reverse=True)[: int(query.get("page_size", ["10"])[0])]
+            return 200, {"runs": [{k: v for k, v in r.items() if k != "pipeline_spec"} for r in runs]}
+        if path == f"{API}/recurringruns":
+            found = [
+                r
+                for r in self.recurring.values()
+                if (wanted is None or r["display_name"] in wanted)
+                and query.get("experiment_id", [r["experiment_id"]])[0] == r["experiment_id"]
+            ]
+            return 200, {"recurringRuns": found, "total_size": len(found)}
+        return None
 
     def _handler(self):
         stand_in = self
@@ -87,11 +175,13 @@ class KfpStandIn:
                 path = self.path.split("?")[0]
                 if path == f"{API}/healthz":
                     return self._send(200, {"multi_user": False})
+                query = parse_qs(urlparse(self.path).query)
                 if path == f"{API}/experiments":
-                    query = parse_qs(urlparse(self.path).query)
-                    wanted = [p["stringValue"] for p in json.loads(query["filter"][0])["predicates"]]
-                    found = [e for e in stand_in.experiments.values() if e["display_name"] in wanted]
+                    wanted = stand_in._wanted(query)
+                    found = [e for e in stand_in.experiments.values() if wanted is None or e["display_name"] in wanted]
                     return self._send(200, {"experiments": found, "total_size": len(found)})
+                if (listed := stand_in._list(path, query)) is not None:
+                    return self._send(*listed)
                 if path.startswith(f"{API}/runs/") and path.removeprefix(f"{API}/runs/") in stand_in.runs:
                     return self._send(200, stand_in._run_view(path.removeprefix(f"{API}/runs/")))
                 self._send(404, {"code": 5, "message": f"not found: {path}"})
@@ -100,7 +190,21 @@ class KfpStandIn:
                 stand_in.requests.append(("POST", self.path))
                 if not self._authorised():
                     return
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                path, query = self.path.split("?")[0], parse_qs(urlparse(self.path).query)
+                if path in (f"{API}/pipelines/upload", f"{API}/pipelines/upload_version"):
+                    return self._send(*stand_in._upload(query, self.headers, raw))
+                body = json.loads(raw or b"{}")
+                if path == f"{API}/recurringruns":
+                    if body.get("experiment_id") not in stand_in.experiments:
+                        return self._send(400, {"code": 3, "message": "unknown experiment"})
+                    reference = body.get("pipeline_version_reference") or {}
+                    versions = stand_in.versions.get(reference.get("pipeline_id"), [])
+                    if not any(v["pipeline_version_id"] == reference.get("pipeline_version_id") for v in versions):
+                        return self._send(400, {"code": 3, "message": "unknown pipeline version"})
+                    made = {**body, "recurring_run_id": str(uuid.uuid4()), "status": "ENABLED"}
+                    stand_in.recurring[made["recurring_run_id"]] = made
+                    return self._send(200, made)
                 if self.path.startswith(f"{API}/experiments"):
                     experiment = {"experiment_id": str(uuid.uuid4()), "display_name": body["display_name"]}
                     stand_in.experiments[experiment["experiment_id"]] = experiment
@@ -112,12 +216,22 @@ class KfpStandIn:
                     spec = spec.get("pipeline_spec", spec)  # with a platform spec beside it, it is nested
                     if "pipelineInfo" not in spec:
                         return self._send(400, {"code": 3, "message": "no pipeline spec"})
-                    run = {**body, "run_id": str(uuid.uuid4()), "state": "PENDING"}
+                    created = datetime.datetime.now(datetime.UTC).isoformat()
+                    run = {**body, "run_id": str(uuid.uuid4()), "state": "PENDING", "created_at": created}
                     stand_in.runs[run["run_id"]] = run
                     stand_in.polls[run["run_id"]] = 0
                     if stand_in.on_create is not None:
                         stand_in.on_create(run)
                     return self._send(200, {k: v for k, v in run.items() if k != "pipeline_spec"})
                 self._send(404, {"code": 5, "message": f"not found: {self.path}"})
+
+            def do_DELETE(self):
+                stand_in.requests.append(("DELETE", self.path))
+                if not self._authorised():
+                    return
+                recurring_run_id = self.path.split("?")[0].removeprefix(f"{API}/recurringruns/")
+                if stand_in.recurring.pop(recurring_run_id, None) is None:
+                    return self._send(404, {"code": 5, "message": f"not found: {self.path}"})
+                self._send(200, {})
 
         return Handler

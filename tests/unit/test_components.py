@@ -5,12 +5,14 @@ import json
 
 import mlflow
 import pytest
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model, PipelineTaskFinalStatus
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model, PipelineTaskFinalStatus
 
 from components import steps as c
+from components.parameters import parameter_values, pipeline_parameters
 from cxr.data.versions import dir_md5
 from cxr.errors import CxrError
 from cxr.release.registry import CHAMPION
+from cxr.release.signature import params_hash
 from tests.conftest import tiny
 
 
@@ -18,34 +20,75 @@ def art(cls, tmp_path, name):
     return cls(name=name, uri=str(tmp_path / "artifacts" / name), metadata={})
 
 
-@pytest.fixture
-def ingested(tiny_data, tmp_path, tracking_uri, tiny_params):
-    dataset = art(Dataset, tmp_path, "dataset")
-    run_id, data_version = c.ingest.python_func(
+def typed(component, params) -> dict:
+    """The typed run parameters `component` declares, with their values in `params` (as the pipeline passes them)."""
+    declared = component.component_spec.inputs
+    return {name: value for name, value in parameter_values(params).items() if name in declared}
+
+
+def ingest_and_validate(component_params, tiny_data, tmp_path, name="x"):
+    dataset, validation = art(Dataset, tmp_path, f"dataset-{name}"), art(Dataset, tmp_path, f"validation-{name}")
+    (data_version,) = c.ingest.python_func(
         data_dir=str(tiny_data),
-        params_json=tiny_params.to_json(),
+        dvc_remote="",
+        data_version="abc123.dir",
+        code_version="c0de",
+        dataset=dataset,
+        **typed(c.ingest, component_params),
+    )
+    report = art(HTML, tmp_path, f"report-{name}.html")
+    (valid,) = c.validate.python_func(
+        dataset=dataset,
+        code_version="c0de",
+        validation=validation,
+        report=report,
+        **typed(c.validate, component_params),
+    )
+    return dataset, validation, report, data_version, valid
+
+
+def start_run(dataset, validation, data_version, tracking_uri, params):
+    (run_id,) = c.start_run.python_func(
+        dataset=dataset,
+        validation=validation,
         tracking_uri=tracking_uri,
         run_name="unit",
         data_version="abc123.dir",
+        data_version_read=data_version,
         git_commit="deadbeef",
-        dvc_remote="",
         kfp_run_id="kfp-unit",
-        dataset=dataset,
+        kfp_host="https://kfp.example.org/pipeline",
+        **typed(c.start_run, params),
     )
-    assert data_version == dir_md5(tiny_data)
-    return dataset, run_id
+    return run_id
 
 
-def test_ingest_opens_the_pipeline_run_with_comparison_tags(ingested, tiny_data, tracking_uri):
+@pytest.fixture
+def ingested(tiny_data, tmp_path, tracking_uri, tiny_params):
+    dataset, validation, report, data_version, valid = ingest_and_validate(tiny_params, tiny_data, tmp_path)
+    assert data_version == dir_md5(tiny_data) and valid
+    assert "<html" in open(report.path).read().lower()
+    # ingest and validate wrote nothing to MLflow: they are cached across runs
+    assert mlflow.search_runs(search_all_experiments=True).empty
+    return dataset, start_run(dataset, validation, data_version, tracking_uri, tiny_params)
+
+
+def test_start_run_opens_the_pipeline_run_with_lineage_params_and_the_data_record(ingested, tiny_data, tracking_uri):
     dataset, run_id = ingested
     run = mlflow.get_run(run_id)
     assert run.info.run_name == "unit"
     assert run.data.tags["profile"] == "cpu" and run.data.tags["kfp_run_id"] == "kfp-unit"
+    assert run.data.tags["kfp_run_url"] == "https://kfp.example.org/pipeline/#/runs/details/kfp-unit"
     # the version of what was read, not the one asked for
     assert run.data.tags["data_version"] == dir_md5(tiny_data) != "abc123.dir"
     assert run.data.tags["data_version_requested"] == "abc123.dir"
-    assert run.data.params["train.image_size"] == "32"
-    assert dataset.metadata["n_images"] == 12
+    # every effective parameter, as the typed inputs carried them (20.0 stays the int 20)
+    assert run.data.params["train.image_size"] == "32" and run.data.params["train.stat_blocks"] == "(3, 4, 5)"
+    assert run.data.metrics["n_images"] == 12
+    children = mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{run_id}'", output_format="list"
+    )
+    assert {r.info.run_name for r in children} == {"ingest", "validate"}
 
 
 def test_finalize_closes_a_run_a_dead_step_left_running(ingested, tiny_params, tracking_uri):
@@ -54,47 +97,46 @@ def test_finalize_closes_a_run_a_dead_step_left_running(ingested, tiny_params, t
     status = PipelineTaskFinalStatus(
         state="FAILED", pipeline_job_resource_name="p", pipeline_task_name="t", error_code=1, error_message="OOMKilled"
     )
-    common = {"params_json": tiny_params.to_json(), "tracking_uri": tracking_uri, "kfp_run_id": "kfp-unit"}
+    common = {"tracking_uri": tracking_uri, "kfp_run_id": "kfp-unit", **typed(c.finalize, tiny_params)}
     assert c.finalize.python_func(status=status, **common) == ("FAILED",)
     run = mlflow.get_run(run_id)
     assert run.info.status == "FAILED" and run.data.tags["error"] == "OOMKilled"
     assert c.finalize.python_func(status=status, **common) == ("",)  # nothing left to close
 
 
-def test_validate_writes_html_and_fails_on_bad_data(ingested, tmp_path, tracking_uri, tiny_params):
-    dataset, run_id = ingested
-    report = art(HTML, tmp_path, "report.html")
-    assert c.validate.python_func(
-        dataset=dataset,
-        params_json=tiny_params.to_json(),
-        tracking_uri=tracking_uri,
-        parent_run_id=run_id,
-        report=report,
-    ) == (True,)
-    assert "<html" in open(report.path).read().lower()
+def test_a_failed_validation_is_cached_as_an_outcome_and_stops_the_run_at_start(tiny_data, tmp_path, tracking_uri):
+    strict = tiny("validate.min_width=100")
+    dataset, validation, _, data_version, valid = ingest_and_validate(strict, tiny_data, tmp_path, "strict")
+    assert valid is False  # an outcome (cacheable), not an exception
     with pytest.raises(CxrError, match="narrower than 100"):
-        c.validate.python_func(
-            dataset=dataset,
-            params_json=tiny("validate.min_width=100").to_json(),
-            tracking_uri=tracking_uri,
-            parent_run_id=run_id,
-            report=art(HTML, tmp_path, "report2.html"),
-        )
-    assert mlflow.get_run(run_id).data.tags["failed_step"] == "validate"
+        start_run(dataset, validation, data_version, tracking_uri, strict)
+    (run,) = mlflow.search_runs(search_all_experiments=True, filter_string="tags.profile = 'cpu'", output_format="list")
+    assert run.info.status == "FAILED" and run.data.tags["failed_step"] == "validate"
+
+
+def test_each_component_takes_only_the_run_parameters_it_reads():
+    assert set(typed(c.ingest, tiny())) == {p.name for p in pipeline_parameters() if p.dotted.startswith("ingest.")}
+    assert set(typed(c.validate, tiny())) - {"ingest_near_duplicate_bits"} == {
+        p.name for p in pipeline_parameters() if p.dotted.startswith("validate.")
+    }
+    assert "gate_min_f1" not in typed(c.train, tiny()) and "gate_min_f1" in typed(c.gate, tiny())
+    assert set(typed(c.evaluate, tiny())) == {"evaluate_bootstrap_samples", "evaluate_prevalence", "train_seed"}
+    assert set(typed(c.start_run, tiny())) == {p.name for p in pipeline_parameters()} | {"profile"}
 
 
 def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_uri, tiny_params):
     dataset, run_id = ingested
-    params_json = tiny_params.to_json()
-    common = {"params_json": params_json, "tracking_uri": tracking_uri, "parent_run_id": run_id}
+    common = {"tracking_uri": tracking_uri, "parent_run_id": run_id}
     augmentation = art(Dataset, tmp_path, "augmentation")
-    c.augment.python_func(dataset=dataset, augmentation=augmentation, **common)
+    c.augment.python_func(dataset=dataset, augmentation=augmentation, **common, **typed(c.augment, tiny_params))
     spec = json.loads(open(f"{augmentation.path}/augmentation.json").read())
     a = tiny_params.augment
     assert (spec["rotation_range_deg"], spec["horizontal_flip"]) == (a.rotation_deg, a.horizontal_flip)
 
     model = art(Model, tmp_path, "model")
-    (model_uri,) = c.train.python_func(dataset=dataset, augmentation=augmentation, model=model, **common)
+    (model_uri,) = c.train.python_func(
+        dataset=dataset, augmentation=augmentation, model=model, **common, **typed(c.train, tiny_params)
+    )
     assert model_uri.startswith("models:/m-") and model.metadata["image_size"] == 32
 
     metrics, val_cm, test_cm = (
@@ -110,6 +152,7 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
         test_classification=test_cm,
         report=art(Dataset, tmp_path, "report"),
         **common,
+        **typed(c.evaluate, tiny_params),
     )
     assert 0.0 <= f1 <= 1.0
     assert metrics.metadata["val_f1"] == pytest.approx(f1)
@@ -118,20 +161,27 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
     assert logged["val_f1"] == pytest.approx(f1) and "test_bce" in logged
 
     report = art(Dataset, tmp_path, "report")
-    outcome, decision = c.gate.python_func(dataset=dataset, report=report, **common)
+    summary = art(Markdown, tmp_path, "summary")
+    gate_args = {"dataset": dataset, "report": report, "mlflow_ui": "http://mlflow.example.org", "summary": summary}
+    outcome, decision = c.gate.python_func(**gate_args, **common, **typed(c.gate, tiny_params))
     assert outcome == "passed"  # tiny_params: gate.min_f1 = 0, gate.min_val_per_class = 1
     assert json.loads(decision)["test"]["f1"] == pytest.approx(logged["test_f1"])  # recorded, not decided on
-    (version,) = c.register.python_func(
-        model_uri=model_uri, decision=decision, data_version="abc123", git_commit="deadbeef", **common
-    )
+    page = open(summary.path).read()
+    assert page.startswith("## Gate: PASSED") and "http://mlflow.example.org/#/experiments/" in page
+    assert page.rstrip().endswith(f"/runs/{run_id})")
+    registering = {"model_uri": model_uri, "decision": decision, "data_version": "abc123", "git_commit": "deadbeef"}
+    (version,) = c.register.python_func(**registering, **common, **typed(c.register, tiny_params))
+    # a retried register step (the cluster retries it) finds the version its first attempt registered
+    assert c.register.python_func(**registering, **common, **typed(c.register, tiny_params)) == (version,)
     mv = mlflow.MlflowClient().get_model_version_by_alias("covid-xray-vgg16", "challenger")
     assert str(mv.version) == version and mv.tags["data_version"] == "abc123" and mv.tags["run_id"] == run_id
     assert mv.tags["gate.passed"] == "true"
+    assert mv.tags["params_hash"] == mlflow.get_run(run_id).data.tags["params_hash"] == params_hash(tiny_params)
 
     # with that version as champion, a candidate must now match its F1 re-scored on the same split
     mlflow.MlflowClient().set_registered_model_alias("covid-xray-vgg16", CHAMPION, version)
-    demanding = {**common, "params_json": tiny("gate.min_delta=0.5").to_json()}
-    outcome, decision = c.gate.python_func(dataset=dataset, report=report, **demanding)
+    demanding = typed(c.gate, tiny("gate.min_delta=0.5"))
+    outcome, decision = c.gate.python_func(**gate_args, **common, **demanding)
     # the same model on the same images: a paired difference of exactly 0, never 0.5 better
     assert outcome == "failed" and f"champion v{version} F1 = +0.0000" in json.loads(decision)["reason"]
     (reason,) = c.reject.python_func(decision=decision, tracking_uri=tracking_uri, parent_run_id=run_id)
@@ -163,4 +213,24 @@ def test_the_compiled_package_names_every_output_and_documents_every_input(tmp_p
         for key, spec in component.get("inputDefinitions", {}).get("parameters", {}).items():
             if key != "status":
                 assert spec.get("description"), f"{name}.{key} has no description"
-    assert set(package["components"]["comp-ingest"]["outputDefinitions"]["parameters"]) == {"run_id", "data_version"}
+    assert set(package["components"]["comp-ingest"]["outputDefinitions"]["parameters"]) == {"data_version"}
+    assert set(package["components"]["comp-start-run"]["outputDefinitions"]["parameters"]) == {"run_id"}
+
+
+def test_the_logged_model_carries_an_input_example_and_the_tensorflow_that_trained_it(tmp_path):
+    from importlib.metadata import packages_distributions, version
+
+    from cxr.inference.classifier import log_model
+    from tests.conftest import train_on_sample
+
+    model_dir = train_on_sample(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
+    with mlflow.start_run():
+        info = log_model(model_dir)
+    local = mlflow.artifacts.download_artifacts(info.model_uri)
+    requirements = open(f"{local}/requirements.txt").read().split()
+    (trained_with,) = packages_distributions()["tensorflow"]
+    assert f"{trained_with.replace('_', '-').lower()}=={version(trained_with)}" in requirements
+    assert info.saved_input_example_info["type"] == "dataframe"
+    example = mlflow.models.Model.load(local).load_input_example(local)
+    assert bytes(example["image"][0]).startswith(b"\x89PNG")

@@ -139,3 +139,98 @@ def test_retrain_on_kfp_submits_when_the_data_is_new_and_writes_the_same_result(
     result = json.loads(out.stdout)
     assert result["retrain"]["ran"] and result["retrain"]["message"] == "no registered version yet: training"
     assert result["orchestrator"] == "kfp" and len(kfp.runs) == 1
+
+
+def test_submit_keeps_the_packages_caching_and_links_the_mlflow_run_back(store):
+    with KfpStandIn(["SUCCEEDED"], cluster_records(store, "passed"), token=TOKEN) as kfp:
+        out = submit(kfp, store)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = kfp.runs.values()
+    parameters = run["runtime_config"]["parameters"]
+    assert parameters["kfp_host"] == kfp.url  # start_run tags the MLflow run with the KFP run's page
+    assert "params_json" not in parameters and "pipeline_root" not in run["runtime_config"]
+    spec = run["pipeline_spec"].get("pipeline_spec", run["pipeline_spec"])
+    tasks = spec["root"]["dag"]["tasks"]["exit-handler-1"]
+    cached = {
+        n
+        for n, t in spec["components"]["comp-exit-handler-1"]["dag"]["tasks"].items()
+        if t.get("cachingOptions", {}).get("enableCache")
+    }
+    assert cached == {"ingest", "validate"} and tasks  # submit did not switch the package's caching off
+
+
+def pipeline_cmd(kfp, store, *args, token=TOKEN):
+    return cxr("pipeline", *args, "--host", kfp.url, store=store, token=token)
+
+
+def test_upload_makes_versions_of_one_named_pipeline_named_by_commit(store):
+    with KfpStandIn([], token=TOKEN) as kfp:
+        first = pipeline_cmd(kfp, store, "upload", "--json")
+        assert first.returncode == 0, first.stderr[-3000:]
+        made = json.loads(first.stdout)
+        assert made["created_pipeline"] and made["version_name"] == tracking.git_commit()
+        again = pipeline_cmd(kfp, store, "upload", "--version", "v2-more-epochs", "--set", "train.epochs=7")
+        assert again.returncode == 0 and "uploaded covid-xray-vgg16-training version v2-more-epochs" in again.stdout
+        (pipeline,) = kfp.pipelines.values()
+        versions = kfp.versions[pipeline["pipeline_id"]]
+        # the pipeline's own first version, then the two named ones, each a full package with typed parameters
+        assert [v["display_name"] for v in versions][1:] == [tracking.git_commit(), "v2-more-epochs"]
+        inputs = versions[-1]["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]
+        assert inputs["train_epochs"]["defaultValue"] == 7
+        duplicate = pipeline_cmd(kfp, store, "upload", "--version", "v2-more-epochs")
+    assert duplicate.returncode == 2 and "Traceback" not in duplicate.stderr
+    assert "already has a version named 'v2-more-epochs'; pass --version with a new name" in duplicate.stderr
+
+
+def test_schedule_creates_or_replaces_one_recurring_run_of_the_newest_version(store):
+    with KfpStandIn([], token=TOKEN) as kfp:
+        missing = pipeline_cmd(kfp, store, "schedule", "--cron", "0 3 * * 1")
+        assert (
+            missing.returncode == 2
+            and "has no pipeline 'covid-xray-vgg16-training'; run `cxr pipeline upload` first" in missing.stderr
+        )
+        assert pipeline_cmd(kfp, store, "upload", "--version", "a").returncode == 0
+        assert pipeline_cmd(kfp, store, "upload", "--version", "b").returncode == 0
+        out = pipeline_cmd(kfp, store, "schedule", "--cron", "0 3 * * 1", "--json")
+        assert out.returncode == 0, out.stderr[-3000:]
+        made = json.loads(out.stdout)
+        assert made["version"] == "b" and made["cron"] == "0 0 3 * * 1" and made["replaced"] == []
+        (job,) = kfp.recurring.values()
+        assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1" and int(job["max_concurrency"]) == 1
+        assert job["runtime_config"]["parameters"]["kfp_host"] == kfp.url
+        pinned = json.loads(
+            pipeline_cmd(kfp, store, "schedule", "--cron", "30 2 * * *", "--version", "a", "--json").stdout
+        )
+        assert pinned["replaced"] == [made["recurring_run_id"]] and pinned["version"] == "a"
+        (job,) = kfp.recurring.values()  # replaced, not added
+        assert (
+            job["pipeline_version_reference"]["pipeline_version_id"]
+            == kfp.versions[job["pipeline_version_reference"]["pipeline_id"]][1]["pipeline_version_id"]
+        )
+        bad = pipeline_cmd(kfp, store, "schedule", "--cron", "every monday")
+        unknown = pipeline_cmd(kfp, store, "schedule", "--cron", "0 3 * * 1", "--version", "zzz")
+    assert bad.returncode == 2 and "Cron expression 'every monday' is not valid; give 5 fields" in bad.stderr
+    assert unknown.returncode == 2 and "has no version 'zzz'" in unknown.stderr
+
+
+def test_runs_lists_the_newest_runs_with_state_and_their_mlflow_links(store):
+    def record(run):
+        cluster_records(store, "passed")(run)
+        client = mlflow.MlflowClient(tracking_uri=store)
+        (parent,) = client.search_runs(
+            [client.get_experiment_by_name("covid-xray").experiment_id],
+            filter_string=f"attributes.run_name = '{run['runtime_config']['parameters']['run_name']}'",
+        )
+        client.set_tag(parent.info.run_id, "kfp_run_id", run["run_id"])  # what start_run tags on the cluster
+
+    with KfpStandIn(["SUCCEEDED"], record, token=TOKEN) as kfp:
+        assert submit(kfp, store).returncode == 0
+        out = pipeline_cmd(kfp, store, "runs", "--json")
+        text = pipeline_cmd(kfp, store, "runs")
+    assert out.returncode == 0, out.stderr[-3000:]
+    (row,) = json.loads(out.stdout)
+    (kfp_run_id,) = kfp.runs
+    assert row["kfp_run_id"] == kfp_run_id and row["state"] == "SUCCEEDED"
+    assert row["gate"] == "passed" and row["registered_version"] == "1"
+    assert row["mlflow_url"].endswith(f"/runs/{row['mlflow_run_id']}") and row["url"].endswith(kfp_run_id)
+    assert f"mlflow: {row['mlflow_url']}" in text.stdout and "gate passed, v1" in text.stdout
