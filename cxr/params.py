@@ -163,6 +163,8 @@ class ServeParams:
     max_inflight: int = 24  # predictions admitted at once (they queue on the model); more get 503
     timeout_s: int = 120  # a request that takes longer gets its worker restarted
     reload_s: float = 30  # how often the app asks the registry which version its alias points at; 0: never
+    max_batch: int = 8  # concurrent requests' images gathered into one model call; 1: one call per request
+    max_wait_ms: float = 5  # how long the first request of a batch waits for others
 
 
 @dataclass(frozen=True)

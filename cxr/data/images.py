@@ -84,8 +84,11 @@ def _check_inflated_size(data: bytes, name: str) -> None:
         return
     inflater, pending, total = zlib.decompressobj(-zlib.MAX_WBITS), data[stream.tell() :], 0
     try:
-        while pending and total <= MAX_INFLATED_BYTES:
-            total += len(inflater.decompress(pending, 1 << 20))
+        while pending and total <= MAX_INFLATED_BYTES and not inflater.eof:
+            chunk = inflater.decompress(pending, 1 << 20)
+            if not chunk and inflater.unconsumed_tail == pending:
+                break  # no progress (a corrupt stream zlib neither inflates nor rejects): stop, dcmread decides
+            total += len(chunk)
             pending = inflater.unconsumed_tail
     except zlib.error as exc:
         raise CxrError(f"{name}: the deflated DICOM data is corrupt ({exc}); re-export it.") from exc

@@ -64,7 +64,10 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         """8-bit RGB arrays (any size) -> (calibrated probabilities of the positive class, the gate's features)."""
         if not arrays:
             return np.zeros((0,), np.float64), np.zeros((0, 0), np.float64)
-        batch = self.preprocess(arrays)
+        return self.assess_batch(self.preprocess(arrays))
+
+    def assess_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A preprocessed batch (`preprocess`) -> (calibrated probabilities, the gate's features)."""
         probability, stats = self.scorer.predict_on_batch(batch)
         probability = np.asarray(probability, dtype=np.float64).reshape(-1)
         if self.config.flip_average:  # mean over the image and its mirror (train.flip_average)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from cxr.data.images import decode_image
 from cxr.errors import CxrError
 from cxr.safety.dicom_scope import dicom_refusal
@@ -55,13 +57,28 @@ def prepare(items: list[tuple[str, bytes]], allow_ood: bool = False, strict: boo
     return rows, arrays, index
 
 
+def model_outputs(classifier, arrays: list) -> tuple:
+    """One batched model pass over decoded images: (probabilities, input-gate scores, scope scores)."""
+    return tensor_outputs(classifier, list(classifier.preprocess(arrays)))
+
+
+def tensor_outputs(classifier, tensors: list) -> tuple:
+    """`model_outputs` of images already preprocessed (`classifier.preprocess`), one tensor per image:
+    the web app resizes in each request's thread and batches only the model call."""
+    probabilities, features = classifier.assess_batch(np.stack(tensors))
+    return probabilities, classifier.ood_scores(features), classifier.scope_scores(features)
+
+
 def score(classifier, rows: list[dict], arrays: list, index: list[int], allow_ood: bool = False) -> list[dict]:
     """The model half of `assess`: one batched pass, then the gate's decision on each prepared row."""
     if not arrays:
         return rows
-    probabilities, features = classifier.assess_arrays(arrays)
-    distances = classifier.ood_scores(features)
-    scope_scores = classifier.scope_scores(features)
+    return decide(classifier, rows, index, model_outputs(classifier, arrays), allow_ood)
+
+
+def decide(classifier, rows: list[dict], index: list[int], outputs: tuple, allow_ood: bool = False) -> list[dict]:
+    """The checks' decisions and the label on each prepared row, from its images' `model_outputs`."""
+    probabilities, distances, scope_scores = outputs
     threshold = classifier.config.threshold
     for i, probability, distance, scope_score in zip(index, probabilities, distances, scope_scores, strict=True):
         row = rows[i]

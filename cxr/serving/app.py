@@ -9,17 +9,19 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import os
 import secrets
 import threading
 from pathlib import Path
 
-from flask import Flask, Request, g, jsonify, render_template, request
+from flask import Flask, Request, Response, g, jsonify, render_template, request
 from gunicorn.app.base import BaseApplication
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cxr.errors import CxrError, EmptyInput, InputTooLarge, OutOfScope, UnsupportedFormat
 from cxr.inference.gradcam import overlay_png, thumbnail_png
 from cxr.serving.auth import OPEN_PATHS, Auth
+from cxr.serving.metrics import ServingMetrics
 from cxr.serving.model_store import ModelFollower, ServedModel
 from cxr.serving.openapi import openapi_spec
 
@@ -50,27 +52,30 @@ def status_for(exc: CxrError) -> int:
     return 422
 
 
-def create_app(model, max_upload_mb: float = 20, auth=None, max_inflight: int = 24) -> Flask:
+def create_app(model, max_upload_mb: float = 20, auth=None, max_inflight: int = 24, metrics_token: str = "") -> Flask:
     """The Flask app around a ModelFollower (the model it serves follows the registry), or around one
     loaded ServedModel that is never replaced; `auth` (an auth.Auth) guards everything but the health
-    endpoints; at most `max_inflight` predictions are admitted at once, more get 503 with Retry-After
-    (a bounded queue, not an unbounded one)."""
+    endpoints (/metrics also takes `Authorization: Bearer <metrics_token>`, for a Prometheus scraper);
+    at most `max_inflight` predictions are admitted at once, more get 503 with Retry-After (a bounded
+    queue, not an unbounded one)."""
     follower = ModelFollower.fixed(model) if isinstance(model, ServedModel) else model
     app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     limit = f"{max_upload_mb:g} MB"
-    _install_guards(app, auth or Auth(), max_inflight)
+    predictor = Predictor(follower, ServingMetrics(follower))
+    _install_guards(app, auth or Auth(), max_inflight, predictor.metrics, metrics_token)
     _install_error_handlers(app, limit)
-    _install_routes(app, Predictor(follower), limit)
+    _install_routes(app, predictor, limit)
     return app
 
 
 class Predictor:
     """One upload -> the JSON answer, with the identity of the model that answered in every answer."""
 
-    def __init__(self, follower: ModelFollower):
+    def __init__(self, follower: ModelFollower, metrics: ServingMetrics | None = None):
         self.follower = follower
+        self.metrics = metrics or ServingMetrics(follower)
 
     def served(self) -> ServedModel:
         """The model serving now; a request uses this one object from start to end (a swap does not
@@ -97,7 +102,18 @@ class Predictor:
         check (adults only) refuses the image and `allow_ood` is off; with it on, the prediction carries
         the refusal as `warning`."""
         served = self.served()
-        row, array = served.assess(data, allow_ood)
+        version, timings = served.version or "-", {}
+        try:
+            row, array = served.assess(data, allow_ood, timings)
+        except CxrError:
+            self.metrics.observe_bad_input(version)
+            raise
+        for stage in ("decode", "model"):
+            if stage in timings:
+                self.metrics.latency.labels(version, stage).observe(timings[stage])
+        if "batch_size" in timings:
+            self.metrics.batch_size.labels(version).observe(timings["batch_size"])
+        self.metrics.observe_row(version, row)
         gate = {k: row.get(k) for k in ("in_distribution", "ood_score", "ood_threshold", "in_scope", "scope_score")}
         if row.get("probability") is None:
             reason = f"Refused: {row['reason']}."
@@ -108,7 +124,8 @@ class Predictor:
         if row.get("warning"):
             result["warning"] = row["warning"]
         if heatmap:  # on the image already decoded for the prediction
-            heat, _ = served.explain(array)
+            with self.metrics.latency.labels(version, "heatmap").time():
+                heat, _ = served.explain(array)
             result["heatmap_png"] = base64.b64encode(overlay_png(array, heat)).decode()
             result["image_png"] = base64.b64encode(thumbnail_png(array)).decode()
         return result
@@ -126,9 +143,18 @@ def flag(name: str) -> bool:
     return value.lower() in ("1", "true", "yes", "on")
 
 
-def _install_guards(app: Flask, auth: Auth, max_inflight: int) -> None:
+def _install_guards(app: Flask, auth: Auth, max_inflight: int, metrics: ServingMetrics, metrics_token: str) -> None:
     """Sign-in, a CSP nonce per response, security headers, and admission control on predictions."""
     admission = threading.BoundedSemaphore(max_inflight)
+
+    def scraper() -> bool:
+        """A Prometheus scraper with the metrics token, on /metrics only."""
+        given = request.headers.get("Authorization", "")
+        return (
+            bool(metrics_token)
+            and request.path == "/metrics"
+            and secrets.compare_digest(given.encode(), f"Bearer {metrics_token}".encode())
+        )
 
     @app.before_request
     def new_nonce():
@@ -136,7 +162,7 @@ def _install_guards(app: Flask, auth: Auth, max_inflight: int) -> None:
 
     @app.before_request
     def authenticate():
-        if not auth.enabled or request.path in OPEN_PATHS:
+        if not auth.enabled or request.path in OPEN_PATHS or scraper():
             return None
         g.user = auth.user(request)
         if g.user is None:
@@ -169,6 +195,7 @@ def _install_guards(app: Flask, auth: Auth, max_inflight: int) -> None:
         if request.method != "POST":
             return None
         if not admission.acquire(blocking=False):
+            metrics.busy.inc()
             busy = {"error": f"The server is busy ({max_inflight} predictions in progress); retry in a few seconds."}
             return jsonify(busy), 503, {"Retry-After": "5"}
         g.admitted = True
@@ -262,6 +289,12 @@ def _install_routes(app: Flask, predictor: Predictor, limit: str) -> None:
             body["reload_error"] = follower.reload_error
         return jsonify(body), 200 if served is not None else 503
 
+    @app.get("/metrics")
+    def metrics():
+        served = follower.current
+        body = predictor.metrics.render((served.version or "-") if served else None)
+        return Response(body, mimetype=None, content_type=predictor.metrics.content_type)
+
     @app.get("/openapi.json")
     def openapi():
         return jsonify(openapi_spec(limit))
@@ -289,10 +322,12 @@ def serve(model_uri: str, host: str, port: int, params, model_name: str, auth=No
                 self.cfg.set(key, value)
 
         def load(self):  # in the worker: TensorFlow does not survive a fork
-            follower = ModelFollower(model_uri, model_name, params.reload_s).start()
+            batching = (params.max_batch, params.max_wait_ms)
+            follower = ModelFollower(model_uri, model_name, params.reload_s, batching).start()
             if follower.current is None:
                 log.warning("%s /readyz answers 503 until then.", follower.reason)
             log.warning("listening on http://%s:%d", host, port)
-            return create_app(follower, params.max_upload_mb, auth, params.max_inflight)
+            token = os.environ.get("CXR_METRICS_TOKEN", "")
+            return create_app(follower, params.max_upload_mb, auth, params.max_inflight, token)
 
     Server().run()

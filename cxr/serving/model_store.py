@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 
 import mlflow
 import numpy as np
@@ -22,11 +25,12 @@ import numpy as np
 from cxr.errors import CxrError, first_line
 from cxr.inference.classifier import load_classifier
 from cxr.inference.gradcam import GradCam
-from cxr.inference.scoring import prepare, score
+from cxr.inference.scoring import decide, prepare, tensor_outputs
 from cxr.release.aliases import CHALLENGER, CHAMPION
 from cxr.release.card import card_problems
 from cxr.release.promotion import card_of
 from cxr.release.registry import alias_version
+from cxr.serving.batching import Batcher
 
 log = logging.getLogger("cxr.serve")
 
@@ -49,17 +53,34 @@ class ServedModel:
     def positive_class(self) -> str:
         return self.classifier.config.positive_class
 
+    def __post_init__(self):
+        self.batcher = Batcher(partial(tensor_outputs, self.classifier), 1, 0, self.lock)
+
+    def set_batching(self, max_batch: int, max_wait_ms: float) -> ServedModel:
+        """Gather concurrent requests into one model call (serve.max_batch, serve.max_wait_ms)."""
+        self.batcher = Batcher(partial(tensor_outputs, self.classifier), max_batch, max_wait_ms, self.lock)
+        return self
+
     def predict(self, arrays: list[np.ndarray]) -> np.ndarray:
         with self.lock:  # one Keras call at a time; the predict function is built once at load
             return self.classifier.predict_arrays(arrays)
 
-    def assess(self, data: bytes, allow_ood: bool) -> tuple[dict, np.ndarray | None]:
+    def assess(self, data: bytes, allow_ood: bool, timings: dict | None = None) -> tuple[dict, np.ndarray | None]:
         """One upload -> (the row `cxr.inference.scoring.assess` gives: refusal, warning, probability, label; the
         decoded image, None when its header was refused unread); bad input raises its CxrError (its kind
-        sets the HTTP status)."""
-        rows, arrays, index = prepare([("The uploaded file", data)], allow_ood, strict=True)  # decoded in parallel
-        with self.lock:  # the model, one call at a time
-            return score(self.classifier, rows, arrays, index, allow_ood)[0], (arrays[0] if arrays else None)
+        sets the HTTP status). `timings` gets the seconds of each stage (decode, model) and the batch size."""
+        timings = {} if timings is None else timings
+        started = time.perf_counter()
+        rows, arrays, index = prepare([("The uploaded file", data)], allow_ood, strict=True)  # in this thread
+        timings["decode"] = time.perf_counter() - started
+        if not arrays:
+            return rows[0], None
+        tensors = list(self.classifier.preprocess(arrays))  # resized here, in parallel with other requests
+        timings["decode"] = time.perf_counter() - started
+        started = time.perf_counter()
+        outputs, timings["batch_size"] = self.batcher(tensors)  # with other requests' images, one call
+        timings["model"] = time.perf_counter() - started
+        return decide(self.classifier, rows, index, outputs, allow_ood)[0], arrays[0]
 
     def explain(self, array: np.ndarray) -> tuple[np.ndarray, float]:
         with self.lock:
@@ -142,8 +163,10 @@ def followed_alias(uri: str, name: str) -> tuple[str, str] | None:
 class ModelFollower:
     """The model being served, following its registry alias (see the module's docstring)."""
 
-    def __init__(self, uri: str = "", name: str = "", reload_s: float = 30.0):
+    def __init__(self, uri: str = "", name: str = "", reload_s: float = 30.0, batching: tuple[int, float] = (1, 0.0)):
         self.uri, self.name, self.reload_s = uri, name, reload_s
+        self.batching = batching  # (serve.max_batch, serve.max_wait_ms) of every model it loads
+        self.reloads: Counter[str] = Counter()  # swapped / failed, for /metrics
         self.follows = followed_alias(uri, name)
         self.current: ServedModel | None = None
         self.reason = ""  # why nothing is served yet
@@ -174,7 +197,7 @@ class ModelFollower:
         """Check the alias once; load and swap in a new version. True when the served model changed."""
         if self.follows is None:
             if self.current is None:
-                self.current = load_served_model(self.uri, self.name)
+                self.current = load_served_model(self.uri, self.name).set_batching(*self.batching)
                 return True
             return False
         try:
@@ -190,6 +213,7 @@ class ModelFollower:
             return False
         try:
             model = _load(shown, f"models:/{mv.name}/{version}", version, mv.tags.get("data_version", ""), warning)
+            model.set_batching(*self.batching)
             if self.current is not None:
                 self._check_replacement(model, mv)
         except Exception as exc:  # noqa: BLE001 (any failure keeps the model that serves)
@@ -198,9 +222,11 @@ class ModelFollower:
             if self.current is None:
                 self.reason = f"No model can be served: {self.reload_error}"
             log.warning(self.reload_error)
+            self.reloads["failed"] += 1
             return False
         before = self.current.version if self.current else "none"
         self.current, self.reason, self.reload_error = model, "", ""  # one assignment: requests in flight keep theirs
+        self.reloads["swapped"] += 1
         log.warning("now serving version %s (was %s)", version, before)
         if warning:
             log.warning(warning)

@@ -258,3 +258,34 @@ def test_overload_gets_503_with_retry_after_and_no_other_error(server):
     assert busy, "40 concurrent requests never exceeded 4 in flight"
     assert all(r.headers["Retry-After"] == "5" and "busy" in r.json()["error"] for r in busy)
     assert post(server, data).status_code == 200  # and it recovers
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """One sample's value in a Prometheus text page (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_metrics_count_predictions_by_model_version_and_outcome(server):
+    base, version = server["base"], server["version"]
+    before = requests.get(base + "/metrics").text
+    body = post(server, (SAMPLE / "COVID" / "COVID-1.png").read_bytes(), "patient-jane-doe.png").json()
+    post(server, b"not an image at all", "broken.png")
+    after = requests.get(base + "/metrics")
+    assert after.status_code == 200 and after.headers["Content-Type"].startswith("text/plain")
+    text = after.text
+    counted = {"model_version": version, "outcome": body["label"]}
+    assert metric(text, "cxr_predictions_total", **counted) == metric(before, "cxr_predictions_total", **counted) + 1
+    bad = {"model_version": version, "outcome": "bad_input"}
+    assert metric(text, "cxr_predictions_total", **bad) == metric(before, "cxr_predictions_total", **bad) + 1
+    for stage in ("decode", "model"):
+        assert metric(text, "cxr_stage_seconds_count", model_version=version, stage=stage) >= 1
+    assert metric(text, "cxr_probability_count", model_version=version) >= 1
+    assert metric(text, "cxr_model_serving", model_version=version) == 1
+    assert metric(text, "cxr_model_reloads_total", result="swapped") >= 1
+    assert "jane" not in text and "broken" not in text  # numbers only: no file name, no image property

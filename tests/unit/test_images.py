@@ -139,3 +139,20 @@ def test_the_first_frame_of_a_multiframe_dicom_is_used():
 
     array, _ = decode_image(many_frames(3, 64, 48, full=True), "three.dcm")
     assert array.shape == (64, 48, 3) and int(array.max()) == 0  # frame 0 (zeros), not frame 1 or 2
+
+
+def test_bytes_after_the_end_of_a_deflated_dicom_do_not_hang_the_size_check():
+    """Past the deflate stream's end zlib neither inflates nor rejects the rest: the check stops there (it
+    once looped forever on such a file, found by the serving fuzz test)."""
+    import threading
+
+    from cxr.data.images import _check_inflated_size
+    from tests.hostile import deflate_bomb
+
+    done = threading.Event()
+    worker = threading.Thread(
+        target=lambda: (_check_inflated_size(deflate_bomb(8 << 20) + b"junk" * 10, "tail.dcm"), done.set()),
+        daemon=True,
+    )
+    worker.start()
+    assert done.wait(30), "the size check did not finish"
