@@ -17,6 +17,7 @@ import typer
 
 from cxr.errors import CxrError
 from cxr_cli.data import data_app
+from cxr_cli.monitor import monitor_app
 from cxr_cli.options import ParamsOpt, ProfileOpt, SetOpt
 from cxr_cli.options import load as _load
 from cxr_cli.pipeline import HostOpt, JsonOpt, NamespaceOpt, PollOpt, TimeoutOpt, VerboseOpt, pipeline_app
@@ -30,6 +31,7 @@ app.add_typer(stage_app, name="stage")
 app.add_typer(registry_app, name="registry")
 app.add_typer(data_app, name="data")
 app.add_typer(team_app, name="team")
+app.add_typer(monitor_app, name="monitor")
 
 
 def _quiet() -> None:
@@ -99,8 +101,15 @@ def serve(
     ),
     params_file: Path | None = ParamsOpt,
     tracking_uri: str = typer.Option("", "--tracking-uri", help="MLflow store holding the model."),
+    records_url: str = typer.Option(
+        "",
+        "--records-url",
+        envvar="CXR_RECORDS_URL",
+        help="Where prediction numbers and findings are kept (SQLAlchemy URL; default serve.records_url; off: none).",
+    ),
 ) -> None:
-    """Start the web app: upload page at /, JSON API at /api/predict, /healthz, /readyz, /openapi.json."""
+    """Start the web app: upload page at /, JSON API at /api/predict and /api/feedback, /healthz, /readyz,
+    /metrics, /openapi.json."""
     from cxr.serving.app import serve as run_server
     from cxr.serving.auth import configure_auth
     from cxr.tracking import runs as tracking
@@ -124,7 +133,10 @@ def serve(
                 f"then the app serves it within serve.reload_s ({params.serve.reload_s:g} s).",
                 file=sys.stderr,
             )
-    run_server(model, host, port, params.serve, params.register.model_name, auth)
+    from cxr.serving.records import resolve_records_url
+
+    records = resolve_records_url(records_url or params.serve.records_url)
+    run_server(model, host, port, params.serve, params.register.model_name, auth, records)
 
 
 @app.command("retrain")

@@ -58,12 +58,35 @@ def registry_list(name: str = ModelOpt, as_json: bool = typer.Option(False, "--j
 
 
 @registry_app.command("show")
-def registry_show(version: str, name: str = ModelOpt, tracking_uri: str = UriOpt):
-    """Everything about one version (number or alias): tags, gate figures, run link, release events."""
+def registry_show(
+    version: str,
+    name: str = ModelOpt,
+    tracking_uri: str = UriOpt,
+    records_url: str = typer.Option(
+        "", "--records-url", envvar="CXR_RECORDS_URL", help="The web app's records store (default serve.records_url)."
+    ),
+):
+    """Everything about one version (number or alias): tags, gate figures, run link, release events, and
+    its sensitivity/specificity/PPV/NPV in use from radiologists' findings (`in_use`) where the web app's
+    records are reachable."""
+    from cxr.params import load_params
     from cxr.release.promotion import show_version
 
     name = _registry(tracking_uri, name)
-    print(json.dumps(show_version(name, version), indent=2))
+    shown = show_version(name, version)
+    shown["in_use"] = _in_use(records_url or load_params().serve.records_url, str(shown.get("version", version)))
+    print(json.dumps(shown, indent=2))
+
+
+def _in_use(records_url: str, version: str) -> dict | None:
+    """The version's figures from the web app's records, or None where there are none to read."""
+    from cxr.evaluation.live import performance_by_version
+    from cxr.serving.records import PredictionRecords, resolve_records_url
+
+    url = resolve_records_url(records_url)
+    if not url or (url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file()):
+        return None
+    return performance_by_version(PredictionRecords(url).rows(version=version)).get(version)
 
 
 @registry_app.command("compare")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# every `cxr serve` a test starts keeps its prediction records in this process's own folder, not the checkout's
+os.environ.setdefault("CXR_RECORDS_URL", f"sqlite:///{tempfile.mkdtemp(prefix='cxr-records-')}/records.db")
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE = PROJECT / "data" / "covid-radiography-sample"

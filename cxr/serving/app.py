@@ -24,6 +24,7 @@ from cxr.serving.auth import OPEN_PATHS, Auth
 from cxr.serving.metrics import ServingMetrics
 from cxr.serving.model_store import ModelFollower, ServedModel
 from cxr.serving.openapi import openapi_spec
+from cxr.serving.records import PredictionRecords, UnknownPrediction
 
 log = logging.getLogger("cxr.serve")
 MAX_BATCH = 16
@@ -40,9 +41,15 @@ class NotReady(CxrError):
     """No model is served yet (nothing released, or the first load failed): 503, retry later."""
 
 
+class FeedbackOff(CxrError):
+    """The server keeps no prediction records: 404."""
+
+
 def status_for(exc: CxrError) -> int:
     if isinstance(exc, NotReady):
         return 503
+    if isinstance(exc, FeedbackOff | UnknownPrediction):
+        return 404
     if isinstance(exc, InputTooLarge):
         return 413
     if isinstance(exc, UnsupportedFormat):
@@ -52,18 +59,21 @@ def status_for(exc: CxrError) -> int:
     return 422
 
 
-def create_app(model, max_upload_mb: float = 20, auth=None, max_inflight: int = 24, metrics_token: str = "") -> Flask:
+def create_app(
+    model, max_upload_mb: float = 20, auth=None, max_inflight: int = 24, metrics_token: str = "", records=None
+) -> Flask:
     """The Flask app around a ModelFollower (the model it serves follows the registry), or around one
     loaded ServedModel that is never replaced; `auth` (an auth.Auth) guards everything but the health
     endpoints (/metrics also takes `Authorization: Bearer <metrics_token>`, for a Prometheus scraper);
     at most `max_inflight` predictions are admitted at once, more get 503 with Retry-After (a bounded
-    queue, not an unbounded one)."""
+    queue, not an unbounded one). With `records` (a PredictionRecords) every prediction's numbers are kept
+    under a prediction id, against which a signed-in radiologist records the finding."""
     follower = ModelFollower.fixed(model) if isinstance(model, ServedModel) else model
     app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     limit = f"{max_upload_mb:g} MB"
-    predictor = Predictor(follower, ServingMetrics(follower))
+    predictor = Predictor(follower, ServingMetrics(follower), records)
     _install_guards(app, auth or Auth(), max_inflight, predictor.metrics, metrics_token)
     _install_error_handlers(app, limit)
     _install_routes(app, predictor, limit)
@@ -73,9 +83,10 @@ def create_app(model, max_upload_mb: float = 20, auth=None, max_inflight: int = 
 class Predictor:
     """One upload -> the JSON answer, with the identity of the model that answered in every answer."""
 
-    def __init__(self, follower: ModelFollower, metrics: ServingMetrics | None = None):
+    def __init__(self, follower: ModelFollower, metrics: ServingMetrics | None = None, records=None):
         self.follower = follower
         self.metrics = metrics or ServingMetrics(follower)
+        self.records = records
 
     def served(self) -> ServedModel:
         """The model serving now; a request uses this one object from start to end (a swap does not
@@ -114,13 +125,15 @@ class Predictor:
         if "batch_size" in timings:
             self.metrics.batch_size.labels(version).observe(timings["batch_size"])
         self.metrics.observe_row(version, row)
+        recorded = {"prediction_id": self.records.add(version, row, served.positive_class)} if self.records else {}
         gate = {k: row.get(k) for k in ("in_distribution", "ood_score", "ood_threshold", "in_scope", "scope_score")}
         if row.get("probability") is None:
             reason = f"Refused: {row['reason']}."
             details = {**gate, "reason": reason, "allow_ood": "resend with allow_ood=true", **self.model_fields(served)}
+            details |= recorded
             raise OutOfScope(reason, details)
         probability = float(row["probability"])
-        result = {"probability": probability, "label": row["label"], **gate, **self.model_fields(served)}
+        result = {"probability": probability, "label": row["label"], **gate, **self.model_fields(served), **recorded}
         if row.get("warning"):
             result["warning"] = row["warning"]
         if heatmap:  # on the image already decoded for the prediction
@@ -272,6 +285,33 @@ def _install_routes(app: Flask, predictor: Predictor, limit: str) -> None:
                 results.append({"index": i, "error": str(exc), "status": status_for(exc), **details})
         return jsonify({"results": results})
 
+    def record_finding(prediction_id: str, finding: str) -> str:
+        if predictor.records is None:
+            raise FeedbackOff(
+                "This server keeps no prediction records (serve.records_url is off); nothing was recorded."
+            )
+        predictor.records.record_finding(prediction_id, finding, g.get("user") or "anonymous")
+        return f"Finding '{finding}' recorded for prediction {prediction_id}."
+
+    @app.post("/api/feedback")
+    def api_feedback():
+        body = request.get_json(silent=True) or request.form
+        prediction_id, finding = str(body.get("prediction_id", "")), str(body.get("finding", ""))
+        if not prediction_id:
+            raise EmptyInput("No prediction_id was sent; send the id the prediction returned and the finding.")
+        return jsonify({"recorded": record_finding(prediction_id, finding), "prediction_id": prediction_id})
+
+    @app.post("/feedback")
+    def page_feedback():
+        try:
+            recorded = record_finding(request.form.get("prediction_id", ""), request.form.get("finding", ""))
+            return render_template(
+                "index.html", result=None, error=None, refusal=None, recorded=recorded, **page(False)
+            )
+        except CxrError as exc:
+            status = status_for(exc)
+            return render_template("index.html", result=None, error=str(exc), refusal=None, **page(False)), status
+
     @app.get("/healthz")
     def healthz():
         return jsonify({"status": "ok"})
@@ -300,7 +340,7 @@ def _install_routes(app: Flask, predictor: Predictor, limit: str) -> None:
         return jsonify(openapi_spec(limit))
 
 
-def serve(model_uri: str, host: str, port: int, params, model_name: str, auth=None) -> None:
+def serve(model_uri: str, host: str, port: int, params, model_name: str, auth=None, records_url: str = "") -> None:
     """Serve with gunicorn: one worker process that loads the model once, `params.threads` threads,
     `params.max_inflight` predictions admitted at once (the model calls are serialised), timeouts."""
 
@@ -328,6 +368,8 @@ def serve(model_uri: str, host: str, port: int, params, model_name: str, auth=No
                 log.warning("%s /readyz answers 503 until then.", follower.reason)
             log.warning("listening on http://%s:%d", host, port)
             token = os.environ.get("CXR_METRICS_TOKEN", "")
-            return create_app(follower, params.max_upload_mb, auth, params.max_inflight, token)
+            limits = (params.records_max_rows, params.records_max_days)
+            records = PredictionRecords(records_url, *limits) if records_url else None
+            return create_app(follower, params.max_upload_mb, auth, params.max_inflight, token, records)
 
     Server().run()

@@ -131,5 +131,21 @@ def openapi_spec(limit: str = "20 MB") -> dict:
                     "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
                 }
             },
+            "/api/feedback": {
+                "post": {
+                    "summary": "record a radiologist's finding against a prediction_id (JSON or form)",
+                    "responses": {
+                        "200": {"description": "recorded"},
+                        "404": {"description": "unknown prediction id, or no records kept"},
+                        "422": {"description": "finding not one of covid, not_covid, unsure"},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics; sign-in, or Authorization: Bearer <CXR_METRICS_TOKEN>",
+                    "responses": {"200": {"description": "metrics"}, "401": {"description": "not signed in"}},
+                }
+            },
         },
     }

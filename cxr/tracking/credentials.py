@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cxr.errors import CxrError
 
-CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "CXR_METRICS_TOKEN")
 
 
 def credentials_from_files(environ=None) -> list[str]:

@@ -24,6 +24,8 @@ COPY components/ components/
 COPY pipelines/ pipelines/
 RUN pip install --quiet --no-deps --no-build-isolation . && rm -rf build
 USER 10001:10001
+# prediction records (numbers and findings) in the writable /tmp; replicas share PostgreSQL instead (docs/operations.md)
+ENV CXR_RECORDS_URL=sqlite:////tmp/cxr-records/records.db
 EXPOSE 8080
 HEALTHCHECK CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz')"]
 CMD ["cxr", "serve", "--host", "0.0.0.0", "--port", "8080"]

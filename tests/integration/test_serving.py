@@ -289,3 +289,34 @@ def test_metrics_count_predictions_by_model_version_and_outcome(server):
     assert metric(text, "cxr_model_serving", model_version=version) == 1
     assert metric(text, "cxr_model_reloads_total", result="swapped") >= 1
     assert "jane" not in text and "broken" not in text  # numbers only: no file name, no image property
+
+
+def test_a_radiologists_finding_is_recorded_against_the_prediction_and_shows_in_monitor_performance(server):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    base = server["base"]
+    covid = post(server, (SAMPLE / "COVID" / "COVID-1.png").read_bytes(), "a.png").json()
+    normal = post(server, (SAMPLE / "Normal" / "Normal-2.png").read_bytes(), "b.png").json()
+    for body, finding in ((covid, "covid"), (normal, "not_covid")):
+        answer = requests.post(
+            base + "/api/feedback", json={"prediction_id": body["prediction_id"], "finding": finding}
+        )
+        assert answer.status_code == 200, answer.text
+    page = requests.post(base + "/feedback", data={"prediction_id": normal["prediction_id"], "finding": "unsure"})
+    assert page.status_code == 200 and "Finding &#39;unsure&#39; recorded" in page.text
+    unknown = requests.post(base + "/api/feedback", json={"prediction_id": "nope", "finding": "covid"})
+    wrong = requests.post(base + "/api/feedback", json={"prediction_id": covid["prediction_id"], "finding": "maybe"})
+    assert unknown.status_code == 404 and "No prediction nope is on record" in unknown.json()["error"]
+    assert wrong.status_code == 422 and "not one of covid, not_covid, unsure" in wrong.json()["error"]
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "cxr"), "monitor", "performance", "--json", "--version", server["version"]],
+        capture_output=True, text=True, env=os.environ.copy(), timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)[server["version"]]
+    assert figures["counts"]["unsure"] >= 1  # the page's later finding replaced the API's for that prediction
+    judged = figures["counts"]["tp"] + figures["counts"]["fp"] + figures["counts"]["tn"] + figures["counts"]["fn"]
+    assert judged >= 1 and figures["sensitivity"]["n"] + figures["specificity"]["n"] == judged

@@ -1,0 +1,134 @@
+"""What the web app keeps about each prediction it answered, and what radiologists found: numbers only.
+
+One row per answered or refused upload: its id, time, the model version, the outcome (the label, or
+refused), the probability, the input gate's and the scope check's scores; and, once a radiologist
+records it, the finding (covid, not_covid, unsure), who recorded it and when. Never pixels, file names
+or DICOM fields. The table is bounded: rows older than `max_age_days` and beyond the newest `max_rows`
+are deleted as new ones arrive. A SQLAlchemy URL names the store: a SQLite file for one process, the
+team's PostgreSQL when replicas share it (`serve.records_url`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from cxr.errors import CxrError
+from cxr.params import project_root
+
+FINDINGS = ("covid", "not_covid", "unsure")
+PRUNE_EVERY = 100  # inserts between two prunes
+
+_metadata = sa.MetaData()
+PREDICTIONS = sa.Table(
+    "cxr_predictions",
+    _metadata,
+    sa.Column("prediction_id", sa.String(36), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_version", sa.String(32), nullable=False, index=True),
+    sa.Column("outcome", sa.String(16), nullable=False),  # the label given, or refused
+    sa.Column("positive", sa.Boolean, nullable=True),  # the label is the positive class (None: refused)
+    sa.Column("probability", sa.Float, nullable=True),
+    sa.Column("gate_score", sa.Float, nullable=True),
+    sa.Column("scope_score", sa.Float, nullable=True),
+    sa.Column("finding", sa.String(16), nullable=True),
+    sa.Column("finding_by", sa.String(128), nullable=True),
+    sa.Column("finding_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+
+def resolve_records_url(url: str) -> str:
+    """serve.records_url as the app uses it: empty -> the SQLite file .serve/records.db in the project; off -> ''."""
+    if url.lower() == "off":
+        return ""
+    return url or f"sqlite:///{project_root() / '.serve' / 'records.db'}"
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class UnknownPrediction(CxrError):
+    """No record of that prediction id (never made, or pruned): 404."""
+
+
+class PredictionRecords:
+    def __init__(self, url: str, max_rows: int = 100_000, max_age_days: float = 90):
+        options = {}
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            options["connect_args"] = {"timeout": 30}  # concurrent requests wait for the file's write lock
+        try:
+            self.engine = sa.create_engine(url, pool_pre_ping=True, **options)
+            _metadata.create_all(self.engine)
+        except Exception as exc:  # noqa: BLE001 (a bad URL, an unreachable server: one sentence at start)
+            raise CxrError(
+                f"The prediction records store {url.split('@')[-1]} cannot be opened ({exc.__class__.__name__}); "
+                "check serve.records_url (or --records-url), or set it to off."
+            ) from exc
+        self.max_rows, self.max_age = max_rows, datetime.timedelta(days=max_age_days)
+        self._inserts = 0
+
+    def add(self, model_version: str, row: dict, positive_class: str) -> str:
+        """Record one assessed upload (the row `cxr.inference.scoring` gives); returns its prediction id."""
+        prediction_id = str(uuid.uuid4())
+        label = row.get("label")
+
+        def number(key):
+            value = row.get(key)
+            return None if value is None else float(value)
+
+        values = {
+            "prediction_id": prediction_id,
+            "created_at": _now(),
+            "model_version": model_version,
+            "outcome": label if row.get("probability") is not None else "refused",
+            "positive": None if row.get("probability") is None else label == positive_class,
+            "probability": number("probability"),
+            "gate_score": number("ood_score"),
+            "scope_score": number("scope_score"),
+        }
+        with self.engine.begin() as db:
+            db.execute(PREDICTIONS.insert().values(**values))
+        self._inserts += 1
+        if self._inserts % PRUNE_EVERY == 1:
+            self.prune()
+        return prediction_id
+
+    def record_finding(self, prediction_id: str, finding: str, user: str) -> None:
+        if finding not in FINDINGS:
+            raise CxrError(f"Finding '{finding}' is not one of {', '.join(FINDINGS)}; send one of them.")
+        with self.engine.begin() as db:
+            done = db.execute(
+                PREDICTIONS.update()
+                .where(PREDICTIONS.c.prediction_id == prediction_id)
+                .values(finding=finding, finding_by=user[:128], finding_at=_now())
+            )
+        if done.rowcount == 0:
+            raise UnknownPrediction(
+                f"No prediction {prediction_id} is on record (unknown, or older than the records keep); "
+                "record the finding against the id the prediction returned."
+            )
+
+    def prune(self) -> int:
+        """Delete rows past the age limit and beyond the newest `max_rows`; returns how many went."""
+        with self.engine.begin() as db:
+            gone = db.execute(PREDICTIONS.delete().where(PREDICTIONS.c.created_at < _now() - self.max_age)).rowcount
+            newest = (
+                sa.select(PREDICTIONS.c.prediction_id).order_by(PREDICTIONS.c.created_at.desc()).limit(self.max_rows)
+            )
+            kept = sa.select(newest.subquery().c.prediction_id)
+            gone += db.execute(PREDICTIONS.delete().where(PREDICTIONS.c.prediction_id.not_in(kept))).rowcount
+        return gone
+
+    def rows(self, since: datetime.datetime | None = None, version: str = "") -> list[dict]:
+        query = sa.select(PREDICTIONS).order_by(PREDICTIONS.c.created_at)
+        if since is not None:
+            query = query.where(PREDICTIONS.c.created_at >= since)
+        if version:
+            query = query.where(PREDICTIONS.c.model_version == version)
+        with self.engine.connect() as db:
+            return [dict(r._mapping) for r in db.execute(query)]
