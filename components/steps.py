@@ -27,6 +27,7 @@ def ingest(
     data_dir: str,
     dvc_remote: str,
     data_version: str,
+    folder_version: str,
     code_version: str,
     dataset: Output[Dataset],
     params: Params,
@@ -38,6 +39,7 @@ def ingest(
         data_dir: Folder of class sub-folders (checkout or mounted volume); unused when dvc_remote is set.
         dvc_remote: DVC remote to fetch data_version from (s3://bucket/dvc-store or a path); empty: read data_dir.
         data_version: The DVC version asked for (data.dvc's md5).
+        folder_version: md5 of data_dir as a local runner read it (empty on a cluster); only part of the cache key.
         code_version: Hash of the cxr code that compiled the pipeline; only part of the cache key.
         dataset: Output: manifest.csv and the normalised images.
 

@@ -81,9 +81,9 @@ def run_local(
     launch = contextlib.nullcontext()
     images = None
     requested = tracking.data_version()
-    # ingest and validation are reused from an earlier run only when the folder is the version data.dvc
-    # names (a folder edited since `dvc add` has no version to key the cache on)
-    caching = cache and requested == dir_md5(data_dir)
+    # ingest and validation are reused from an earlier run on the same folder content (its md5 is part of
+    # ingest's cache key, whatever data.dvc names), parameters and code
+    folder_version = dir_md5(data_dir) if cache else ""
     if runner == "docker":
         from pipelines import docker_runner
         from pipelines.training import steps
@@ -101,13 +101,14 @@ def run_local(
         task_runner = docker_runner.runner(gpu)
     else:
         task_runner = local.SubprocessRunner(use_venv=False)
-    local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=False, enable_caching=caching)
+    local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=False, enable_caching=cache)
     with launch, cache_hits_shown():
         build_pipeline(params, images=images)(
             data_dir=str(data_dir),
             tracking_uri=tracking_uri,
             run_name=run_name,
             data_version=requested,
+            folder_version=folder_version,
             git_commit=tracking.git_commit(),
             code_version=code_version(),
             **parameter_values(params),

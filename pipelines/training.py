@@ -20,6 +20,11 @@ LOCATION_INPUTS = (
     ("data_dir", "", "Dataset folder the pods mount; empty: fetch data_version from dvc_remote."),
     ("dvc_remote", "", "DVC remote to fetch data_version from (s3://bucket/dvc-store)."),
     ("data_version", "unversioned", "The DVC version to train on (data.dvc's md5)."),
+    (
+        "folder_version",
+        "",
+        "md5 of the data folder as a local runner read it (empty on a cluster): ingest's cache key.",
+    ),
     ("tracking_uri", "", "MLflow tracking server the steps log to."),
     ("mlflow_ui", "", "MLflow UI address as a browser reaches it, for links (empty: tracking_uri)."),
     ("run_name", "", "Name of the MLflow parent run (empty: MLflow picks one)."),

@@ -28,10 +28,11 @@ def run(store, name, *extra, check=True):
 
 
 def test_steps_in_containers_register_a_version_with_the_data_they_read(images, store):
-    out = run(store, RUN_NAMES["docker-pass"], "--set", "gate.min_f1=0.0", "--set", "gate.min_val_per_class=1")
+    passing = ("--set", "gate.min_f1=0.0", "--set", "gate.min_val_per_class=1", "--no-cache")  # every step runs
+    out = run(store, RUN_NAMES["docker-pass"], *passing)
     assert "gate: PASSED" in out.stdout
     log = (PROJECT / out.stdout.splitlines()[-1].removeprefix("  full log: ")).read_text()
-    assert log.count("(ghcr.io/cxr/cxr-python-components:0.1.0) exited with code 0") == 8  # steps + exit handler
+    assert log.count("(ghcr.io/cxr/cxr-python-components:0.1.0) exited with code 0") == 9  # steps + exit handler
     found = parent_run(store, RUN_NAMES["docker-pass"])
     assert found.info.status == "FINISHED" and found.data.tags["orchestrator"] == "kfp"
     for key in ("val_f1", "val_accuracy", "val_bce", "test_f1", "n_images"):

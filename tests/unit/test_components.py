@@ -32,6 +32,7 @@ def ingest_and_validate(component_params, tiny_data, tmp_path, name="x"):
         data_dir=str(tiny_data),
         dvc_remote="",
         data_version="abc123.dir",
+        folder_version="",
         code_version="c0de",
         dataset=dataset,
         **typed(c.ingest, component_params),
