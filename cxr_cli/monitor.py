@@ -44,12 +44,13 @@ def monitor_performance(
     """Sensitivity, specificity, PPV and NPV with Wilson 95% intervals per model version, from the findings
     radiologists recorded against the web app's predictions (unsure findings and refusals counted apart)."""
     from cxr.evaluation.live import format_performance, performance_by_version
-    from cxr.serving.records import PredictionRecords, resolve_records_url
+    from cxr.serving.records import existing_records, resolve_records_url
 
     url = resolve_records_url(records_url or _load(params_file, "cpu", ()).serve.records_url)
     if not url:
         raise CxrError("serve.records_url is off: the web app keeps no records; nothing to report.")
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+    store = existing_records(url)
+    if store is None:
         raise CxrError(f"No records at {url}: the web app has answered nothing there yet (or pass --records-url).")
-    result = performance_by_version(PredictionRecords(url).rows(since_time(since), version))
+    result = performance_by_version(store.rows(since_time(since), version))
     print(json.dumps(result, indent=2) if as_json else format_performance(result))

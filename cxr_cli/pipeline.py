@@ -190,8 +190,6 @@ def _submit_and_wait(
     from pipelines.compile import compile_pipeline
     from pipelines.local import new_run_name, read_outcome
 
-    if not host:
-        raise CxrError("No Kubeflow Pipelines endpoint: pass --host URL or set $KFP_HOST.")
     experiment = experiment or params.mlflow.experiment
     versions = {"data_version": tracking.data_version(), "git_commit": tracking.git_commit()}
     run_name = new_run_name()
@@ -203,8 +201,8 @@ def _submit_and_wait(
 
     # kfp's client logs retries with tracebacks and prints links: all of it to the log, links to the terminal
     with tempfile.TemporaryDirectory() as tmp, captured(log_file, show_links):
+        client = _connected(host, namespace)
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", params, **versions)
-        client = remote.connect(host, namespace or None)
         run_id = remote.submit(client, host, package, experiment, run_name, versions)
         out.write(f"submitted {run_name} to {host} (experiment {experiment}) as Kubeflow run {run_id}\n")
         if wait_s is None:

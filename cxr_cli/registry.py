@@ -81,12 +81,10 @@ def registry_show(
 def _in_use(records_url: str, version: str) -> dict | None:
     """The version's figures from the web app's records, or None where there are none to read."""
     from cxr.evaluation.live import performance_by_version
-    from cxr.serving.records import PredictionRecords, resolve_records_url
+    from cxr.serving.records import existing_records, resolve_records_url
 
-    url = resolve_records_url(records_url)
-    if not url or (url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file()):
-        return None
-    return performance_by_version(PredictionRecords(url).rows(version=version)).get(version)
+    store = existing_records(resolve_records_url(records_url))
+    return None if store is None else performance_by_version(store.rows(version=version)).get(version)
 
 
 @registry_app.command("compare")

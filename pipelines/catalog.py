@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxr.errors import CxrError, first_line
+from pipelines.remote import state_name
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def recent_runs(client, host: str, experiment: str, limit: int) -> list[dict]:
         {
             "kfp_run_id": run.run_id,
             "name": run.display_name,
-            "state": str(getattr(run.state, "value", run.state) or "PENDING").split(".")[-1].upper(),
+            "state": state_name(run.state),
             "created_at": str(run.created_at or ""),
             "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}",
         }

@@ -88,7 +88,7 @@ def submit(client, host: str, package: Path, experiment: str, run_name: str, arg
     return run.run_id
 
 
-def _state(value) -> str:
+def state_name(value) -> str:
     """kfp_server_api returns enum-ish strings ('SUCCEEDED') or objects; normalise to the bare name."""
     return str(getattr(value, "value", value) or "PENDING").split(".")[-1].upper()
 
@@ -99,7 +99,7 @@ def _tasks(run) -> dict[str, str]:
     for task in getattr(details, "task_details", None) or []:
         name = getattr(task, "display_name", "") or ""
         if name and not name.startswith(("root", "exit-handler", "condition")):
-            out[name] = _state(getattr(task, "state", ""))
+            out[name] = state_name(getattr(task, "state", ""))
     return out
 
 
@@ -130,7 +130,7 @@ def wait(
                 ) from exc
             sleep(poll_s)
             continue
-        state, tasks = _state(run.state), _tasks(run)
+        state, tasks = state_name(run.state), _tasks(run)
         if state != seen_state:
             on_change(f"kfp run {run_id}: {state} ({elapsed:.0f} s)")
             seen_state = state

@@ -47,6 +47,14 @@ def resolve_records_url(url: str) -> str:
     return url or f"sqlite:///{project_root() / '.serve' / 'records.db'}"
 
 
+def existing_records(url: str) -> PredictionRecords | None:
+    """The store at `url` when there is one to read: None when `url` is empty (off) or names a SQLite file
+    the web app has not written yet."""
+    if not url or (url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file()):
+        return None
+    return PredictionRecords(url)
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 

@@ -13,7 +13,7 @@ from cxr.params import Params
 from cxr.release.card import build_card, render_markdown
 from cxr.release.gate import GateDecision
 from cxr.release.registry import gate_tags, register_candidate
-from cxr.release.signature import TrainingSignature
+from cxr.release.signature import TrainingSignature, code_version, params_hash
 from cxr.steps.context import RunContext
 from cxr.tracking import runs as tracking
 
@@ -21,9 +21,8 @@ from cxr.tracking import runs as tracking
 def signature_of(parent, data_version: str, params: Params) -> TrainingSignature:
     """The version's training signature; the parameters' hash as the run recorded it when it opened
     (the kfp register step is given only the parameters it reads, not every shaping one)."""
-    signature = TrainingSignature.of(data_version, params)
     recorded = parent.data.tags.get("params_hash")
-    return TrainingSignature(data_version, recorded, signature.code_version) if recorded else signature
+    return TrainingSignature(data_version, recorded or params_hash(params), code_version())
 
 
 def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: Params, tags: dict) -> str:
