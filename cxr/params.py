@@ -122,6 +122,7 @@ class OodParams:
     max_components: int = 256  # covariance directions kept (the rest share the shrinkage floor)
     target_accept: float = 0.95  # reported against: in-distribution X-rays accepted (val, test)
     target_reject: float = 0.95  # and the offline out-of-distribution set refused (cxr/safety/ood_set.py)
+    drift_components: int = 16  # principal components of the gate's features kept for drift detection (<= 32)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,15 @@ class ServeParams:
 
 
 @dataclass(frozen=True)
+class MonitorParams:
+    """`cxr monitor drift` (cxr/safety/drift.py): the test of a batch of images against the training split."""
+
+    drift_alpha: float = 0.01  # drift when the energy test's p-value is below this
+    drift_min_n: int = 30  # fewer images than this: no verdict (exit 2)
+    drift_max_rows: int = 2000  # the newest this many recorded predictions are tested
+
+
+@dataclass(frozen=True)
 class ClusterParams:
     """Where the compiled pipeline runs: images, the in-cluster MLflow and data, GPU node placement."""
 
@@ -205,6 +215,7 @@ class Params:
     register: RegisterParams = field(default_factory=RegisterParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
     serve: ServeParams = field(default_factory=ServeParams)
+    monitor: MonitorParams = field(default_factory=MonitorParams)
     cluster: ClusterParams = field(default_factory=ClusterParams)
     profile: str = "cpu"
 
@@ -238,6 +249,7 @@ _SECTIONS = {
     "register": RegisterParams,
     "mlflow": MlflowParams,
     "serve": ServeParams,
+    "monitor": MonitorParams,
     "cluster": ClusterParams,
 }
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
 import json
-import re
+import sys
 from pathlib import Path
 
 import typer
@@ -14,36 +13,18 @@ from cxr_cli.options import ParamsOpt
 from cxr_cli.options import load as _load
 
 monitor_app = typer.Typer(
-    no_args_is_help=True, help="The served model in use: performance from radiologists' findings."
+    no_args_is_help=True,
+    help="The served model in use: drift of its inputs, and performance from radiologists' findings.",
 )
 
 RecordsOpt = typer.Option(
     "", "--records-url", envvar="CXR_RECORDS_URL", help="The web app's records store (default serve.records_url)."
 )
+SinceOpt = typer.Option("", "--since", help="Only predictions from this long ago on: 30m, 24h, 7d.")
+DRIFT_EXIT = 4
 
 
-def since_time(text: str) -> datetime.datetime | None:
-    """'24h', '7d', '30m' -> that long ago (UTC); '' -> None."""
-    if not text:
-        return None
-    match = re.fullmatch(r"(\d+)([mhd])", text.strip())
-    if not match:
-        raise CxrError(f"--since '{text}' is not a duration; give e.g. 30m, 24h or 7d.")
-    unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-    return datetime.datetime.now(datetime.UTC) - datetime.timedelta(**{unit: int(match.group(1))})
-
-
-@monitor_app.command("performance")
-def monitor_performance(
-    version: str = typer.Option("", "--version", help="One model version (default: every version on record)."),
-    since: str = typer.Option("", "--since", help="Only predictions from this long ago on: 30m, 24h, 7d."),
-    records_url: str = RecordsOpt,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: version -> counts and measures."),
-    params_file: Path | None = ParamsOpt,
-) -> None:
-    """Sensitivity, specificity, PPV and NPV with Wilson 95% intervals per model version, from the findings
-    radiologists recorded against the web app's predictions (unsure findings and refusals counted apart)."""
-    from cxr.evaluation.live import format_performance, performance_by_version
+def _records(records_url: str, params_file: Path | None):
     from cxr.serving.records import existing_records, resolve_records_url
 
     url = resolve_records_url(records_url or _load(params_file, "cpu", ()).serve.records_url)
@@ -52,5 +33,82 @@ def monitor_performance(
     store = existing_records(url)
     if store is None:
         raise CxrError(f"No records at {url}: the web app has answered nothing there yet (or pass --records-url).")
-    result = performance_by_version(store.rows(since_time(since), version))
+    return store
+
+
+@monitor_app.command("performance")
+def monitor_performance(
+    version: str = typer.Option("", "--version", help="One model version (default: every version on record)."),
+    since: str = SinceOpt,
+    records_url: str = RecordsOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: version -> counts and measures."),
+    params_file: Path | None = ParamsOpt,
+) -> None:
+    """Sensitivity, specificity, PPV and NPV with Wilson 95% intervals per model version, from the findings
+    radiologists recorded against the web app's predictions (unsure findings and refusals counted apart)."""
+    from cxr.evaluation.live import format_performance, performance_by_version
+    from cxr.serving.records import since_time
+
+    result = performance_by_version(_records(records_url, params_file).rows(since_time(since), version))
     print(json.dumps(result, indent=2) if as_json else format_performance(result))
+
+
+@monitor_app.command("drift")
+def monitor_drift(
+    files: list[Path] = typer.Argument(None, help="Images to test (PNG, JPEG, DICOM), with --model."),
+    model: str = typer.Option("", "--model", help="The model whose training split is the reference (MLflow URI)."),
+    server: str = typer.Option(
+        "", "--server", help="A running web app: test what it served (sign in with $CXR_SERVER_USER/_PASSWORD)."
+    ),
+    records: bool = typer.Option(False, "--records", help="Test what the web app recorded in its records store."),
+    records_url: str = RecordsOpt,
+    since: str = SinceOpt,
+    version: str = typer.Option("", "--version", help="The served model version to test (default: the newest)."),
+    name: str = typer.Option("", "--name", help="Registered model name (default register.model_name)."),
+    report: Path = typer.Option(Path("drift-report.html"), "--report", help="Where the HTML report goes."),
+    as_json: bool = typer.Option(False, "--json", help="Print the verdict as one JSON object."),
+    tracking_uri: str = typer.Option("", "--tracking-uri", help="MLflow store holding the model."),
+    params_file: Path | None = ParamsOpt,
+) -> None:
+    """Test a batch of images against the model's training split (energy-distance test on the input gate's
+    features, projected; docs/operations.md). Prints a one-line verdict, writes an HTML report and logs it
+    under the model's MLflow run. Exit 0: no drift; 4: drift; 2: no verdict (an error)."""
+    from cxr.safety import drift_check
+    from cxr.safety.drift import detect
+    from cxr.safety.drift_report import write_report
+    from cxr.serving.records import since_time
+    from cxr.tracking import runs as tracking
+
+    params = _load(params_file, "cpu", ())
+    sources = [bool(files) and bool(model), bool(server), records]
+    if sum(sources) != 1 or (files and not model) or (model and not files):
+        raise CxrError(
+            "Say what to test, one of: --model URI FILE... (a batch of images), --server URL (what a web app "
+            "served) or --records (its records store)."
+        )
+    tracking.configure(tracking.resolve_tracking_uri(params, tracking_uri), params.mlflow.experiment)
+    mp = params.monitor
+    if files:
+        current, reference = drift_check.project_files(model, list(files))
+        model_uri, source, served = model, f"{len(files)} files", ""
+    else:
+        if server:
+            rows, source = drift_check.server_rows(server, since, version), f"what {server} served"
+        else:
+            from cxr.serving.records import resolve_records_url
+
+            rows = _records(records_url, params_file).rows(since_time(since), version)
+            source = f"the records at {resolve_records_url(records_url or params.serve.records_url).split('@')[-1]}"
+        served, current = drift_check.choose_rows(rows, version, mp.drift_max_rows)
+        model_uri = f"models:/{name or params.register.model_name}/{served}"
+        reference = drift_check.reference_for(model_uri)
+        source += f" since {since}" if since else ""
+    verdict = detect(reference, current, mp.drift_alpha, mp.drift_min_n)
+    verdict.model_version, verdict.report = served, str(report)
+    write_report(verdict, reference, current, report, source)
+    warning = drift_check.log_report(model_uri, verdict, report)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(json.dumps(verdict.to_dict()) if as_json else f"{verdict.line()}; report: {report}")
+    if verdict.drift:
+        raise typer.Exit(DRIFT_EXIT)

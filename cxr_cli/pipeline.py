@@ -29,7 +29,16 @@ def _log_path(run_name: str) -> Path:
 
 
 def _run_pipeline(
-    params, data_dir: Path, uri: str, run_name: str, runner: str, gpu: bool, verbose: bool, out, cache: bool = True
+    params,
+    data_dir: Path,
+    uri: str,
+    run_name: str,
+    runner: str,
+    gpu: bool,
+    verbose: bool,
+    out,
+    cache: bool = True,
+    pipeline_root: Path | None = None,
 ) -> dict:
     """Run locally; the terminal gets one line per step (everything else goes to the log file)."""
     import time
@@ -43,13 +52,13 @@ def _run_pipeline(
     started = time.monotonic()
     out.write(f"pipeline {run_name} ({runner} runner{', GPU' if gpu else ''}, profile {params.profile})\n")
     if verbose:
-        outcome = run_local(params, data_dir, uri, run_name, runner=runner, gpu=gpu, cache=cache)
+        outcome = run_local(params, data_dir, uri, run_name, pipeline_root, runner, gpu, cache)
         log_file = ""
     else:
         out.write(f"  log: {log_file}\n")
         view = StepView(out)
         with captured(log_file, view.feed):
-            outcome = run_local(params, data_dir, uri, run_name, runner=runner, gpu=gpu, cache=cache)
+            outcome = run_local(params, data_dir, uri, run_name, pipeline_root, runner, gpu, cache)
         outcome.failed_step = outcome.failed_step or view.failed_step
     orchestrator = "docker" if runner == "docker" else "local"
     return build_result(
@@ -99,6 +108,9 @@ def pipeline_run(
         "--cache/--no-cache",
         help="Reuse ingest and validation from an earlier run on the same data, parameters, code.",
     ),
+    pipeline_root: Path | None = typer.Option(
+        None, "--pipeline-root", help="Where the steps' outputs go (default .kfp/outputs in the project)."
+    ),
     verbose: bool = VerboseOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -113,7 +125,7 @@ def pipeline_run(
     data_dir = data or (project_root() / params.ingest.data_dir)
     out = terminal(to_stderr=as_json)
     try:
-        result = _run_pipeline(params, data_dir, uri, run_name, runner, gpu, verbose, out, cache)
+        result = _run_pipeline(params, data_dir, uri, run_name, runner, gpu, verbose, out, cache, pipeline_root)
     except CxrError as exc:
         _fail_json(exc, uri, as_json, run_name=run_name)
         raise

@@ -15,6 +15,9 @@ registry_app = typer.Typer(
 
 ModelOpt = typer.Option("", "--name", help="Registered model name (default: register.model_name in params.yaml).")
 UriOpt = typer.Option("", "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or mlflow/).")
+RecordsOpt = typer.Option(
+    "", "--records-url", envvar="CXR_RECORDS_URL", help="The web app's records store (default serve.records_url)."
+)
 
 
 def _registry(tracking_uri: str, name: str) -> str:
@@ -44,7 +47,12 @@ def _who(by: str) -> str:
         if by and by != login:
             raise CxrError(f"--by {by}: on a server with sign-in the identity is your login ({login}); drop --by.")
         return login
-    return by or os.environ.get("USER") or getpass.getuser()
+    if by or os.environ.get("USER"):
+        return by or os.environ["USER"]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid with no passwd entry (a container run as 10001) and no USER
+        raise CxrError("Say who acts: pass --by NAME (no user name is known for this process).") from None
 
 
 @registry_app.command("list")
@@ -62,9 +70,7 @@ def registry_show(
     version: str,
     name: str = ModelOpt,
     tracking_uri: str = UriOpt,
-    records_url: str = typer.Option(
-        "", "--records-url", envvar="CXR_RECORDS_URL", help="The web app's records store (default serve.records_url)."
-    ),
+    records_url: str = RecordsOpt,
 ):
     """Everything about one version (number or alias): tags, gate figures, run link, release events, and
     its sensitivity/specificity/PPV/NPV in use from radiologists' findings (`in_use`) where the web app's
@@ -96,13 +102,18 @@ def registry_compare(
     data: Path | None = typer.Option(None, "--data", help="Dataset folder for re-scoring (default ingest.data_dir)."),
     samples: int = typer.Option(2000, "--samples", help="Bootstrap resamples for the ΔF1 interval."),
     tracking_uri: str = UriOpt,
+    records_url: str = RecordsOpt,
 ):
-    """Two versions (numbers or aliases) on the same validation split; ΔF1 with a paired bootstrap 95% CI."""
+    """Two versions (numbers or aliases) on the same validation split; ΔF1 with a paired bootstrap 95% CI;
+    next to them, each version's figures in use from radiologists' findings where the records are reachable."""
     from cxr.params import load_params, project_root
     from cxr.release.compare import compare, format_comparison
 
     name = _registry(tracking_uri, name)
-    result = compare(name, a, b, data or project_root() / load_params().ingest.data_dir, samples)
+    params = load_params()
+    result = compare(name, a, b, data or project_root() / params.ingest.data_dir, samples)
+    for version, shown in result["versions"].items():
+        shown["in_use"] = _in_use(records_url or params.serve.records_url, version)
     print(json.dumps(result, indent=2) if as_json else format_comparison(result))
 
 

@@ -42,13 +42,23 @@ def require_images(images: list[str]) -> None:
         client.close()
 
 
+STEP_USER = "CXR_STEP_USER"  # uid:gid the step containers run as (default: this process's)
+
+
+def step_user() -> str:
+    return os.environ.get(STEP_USER) or f"{os.getuid()}:{os.getgid()}"
+
+
 def runner(gpu: bool = False):
     """A DockerRunner: host network, service names -> 127.0.0.1, this user's uid:gid (files the steps write
-    under the pipeline root and in a local store stay yours; on the cluster the images' user 10001 runs them)."""
+    under the pipeline root and in a local store stay yours), or $CXR_STEP_USER's: `10001:10001` runs them
+    as the cluster does, a uid with no passwd entry and no USER variable (the pipeline root must be writable
+    by it). The MLflow identity (MLFLOW_TRACKING_USERNAME/PASSWORD, from VAR_FILE files too) reaches each
+    step through the container's environment, never its command line."""
     args = {
         "network_mode": "host",
         "extra_hosts": {name: "127.0.0.1" for name in SERVICE_NAMES},
-        "user": f"{os.getuid()}:{os.getgid()}",
+        "user": step_user(),
         "environment": {
             "HOME": "/tmp",
             "TF_CPP_MIN_LOG_LEVEL": "2",

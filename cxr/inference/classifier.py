@@ -28,6 +28,7 @@ from cxr.errors import CxrError, first_line
 from cxr.inference.scoring import assess
 from cxr.model.calibration import apply_temperature
 from cxr.model.config import CONFIG_FILE, MODEL_FILE, ModelConfig
+from cxr.safety.drift import DRIFT_FILE, DriftReference
 from cxr.safety.input_gate import OOD_FILE, InputGate, build_scorer, feature_statistics
 from cxr.safety.population import SCOPE_FILE, ScopeCheck
 
@@ -36,21 +37,30 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
     """Loads the Keras model once; predictions reuse one compiled predict function."""
 
     def load_context(self, context):
-        gate, scope = context.artifacts.get("ood"), context.artifacts.get("scope")
+        gate, scope, drift = (context.artifacts.get(key) for key in ("ood", "scope", "drift"))
         self.load(
             Path(context.artifacts["keras_model"]),
             ModelConfig.from_file(context.artifacts["config"]),
             Path(gate) if gate else None,
             Path(scope) if scope else None,
+            Path(drift) if drift else None,
         )
 
-    def load(self, keras_path: Path, config: ModelConfig, ood_path: Path | None = None, scope_path: Path | None = None):
-        """The Keras model, its config, its input gate and its population scope check (None: a model trained
-        before they existed, or one whose checks are being fitted)."""
+    def load(
+        self,
+        keras_path: Path,
+        config: ModelConfig,
+        ood_path: Path | None = None,
+        scope_path: Path | None = None,
+        drift_path: Path | None = None,
+    ):
+        """The Keras model, its config, its input gate, its population scope check and its drift reference
+        (None: a model trained before they existed, or one whose checks are being fitted)."""
         self.keras_model = keras.models.load_model(keras_path, compile=False, safe_mode=True)
         self.config = config
         self.gate = InputGate.load(ood_path) if ood_path and Path(ood_path).is_file() else None
         self.scope = ScopeCheck.load(scope_path) if scope_path and Path(scope_path).is_file() else None
+        self.drift = DriftReference.load(drift_path) if drift_path and Path(drift_path).is_file() else None
         self.scorer = build_scorer(self.keras_model)  # one pass: probability and the gate's features
         size = config.image_size
         self.scorer.predict_on_batch(np.zeros((1, size, size, 3), np.float32))  # build once, not per request
@@ -98,6 +108,12 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
             return np.full(len(features), np.nan)
         return self.scope.score(features)
 
+    def projections(self, features: np.ndarray) -> np.ndarray:
+        """The drift reference's projection of each image ((n, 0) for a model without one)."""
+        if self.drift is None:
+            return np.zeros((len(features), 0))
+        return self.drift.project(features)
+
     def label_for(self, probability: float) -> str:
         return self.config.label_for(probability)
 
@@ -130,7 +146,7 @@ def log_model(model_dir: str | Path, name: str = "model"):
     )
     signature = infer_signature(example, output, params={"allow_ood": False})
     artifacts = {"keras_model": str(model_dir / MODEL_FILE), "config": str(model_dir / CONFIG_FILE)}
-    for key, file in (("ood", OOD_FILE), ("scope", SCOPE_FILE)):
+    for key, file in (("ood", OOD_FILE), ("scope", SCOPE_FILE), ("drift", DRIFT_FILE)):
         if (model_dir / file).is_file():
             artifacts[key] = str(model_dir / file)
     return mlflow.pyfunc.log_model(
@@ -178,7 +194,7 @@ def load_pyfunc(model_uri: str):
     if not meta_file.is_file():
         raise CxrError(f"{model_uri} is not an MLflow model (no MLmodel file); pass a model URI.")
     flavor = (yaml.safe_load(meta_file.read_text()) or {}).get("flavors", {}).get("python_function", {})
-    keys = ("keras_model", "config", "ood", "scope")
+    keys = ("keras_model", "config", "ood", "scope", "drift")
     paths = {key: (flavor.get("artifacts") or {}).get(key, {}).get("path", "") for key in keys}
     files = {key: (local / path).resolve() for key, path in paths.items() if path}
     required = [files.get("keras_model"), files.get("config")]
@@ -188,7 +204,11 @@ def load_pyfunc(model_uri: str):
             "register models with the pipeline."
         )
     return XrayClassifier().load(
-        files["keras_model"], ModelConfig.from_file(files["config"]), files.get("ood"), files.get("scope")
+        files["keras_model"],
+        ModelConfig.from_file(files["config"]),
+        files.get("ood"),
+        files.get("scope"),
+        files.get("drift"),
     )
 
 
@@ -204,8 +224,12 @@ def load_classifier(model_uri: str):
 
 
 def load_model_dir(model_dir: str | Path):
-    """A trained model's folder (model.keras, config.json, ood.npz, scope.npz) -> XrayClassifier."""
+    """A trained model's folder (model.keras, config.json, ood.npz, scope.npz, drift.npz) -> XrayClassifier."""
     model_dir = Path(model_dir)
     return XrayClassifier().load(
-        model_dir / MODEL_FILE, ModelConfig.read(model_dir), model_dir / OOD_FILE, model_dir / SCOPE_FILE
+        model_dir / MODEL_FILE,
+        ModelConfig.read(model_dir),
+        model_dir / OOD_FILE,
+        model_dir / SCOPE_FILE,
+        model_dir / DRIFT_FILE,
     )

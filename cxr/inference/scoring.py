@@ -32,7 +32,10 @@ def assess(classifier, items: list[tuple[str, bytes]], allow_ood: bool = False, 
     Undecodable input gets `error` (`strict`: its CxrError is raised, with its kind). No image,
     file name or DICOM field is logged."""
     prepared = prepare(items, allow_ood, strict)
-    return score(classifier, *prepared, allow_ood)
+    rows = score(classifier, *prepared, allow_ood)
+    for row in rows:
+        row.pop("projection", None)  # what the web app records for drift detection, not an answer
+    return rows
 
 
 def prepare(items: list[tuple[str, bytes]], allow_ood: bool = False, strict: bool = False):
@@ -58,7 +61,8 @@ def prepare(items: list[tuple[str, bytes]], allow_ood: bool = False, strict: boo
 
 
 def model_outputs(classifier, arrays: list) -> tuple:
-    """One batched model pass over decoded images: (probabilities, input-gate scores, scope scores)."""
+    """One batched model pass over decoded images: (probabilities, input-gate scores, scope scores, the drift
+    projections)."""
     return tensor_outputs(classifier, list(classifier.preprocess(arrays)))
 
 
@@ -66,7 +70,12 @@ def tensor_outputs(classifier, tensors: list) -> tuple:
     """`model_outputs` of images already preprocessed (`classifier.preprocess`), one tensor per image:
     the web app resizes in each request's thread and batches only the model call."""
     probabilities, features = classifier.assess_batch(np.stack(tensors))
-    return probabilities, classifier.ood_scores(features), classifier.scope_scores(features)
+    return (
+        probabilities,
+        classifier.ood_scores(features),
+        classifier.scope_scores(features),
+        classifier.projections(features),
+    )
 
 
 def score(classifier, rows: list[dict], arrays: list, index: list[int], allow_ood: bool = False) -> list[dict]:
@@ -77,11 +86,15 @@ def score(classifier, rows: list[dict], arrays: list, index: list[int], allow_oo
 
 
 def decide(classifier, rows: list[dict], index: list[int], outputs: tuple, allow_ood: bool = False) -> list[dict]:
-    """The checks' decisions and the label on each prepared row, from its images' `model_outputs`."""
-    probabilities, distances, scope_scores = outputs
+    """The checks' decisions and the label on each prepared row, from its images' `model_outputs`; each row
+    keeps its drift projection under `projection` (a list; empty for a model without a drift reference)."""
+    probabilities, distances, scope_scores, projections = outputs
     threshold = classifier.config.threshold
-    for i, probability, distance, scope_score in zip(index, probabilities, distances, scope_scores, strict=True):
+    for i, probability, distance, scope_score, projection in zip(
+        index, probabilities, distances, scope_scores, projections, strict=True
+    ):
         row = rows[i]
+        row["projection"] = [round(float(x), 5) for x in projection]
         gated = classifier.gate is not None
         accepted = bool(classifier.gate.accepts(distance)) if gated else None
         row.update(

@@ -40,6 +40,7 @@ from cxr.model.architecture import (
 from cxr.model.calibration import apply_temperature, fit_temperature
 from cxr.model.config import MODEL_FILE, ModelConfig
 from cxr.params import Params
+from cxr.safety.drift import DriftReference
 from cxr.safety.input_gate import build_scorer, feature_statistics, fit_gate, gate_columns
 from cxr.safety.population import fit_scope, reference_features, reference_images
 
@@ -82,10 +83,11 @@ class EpochReporter:
 
 def fit_input_gate(model_dir: Path, dataset_dir, train_frame, val_frame, params: Params, cache: dict | None = None):
     """Fit the safety checks on the trained model's features of the un-augmented train split and save them
-    next to the model: the input gate (cxr/safety/input_gate.py, ood.npz; thresholded on held-out scores) and the
-    population scope check (cxr/safety/population.py, scope.npz; the training adults against the reference
-    children). `cache`: the gate's features of training images already computed ({(file, mirrored): row},
-    see _HeadData), used where it holds them. Returns the input gate, or None when it is off."""
+    next to the model: the input gate (cxr/safety/input_gate.py, ood.npz; thresholded on held-out scores), the
+    drift reference (cxr/safety/drift.py, drift.npz; with the gate) and the population scope check
+    (cxr/safety/population.py, scope.npz; the training adults against the reference children). `cache`: the
+    gate's features of training images already computed ({(file, mirrored): row}, see _HeadData), used where
+    it holds them. Returns the input gate, or None when it is off."""
     classifier = XrayClassifier().load(model_dir / MODEL_FILE, ModelConfig.read(model_dir))
     op, sp = params.ood, params.scope
 
@@ -106,6 +108,8 @@ def fit_input_gate(model_dir: Path, dataset_dir, train_frame, val_frame, params:
             params.train.seed,
         )
         gate.save(model_dir)
+        if op.drift_components > 0:  # the reference drift detection tests served images against
+            DriftReference.fit(train_features, op.drift_components, params.train.seed).save(model_dir)
     if sp.enabled:
         children = reference_features(classifier, reference_images(sp.reference_dir))
         fit_scope(train_features, children, sp.accept_quantile, sp.c, sp.folds, params.train.seed).save(model_dir)

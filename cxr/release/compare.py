@@ -163,6 +163,16 @@ def format_comparison(result: dict) -> str:
         )
         if r.get("warning"):
             lines.append(f"  warning v{version}: {r['warning']}")
+    in_use = [(v, r["in_use"]) for v, r in ((va, ra), (vb, rb)) if r.get("in_use")]
+    if in_use:
+        lines += ["", "In use, from radiologists' findings (95% Wilson CI; n = predictions with a finding):"]
+        for version, figures in in_use:
+            shown = [
+                f"{m} {f['value']:.2f} [{f['ci95'][0]:.2f}, {f['ci95'][1]:.2f}] (n={f['n']})"
+                for m in ("sensitivity", "specificity", "ppv", "npv")
+                if (f := figures[m])["value"] is not None
+            ]
+            lines.append(f"  v{version}: {'; '.join(shown) or 'no findings recorded yet'}")
     d = result["delta_f1"]
     lines += [
         "",

@@ -18,7 +18,7 @@ from pathlib import Path
 from cxr.params import Params
 
 # sections and keys that do not change the trained model
-NOT_SHAPING_SECTIONS = ("gate", "register", "mlflow", "serve", "cluster", "profile")
+NOT_SHAPING_SECTIONS = ("gate", "register", "mlflow", "serve", "monitor", "cluster", "profile")
 NOT_SHAPING_KEYS = ("ingest.data_dir", "ingest.workers", "augment.preview_images", "evaluate.bootstrap_samples")
 NOT_TRAINING_CODE = ("serving", "mlflow_auth")
 TAGS = ("data_version", "params_hash", "code_version")

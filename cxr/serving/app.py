@@ -24,7 +24,7 @@ from cxr.serving.auth import OPEN_PATHS, Auth
 from cxr.serving.metrics import ServingMetrics
 from cxr.serving.model_store import ModelFollower, ServedModel
 from cxr.serving.openapi import openapi_spec
-from cxr.serving.records import PredictionRecords, UnknownPrediction
+from cxr.serving.records import NUMBERS, PredictionRecords, UnknownPrediction, since_time
 
 log = logging.getLogger("cxr.serve")
 MAX_BATCH = 16
@@ -285,32 +285,7 @@ def _install_routes(app: Flask, predictor: Predictor, limit: str) -> None:
                 results.append({"index": i, "error": str(exc), "status": status_for(exc), **details})
         return jsonify({"results": results})
 
-    def record_finding(prediction_id: str, finding: str) -> str:
-        if predictor.records is None:
-            raise FeedbackOff(
-                "This server keeps no prediction records (serve.records_url is off); nothing was recorded."
-            )
-        predictor.records.record_finding(prediction_id, finding, g.get("user") or "anonymous")
-        return f"Finding '{finding}' recorded for prediction {prediction_id}."
-
-    @app.post("/api/feedback")
-    def api_feedback():
-        body = request.get_json(silent=True) or request.form
-        prediction_id, finding = str(body.get("prediction_id", "")), str(body.get("finding", ""))
-        if not prediction_id:
-            raise EmptyInput("No prediction_id was sent; send the id the prediction returned and the finding.")
-        return jsonify({"recorded": record_finding(prediction_id, finding), "prediction_id": prediction_id})
-
-    @app.post("/feedback")
-    def page_feedback():
-        try:
-            recorded = record_finding(request.form.get("prediction_id", ""), request.form.get("finding", ""))
-            return render_template(
-                "index.html", result=None, error=None, refusal=None, recorded=recorded, **page(False)
-            )
-        except CxrError as exc:
-            status = status_for(exc)
-            return render_template("index.html", result=None, error=str(exc), refusal=None, **page(False)), status
+    _install_records_routes(app, predictor, page)
 
     @app.get("/healthz")
     def healthz():
@@ -338,6 +313,50 @@ def _install_routes(app: Flask, predictor: Predictor, limit: str) -> None:
     @app.get("/openapi.json")
     def openapi():
         return jsonify(openapi_spec(limit))
+
+
+def _install_records_routes(app: Flask, predictor: Predictor, page) -> None:
+    """Radiologists' findings against predictions (page and API) and the numbers the app kept (API)."""
+
+    def record_finding(prediction_id: str, finding: str) -> str:
+        if predictor.records is None:
+            raise FeedbackOff(
+                "This server keeps no prediction records (serve.records_url is off); nothing was recorded."
+            )
+        predictor.records.record_finding(prediction_id, finding, g.get("user") or "anonymous")
+        return f"Finding '{finding}' recorded for prediction {prediction_id}."
+
+    @app.post("/api/feedback")
+    def api_feedback():
+        body = request.get_json(silent=True) or request.form
+        prediction_id, finding = str(body.get("prediction_id", "")), str(body.get("finding", ""))
+        if not prediction_id:
+            raise EmptyInput("No prediction_id was sent; send the id the prediction returned and the finding.")
+        return jsonify({"recorded": record_finding(prediction_id, finding), "prediction_id": prediction_id})
+
+    @app.post("/feedback")
+    def page_feedback():
+        try:
+            recorded = record_finding(request.form.get("prediction_id", ""), request.form.get("finding", ""))
+            return render_template(
+                "index.html", result=None, error=None, refusal=None, recorded=recorded, **page(False)
+            )
+        except CxrError as exc:
+            status = status_for(exc)
+            return render_template("index.html", result=None, error=str(exc), refusal=None, **page(False)), status
+
+    @app.get("/api/records")
+    def api_records():
+        """What the app kept about recent predictions, numbers only (for `cxr monitor drift --server`)."""
+        if predictor.records is None:
+            raise FeedbackOff("This server keeps no prediction records (serve.records_url is off).")
+        since = since_time(request.args.get("since", ""))
+        limit = request.args.get("limit", "10000")
+        if not limit.isdigit():
+            raise EmptyInput(f"limit '{limit}' is not a whole number; send e.g. limit=2000.")
+        rows = predictor.records.rows(since, request.args.get("version", ""), min(int(limit), 10000))
+        numbers = [{k: r[k] for k in NUMBERS} | {"created_at": r["created_at"].isoformat()} for r in rows]
+        return jsonify({"rows": numbers})
 
 
 def serve(model_uri: str, host: str, port: int, params, model_name: str, auth=None, records_url: str = "") -> None:

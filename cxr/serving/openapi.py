@@ -141,6 +141,17 @@ def openapi_spec(limit: str = "20 MB") -> dict:
                     },
                 }
             },
+            "/api/records": {
+                "get": {
+                    "summary": "recent predictions' numbers (time, version, outcome, probability, check scores, drift "
+                    "projection; never images); query since (30m, 24h, 7d), version, limit (at most 10000)",
+                    "responses": {
+                        "200": {"description": "rows, oldest first"},
+                        "404": {"description": "no records kept"},
+                        "401": {"description": "not signed in"},
+                    },
+                }
+            },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics; sign-in, or Authorization: Bearer <CXR_METRICS_TOKEN>",

@@ -1,7 +1,8 @@
 """What the web app keeps about each prediction it answered, and what radiologists found: numbers only.
 
 One row per answered or refused upload: its id, time, the model version, the outcome (the label, or
-refused), the probability, the input gate's and the scope check's scores; and, once a radiologist
+refused), the probability, the input gate's and the scope check's scores, the drift projection of the
+image's features (at most 32 numbers, cxr/safety/drift.py); and, once a radiologist
 records it, the finding (covid, not_covid, unsure), who recorded it and when. Never pixels, file names
 or DICOM fields. The table is bounded: rows older than `max_age_days` and beyond the newest `max_rows`
 are deleted as new ones arrive. A SQLAlchemy URL names the store: a SQLite file for one process, the
@@ -11,6 +12,7 @@ team's PostgreSQL when replicas share it (`serve.records_url`).
 from __future__ import annotations
 
 import datetime
+import re
 import uuid
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from cxr.errors import CxrError
 from cxr.params import project_root
 
 FINDINGS = ("covid", "not_covid", "unsure")
+NUMBERS = ("created_at", "model_version", "outcome", "probability", "gate_score", "scope_score", "projection")
 PRUNE_EVERY = 100  # inserts between two prunes
 
 _metadata = sa.MetaData()
@@ -34,6 +37,7 @@ PREDICTIONS = sa.Table(
     sa.Column("probability", sa.Float, nullable=True),
     sa.Column("gate_score", sa.Float, nullable=True),
     sa.Column("scope_score", sa.Float, nullable=True),
+    sa.Column("projection", sa.JSON, nullable=True),  # the drift projection (None: refused unread, or no reference)
     sa.Column("finding", sa.String(16), nullable=True),
     sa.Column("finding_by", sa.String(128), nullable=True),
     sa.Column("finding_at", sa.DateTime(timezone=True), nullable=True),
@@ -55,6 +59,28 @@ def existing_records(url: str) -> PredictionRecords | None:
     return PredictionRecords(url)
 
 
+def since_time(text: str) -> datetime.datetime | None:
+    """'24h', '7d', '30m' -> that long ago (UTC); '' -> None."""
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+)([mhd])", text.strip())
+    if not match:
+        raise CxrError(f"--since '{text}' is not a duration; give e.g. 30m, 24h or 7d.")
+    unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return datetime.datetime.now(datetime.UTC) - datetime.timedelta(**{unit: int(match.group(1))})
+
+
+def _add_missing_columns(engine) -> None:
+    """A store written by an older version of the app gets the columns added since (nullable: old rows keep
+    None), so upgrading the app keeps every row already recorded."""
+    present = {c["name"] for c in sa.inspect(engine).get_columns(PREDICTIONS.name)}
+    with engine.begin() as db:
+        for column in PREDICTIONS.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=engine.dialect)
+                db.execute(sa.text(f"ALTER TABLE {PREDICTIONS.name} ADD COLUMN {column.name} {kind}"))
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
@@ -72,6 +98,7 @@ class PredictionRecords:
         try:
             self.engine = sa.create_engine(url, pool_pre_ping=True, **options)
             _metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
         except Exception as exc:  # noqa: BLE001 (a bad URL, an unreachable server: one sentence at start)
             raise CxrError(
                 f"The prediction records store {url.split('@')[-1]} cannot be opened ({exc.__class__.__name__}); "
@@ -98,6 +125,7 @@ class PredictionRecords:
             "probability": number("probability"),
             "gate_score": number("ood_score"),
             "scope_score": number("scope_score"),
+            "projection": [float(x) for x in row["projection"]] if row.get("projection") else None,
         }
         with self.engine.begin() as db:
             db.execute(PREDICTIONS.insert().values(**values))
@@ -132,11 +160,14 @@ class PredictionRecords:
             gone += db.execute(PREDICTIONS.delete().where(PREDICTIONS.c.prediction_id.not_in(kept))).rowcount
         return gone
 
-    def rows(self, since: datetime.datetime | None = None, version: str = "") -> list[dict]:
-        query = sa.select(PREDICTIONS).order_by(PREDICTIONS.c.created_at)
+    def rows(self, since: datetime.datetime | None = None, version: str = "", limit: int = 0) -> list[dict]:
+        """Rows oldest first, from `since`, of `version`; `limit`: the newest that many."""
+        query = sa.select(PREDICTIONS).order_by(PREDICTIONS.c.created_at.desc())
         if since is not None:
             query = query.where(PREDICTIONS.c.created_at >= since)
         if version:
             query = query.where(PREDICTIONS.c.model_version == version)
+        if limit:
+            query = query.limit(limit)
         with self.engine.connect() as db:
-            return [dict(r._mapping) for r in db.execute(query)]
+            return [dict(r._mapping) for r in db.execute(query)][::-1]

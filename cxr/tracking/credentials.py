@@ -1,4 +1,4 @@
-"""MLflow credentials mounted as files (a Kubernetes secret volume), read into the variables MLflow reads.
+"""Credentials mounted as files (a Kubernetes secret volume), read into the variables MLflow reads.
 
 VAR_FILE names the file that holds VAR, as the MLflow server's own start-up script (`mlflow/server.sh`)
 reads its secrets: the password never appears on a command line, in a manifest's `env` value or in a log.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cxr.errors import CxrError
 
-CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "CXR_METRICS_TOKEN")
+CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "CXR_METRICS_TOKEN", "CXR_RECORDS_URL")
 
 
 def credentials_from_files(environ=None) -> list[str]:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The team stack (compose.yaml) with one command.
-#   bash infra/compose/stack.sh up|down|ps|logs [SERVICE]|restart SERVICE|wait
-# up: writes infra/compose/.env with random credentials on first use (kept: the volumes were initialised
-# with them), maps the service names to 127.0.0.1 in /etc/hosts (needs root; otherwise prints the line),
-# starts everything and waits until the MLflow server answers at http://mlflow:5000.
+#   bash infra/compose/stack.sh up|down|ps|logs [SERVICE]|restart SERVICE|wait|identities
+# up: writes infra/compose/.env (mode 600) with random credentials on first use (kept: the volumes were
+# initialised with them; a missing key is added), maps the service names to 127.0.0.1 in /etc/hosts
+# (needs root; otherwise prints the line), starts everything, waits until the MLflow server answers at
+# http://mlflow:5000, and creates the service identities `ci` and `webapp` there as its admin.
 # down: stops and removes the containers; the volumes (every run, model and object) stay.
 # Uses compose.local.yaml too when the local PostgreSQL/S3 images exist (no registry; `make images`).
 # CXR_STACK_PROJECT (default cxr) and CXR_STACK_ENV_FILE let tests run a stack of their own.
@@ -15,14 +16,18 @@ read -r CXR_REGISTRY CXR_TAG < <(cd "$root" && "$py" -c 'from cxr.params import 
 export CXR_REGISTRY CXR_TAG
 env_file="${CXR_STACK_ENV_FILE:-$here/.env}"
 project="${CXR_STACK_PROJECT:-cxr}"
-if [ ! -f "$env_file" ]; then
-  umask 077
-  {
-    echo "CXR_DB_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
-    echo "CXR_S3_ACCESS_KEY=cxr$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-    echo "CXR_S3_SECRET_KEY=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
-  } > "$env_file"
-fi
+secret() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
+umask 077
+touch "$env_file"
+chmod 600 "$env_file"
+add_key() { grep -q "^$1=" "$env_file" || echo "$1=$2" >> "$env_file"; }
+add_key CXR_DB_PASSWORD "$(secret)"
+add_key CXR_S3_ACCESS_KEY "cxr$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+add_key CXR_S3_SECRET_KEY "$(secret)"
+add_key CXR_MLFLOW_ADMIN_PASSWORD "$(secret)"
+add_key CXR_CI_PASSWORD "$(secret)"
+add_key CXR_WEBAPP_PASSWORD "$(secret)"
+value() { grep "^$1=" "$env_file" | head -1 | cut -d= -f2-; }
 files=(-f "$here/compose.yaml")
 if docker image inspect "cxr-moto:$CXR_TAG" >/dev/null 2>&1 && ! docker image inspect minio/minio:RELEASE.2025-04-22T22-12-26Z >/dev/null 2>&1; then
   files+=(-f "$here/compose.local.yaml")
@@ -41,6 +46,17 @@ map_hosts() {
   fi
 }
 
+add_identities() {
+  # as the admin, from the .env file: the passwords reach cxr through stdin and the environment only
+  for who in ci:ci:CXR_CI_PASSWORD webapp:reader:CXR_WEBAPP_PASSWORD; do
+    IFS=: read -r user role key <<< "$who"
+    value "$key" | MLFLOW_TRACKING_URI=http://mlflow:5000 MLFLOW_TRACKING_USERNAME=admin \
+      MLFLOW_TRACKING_PASSWORD="$(value CXR_MLFLOW_ADMIN_PASSWORD)" \
+      "$py" -m cxr_cli.main team add-user "$user" --role "$role" --password-stdin >/dev/null
+  done
+  echo "MLflow identities ready: admin, ci (runs pipelines), webapp (reads the registry); passwords in $env_file"
+}
+
 wait_for_mlflow() {
   for _ in $(seq 1 180); do
     if "$py" -c "import urllib.request; urllib.request.urlopen('http://mlflow:5000/health', timeout=2)" 2>/dev/null; then
@@ -57,13 +73,15 @@ case "${1:-}" in
     map_hosts
     compose up -d
     wait_for_mlflow
+    add_identities
     echo "web app: http://webapp:8080 (serves @champion, else @challenger; it follows promotions by itself"
     echo "  within serve.reload_s, and says on /readyz when nothing is released yet)"
     ;;
   down) shift; compose down "$@" ;;
   wait) wait_for_mlflow ;;
+  identities) add_identities ;;
   ps) compose ps ;;
   logs) shift; compose logs --no-color "$@" ;;
   restart) shift; compose restart "$@" ;;
-  *) echo "usage: $0 up|down|ps|logs [SERVICE]|restart SERVICE|wait" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|ps|logs [SERVICE]|restart SERVICE|wait|identities" >&2; exit 2 ;;
 esac

@@ -9,7 +9,7 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 ARG CA_BUNDLE=""
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 TF_CPP_MIN_LOG_LEVEL=2 \
-    PATH=/opt/venv/bin:$PATH HOME=/tmp MPLCONFIGDIR=/tmp/matplotlib
+    PATH=/opt/venv/bin:$PATH HOME=/tmp MPLCONFIGDIR=/tmp/matplotlib NUMBA_CACHE_DIR=/tmp/numba
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY requirements.lock ${CA_BUNDLE} /tmp/build/
 # runtime packages only: the lock minus the test tools

@@ -20,6 +20,8 @@ COPY cxr/ /tmp/src/cxr/
 RUN pip install --quiet --no-deps --no-build-isolation /tmp/src && rm -rf /tmp/src
 WORKDIR /app
 COPY mlflow/server.sh ./server.sh
+# the sign-in app's user store where no database URL is given (the compose stack's volume mounts here)
+RUN mkdir -p /var/lib/mlflow-auth && chown 10001:10001 /var/lib/mlflow-auth
 USER 10001:10001
 EXPOSE 5000
 HEALTHCHECK CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/health')"]

@@ -165,8 +165,15 @@ def _serve_through_the_loop(loop, base: str) -> None:
     assert "champion" in result_c["gate"]["reason"], result_c["gate"]
     v1, v2 = versions(loop)
     assert v2.tags["data_version"] == version_c
+    # a radiologist records the finding for one of v1's answers: compare shows v1's figures in use
+    image = images(1, skip=190)["COVID"][0].read_bytes()
+    answer = requests.post(base + "/api/predict", files={"file": ("x.png", image)}, timeout=60).json()
+    finding = {"prediction_id": answer["prediction_id"], "finding": "covid"}
+    requests.post(base + "/api/feedback", json=finding, timeout=30).raise_for_status()
     compared = cxr(loop, "registry", "compare", "champion", v2.version, check=True)
     assert f"v{v1.version}" in compared.stdout and f"v{v2.version}" in compared.stdout
+    in_use = compared.stdout.split("In use, from radiologists' findings")[1]
+    assert f"v{v1.version}: sensitivity " in in_use or "Refused" in answer.get("error", ""), compared.stdout
 
     # the release manager promotes v2: the running app serves it within one interval, no restart, no 5xx
     cxr(loop, "registry", "promote", v2.version, "--reason", "data C", check=True)

@@ -17,27 +17,14 @@ import mlflow
 import numpy as np
 import pytest
 
-from cxr.data.images import encode_png
 from cxr.data.manifest import read_manifest, split_frame
 from cxr.evaluation.splits import assess_split, evaluate_ood_set
-from cxr.inference.classifier import XrayClassifier, log_model
-from cxr.model.config import ModelConfig
-from cxr.params import load_params
 from cxr.safety.input_gate import OOD_FILE, InputGate
 from cxr.safety.ood_set import build_ood_set, pydicom_data_dir
-from tests.conftest import SAMPLE, dicom_path, train_on_sample
+from tests.conftest import SAMPLE, dicom_path
 
 pytestmark = pytest.mark.slow
 CXR = str(Path(sys.executable).parent / "cxr")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("gate")
-    size = f"train.image_size={load_params().train.image_size}"  # TINY's 32 px would not be the served gate
-    model = train_on_sample(tmp, "train.weights=hed", size, "train.epochs=1", "train.batch_size=8")
-    classifier = XrayClassifier().load(model / "model.keras", ModelConfig.read(model), model / OOD_FILE)
-    return {"dir": model, "dataset": tmp / "ds", "classifier": classifier, "tmp": tmp}
 
 
 def test_the_gate_ships_with_the_model_and_reloads_identically(trained):
@@ -75,21 +62,6 @@ def test_the_ood_set_is_deterministic_and_offline():
     assert [i.name for i in first] == [i.name for i in second]
     assert all(np.array_equal(a.array, b.array) for a, b in zip(first, second, strict=True))
     assert {i.kind.split(":")[0] for i in first} == {"dicom", "chart", "text", "page", "natural"}
-
-
-@pytest.fixture(scope="module")
-def logged(trained, tmp_path_factory):
-    """The model logged to a real MLflow store, as the pipeline logs it; plus a chart and a text image."""
-    tmp = tmp_path_factory.mktemp("logged")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run() as run:
-        log_model(trained["dir"])
-    ood = {i.kind: i for i in build_ood_set()}
-    files = {"chart": tmp / "chart.png", "text": tmp / "text.png"}
-    for kind, path in files.items():
-        path.write_bytes(encode_png(ood[kind].array))
-    return {"uri": uri, "model": f"runs:/{run.info.run_id}/model", **files}
 
 
 def predict(logged, *args):

@@ -137,3 +137,22 @@ def test_the_compiled_pipeline_closes_its_mlflow_run_and_fetches_its_data_versio
     assert {k["envVar"] for k in secrets[0]["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     images = {e["container"]["image"] for e in package["deploymentSpec"]["executors"].values()}
     assert images == {"ghcr.io/cxr/cxr-python-components:0.1.0", "ghcr.io/cxr/cxr-python-train-gpu:0.1.0"}
+
+
+@pytest.mark.system
+def test_replicas_share_the_records_and_a_daily_job_checks_them_for_drift(rendered):
+    from cxr.tracking.credentials import CREDENTIAL_VARIABLES
+
+    app = container(rendered[("Deployment", "webapp")])
+    assert {"name": "CXR_RECORDS_URL_FILE", "value": "/run/secrets/cxr-records/url"} in app["env"]
+    assert "CXR_RECORDS_URL" in CREDENTIAL_VARIABLES  # read from the file, never a manifest value
+    job = rendered[("CronJob", "drift-check")]["spec"]["jobTemplate"]["spec"]
+    drift = job["template"]["spec"]["containers"][0]
+    assert drift["command"][:4] == ["cxr", "monitor", "drift", "--records"] and job["backoffLimit"] == 0
+    assert drift["image"].startswith("ghcr.io/cxr/cxr-python-components:")
+    assert {e["name"] for e in drift["env"]} >= {"CXR_RECORDS_URL_FILE", "MLFLOW_TRACKING_USERNAME_FILE"}
+    alerts = (PROJECT / "infra" / "monitoring" / "alerts.yml").read_text()
+    assert 'job_name=~"drift-check-.*"' in alerts  # the CronJob's Jobs are named after it
+    postgres_from = rendered[("NetworkPolicy", "postgres")]["spec"]["ingress"][0]["from"]
+    allowed = {f["podSelector"]["matchLabels"]["app"] for f in postgres_from}
+    assert allowed == {"mlflow", "webapp", "drift-check", "records-db-setup"}

@@ -63,3 +63,37 @@ def test_in_use_figures_per_version_from_findings():
     low, high = one["ppv"]["ci95"]
     assert 0 < low < 0.5 < high < 1  # Wilson interval on 1 of 2
     assert result["2"]["sensitivity"] == {"value": None, "ci95": [None, None], "n": 0}
+
+
+def test_a_record_keeps_the_drift_projection_and_an_older_store_gains_the_column(tmp_path):
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as db:  # the table as an app without drift detection created it, with one row
+        db.execute(
+            sa.text(
+                "CREATE TABLE cxr_predictions (prediction_id VARCHAR(36) PRIMARY KEY, "
+                "created_at DATETIME NOT NULL, model_version VARCHAR(32) NOT NULL, outcome VARCHAR(16) NOT NULL, "
+                "positive BOOLEAN, probability FLOAT, gate_score FLOAT, scope_score FLOAT, finding VARCHAR(16), "
+                "finding_by VARCHAR(128), finding_at DATETIME)"
+            )
+        )
+        db.execute(
+            sa.text(
+                "INSERT INTO cxr_predictions (prediction_id, created_at, model_version, outcome) "
+                "VALUES ('old', '2026-11-30 10:00:00', '1', 'Normal')"
+            )
+        )
+    store = PredictionRecords(url)
+    store.add("2", {**row("COVID"), "projection": [0.5, -1.25]}, "COVID")
+    old, new = store.rows()
+    assert old["prediction_id"] == "old" and old["projection"] is None and new["projection"] == [0.5, -1.25]
+
+
+def test_since_takes_minutes_hours_or_days_and_says_what_it_wants():
+    assert rec.since_time("") is None
+    ago = datetime.datetime.now(datetime.UTC) - rec.since_time("24h")
+    assert abs(ago - datetime.timedelta(hours=24)) < datetime.timedelta(seconds=5)
+    with pytest.raises(CxrError, match="--since 'yesterday' is not a duration; give e.g. 30m, 24h or 7d"):
+        rec.since_time("yesterday")

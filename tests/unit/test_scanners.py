@@ -97,10 +97,12 @@ def test_every_pod_meets_the_restricted_pod_security_standard(tmp_path):
     docs = [d for d in yaml.safe_load_all(rendered(tmp_path).read_text()) if d]
     namespace = next(d for d in docs if d["kind"] == "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")]
-    assert {d["metadata"]["name"] for d in workloads} == {"postgres", "minio", "mlflow", "webapp", "minio-setup"}
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job", "CronJob")]
+    names = {"postgres", "minio", "mlflow", "webapp", "minio-setup", "records-db-setup", "drift-check"}
+    assert {d["metadata"]["name"] for d in workloads} == names
     for doc in workloads:
-        pod = doc["spec"]["template"]["spec"]
+        spec = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+        pod = spec["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False
         assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] >= 10000
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -109,9 +111,10 @@ def test_every_pod_meets_the_restricted_pod_security_standard(tmp_path):
             assert ctx["allowPrivilegeEscalation"] is False and ctx["capabilities"] == {"drop": ["ALL"]}
             assert ctx["readOnlyRootFilesystem"] is True
             assert {"requests", "limits"} <= set(c["resources"])
-            assert doc["kind"] == "Job" or {"startupProbe", "livenessProbe", "readinessProbe"} <= set(c)
+            assert doc["kind"] in ("Job", "CronJob") or {"startupProbe", "livenessProbe", "readinessProbe"} <= set(c)
             assert not any("valueFrom" in e for e in c.get("env", []))  # secrets only as mounted files
             assert not any(k in " ".join(c.get("args", []) + c.get("command", [])) for k in ("PASSWORD", "SECRET"))
     policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
     assert policies["default-deny"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    assert policies["postgres"]["spec"]["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"app": "mlflow"}}}]
+    postgres_from = [f["podSelector"]["matchLabels"]["app"] for f in policies["postgres"]["spec"]["ingress"][0]["from"]]
+    assert postgres_from == ["mlflow", "webapp", "drift-check", "records-db-setup"]  # nothing else reaches it

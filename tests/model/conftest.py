@@ -1,0 +1,36 @@
+"""The real CPU-profile network trained on the sample, shared by the model tests (input gate, drift)."""
+
+import mlflow
+import pytest
+
+from cxr.data.images import encode_png
+from cxr.inference.classifier import XrayClassifier, log_model
+from cxr.model.config import ModelConfig
+from cxr.params import load_params
+from cxr.safety.input_gate import OOD_FILE
+from cxr.safety.ood_set import build_ood_set
+from tests.conftest import train_on_sample
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gate")
+    size = f"train.image_size={load_params().train.image_size}"  # TINY's 32 px would not be the served gate
+    model = train_on_sample(tmp, "train.weights=hed", size, "train.epochs=1", "train.batch_size=8")
+    classifier = XrayClassifier().load(model / "model.keras", ModelConfig.read(model), model / OOD_FILE)
+    return {"dir": model, "dataset": tmp / "ds", "classifier": classifier, "tmp": tmp}
+
+
+@pytest.fixture(scope="session")
+def logged(trained, tmp_path_factory):
+    """The model logged to a real MLflow store, as the pipeline logs it; plus a chart and a text image."""
+    tmp = tmp_path_factory.mktemp("logged")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run() as run:
+        log_model(trained["dir"])
+    ood = {i.kind: i for i in build_ood_set()}
+    files = {"chart": tmp / "chart.png", "text": tmp / "text.png"}
+    for kind, path in files.items():
+        path.write_bytes(encode_png(ood[kind].array))
+    return {"uri": uri, "model": f"runs:/{run.info.run_id}/model", **files}
