@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GIT_PYTHON_REFRESH ?= quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help setup tools data run test test-fast docs bench bench-serve bench-profile bench-gpu lint format ui compile repro clean images images-gpu stack-up stack-down
+.PHONY: help setup tools data run test test-fast docs bench bench-serve bench-profile bench-gpu lint format ui compile repro clean images images-push images-gpu stack-up stack-down
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -98,6 +98,9 @@ repro: data ## Run the DVC stages (dvc.yaml) and show the metrics
 
 images: setup ## Build the CPU images (components, web app, MLflow server; local base where no registry is reachable)
 	bash infra/docker/build-images.sh cpu
+
+images-push: images ## Push the CPU images to cluster.image_registry (docker login first) and record their digests, which compile/submit pin
+	bash infra/docker/build-images.sh push
 
 images-gpu: setup ## Build the GPU training image (TensorFlow with CUDA from PyPI; several GB)
 	bash infra/docker/build-images.sh gpu

@@ -103,6 +103,8 @@ def start_run(
     git_commit: str,
     kfp_run_id: str,
     kfp_host: str,
+    image_cpu: str,
+    image_gpu: str,
     params: Params,
 ) -> NamedTuple("StartRunOutputs", [("run_id", str)]):
     """Opens the pipeline's MLflow run (never cached): lineage tags, every effective parameter, the ingest
@@ -118,6 +120,8 @@ def start_run(
         git_commit: Commit of the code that compiled the pipeline.
         kfp_run_id: The Kubeflow run id; tags the MLflow run so the exit handler can close it.
         kfp_host: The Kubeflow Pipelines endpoint the run was submitted to; the MLflow run links back to it.
+        image_cpu: The CPU steps' image as compiled, by digest where known; recorded as a tag.
+        image_gpu: The training step's image as compiled, by digest where known; recorded as a tag.
 
     Returns:
         run_id: The MLflow parent run's id.
@@ -128,6 +132,7 @@ def start_run(
     from cxr.steps.validate import read_outcome, record_validation
 
     tags = {"kfp_run_id": kfp_run_id}
+    tags |= {key: ref for key, ref in (("image_cpu", image_cpu), ("image_gpu", image_gpu)) if ref}
     if kfp_host:
         tags["kfp_run_url"] = f"{kfp_host.rstrip('/')}/#/runs/details/{kfp_run_id}"
     ctx = start_lineage_run(params, tracking_uri, run_name, data_version_read, data_version, git_commit, "kfp", tags)

@@ -36,3 +36,20 @@ def add_user(
         raise CxrError("No password for the new user: pipe it to --password-stdin or set $CXR_NEW_USER_PASSWORD.")
     params = load_params()
     print(json.dumps(grant(uri, username, password, role, params.mlflow.experiment, params.register.model_name)))
+
+
+@team_app.command("subscribe-webapp")
+def subscribe_webapp(
+    url: str = typer.Argument(..., help="The web app's webhook address, e.g. http://webapp:8080/hooks/mlflow."),
+    tracking_uri: str = typer.Option("", "--tracking-uri", help="The MLflow server (default: $MLFLOW_TRACKING_URI)."),
+) -> None:
+    """Have the MLflow server tell the web app at once when an alias moves (registry webhook, signed with
+    the secret read from stdin, which the app reads as CXR_WEBHOOK_SECRET). Polling stays the fallback."""
+    from cxr.mlflow_auth.webhooks import subscribe
+    from cxr.tracking import runs as tracking
+
+    uri = tracking.resolve_tracking_uri(None, tracking_uri)
+    secret = sys.stdin.readline().strip()
+    if not secret:
+        raise CxrError("No webhook secret on stdin; pipe the one the web app reads (CXR_WEBHOOK_SECRET).")
+    print(json.dumps(subscribe(uri, url, secret)))

@@ -12,7 +12,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # Secrets mounted as files (Kubernetes secret volumes, Docker secrets): VAR_FILE names the file holding VAR.
 for var in MLFLOW_BACKEND_STORE_URI MLFLOW_AUTH_DATABASE_URI MLFLOW_AUTH_ADMIN_PASSWORD \
-  AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
+  MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
   file_var="${var}_FILE"
   if [ -n "${!file_var:-}" ]; then
     value="$(cat "${!file_var}")"

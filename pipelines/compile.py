@@ -9,6 +9,7 @@ from kfp import compiler
 from components.steps import CPU_IMAGE, GPU_IMAGE
 from cxr.params import ClusterParams, Params
 from cxr.release.signature import code_version
+from pipelines.images import load_digests, pinned
 from pipelines.training import build_pipeline
 
 
@@ -18,10 +19,18 @@ def image_names(registry: str, tag: str) -> dict[str, str]:
     return {image: f"{registry}/{image.split(':')[0]}:{tag}" for image in (CPU_IMAGE, GPU_IMAGE)}
 
 
+def recorded_images(images: dict[str, str]) -> dict[str, str]:
+    """The `image_cpu` and `image_gpu` pipeline inputs: the steps' images as compiled, which the MLflow run
+    records."""
+    return {"image_cpu": images[CPU_IMAGE], "image_gpu": images[GPU_IMAGE]}
+
+
 def cluster_pipeline(params: Params, data_version: str = "unversioned", git_commit: str = "unknown"):
-    """The pipeline as the cluster runs it: run parameters defaulting to `params`, location inputs, images,
-    data source, secrets and GPU placement from params.cluster."""
+    """The pipeline as the cluster runs it: run parameters defaulting to `params`, location inputs, images
+    (by digest where `make images-push` recorded one: pipelines/images.py), data source, secrets and GPU
+    placement from params.cluster."""
     cluster: ClusterParams = params.cluster
+    images = pinned(image_names(cluster.image_registry, cluster.image_tag), load_digests())
     inputs = {
         "data_dir": cluster.data_dir,
         "dvc_remote": "" if cluster.data_dir else cluster.dvc_remote,
@@ -30,11 +39,12 @@ def cluster_pipeline(params: Params, data_version: str = "unversioned", git_comm
         "data_version": data_version,
         "git_commit": git_commit,
         "code_version": code_version(),
+        **recorded_images(images),
     }
     return build_pipeline(
         params,
         inputs,
-        image_names(cluster.image_registry, cluster.image_tag),
+        images,
         data_secret="" if cluster.data_dir else cluster.dvc_secret,
         data_endpoint_url="" if cluster.data_dir else cluster.dvc_endpoint_url,
         mlflow_secret=cluster.mlflow_secret,

@@ -49,6 +49,19 @@ def step_user() -> str:
     return os.environ.get(STEP_USER) or f"{os.getuid()}:{os.getgid()}"
 
 
+def identity(image: str) -> str:
+    """What names this image's exact content: its registry digest when it was pushed or pulled by one,
+    else the local image id (`image (id sha256:…)`): recorded on the MLflow run."""
+    client = docker.from_env()
+    try:
+        found = client.images.get(image)
+        repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+        by_digest = [d for d in found.attrs.get("RepoDigests") or [] if d.startswith(f"{repo}@")]
+        return by_digest[0] if by_digest else f"{image} (id {found.id})"
+    finally:
+        client.close()
+
+
 def runner(gpu: bool = False):
     """A DockerRunner: host network, service names -> 127.0.0.1, this user's uid:gid (files the steps write
     under the pipeline root and in a local store stay yours), or $CXR_STEP_USER's: `10001:10001` runs them

@@ -18,7 +18,7 @@ from cxr.errors import CxrError
 from cxr.params import Params, project_root
 from cxr.release.signature import code_version
 from cxr.tracking import runs as tracking
-from pipelines.compile import image_names
+from pipelines.compile import image_names, recorded_images
 from pipelines.training import build_pipeline
 
 
@@ -98,9 +98,10 @@ def run_local(
         if tracking.is_local(tracking_uri):  # the local store, at the same path inside the containers
             mounts[Path(tracking_uri.removeprefix("sqlite:///").removeprefix("file://")).resolve().parent] = "rw"
         launch = docker_runner.reliable_containers(mounts)
+        recorded = recorded_images({key: docker_runner.identity(ref) for key, ref in images.items()})
         task_runner = docker_runner.runner(gpu)
     else:
-        task_runner = local.SubprocessRunner(use_venv=False)
+        task_runner, recorded = local.SubprocessRunner(use_venv=False), {}
     local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=False, enable_caching=cache)
     with launch, cache_hits_shown():
         build_pipeline(params, images=images)(
@@ -111,6 +112,7 @@ def run_local(
             folder_version=folder_version,
             git_commit=tracking.git_commit(),
             code_version=code_version(),
+            **recorded,
             **parameter_values(params),
         )
     return read_outcome(tracking_uri, params.mlflow.experiment, run_name)

@@ -31,6 +31,8 @@ LOCATION_INPUTS = (
     ("git_commit", "unknown", "Commit of the code that compiled the pipeline."),
     ("code_version", "", "Hash of the cxr code that compiled the pipeline: part of the cached steps' keys."),
     ("kfp_host", "", "Kubeflow Pipelines endpoint the run was submitted to (the MLflow run links back)."),
+    ("image_cpu", "", "The CPU steps' image as compiled, by digest where known: the MLflow run records it."),
+    ("image_gpu", "", "The training step's image as compiled, by digest where known: the MLflow run records it."),
 )
 # Steps that reach S3, the DVC remote or MLflow retry transient failures with exponential backoff.
 RETRY = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}

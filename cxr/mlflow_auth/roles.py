@@ -49,7 +49,14 @@ def add_user(tracking_uri: str, username: str, password: str, role: str, experim
     grants = {"experiment": experiment_id, "registered_model": model_name}
     for resource, permission in ROLES[role].items():
         try:
-            client.grant_user_permission(username, resource, grants[resource], permission)
+            try:
+                client.grant_user_permission(username, resource, grants[resource], permission)
+            except MlflowException as exc:
+                if "already exists" not in str(exc).lower():
+                    raise
+                # a re-run (e.g. `make stack-up` again): the role's permission replaces the one held
+                client.revoke_user_permission(username, resource, grants[resource])
+                client.grant_user_permission(username, resource, grants[resource], permission)
         except MlflowException as exc:
             raise CxrError(
                 f"Granting {permission} on {resource} {grants[resource]} to {username} failed ({first_line(exc)})."

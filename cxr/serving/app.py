@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cxr.errors import CxrError, EmptyInput, InputTooLarge, OutOfScope, UnsupportedFormat
 from cxr.inference.gradcam import overlay_png, thumbnail_png
+from cxr.serving import webhook
 from cxr.serving.auth import OPEN_PATHS, Auth
 from cxr.serving.metrics import ServingMetrics
 from cxr.serving.model_store import ModelFollower, ServedModel
@@ -60,14 +61,21 @@ def status_for(exc: CxrError) -> int:
 
 
 def create_app(
-    model, max_upload_mb: float = 20, auth=None, max_inflight: int = 24, metrics_token: str = "", records=None
+    model,
+    max_upload_mb: float = 20,
+    auth=None,
+    max_inflight: int = 24,
+    metrics_token: str = "",
+    records=None,
+    webhook_secret: str = "",
 ) -> Flask:
     """The Flask app around a ModelFollower (the model it serves follows the registry), or around one
     loaded ServedModel that is never replaced; `auth` (an auth.Auth) guards everything but the health
     endpoints (/metrics also takes `Authorization: Bearer <metrics_token>`, for a Prometheus scraper);
     at most `max_inflight` predictions are admitted at once, more get 503 with Retry-After (a bounded
     queue, not an unbounded one). With `records` (a PredictionRecords) every prediction's numbers are kept
-    under a prediction id, against which a signed-in radiologist records the finding."""
+    under a prediction id, against which a signed-in radiologist records the finding. With `webhook_secret`,
+    MLflow's signed alias webhooks (cxr/serving/webhook.py) make the follower check the registry at once."""
     follower = ModelFollower.fixed(model) if isinstance(model, ServedModel) else model
     app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
     app.request_class = InMemoryRequest
@@ -77,7 +85,22 @@ def create_app(
     _install_guards(app, auth or Auth(), max_inflight, predictor.metrics, metrics_token)
     _install_error_handlers(app, limit)
     _install_routes(app, predictor, limit)
+    _install_webhook(app, follower, webhook_secret)
     return app
+
+
+def _install_webhook(app: Flask, follower: ModelFollower, secret: str) -> None:
+    @app.post(webhook.PATH)
+    def mlflow_webhook():
+        if not secret:
+            return jsonify({"error": "This server takes no webhooks (no CXR_WEBHOOK_SECRET)."}), 404
+        payload = webhook.verified(secret, request.headers, request.get_data())
+        if payload is None:
+            return jsonify({"error": "Unsigned, wrongly signed or stale webhook delivery."}), 401
+        if webhook.concerns(payload, follower.follows):
+            follower.wake()
+            return jsonify({"checking": True}), 202
+        return jsonify({"checking": False}), 200
 
 
 class Predictor:
@@ -386,9 +409,9 @@ def serve(model_uri: str, host: str, port: int, params, model_name: str, auth=No
             if follower.current is None:
                 log.warning("%s /readyz answers 503 until then.", follower.reason)
             log.warning("listening on http://%s:%d", host, port)
-            token = os.environ.get("CXR_METRICS_TOKEN", "")
+            token, hook = os.environ.get("CXR_METRICS_TOKEN", ""), os.environ.get("CXR_WEBHOOK_SECRET", "")
             limits = (params.records_max_rows, params.records_max_days)
             records = PredictionRecords(records_url, *limits) if records_url else None
-            return create_app(follower, params.max_upload_mb, auth, params.max_inflight, token, records)
+            return create_app(follower, params.max_upload_mb, auth, params.max_inflight, token, records, hook)
 
     Server().run()

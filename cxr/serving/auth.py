@@ -1,7 +1,8 @@
 """Who may use the web app: an htpasswd file (bcrypt), or a user header set by an authenticating proxy.
 
 `cxr serve` refuses to listen beyond loopback without one of them unless told to run open on purpose.
-The health endpoints stay open for the orchestrator's probes. User names may be logged; passwords and
+The health endpoints stay open for the orchestrator's probes, and the MLflow webhook, which carries its
+own HMAC signature. User names may be logged; passwords and
 uploads never are.
 """
 
@@ -18,7 +19,7 @@ import bcrypt
 from cxr.errors import CxrError
 
 log = logging.getLogger("cxr.serve")
-OPEN_PATHS = ("/healthz", "/readyz")
+OPEN_PATHS = ("/healthz", "/readyz", "/hooks/mlflow")  # the webhook is authenticated by its HMAC signature
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 
 

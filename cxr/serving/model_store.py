@@ -172,6 +172,7 @@ class ModelFollower:
         self.reason = ""  # why nothing is served yet
         self.reload_error = ""  # why the newest version is not the one served
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a registry webhook: check now, not at the next interval
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -250,9 +251,18 @@ class ModelFollower:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Check the registry now (an alias moved, says the server's webhook)."""
+        self._wake.set()
 
     def _poll(self) -> None:
-        while not self._stop.wait(self.reload_s):
+        while not self._stop.is_set():
+            self._wake.wait(self.reload_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.refresh()
             except Exception as exc:  # noqa: BLE001 (the thread must outlive a registry hiccup)

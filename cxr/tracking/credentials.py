@@ -11,7 +11,13 @@ from pathlib import Path
 
 from cxr.errors import CxrError
 
-CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "CXR_METRICS_TOKEN", "CXR_RECORDS_URL")
+CREDENTIAL_VARIABLES = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "CXR_METRICS_TOKEN",
+    "CXR_RECORDS_URL",
+    "CXR_WEBHOOK_SECRET",
+)
 
 
 def credentials_from_files(environ=None) -> list[str]:

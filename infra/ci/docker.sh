@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install (if missing) and start a Docker engine from Debian's packages, with docker-compose and
-# debootstrap, make the local base image, and map the team stack's service names to loopback.
+# Install (if missing) and start a Docker engine from Debian's packages, with docker-compose, debootstrap
+# and Debian's image registry (the push/pull-by-digest test runs one on loopback), make the local base
+# image, and map the team stack's service names to loopback.
 # Used by .ci/run (as root); run it once by hand as root for the container tests locally.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -8,6 +9,7 @@ missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -27,6 +27,8 @@ add_key CXR_S3_SECRET_KEY "$(secret)"
 add_key CXR_MLFLOW_ADMIN_PASSWORD "$(secret)"
 add_key CXR_CI_PASSWORD "$(secret)"
 add_key CXR_WEBAPP_PASSWORD "$(secret)"
+add_key CXR_WEBHOOK_SECRET "$(secret)"
+add_key CXR_WEBHOOK_ENCRYPTION_KEY "$(head -c 32 /dev/urandom | base64 | tr '+/' '-_')"  # a Fernet key
 value() { grep "^$1=" "$env_file" | head -1 | cut -d= -f2-; }
 files=(-f "$here/compose.yaml")
 if docker image inspect "cxr-moto:$CXR_TAG" >/dev/null 2>&1 && ! docker image inspect minio/minio:RELEASE.2025-04-22T22-12-26Z >/dev/null 2>&1; then
@@ -54,6 +56,10 @@ add_identities() {
       MLFLOW_TRACKING_PASSWORD="$(value CXR_MLFLOW_ADMIN_PASSWORD)" \
       "$py" -m cxr_cli.main team add-user "$user" --role "$role" --password-stdin >/dev/null
   done
+  # the registry tells the web app at once when an alias moves (signed; polling stays the fallback)
+  value CXR_WEBHOOK_SECRET | MLFLOW_TRACKING_URI=http://mlflow:5000 MLFLOW_TRACKING_USERNAME=admin \
+    MLFLOW_TRACKING_PASSWORD="$(value CXR_MLFLOW_ADMIN_PASSWORD)" \
+    "$py" -m cxr_cli.main team subscribe-webapp http://webapp:8080/hooks/mlflow >/dev/null
   echo "MLflow identities ready: admin, ci (runs pipelines), webapp (reads the registry); passwords in $env_file"
 }
 

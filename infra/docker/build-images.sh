@@ -3,6 +3,9 @@
 # --runner docker`, the compiled pipeline and infra/compose use).
 #   bash infra/docker/build-images.sh cpu     components, web app, MLflow server (+ the stack's local images)
 #   bash infra/docker/build-images.sh gpu     the GPU training image
+#   bash infra/docker/build-images.sh push [REF...]   push the built images (default: the CPU ones; `docker
+#       login` to the registry first) and record each one's registry digest in build/image-digests.json
+#       ($CXR_IMAGE_DIGESTS), which `cxr pipeline compile/submit` then pin (pipelines/images.py)
 # BASE_IMAGE: the public python:3.11-slim when present or pullable; otherwise a local Debian base made
 # by base-image.sh. CA_BUNDLE: the CA bundle pip trusts here ($PIP_CERT or pip config's `cert`), copied into
 # the build context so pip inside the build trusts the same proxy.
@@ -11,6 +14,31 @@ cd "$(dirname "$0")/../.."
 what="${1:-cpu}"
 py="${PYTHON:-.venv/bin/python}"
 read -r registry tag < <("$py" -c 'from cxr.params import load_params; c = load_params().cluster; print(c.image_registry.rstrip("/"), c.image_tag)')
+registry="${CXR_IMAGE_REGISTRY:-$registry}"  # another registry than cluster.image_registry (CI's, from a secret)
+registry="${registry%/}"
+
+if [ "$what" = push ]; then
+  shift
+  refs=("$@")
+  [ ${#refs[@]} -gt 0 ] || refs=("$registry/cxr-python-components:$tag" "$registry/cxr-webapp:$tag" "$registry/cxr-mlflow:$tag")
+  out="${CXR_IMAGE_DIGESTS:-build/image-digests.json}"
+  mkdir -p "$(dirname "$out")"
+  for ref in "${refs[@]}"; do
+    docker push "$ref" >/dev/null
+    repo="${ref%:*}"
+    pinned="$(docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$ref" | grep -m1 "^$repo@sha256:" || true)"
+    if [ -z "$pinned" ]; then echo "the registry gave $ref no digest" >&2; exit 1; fi
+    "$py" - "$out" "$ref" "$pinned" <<'PY'
+import json, pathlib, sys
+path, ref, pinned = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+digests = json.loads(path.read_text()) if path.is_file() else {}
+digests[ref] = pinned
+path.write_text(json.dumps(digests, indent=2, sort_keys=True) + "\n")
+PY
+    echo "pushed $pinned"
+  done
+  exit 0
+fi
 
 if [ -z "${BASE_IMAGE:-}" ]; then
   if docker image inspect python:3.11-slim >/dev/null 2>&1 || timeout 60 docker pull -q python:3.11-slim >/dev/null 2>&1; then
@@ -49,5 +77,5 @@ case "$what" in
   gpu)
     build train-gpu.Dockerfile "$registry/cxr-python-train-gpu:$tag"
     ;;
-  *) echo "usage: $0 cpu|gpu" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu|push [REF...]" >&2; exit 2 ;;
 esac

@@ -55,6 +55,9 @@ def test_with_a_kfp_host_it_submits_and_only_checks_the_data_and_without_it_trai
     assert check["if"] == "steps.mode.outputs.on == 'kfp'" and "cxr data check-remote" in check["run"]
     pull = steps["Pull the dataset from the DVC S3 remote"]
     assert pull["if"] == "steps.mode.outputs.on == 'local'"
+    images = steps["Build the images and push them by digest (the package pins what this commit built)"]
+    assert images["if"] == "steps.mode.outputs.on == 'kfp'" and "make images-push" in images["run"]
+    assert "--password-stdin" in images["run"] and "IMAGE_REGISTRY_PASSWORD" in images["env"]  # never an argument
     retrain = steps["Retrain and gate"]
     assert '--on "$TRAIN_ON" --json' in retrain["run"] and retrain["env"]["TRAIN_ON"] == "${{ steps.mode.outputs.on }}"
     assert retrain["env"]["KFP_TOKEN"] == "${{ secrets.KFP_TOKEN }}"  # from the environment, not the command line

@@ -59,6 +59,8 @@ def start_run(dataset, validation, data_version, tracking_uri, params):
         git_commit="deadbeef",
         kfp_run_id="kfp-unit",
         kfp_host="https://kfp.example.org/pipeline",
+        image_cpu="registry.example.org/cxr/cxr-python-components@sha256:" + "a" * 64,
+        image_gpu="",
         **typed(c.start_run, params),
     )
     return run_id
@@ -80,6 +82,7 @@ def test_start_run_opens_the_pipeline_run_with_lineage_params_and_the_data_recor
     assert run.info.run_name == "unit"
     assert run.data.tags["profile"] == "cpu" and run.data.tags["kfp_run_id"] == "kfp-unit"
     assert run.data.tags["kfp_run_url"] == "https://kfp.example.org/pipeline/#/runs/details/kfp-unit"
+    assert run.data.tags["image_cpu"].endswith("@sha256:" + "a" * 64) and "image_gpu" not in run.data.tags
     # the version of what was read, not the one asked for
     assert run.data.tags["data_version"] == dir_md5(tiny_data) != "abc123.dir"
     assert run.data.tags["data_version_requested"] == "abc123.dir"
