@@ -68,6 +68,7 @@ def test_what_the_web_app_served_is_tested_from_its_records_and_over_http(logged
     from tests.integration.conftest import start_server
 
     mlflow.set_tracking_uri(logged["uri"])
+    mlflow.set_registry_uri(logged["uri"])  # another test in this process may have pointed the registry elsewhere
     version = mlflow.register_model(logged["model"], NAME).version
     records = f"sqlite:///{tmp_path / 'records.db'}"
     args = ("--model", f"models:/{NAME}/{version}", "--records-url", records, "--tracking-uri", logged["uri"])

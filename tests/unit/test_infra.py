@@ -105,7 +105,9 @@ def test_the_mlflow_server_accepts_the_names_its_clients_use_and_nothing_else(re
 def test_the_compose_stack_renders_with_service_names_on_loopback(tmp_path):
     compose = shutil.which("docker-compose")
     assert compose, "docker-compose is needed (infra/ci/docker.sh installs it)"
-    env = {"CXR_DB_PASSWORD": "x", "CXR_S3_ACCESS_KEY": "y", "CXR_S3_SECRET_KEY": "z", "PATH": "/usr/bin:/bin"}
+    keys = ("DB_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY", "MLFLOW_ADMIN_PASSWORD", "WEBAPP_PASSWORD")
+    keys += ("WEBHOOK_SECRET", "WEBHOOK_ENCRYPTION_KEY")
+    env = {f"CXR_{k}": k.lower() for k in keys} | {"PATH": "/usr/bin:/bin"}
     files = ["-f", str(PROJECT / "infra/compose/compose.yaml"), "-f", str(PROJECT / "infra/compose/compose.local.yaml")]
     out = subprocess.run([compose, *files, "config"], env=env, capture_output=True, text=True, check=True)
     services = yaml.safe_load(out.stdout)["services"]
@@ -115,6 +117,8 @@ def test_the_compose_stack_renders_with_service_names_on_loopback(tmp_path):
         assert service["extra_hosts"]["mlflow"] == "127.0.0.1", name
     assert services["webapp"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert "@postgres:" in services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    assert services["mlflow"]["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"] == "mlflow_admin_password"  # sign-in on
+    assert services["webapp"]["environment"]["MLFLOW_TRACKING_USERNAME"] == "webapp"
 
 
 def test_the_compiled_pipeline_closes_its_mlflow_run_and_fetches_its_data_version(tmp_path):
