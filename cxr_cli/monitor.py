@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from cxr.errors import CxrError
-from cxr_cli.options import ParamsOpt
+from cxr_cli.options import ParamsOpt, RecordsOpt
 from cxr_cli.options import load as _load
 
 monitor_app = typer.Typer(
@@ -17,23 +17,21 @@ monitor_app = typer.Typer(
     help="The served model in use: drift of its inputs, and performance from radiologists' findings.",
 )
 
-RecordsOpt = typer.Option(
-    "", "--records-url", envvar="CXR_RECORDS_URL", help="The web app's records store (default serve.records_url)."
-)
 SinceOpt = typer.Option("", "--since", help="Only predictions from this long ago on: 30m, 24h, 7d.")
 DRIFT_EXIT = 4
 
 
-def _records(records_url: str, params_file: Path | None):
+def _records(records_url: str, params):
+    """The web app's records store (--records-url, else serve.records_url) and the URL it was opened at."""
     from cxr.serving.records import existing_records, resolve_records_url
 
-    url = resolve_records_url(records_url or _load(params_file, "cpu", ()).serve.records_url)
+    url = resolve_records_url(records_url or params.serve.records_url)
     if not url:
         raise CxrError("serve.records_url is off: the web app keeps no records; nothing to report.")
     store = existing_records(url)
     if store is None:
         raise CxrError(f"No records at {url}: the web app has answered nothing there yet (or pass --records-url).")
-    return store
+    return store, url
 
 
 @monitor_app.command("performance")
@@ -49,7 +47,8 @@ def monitor_performance(
     from cxr.evaluation.live import format_performance, performance_by_version
     from cxr.serving.records import since_time
 
-    result = performance_by_version(_records(records_url, params_file).rows(since_time(since), version))
+    store, _ = _records(records_url, _load(params_file, "cpu", ()))
+    result = performance_by_version(store.rows(since_time(since), version))
     print(json.dumps(result, indent=2) if as_json else format_performance(result))
 
 
@@ -95,10 +94,8 @@ def monitor_drift(
         if server:
             rows, source = drift_check.server_rows(server, since, version), f"what {server} served"
         else:
-            from cxr.serving.records import resolve_records_url
-
-            rows = _records(records_url, params_file).rows(since_time(since), version)
-            source = f"the records at {resolve_records_url(records_url or params.serve.records_url).split('@')[-1]}"
+            store, url = _records(records_url, params)
+            rows, source = store.rows(since_time(since), version), f"the records at {url.split('@')[-1]}"
         served, current = drift_check.choose_rows(rows, version, mp.drift_max_rows)
         model_uri = f"models:/{name or params.register.model_name}/{served}"
         reference = drift_check.reference_for(model_uri)

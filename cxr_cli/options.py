@@ -7,6 +7,9 @@ import typer
 ParamsOpt = typer.Option(None, "--params", help="params.yaml to read (default: the project's).")
 ProfileOpt = typer.Option("cpu", "--profile", help="cpu (default, minutes on 2 cores) or paper (GPU).")
 SetOpt = typer.Option(None, "--set", help="Override a parameter: stage.key=value (repeatable).")
+RecordsOpt = typer.Option(
+    "", "--records-url", envvar="CXR_RECORDS_URL", help="The web app's records store (default serve.records_url)."
+)
 
 
 def load(params_file, profile, overrides):

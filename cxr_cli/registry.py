@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from cxr_cli.options import RecordsOpt
+
 registry_app = typer.Typer(
     no_args_is_help=True,
     help="The release manager's registry: list, compare, promote, roll back, history, model cards.",
@@ -15,9 +17,6 @@ registry_app = typer.Typer(
 
 ModelOpt = typer.Option("", "--name", help="Registered model name (default: register.model_name in params.yaml).")
 UriOpt = typer.Option("", "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or mlflow/).")
-RecordsOpt = typer.Option(
-    "", "--records-url", envvar="CXR_RECORDS_URL", help="The web app's records store (default serve.records_url)."
-)
 
 
 def _registry(tracking_uri: str, name: str) -> str:

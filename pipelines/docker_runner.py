@@ -23,8 +23,10 @@ from cxr.errors import CxrError
 SERVICE_NAMES = ("mlflow", "s3", "postgres", "webapp")
 
 
-def require_images(images: list[str]) -> None:
-    """One sentence, before anything runs, when an image is missing (DockerRunner would try to pull it)."""
+def require_images(images: list[str]) -> dict[str, str]:
+    """One sentence, before anything runs, when an image is missing (DockerRunner would try to pull it).
+    Returns what names each image's exact content, recorded on the MLflow run: its registry digest when it
+    was pushed or pulled by one, else the local image id (`image (id sha256:…)`)."""
     try:
         client = docker.from_env()
         client.ping()
@@ -32,14 +34,19 @@ def require_images(images: list[str]) -> None:
         raise CxrError(
             f"No Docker engine answers ({exc.__class__.__name__}); start dockerd, or run without --runner docker."
         ) from exc
+    identities = {}
     try:
         for image in images:
             try:
-                client.images.get(image)
+                found = client.images.get(image)
             except docker.errors.ImageNotFound:
                 raise CxrError(f"Image {image} is not built here; run `make images` first.") from None
+            repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+            by_digest = [d for d in found.attrs.get("RepoDigests") or [] if d.startswith(f"{repo}@")]
+            identities[image] = by_digest[0] if by_digest else f"{image} (id {found.id})"
     finally:
         client.close()
+    return identities
 
 
 STEP_USER = "CXR_STEP_USER"  # uid:gid the step containers run as (default: this process's)
@@ -47,19 +54,6 @@ STEP_USER = "CXR_STEP_USER"  # uid:gid the step containers run as (default: this
 
 def step_user() -> str:
     return os.environ.get(STEP_USER) or f"{os.getuid()}:{os.getgid()}"
-
-
-def identity(image: str) -> str:
-    """What names this image's exact content: its registry digest when it was pushed or pulled by one,
-    else the local image id (`image (id sha256:…)`): recorded on the MLflow run."""
-    client = docker.from_env()
-    try:
-        found = client.images.get(image)
-        repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
-        by_digest = [d for d in found.attrs.get("RepoDigests") or [] if d.startswith(f"{repo}@")]
-        return by_digest[0] if by_digest else f"{image} (id {found.id})"
-    finally:
-        client.close()
 
 
 def runner(gpu: bool = False):

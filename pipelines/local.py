@@ -93,12 +93,12 @@ def run_local(
             steps.CPU_IMAGE: names[steps.CPU_IMAGE],
             steps.GPU_IMAGE: names[steps.GPU_IMAGE if gpu else steps.CPU_IMAGE],
         }
-        docker_runner.require_images(sorted(set(images.values())))
+        identities = docker_runner.require_images(sorted(set(images.values())))
         mounts = {data_dir: "ro"}
         if tracking.is_local(tracking_uri):  # the local store, at the same path inside the containers
             mounts[Path(tracking_uri.removeprefix("sqlite:///").removeprefix("file://")).resolve().parent] = "rw"
         launch = docker_runner.reliable_containers(mounts)
-        recorded = recorded_images({key: docker_runner.identity(ref) for key, ref in images.items()})
+        recorded = recorded_images({key: identities[ref] for key, ref in images.items()})
         task_runner = docker_runner.runner(gpu)
     else:
         task_runner, recorded = local.SubprocessRunner(use_venv=False), {}

@@ -51,6 +51,11 @@ def performance_by_version(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
+def measure_text(m: dict) -> str:
+    """One measure as `0.91 [0.80, 0.96]` ('-' without cases)."""
+    return "-" if m["value"] is None else f"{m['value']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]"
+
+
 def format_performance(result: dict[str, dict]) -> str:
     if not result:
         return "no predictions on record"
@@ -64,6 +69,5 @@ def format_performance(result: dict[str, dict]) -> str:
         )
         for name in MEASURES:
             m = r[name]
-            figure = "-" if m["value"] is None else f"{m['value']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]"
-            lines.append(f"  {name:<12} {figure}  (n={m['n']})")
+            lines.append(f"  {name:<12} {measure_text(m)}  (n={m['n']})")
     return "\n".join(lines)

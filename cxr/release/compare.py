@@ -10,6 +10,7 @@ import numpy as np
 
 from cxr.data.manifest import labels_of, read_manifest, source_rows, split_frame
 from cxr.errors import CxrError
+from cxr.evaluation.live import MEASURES, measure_text
 from cxr.evaluation.metrics import COMPARED_METRICS, compute_metrics, confusion_matrix_table
 from cxr.evaluation.splits import predict_split
 from cxr.inference.classifier import load_pyfunc
@@ -168,9 +169,9 @@ def format_comparison(result: dict) -> str:
         lines += ["", "In use, from radiologists' findings (95% Wilson CI; n = predictions with a finding):"]
         for version, figures in in_use:
             shown = [
-                f"{m} {f['value']:.2f} [{f['ci95'][0]:.2f}, {f['ci95'][1]:.2f}] (n={f['n']})"
-                for m in ("sensitivity", "specificity", "ppv", "npv")
-                if (f := figures[m])["value"] is not None
+                f"{m} {measure_text(figures[m])} (n={figures[m]['n']})"
+                for m in MEASURES
+                if figures[m]["value"] is not None
             ]
             lines.append(f"  v{version}: {'; '.join(shown) or 'no findings recorded yet'}")
     d = result["delta_f1"]
