@@ -14,7 +14,6 @@ import zlib
 
 import numpy as np
 import pydicom
-import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_voi_lut, pixel_array
@@ -224,6 +223,8 @@ def difference_hash(array: np.ndarray, size: int = 8) -> str:
 
 def resize_uint8(image, image_size: int):
     """uint8 (H, W, C) tensor or batch -> uint8 at image_size x image_size (bilinear, antialiased, rounded)."""
+    import tensorflow as tf  # here, not at the top: the steps that only read manifests start without it
+
     image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
@@ -235,4 +236,6 @@ def resize_and_scale(image, image_size: int):
     one preprocessing function for evaluation, prediction and serving, and what training's uint8 cache
     gives back, bit for bit, for grayscale images.
     """
+    import tensorflow as tf
+
     return tf.cast(resize_uint8(image, image_size), tf.float32) / 255.0

@@ -142,20 +142,6 @@ def build_model(params: TrainParams, augment: dict | None = None):
     return keras.Model(inputs, outputs, name="vgg16_covid")
 
 
-def describe(pooling: str, head: str, standardise: bool, stat_blocks=(3, 4, 5)) -> str:
-    """The network in words, for the model card: VGG16 without its top, then the head these settings build."""
-    pooled = {
-        "flatten": "Flatten",
-        "average": "global average pooling",
-        "block_stats": "per-channel mean and standard deviation (log1p) of blocks "
-        + ", ".join(str(b) for b in sorted(set(stat_blocks))),
-    }
-    layers = [pooled.get(pooling, pooling)]
-    layers += ["feature standardisation"] if standardise else []
-    layers += ["Dense 1024 ReLU", "Dense 512 ReLU"] if head == "paper" else []
-    return f"VGG16 without its top + {', '.join(layers)}, Dense 1 sigmoid"
-
-
 def add_head(x, params: TrainParams):
     """The head on the base's feature maps `x`: pooling (Flatten or global average), the optional
     standardisation, Dense 1024 -> 512 ReLU (`head: paper`; optional dropout before each, L2 on their

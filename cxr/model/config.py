@@ -65,3 +65,17 @@ class ModelConfig:
 
     def label_for(self, probability: float) -> str:
         return self.positive_class if probability >= self.threshold else self.negative_class
+
+
+def describe(pooling: str, head: str, standardise: bool, stat_blocks=(3, 4, 5)) -> str:
+    """The network in words, for the model card: VGG16 without its top, then the head these settings build."""
+    pooled = {
+        "flatten": "Flatten",
+        "average": "global average pooling",
+        "block_stats": "per-channel mean and standard deviation (log1p) of blocks "
+        + ", ".join(str(b) for b in sorted(set(stat_blocks))),
+    }
+    layers = [pooled.get(pooling, pooling)]
+    layers += ["feature standardisation"] if standardise else []
+    layers += ["Dense 1024 ReLU", "Dense 512 ReLU"] if head == "paper" else []
+    return f"VGG16 without its top + {', '.join(layers)}, Dense 1 sigmoid"

@@ -17,7 +17,7 @@ from pathlib import Path
 import jsonschema
 
 from cxr.evaluation.metrics import CARD_METRICS, CONFUSION_KEYS, INTERVAL_METRICS, as_number, figure, format_figure
-from cxr.model.architecture import describe
+from cxr.model.config import describe
 from cxr.release.gate import disagreement
 
 SCHEMA_PATH = Path(__file__).with_name("card.schema.json")

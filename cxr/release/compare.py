@@ -13,7 +13,6 @@ from cxr.errors import CxrError
 from cxr.evaluation.live import MEASURES, measure_text
 from cxr.evaluation.metrics import COMPARED_METRICS, compute_metrics, confusion_matrix_table
 from cxr.evaluation.splits import predict_split
-from cxr.inference.classifier import load_pyfunc
 from cxr.model.config import ModelConfig
 from cxr.release.aliases import CHAMPION
 from cxr.release.gate import PairedDelta, disagreement, evidence_from_tags
@@ -68,6 +67,9 @@ def paired_f1(y, p_a, t_a, p_b, t_b, samples: int) -> tuple[float, float, list[f
 
 
 def _load(version):
+    # here, not at the top: the gate step reads recorded predictions and starts without TensorFlow
+    from cxr.inference.classifier import load_pyfunc
+
     return load_pyfunc(
         version.source if version.source.startswith("models:/") else f"models:/{version.name}/{version.version}"
     )

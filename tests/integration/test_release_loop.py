@@ -1,8 +1,9 @@
 """The users' release loop end to end, on real X-rays, in a temporary git + DVC repository:
 
-data version A (40 images) -> retrain -> inconclusive, nothing registered, and the web app, started
-anyway, says no model has been released; version B (200) -> retrain sees the new version -> passed ->
-@challenger, which the running app picks up by itself; the release manager promotes it -> @champion;
+data version A (40 images) -> retrain -> inconclusive (too few validation images to decide on), nothing
+registered, and the web app, started anyway, says no model has been released; version B (200) -> retrain
+sees the new version -> passed -> @challenger, which the running app picks up by itself; the release
+manager promotes it -> @champion;
 version C (B plus 40 unseen images) -> retrain -> the gate compares with the champion on the same
 validation images and says why it registers (a bar of gate.min_delta=-1 lets it through); the release
 manager promotes it and the running app serves it within one reload interval, with no 5xx meanwhile;
@@ -103,6 +104,13 @@ def test_the_release_loop_from_new_data_to_a_served_model(loop, tmp_path):
     assert a.returncode == 3 and result_a["gate"]["outcome"] == "inconclusive", a.stdout[-2000:] + a.stderr[-2000:]
     assert result_a["data_version"] == version_a and versions(loop) == []
     assert result_a["retrain"]["message"] == "no registered version yet: training"
+    # 8 validation images (4 per class) are below gate.min_val_per_class: the terminal says so and what next
+    assert "below gate.min_val_per_class 10" in result_a["gate"]["reason"] and "gate: INCONCLUSIVE" in a.stderr
+    assert "next:\n  make ui, then open http://127.0.0.1:5000/#/experiments/" in a.stderr
+    assert "\n  add labelled images" in a.stderr
+    run_a = client(loop).get_run(result_a["mlflow_run_id"])
+    assert run_a.data.tags["gate.outcome"] == "inconclusive" and run_a.data.tags["registered_version"] == "none"
+    assert run_a.info.status == "FINISHED"
     # the web app starts with nothing released: healthy, not ready, and says so
     params = loop["repo"].parent / "serve-params.yaml"
     params.write_text((repo / "params.yaml").read_text().replace("reload_s: 30", f"reload_s: {RELOAD_S}"))

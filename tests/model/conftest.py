@@ -1,7 +1,10 @@
 """The real CPU-profile network trained on the sample, shared by the model tests (input gate, drift)."""
 
+from pathlib import Path
+
 import mlflow
 import pytest
+from filelock import FileLock
 
 from cxr.data.images import encode_png
 from cxr.inference.classifier import XrayClassifier, log_model
@@ -12,13 +15,29 @@ from cxr.safety.ood_set import build_ood_set
 from tests.conftest import train_on_sample
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("gate")
+def _train(tmp):
     size = f"train.image_size={load_params().train.image_size}"  # TINY's 32 px would not be the served gate
-    model = train_on_sample(tmp, "train.weights=hed", size, "train.epochs=1", "train.batch_size=8")
+    return train_on_sample(tmp, "train.weights=hed", size, "train.epochs=1", "train.batch_size=8")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, worker_id):
+    """Trained once per test session: under pytest-xdist the first worker to ask trains it into the
+    session's shared folder and the others wait for it and load the same files (pytest-xdist's recipe)."""
+    tmp = tmp_path_factory.mktemp("gate")
+    if worker_id == "master":
+        model, shared = _train(tmp), tmp
+    else:
+        shared = tmp_path_factory.getbasetemp().parent / "model-gate"
+        with FileLock(f"{shared}.lock"):
+            done = shared / "trained"
+            if not done.is_file():
+                shared.mkdir(exist_ok=True)
+                model = _train(shared)
+                done.write_text(str(model))
+            model = Path(done.read_text())
     classifier = XrayClassifier().load(model / "model.keras", ModelConfig.read(model), model / OOD_FILE)
-    return {"dir": model, "dataset": tmp / "ds", "classifier": classifier, "tmp": tmp}
+    return {"dir": model, "dataset": shared / "ds", "classifier": classifier, "tmp": tmp}
 
 
 @pytest.fixture(scope="session")

@@ -176,9 +176,9 @@ def test_tracking_server_stopping_mid_run_fails_clearly_and_registers_nothing(po
             register_step(ctx, model_uri, decision.to_json(), params, {"data_version": "f1"})
         server.start()
         assert len(versions(server)) == before  # nothing half-registered
-        # retry: the whole pipeline again, now that the server is back
-        out = sh(BIN / "cxr", "pipeline", "run", *TINY, "--data", data, cwd=PROJECT, env=client_env(server))
-        assert "gate: PASSED" in out.stdout and len(versions(server)) == before + 1
+        # retry the failed step, now that the server is back: the same run registers its one version
+        register_step(ctx, model_uri, decision.to_json(), params, {"data_version": "f1"})
+        assert len(versions(server)) == before + 1
     finally:
         os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
         os.environ.pop("MLFLOW_HTTP_REQUEST_TIMEOUT", None)
