@@ -63,9 +63,12 @@ bench: data ## Benchmarks (CPU, minutes): input pipeline, ingestion at scale, tr
 	$(BIN)/python bench/ood_detectors.py
 	$(BIN)/python bench/ingest_scale.py
 
-bench-serve: data ## Web-app latency and load (needs a registered model, e.g. from the demonstration run in the README)
+bench-serve: data ## Web-app latency, load, batching, BLAS threads and the model's cost per batch (needs a registered model, e.g. from the demonstration run in the README)
 	$(BIN)/python bench/serve_latency.py
 	$(BIN)/python bench/serve_load.py
+	$(BIN)/python bench/serve_batching.py
+	$(BIN)/python bench/serve_blas_threads.py
+	$(BIN)/python bench/model_batch_cost.py
 
 bench-profile: data ## The CPU profile's tuning study and its end-to-end check: 5-fold CV x 3 seeds (about an hour)
 	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --redraw-folds

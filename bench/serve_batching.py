@@ -1,5 +1,6 @@
 """Dynamic batching in the web app: throughput at 16 concurrent clients with batching on
-(serve.max_batch, serve.max_wait_ms from params.yaml) against serve.max_batch=1, in the same process.
+(serve.max_batch, serve.max_wait_ms from params.yaml) against serve.max_batch=1, in the same process,
+with NumPy's BLAS threads limited to serve.blas_threads as `cxr serve` limits them.
 
 Usage: .venv/bin/python bench/serve_batching.py [--model URI] [--requests 96] [--rounds 2]
 The same loaded model is served by two apps (the real Flask app over werkzeug's threaded server on
@@ -21,6 +22,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from cxr.params import load_params
 from cxr.serving.app import create_app
+from cxr.serving.cpu_threads import limit_blas_threads
 from cxr.serving.model_store import ServedModel, load_served_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +54,12 @@ def load(url: str, images: list[bytes], total: int) -> tuple[float, dict[int, tu
     return total / (time.perf_counter() - started), results
 
 
+def sample_images() -> list[bytes]:
+    """About 32 of the bundled sample's images, both classes."""
+    files = sorted(SAMPLE.glob("*/*.png"))
+    return [p.read_bytes() for p in files[:: max(1, len(files) // 32)]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="", help="MLflow model URI (default: the registry's champion/challenger)")
@@ -61,8 +69,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(overrides=args.set)
     serve = params.serve
-    files = sorted(SAMPLE.glob("*/*.png"))
-    images = [p.read_bytes() for p in files[:: max(1, len(files) // 32)]]
+    images = sample_images()
+    limit_blas_threads(serve.blas_threads)  # as `cxr serve` runs (bench/serve_blas_threads.py)
     model = load_served_model(args.model, params.register.model_name)
     # two apps over the same loaded classifier and its one lock (one Keras call at a time across both)
     on, off = (

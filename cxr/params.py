@@ -166,6 +166,7 @@ class ServeParams:
     reload_s: float = 30  # how often the app asks the registry which version its alias points at; 0: never
     max_batch: int = 8  # concurrent requests' images gathered into one model call; 1: one call per request
     max_wait_ms: float = 5  # how long the first request of a batch waits for others
+    blas_threads: int = 1  # NumPy's BLAS threads in the serving process (cxr/serving/cpu_threads.py); 0: default
     # where each prediction's numbers and radiologists' findings are kept (SQLAlchemy URL); empty: a SQLite
     # file under .serve/ in the project; "off": none kept, no feedback
     records_url: str = ""

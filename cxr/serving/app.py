@@ -22,6 +22,7 @@ from cxr.errors import CxrError, EmptyInput, InputTooLarge, OutOfScope, Unsuppor
 from cxr.inference.gradcam import overlay_png, thumbnail_png
 from cxr.serving import webhook
 from cxr.serving.auth import OPEN_PATHS, Auth
+from cxr.serving.cpu_threads import limit_blas_threads
 from cxr.serving.metrics import ServingMetrics
 from cxr.serving.model_store import ModelFollower, ServedModel
 from cxr.serving.openapi import openapi_spec
@@ -404,6 +405,7 @@ def serve(model_uri: str, host: str, port: int, params, model_name: str, auth=No
                 self.cfg.set(key, value)
 
         def load(self):  # in the worker: TensorFlow does not survive a fork
+            limit_blas_threads(params.blas_threads)
             batching = (params.max_batch, params.max_wait_ms)
             follower = ModelFollower(model_uri, model_name, params.reload_s, batching).start()
             if follower.current is None:

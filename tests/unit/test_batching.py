@@ -85,3 +85,20 @@ def test_each_request_gets_its_own_slice_of_the_batch():
         t.join(timeout=30)
     for i, ((sums,), size) in results.items():
         assert list(sums) == [4 * i, 4 * (100 + i)] and 2 <= size <= 16
+
+
+def test_the_serving_process_limits_blas_threads_and_zero_keeps_the_default():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from cxr.serving.cpu_threads import limit_blas_threads
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    with threadpool_limits(limits=None):  # restores this process's threads afterwards
+        limit_blas_threads(0)
+        assert blas_threads() == before
+        limit_blas_threads(1)
+        assert blas_threads() == {1}
+    assert blas_threads() == before
