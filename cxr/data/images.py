@@ -236,6 +236,6 @@ def resize_and_scale(image, image_size: int):
     one preprocessing function for evaluation, prediction and serving, and what training's uint8 cache
     gives back, bit for bit, for grayscale images.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # at the call, as in resize_uint8
 
     return tf.cast(resize_uint8(image, image_size), tf.float32) / 255.0

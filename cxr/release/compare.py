@@ -67,8 +67,7 @@ def paired_f1(y, p_a, t_a, p_b, t_b, samples: int) -> tuple[float, float, list[f
 
 
 def _load(version):
-    # here, not at the top: the gate step reads recorded predictions and starts without TensorFlow
-    from cxr.inference.classifier import load_pyfunc
+    from cxr.inference.classifier import load_pyfunc  # here: the gate step starts without TensorFlow
 
     return load_pyfunc(
         version.source if version.source.startswith("models:/") else f"models:/{version.name}/{version.version}"
