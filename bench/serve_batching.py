@@ -60,6 +60,26 @@ def sample_images() -> list[bytes]:
     return [p.read_bytes() for p in files[:: max(1, len(files) // 32)]]
 
 
+def compare(settings: dict, images: list[bytes], requests: int, rounds: int) -> float:
+    """Alternating rounds of `requests` at CLIENTS clients per setting (name -> a callable that puts the
+    setting in place and returns the URL to post to); prints each setting's throughput and whether all
+    gave the same answers; returns the first setting's throughput over the second's."""
+    throughput, answers = {name: [] for name in settings}, {name: {} for name in settings}
+    for _ in range(rounds):
+        for name, prepare in settings.items():
+            rate, results = load(prepare(), images, requests)
+            throughput[name].append(rate)
+            answers[name].update(results)
+    width = max(len(name) for name in settings)
+    for name, rates in throughput.items():
+        print(f"{name:>{width}}: {sum(rates) / len(rates):.2f} req/s ({', '.join(f'{r:.2f}' for r in rates)})")
+    a, b = answers.values()
+    same = all(a[i][0] == b[i][0] and abs(a[i][1] - b[i][1]) <= 1e-5 for i in a)
+    print(f"identical predictions (label, probability to 1e-5) on {len(a)} images: {same}")
+    first, second = (sum(rates) / len(rates) for rates in throughput.values())
+    return first / second
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="", help="MLflow model URI (default: the registry's champion/challenger)")
@@ -92,21 +112,9 @@ def main() -> None:
         f"{args.requests} requests x {args.rounds} rounds per configuration; batching: max_batch "
         f"{serve.max_batch}, max_wait_ms {serve.max_wait_ms:g}"
     )
-    throughput = {name: [] for name in urls}
-    answers = {}
-    for _ in range(args.rounds):
-        for name, url in urls.items():
-            rate, results = load(url, images, args.requests)
-            throughput[name].append(rate)
-            answers.setdefault(name, {}).update(results)
-    for name, rates in throughput.items():
-        print(f"{name:>22}: {sum(rates) / len(rates):.2f} req/s ({', '.join(f'{r:.2f}' for r in rates)})")
-    a, b = answers["batched"], answers["one call per request"]
-    same = all(a[i][0] == b[i][0] and abs(a[i][1] - b[i][1]) <= 1e-5 for i in a)
-    print(f"identical predictions (label, probability to 1e-5) on {len(a)} images: {same}")
+    ratio = compare({name: lambda url=url: url for name, url in urls.items()}, images, args.requests, args.rounds)
     for server in servers:
         server.shutdown()
-    ratio = (sum(throughput["batched"]) / args.rounds) / (sum(throughput["one call per request"]) / args.rounds)
     print(f"ratio: {ratio:.2f}")
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from serve_batching import CLIENTS, load, sample_images, start
-from threadpoolctl import threadpool_info, threadpool_limits
+from serve_batching import CLIENTS, compare, load, sample_images, start
+from threadpoolctl import threadpool_info
 
 from cxr.params import load_params
 from cxr.serving.app import create_app
@@ -42,22 +42,17 @@ def main() -> None:
         f"model call per request, {args.requests} requests x {args.rounds} rounds per setting; BLAS: "
         + ", ".join(f"{i['internal_api']} {i['version']}" for i in blas)
     )
-    throughput, answers = {name: [] for name in settings}, {}
-    for _ in range(args.rounds):
-        for name, threads in settings.items():
-            threadpool_limits(limits=default, user_api="blas")
-            limit_blas_threads(threads)
-            rate, results = load(url, images, args.requests)
-            throughput[name].append(rate)
-            answers.setdefault(name, {}).update(results)
+
+    def setting(threads: int):
+        def prepare() -> str:
+            limit_blas_threads(threads)  # threadpoolctl sets the count, up as well as down
+            return url
+
+        return prepare
+
+    ratio = compare({name: setting(threads) for name, threads in settings.items()}, images, args.requests, args.rounds)
     server.shutdown()
-    for name, rates in throughput.items():
-        print(f"{name:>34}: {sum(rates) / len(rates):.2f} req/s ({', '.join(f'{r:.2f}' for r in rates)})")
-    a, b = answers.values()
-    same = all(a[i][0] == b[i][0] and abs(a[i][1] - b[i][1]) <= 1e-5 for i in a)
-    print(f"identical predictions (label, probability to 1e-5) on {len(a)} images: {same}")
-    limited_rate, default_rate = (sum(rates) / len(rates) for rates in throughput.values())
-    print(f"ratio: {limited_rate / default_rate:.2f}")
+    print(f"ratio: {ratio:.2f}")
 
 
 if __name__ == "__main__":
