@@ -19,7 +19,16 @@ CPU_IMAGE = "cxr-python-components:latest"
 GPU_IMAGE = "cxr-python-train-gpu:latest"
 
 
-SHAPING = ("ingest", "validate", "augment", "train", "evaluate", "ood", "scope")  # what start_run hashes and logs
+SHAPING = (
+    "ingest",
+    "validate",
+    "augment",
+    "train",
+    "lungs",
+    "evaluate",
+    "ood",
+    "scope",
+)  # what start_run hashes and logs
 
 
 @typed_component(uses=("ingest",), base_image=CPU_IMAGE)
@@ -165,7 +174,9 @@ def augment(
     augmentation.metadata.update({k: str(v) for k, v in spec.items()})
 
 
-@typed_component(uses=("ingest", "augment", "train", "evaluate", "ood", "scope", "profile"), base_image=GPU_IMAGE)
+@typed_component(
+    uses=("ingest", "augment", "train", "lungs", "evaluate", "ood", "scope", "profile"), base_image=GPU_IMAGE
+)
 def train(
     dataset: Input[Dataset],
     augmentation: Input[Dataset],
@@ -202,7 +213,10 @@ def train(
     return (model_uri,)
 
 
-@typed_component(uses=("evaluate.bootstrap_samples", "evaluate.prevalence", "train.seed"), base_image=CPU_IMAGE)
+@typed_component(
+    uses=("evaluate.bootstrap_samples", "evaluate.prevalence", "evaluate.external_dir", "train.seed"),
+    base_image=CPU_IMAGE,
+)
 def evaluate(
     dataset: Input[Dataset],
     model: Input[Model],

@@ -100,6 +100,19 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class LungParams:
+    """The lung-field segmenter (cxr/model/segmenter.py) and the classifier's input view (cxr/data/lung_view.py)."""
+
+    view: str = "lungs"  # lungs: the classifier reads the cropped, masked lung fields | film: the whole film
+    equalise: bool = True  # lungs view: histogram equalisation within the lung fields
+    masks_dir: str = ""  # films with lung masks (images/, masks/, MANIFEST.csv); empty: the bundled external normals
+    fit_share: float = 0.5  # of those fitting the segmenter; the rest measure its Dice
+    size: int = 64  # the segmenter's input, pixels (the whole film squashed to a square)
+    epochs: int = 80
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     threshold: float = 0.5
     threshold_strategy: str = "max_f1"
@@ -110,6 +123,9 @@ class EvaluateParams:
     prevalence: float = 0.1  # PPV and NPV are reported at this prevalence of the positive class
     # K >= 2: K-fold cross-validation over train + val (cxr/evaluation/cross_validation.py); 0: the validation split
     cv_folds: int = 0
+    # adult normal films from another source (never trained on): the share called normal is the external
+    # specificity; empty: the bundled external normals (cxr/data/external_normals); "off": not measured
+    external_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +138,9 @@ class OodParams:
     max_components: int = 256  # covariance directions kept (the rest share the shrinkage floor)
     target_accept: float = 0.95  # reported against: in-distribution X-rays accepted (val, test)
     target_reject: float = 0.95  # and the offline out-of-distribution set refused (cxr/safety/ood_set.py)
+    # the per-image shift warning: an accepted image scoring above this quantile of held-out same-source
+    # scores is flagged as unlike the training films (false-alarm rate 1 - this); 0: no warning
+    shift_quantile: float = 0.95
     drift_components: int = 16  # principal components of the gate's features kept for drift detection (<= 32)
 
 
@@ -143,6 +162,8 @@ class GateParams:
     min_f1: float = 0.6
     min_delta: float = 0.0
     min_val_per_class: int = 10
+    max_lungs_hidden_auc: float = 0.0  # > 0: the test ROC AUC with the lung fields hidden must not exceed this
+    min_external_specificity: float = 0.0  # > 0: the external normals' specificity must reach this
 
 
 @dataclass(frozen=True)
@@ -209,6 +230,7 @@ class Params:
     validate: ValidateParams = field(default_factory=ValidateParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
     train: TrainParams = field(default_factory=TrainParams)
+    lungs: LungParams = field(default_factory=LungParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     ood: OodParams = field(default_factory=OodParams)
     scope: ScopeParams = field(default_factory=ScopeParams)
@@ -243,6 +265,7 @@ _SECTIONS = {
     "validate": ValidateParams,
     "augment": AugmentParams,
     "train": TrainParams,
+    "lungs": LungParams,
     "evaluate": EvaluateParams,
     "ood": OodParams,
     "scope": ScopeParams,
@@ -281,6 +304,7 @@ CHOICES = {
     ("train", "augment_on"): ("auto", "data", "model"),
     ("train", "pooling"): ("block_stats", "flatten", "average"),
     ("train", "head"): ("linear", "paper"),
+    ("lungs", "view"): ("lungs", "film"),
     ("evaluate", "threshold_strategy"): ("max_f1", "target_sensitivity", "fixed"),
 }
 

@@ -79,6 +79,18 @@ def shortcut_probe(metrics: dict, verdict: str = "") -> dict | None:
     }
 
 
+def external_check(metrics: dict) -> dict | None:
+    """Specificity on normal films from a source the model never saw (cxr/evaluation/external.py)."""
+    if "external_specificity" not in metrics:
+        return None
+    return {
+        "specificity": figure(metrics, "external_specificity"),
+        "n": int(metrics.get("external_n", 0)),
+        "shift_warn_rate": metrics.get("external_shift_warn_rate"),
+        "refuse_rate": metrics.get("external_refuse_rate"),
+    }
+
+
 def safety_lines(result: dict) -> list[str]:
     """The scope check and the shortcut probe, one line each (none when not recorded)."""
     lines = []
@@ -95,6 +107,14 @@ def safety_lines(result: dict) -> list[str]:
         lines.append(
             f"shortcut probe (test AUC): whole films {probe['full_auc']:.2f}, lungs hidden "
             f"{probe['lungs_hidden_auc']:.2f}, lungs only {probe['lungs_only_auc']:.2f} (chance 0.50)"
+        )
+    ext = result.get("external")
+    if ext:
+        spec, warned = ext["specificity"], ext.get("shift_warn_rate")
+        lines.append(
+            f"external normals (another source, {ext['n']}): specificity {spec['value']:.2f} "
+            f"[{spec['ci_low']:.2f}, {spec['ci_high']:.2f}]"
+            + (f"; shift warning on {warned:.0%}" if warned is not None else "")
         )
     return lines
 
@@ -186,6 +206,7 @@ def build_result(outcome, params, tracking_uri: str, log_file: str = "", orchest
         "input_gate": input_gate(outcome.metrics),
         "scope": scope_check(outcome.metrics),
         "shortcut": shortcut_probe(outcome.metrics, outcome.shortcut_verdict),
+        "external": external_check(outcome.metrics),
         "cross_validation": cross_validation(outcome.metrics),
         "calibration": calibration(outcome.metrics),
         "registered": {
@@ -230,6 +251,7 @@ def _empty(status: str, error: str, tracking_uri: str, run_name: str, log_file: 
         "input_gate": None,
         "scope": None,
         "shortcut": None,
+        "external": None,
         "cross_validation": None,
         "calibration": None,
         "registered": None,

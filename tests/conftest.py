@@ -82,11 +82,15 @@ TINY = [
     "gate.min_val_per_class=1",
     "augment.preview_images=2",
     "evaluate.bootstrap_samples=50",
+    "lungs.size=16",
+    "lungs.epochs=1",
+    "lungs.fit_share=0.2",
 ]
 
 
 def tiny(*extra: str):
-    """Fast settings: 32 px, 1 epoch, random weights, permissive gate; plus `stage.key=value` extras."""
+    """Fast settings: 32 px, 1 epoch, random weights, permissive gate, a one-epoch 16 px lung segmenter; plus
+    `stage.key=value` extras."""
     from cxr.params import load_params
 
     return load_params(overrides=TINY + list(extra))

@@ -19,7 +19,8 @@ MEASURES = {  # name: (numerator cell, denominator cells)
 }
 
 
-def _proportion(k: int, n: int) -> dict:
+def proportion(k: int, n: int) -> dict:
+    """k of n as {value, ci95 (Wilson), n}."""
     if n == 0:
         return {"value": None, "ci95": [None, None], "n": 0}
     interval = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
@@ -46,7 +47,7 @@ def performance_by_version(rows: list[dict]) -> dict[str, dict]:
     for version, c in sorted(counts.items()):
         out[version] = {
             "counts": c,
-            **{name: _proportion(c[k], sum(c[d] for d in den)) for name, (k, den) in MEASURES.items()},
+            **{name: proportion(c[k], sum(c[d] for d in den)) for name, (k, den) in MEASURES.items()},
         }
     return out
 

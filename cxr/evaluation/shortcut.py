@@ -6,15 +6,17 @@ Machine Intelligence 2021). The probe scores the test split twice more: once wit
 (the central box filled with the image's mean grey) and once with only the lung fields shown (the border
 filled instead). ROC AUC is the measure (0.5: chance, whatever the threshold): a model that stays well
 above chance with the lungs hidden is reading non-anatomical cues; one that keeps its AUC with only the
-lungs shown is not relying on the border. No lung segmentation is used: the box (rows and columns 15% to
-85% of the film) approximates the lung fields of a centred frontal film, so the 'hidden' view also hides
-the mediastinum and the 'lungs only' view keeps the heart.
+lungs shown is not relying on the border. The lung fields are the model's own segmenter's masks
+(cxr/model/segmenter.py), and the masked film then takes the model's whole path, segmentation included.
+A model without a segmenter gets a box instead (rows and columns 15% to 85% of the film), which
+approximates the lung fields of a centred frontal film and also covers the mediastinum.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from cxr.data.lung_view import hide_lungs
 from cxr.evaluation.metrics import compute_metrics
 
 BOX = (0.15, 0.85)  # the central box, as a share of the height and of the width
@@ -22,9 +24,13 @@ VIEWS = ("lungs_hidden", "lungs_only")
 HIDDEN_AUC_CONCERN = 0.7  # above this with the lungs hidden, the card says the model reads the rest of the film
 
 
-def masked(array: np.ndarray, view: str) -> np.ndarray:
-    """An 8-bit (H, W[, C]) image with the lung box (`lungs_hidden`) or everything else (`lungs_only`)
-    filled with the image's mean grey."""
+def masked(array: np.ndarray, view: str, mask: np.ndarray | None = None) -> np.ndarray:
+    """An 8-bit (H, W[, C]) image with the lung fields (`lungs_hidden`) or everything else (`lungs_only`)
+    filled with the image's mean grey: the fields of `mask` (bool, H x W), else the central box."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view}")
+    if mask is not None:
+        return hide_lungs(array, mask, keep_lungs=view == "lungs_only")
     out = np.array(array, copy=True)
     h, w = out.shape[:2]
     top, bottom = int(round(BOX[0] * h)), int(round(BOX[1] * h))
@@ -46,8 +52,10 @@ def probe(classifier, batches, y_true: np.ndarray) -> dict:
     yields (lists of 8-bit arrays, in the order of `y_true`)."""
     scores = {view: [] for view in VIEWS}
     for arrays in batches:
+        masks = classifier.lung_masks(arrays) or [None] * len(arrays)
         for view in VIEWS:
-            scores[view].append(classifier.predict_arrays([masked(a, view) for a in arrays]))
+            shown = [masked(a, view, m) for a, m in zip(arrays, masks, strict=True)]
+            scores[view].append(classifier.predict_arrays(shown))
     threshold = classifier.config.threshold
     out = {}
     for view, parts in scores.items():

@@ -81,6 +81,7 @@ def evaluate_split(
     scores = classifier.ood_scores(features)
     if classifier.gate is not None and len(scores):
         metrics["ood_accept_rate"] = float(classifier.gate.accepts(scores).mean())
+        metrics["shift_warn_rate"] = float(classifier.shift_flags(features).mean())  # false alarms: same source
     if getattr(classifier, "scope", None) is not None and len(features):
         metrics["scope_accept_rate"] = float(classifier.scope.accepts(classifier.scope_scores(features)).mean())
     table = confusion_matrix_table(metrics, negative, positive)

@@ -24,10 +24,12 @@ from PIL import Image
 import cxr
 import cxr.model.layers  # noqa: F401 (registers the custom layers before a model is loaded)
 from cxr.data.images import resize_and_scale
+from cxr.data.lung_view import lung_view
 from cxr.errors import CxrError, first_line
 from cxr.inference.scoring import assess
 from cxr.model.calibration import apply_temperature
 from cxr.model.config import CONFIG_FILE, MODEL_FILE, ModelConfig
+from cxr.model.segmenter import SEGMENTER_FILE, Segmenter
 from cxr.safety.drift import DRIFT_FILE, DriftReference
 from cxr.safety.input_gate import OOD_FILE, InputGate, build_scorer, feature_statistics
 from cxr.safety.population import SCOPE_FILE, ScopeCheck
@@ -37,13 +39,14 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
     """Loads the Keras model once; predictions reuse one compiled predict function."""
 
     def load_context(self, context):
-        gate, scope, drift = (context.artifacts.get(key) for key in ("ood", "scope", "drift"))
+        gate, scope, drift, lungs = (context.artifacts.get(key) for key in ("ood", "scope", "drift", "lungs"))
         self.load(
             Path(context.artifacts["keras_model"]),
             ModelConfig.from_file(context.artifacts["config"]),
             Path(gate) if gate else None,
             Path(scope) if scope else None,
             Path(drift) if drift else None,
+            Path(lungs) if lungs else None,
         )
 
     def load(
@@ -53,22 +56,36 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         ood_path: Path | None = None,
         scope_path: Path | None = None,
         drift_path: Path | None = None,
+        lungs_path: Path | None = None,
     ):
-        """The Keras model, its config, its input gate, its population scope check and its drift reference
-        (None: a model trained before they existed, or one whose checks are being fitted)."""
+        """The Keras model, its config, its input gate, its population scope check, its drift reference and
+        its lung segmenter (None: a model trained before they existed, or one whose checks are being fitted)."""
         self.keras_model = keras.models.load_model(keras_path, compile=False, safe_mode=True)
         self.config = config
         self.gate = InputGate.load(ood_path) if ood_path and Path(ood_path).is_file() else None
         self.scope = ScopeCheck.load(scope_path) if scope_path and Path(scope_path).is_file() else None
         self.drift = DriftReference.load(drift_path) if drift_path and Path(drift_path).is_file() else None
+        self.segmenter = Segmenter.load(lungs_path) if lungs_path and Path(lungs_path).is_file() else None
         self.scorer = build_scorer(self.keras_model)  # one pass: probability and the gate's features
         size = config.image_size
         self.scorer.predict_on_batch(np.zeros((1, size, size, 3), np.float32))  # build once, not per request
         return self
 
+    def lung_masks(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Each film's lung fields (bool, the film's size) from the model's segmenter; None without one."""
+        return None if self.segmenter is None else self.segmenter.masks(arrays)
+
+    def view(self, arrays: list[np.ndarray], masks: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """What the network reads of each film: its lung view (cxr/data/lung_view.py) when the model was
+        trained on lung views, else the film itself. `masks`: the films' lung masks, if already segmented."""
+        if self.config.input_view != "lungs" or self.segmenter is None or not arrays:
+            return arrays
+        masks = masks if masks is not None else self.segmenter.masks(arrays)
+        return [lung_view(a, m, self.config.lung_equalise) for a, m in zip(arrays, masks, strict=True)]
+
     def preprocess(self, arrays: list[np.ndarray]) -> np.ndarray:
         size = self.config.image_size
-        return np.stack([np.asarray(resize_and_scale(a, size)) for a in arrays])
+        return np.stack([np.asarray(resize_and_scale(a, size)) for a in self.view(arrays)])
 
     def assess_arrays(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """8-bit RGB arrays (any size) -> (calibrated probabilities of the positive class, the gate's features)."""
@@ -101,6 +118,22 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         if self.gate is None:
             return np.full(len(features), np.nan)
         return self.gate.score(features)
+
+    def shift_flags(self, features: np.ndarray) -> np.ndarray:
+        """Whether each image gets the shift warning (accepted by the gate, past its shift threshold)."""
+        if self.gate is None:
+            return np.zeros(len(features), bool)
+        scores = self.gate.score(features)
+        return self.gate.accepts(scores) & self.gate.shifted(scores)
+
+    def refusals(self, features: np.ndarray) -> np.ndarray:
+        """Whether the input gate or the scope check refuses each image."""
+        refused = np.zeros(len(features), bool)
+        if self.gate is not None:
+            refused |= ~self.gate.accepts(self.gate.score(features))
+        if self.scope is not None:
+            refused |= ~self.scope.accepts(self.scope.score(features))
+        return refused
 
     def scope_scores(self, features: np.ndarray) -> np.ndarray:
         """The population scope check's score of each image (NaN for a model without one)."""
@@ -146,7 +179,7 @@ def log_model(model_dir: str | Path, name: str = "model"):
     )
     signature = infer_signature(example, output, params={"allow_ood": False})
     artifacts = {"keras_model": str(model_dir / MODEL_FILE), "config": str(model_dir / CONFIG_FILE)}
-    for key, file in (("ood", OOD_FILE), ("scope", SCOPE_FILE), ("drift", DRIFT_FILE)):
+    for key, file in (("ood", OOD_FILE), ("scope", SCOPE_FILE), ("drift", DRIFT_FILE), ("lungs", SEGMENTER_FILE)):
         if (model_dir / file).is_file():
             artifacts[key] = str(model_dir / file)
     return mlflow.pyfunc.log_model(
@@ -194,7 +227,7 @@ def load_pyfunc(model_uri: str):
     if not meta_file.is_file():
         raise CxrError(f"{model_uri} is not an MLflow model (no MLmodel file); pass a model URI.")
     flavor = (yaml.safe_load(meta_file.read_text()) or {}).get("flavors", {}).get("python_function", {})
-    keys = ("keras_model", "config", "ood", "scope", "drift")
+    keys = ("keras_model", "config", "ood", "scope", "drift", "lungs")
     paths = {key: (flavor.get("artifacts") or {}).get(key, {}).get("path", "") for key in keys}
     files = {key: (local / path).resolve() for key, path in paths.items() if path}
     required = [files.get("keras_model"), files.get("config")]
@@ -209,6 +242,7 @@ def load_pyfunc(model_uri: str):
         files.get("ood"),
         files.get("scope"),
         files.get("drift"),
+        files.get("lungs"),
     )
 
 
@@ -224,7 +258,8 @@ def load_classifier(model_uri: str):
 
 
 def load_model_dir(model_dir: str | Path):
-    """A trained model's folder (model.keras, config.json, ood.npz, scope.npz, drift.npz) -> XrayClassifier."""
+    """A trained model's folder (model.keras, config.json, ood.npz, scope.npz, drift.npz, lungs.keras) ->
+    XrayClassifier."""
     model_dir = Path(model_dir)
     return XrayClassifier().load(
         model_dir / MODEL_FILE,
@@ -232,4 +267,5 @@ def load_model_dir(model_dir: str | Path):
         model_dir / OOD_FILE,
         model_dir / SCOPE_FILE,
         model_dir / DRIFT_FILE,
+        model_dir / SEGMENTER_FILE,
     )

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 from matplotlib import colormaps
 from PIL import Image
+from scipy import ndimage
 
 LAST_CONV = "block5_conv3"
 
@@ -57,8 +58,14 @@ def overlay_png(image: np.ndarray, heat: np.ndarray, max_side: int = 512, alpha:
     return buf.getvalue()
 
 
-def thumbnail_png(image: np.ndarray, max_side: int = 512) -> bytes:
-    img = Image.fromarray(image).convert("RGB")
+def thumbnail_png(image: np.ndarray, max_side: int = 512, mask: np.ndarray | None = None) -> bytes:
+    """The X-ray downscaled to max_side, PNG bytes (in memory); with `mask` (bool, the image's size), the lung
+    fields' outline drawn over it in green."""
+    image = np.array(Image.fromarray(image).convert("RGB"))
+    if mask is not None:
+        edge = mask & ~ndimage.binary_erosion(mask, iterations=max(1, max(mask.shape) // 200))
+        image[edge] = (0, 220, 0)
+    img = Image.fromarray(image)
     img.thumbnail((max_side, max_side))
     buf = io.BytesIO()
     img.save(buf, format="PNG")

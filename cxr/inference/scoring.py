@@ -24,6 +24,16 @@ def _refusal_for(classifier, distance: float) -> str:
     )
 
 
+def _shift_warning(classifier, distance: float) -> str:
+    gate = classifier.gate
+    return (
+        f"this film is unlike the films the model was trained on (shift score {distance:.1f} > "
+        f"{gate.shift_threshold:.1f}, a level {1 - gate.shift_quantile:.0%} of held-out films from the training "
+        "sources reach): it may come from a hospital, scanner or processing the model was not validated on, "
+        "where its answers can be wrong"
+    )
+
+
 def assess(classifier, items: list[tuple[str, bytes]], allow_ood: bool = False, strict: bool = False) -> list[dict]:
     """One row per (name, bytes): the DICOM header check, then decoding, then one batched pass for the
     probability, the input gate's score and the population scope check's. A refused image gets
@@ -103,6 +113,12 @@ def decide(classifier, rows: list[dict], index: list[int], outputs: tuple, allow
             ood_threshold=round(float(classifier.gate.threshold), 3) if gated else None,
         )
         reasons = [_refusal_for(classifier, float(distance))] if gated and not accepted else []
+        if gated and accepted:
+            row["shift"] = bool(classifier.gate.shifted(distance))
+            if row["shift"]:
+                row["warning"] = "; ".join(
+                    filter(None, (row.get("warning"), _shift_warning(classifier, float(distance))))
+                )
         if classifier.scope is not None:
             in_scope = bool(classifier.scope.accepts(scope_score))
             row.update(in_scope=in_scope, scope_score=round(float(scope_score), 4))

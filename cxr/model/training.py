@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ from cxr.model.architecture import (
 )
 from cxr.model.calibration import apply_temperature, fit_temperature
 from cxr.model.config import MODEL_FILE, ModelConfig
+from cxr.model.lung_inputs import fit_segmenter, write_views
+from cxr.model.segmenter import SEGMENTER_FILE
 from cxr.params import Params
 from cxr.safety.drift import DriftReference
 from cxr.safety.input_gate import build_scorer, feature_statistics, fit_gate, gate_columns
@@ -88,7 +91,9 @@ def fit_input_gate(model_dir: Path, dataset_dir, train_frame, val_frame, params:
     (cxr/safety/population.py, scope.npz; the training adults against the reference children). `cache`: the
     gate's features of training images already computed ({(file, mirrored): row}, see _HeadData), used where
     it holds them. Returns the input gate, or None when it is off."""
-    classifier = XrayClassifier().load(model_dir / MODEL_FILE, ModelConfig.read(model_dir))
+    classifier = XrayClassifier().load(
+        model_dir / MODEL_FILE, ModelConfig.read(model_dir), lungs_path=model_dir / SEGMENTER_FILE
+    )
     op, sp = params.ood, params.scope
 
     def features(frame):
@@ -106,6 +111,7 @@ def fit_input_gate(model_dir: Path, dataset_dir, train_frame, val_frame, params:
             op.folds,
             op.max_components,
             params.train.seed,
+            op.shift_quantile,
         )
         gate.save(model_dir)
         if op.drift_components > 0:  # the reference drift detection tests served images against
@@ -371,11 +377,20 @@ def train_model(
     in_model = tp.augment_on == "model" or (tp.augment_on == "auto" and gpu)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    setup = FitSetup(Path(dataset_dir), positive, params, out_dir, in_model, log_to_mlflow)
-    fitted = _fit_final(setup, train_frame, val_frame)
+    segmenter, lung_report = fit_segmenter(params, out_dir)
+    with tempfile.TemporaryDirectory(prefix="lung-views-") as views:
+        fit_dir = Path(dataset_dir)
+        if (
+            params.lungs.view == "lungs"
+        ):  # the network reads the lung views; the checks load the model, which makes them
+            lung_report["found_rate"] = write_views(segmenter, dataset_dir, frame["file"], views, params.lungs.equalise)
+            fit_dir = Path(views)
+        setup = FitSetup(fit_dir, positive, params, out_dir, in_model, log_to_mlflow)
+        fitted = _fit_final(setup, train_frame, val_frame)
     keras.mixed_precision.set_global_policy("float32")
     fitted.model.save(out_dir / MODEL_FILE)
     metrics = fitted.metrics | {"loss_jump_max": largest_loss_jump(fitted.history.get("bce", fitted.history["loss"]))}
+    metrics |= {f"lungs_{k}": v for k, v in lung_report.items() if isinstance(v, float)}
     calibrated = _calibrate_and_configure(setup, fitted, negative, metrics)
     if fitted.folds is not None:
         rows = [
@@ -480,6 +495,8 @@ def _calibrate_and_configure(setup: FitSetup, fitted: _Fitted, negative: str, me
         flip_average=tp.flip_average,
         augmented_in="model" if setup.in_model else "data",
         fitted_on="the base's features, computed once" if setup.features_once else "images, every epoch",
+        input_view=params.lungs.view,
+        lung_equalise=params.lungs.view == "lungs" and params.lungs.equalise,
         best_epoch=fitted.best_epoch,
         epoch_selection="last epoch (cross-validation: no held-out images choose it)"
         if ep.cv_folds

@@ -8,6 +8,11 @@ Three outcomes:
 - passed: the 95% bootstrap lower bound of validation F1 clears gate.min_f1 and, against a champion,
   the lower bound of the paired F1 difference on the same images clears gate.min_delta.
 
+Two checks of what the model reads can be required too (off at 0): the test ROC AUC with the lung fields
+hidden must not exceed gate.max_lungs_hidden_auc (a model that still separates the classes without the
+lungs reads the source), and the specificity on external normals must reach
+gate.min_external_specificity (its Wilson lower bound, or the outcome is inconclusive).
+
 Test-split figures are recorded with the decision (for the release manager) but never decide it.
 """
 
@@ -43,6 +48,24 @@ class PairedDelta:
 
 
 @dataclass(frozen=True)
+class SafetyEvidence:
+    """What the model reads: test ROC AUC with the lungs hidden, specificity on external normals (and its
+    95% Wilson interval); NaN where not measured."""
+
+    lungs_hidden_auc: float = math.nan
+    external_specificity: float = math.nan
+    external_low: float = math.nan
+    external_high: float = math.nan
+    external_n: int = 0
+
+
+@dataclass(frozen=True)
+class SafetyBars:
+    max_lungs_hidden_auc: float = 0.0  # 0: not required
+    min_external_specificity: float = 0.0
+
+
+@dataclass(frozen=True)
 class GateDecision:
     outcome: str
     reason: str
@@ -55,6 +78,8 @@ class GateDecision:
     champion: dict | None = None
     test: dict | None = None
     challenger_version: str | None = None  # who held @challenger when the gate ran (for race checks)
+    safety: dict | None = None  # SafetyEvidence, as recorded
+    bars: dict | None = None  # SafetyBars
 
     @property
     def passed(self) -> bool:
@@ -84,6 +109,8 @@ def decide_promotion(
     champion: PairedDelta | None = None,
     test: Evidence | None = None,
     challenger_version: str | None = None,
+    safety: SafetyEvidence | None = None,
+    bars: SafetyBars | None = None,
 ) -> GateDecision:
     """The gate (see the module docstring)."""
     record = dict(
@@ -95,6 +122,8 @@ def decide_promotion(
         champion=None if champion is None else asdict(champion),
         test=None if test is None else asdict(test),
         challenger_version=challenger_version,
+        safety=None if safety is None else asdict(safety),
+        bars=None if bars is None else asdict(bars),
     )
     more_data = (
         "add labelled images (or give the validation split a larger share, ingest.split) and rerun, or "
@@ -125,6 +154,9 @@ def decide_promotion(
             more_data,
             **record,
         )
+    blocked = safety_verdict(safety or SafetyEvidence(), bars or SafetyBars())
+    if blocked is not None:
+        return GateDecision(*blocked, **record)
     if champion is not None:
         paired = (
             f"F1 - champion v{champion.champion_version} F1 = {champion.delta:+.4f} "
@@ -143,6 +175,42 @@ def decide_promotion(
             )
         return GateDecision(PASSED, f"{interval} >= gate.min_f1 {min_f1:.4f}; {paired}", "", **record)
     return GateDecision(PASSED, f"{interval} >= gate.min_f1 {min_f1:.4f}; no champion yet", "", **record)
+
+
+def safety_verdict(safety: SafetyEvidence, bars: SafetyBars) -> tuple[str, str, str] | None:
+    """(outcome, reason, advice) when a required check of what the model reads is not met; None when met."""
+    if bars.max_lungs_hidden_auc > 0:
+        auc = safety.lungs_hidden_auc
+        if math.isnan(auc):
+            return INCONCLUSIVE, "the shortcut probe was not run (the test split lacks a class)", "add test images"
+        if auc > bars.max_lungs_hidden_auc:
+            return (
+                FAILED,
+                f"with the lung fields hidden the model still separates the classes (test ROC AUC {auc:.3f} > "
+                f"gate.max_lungs_hidden_auc {bars.max_lungs_hidden_auc:.3f}): it reads the source, not the lungs",
+                "train on the lung view (lungs.view=lungs) or with more sources per class",
+            )
+    if bars.min_external_specificity > 0:
+        spec, low, bar = safety.external_specificity, safety.external_low, bars.min_external_specificity
+        if math.isnan(spec):
+            return INCONCLUSIVE, "the external check was not run (evaluate.external_dir is off)", "set it"
+        figure = (
+            f"specificity on {safety.external_n} external normals {spec:.3f} "
+            f"(95% CI {low:.3f}-{safety.external_high:.3f})"
+        )
+        if spec < bar:
+            return (
+                FAILED,
+                f"{figure} < gate.min_external_specificity {bar:.3f}: it calls films from another source COVID",
+                "do not deploy outside the training sources; train on more sources",
+            )
+        if not low >= bar:
+            return (
+                INCONCLUSIVE,
+                f"{figure}: the lower bound is below gate.min_external_specificity {bar:.3f}",
+                ("measure on more external normals (evaluate.external_dir)"),
+            )
+    return None
 
 
 def disagreement(val: dict | None, test: dict | None) -> str:

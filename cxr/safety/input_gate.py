@@ -83,6 +83,19 @@ class InputGate:
     quantile: float
     n_train: int
     reference_scores: np.ndarray  # the held-out in-distribution scores the threshold was read from
+    shift_quantile: float = 0.0  # the shift warning: this empirical quantile of reference_scores (0: none)
+
+    @property
+    def shift_threshold(self) -> float:
+        """Above this score an accepted image is flagged as unlike the training source's films (the
+        shift warning); its false-alarm rate on held-out same-source films is 1 - shift_quantile."""
+        if not self.shift_quantile or not len(self.reference_scores):
+            return float("inf")
+        return float(np.quantile(self.reference_scores, self.shift_quantile))
+
+    def shifted(self, scores: np.ndarray) -> np.ndarray:
+        """Whether each score is past the shift warning's threshold."""
+        return np.asarray(scores) > self.shift_threshold
 
     @classmethod
     def fit(cls, features: np.ndarray, max_components: int = 256) -> InputGate:
@@ -135,6 +148,7 @@ class InputGate:
                 float(meta["quantile"]),
                 int(meta["n_train"]),
                 data["reference_scores"],
+                float(meta.get("shift_quantile", 0.0)),
             )
 
     def summary(self) -> dict:
@@ -143,6 +157,8 @@ class InputGate:
             "layers": list(FEATURE_LAYERS),
             "threshold": float(self.threshold),
             "quantile": float(self.quantile),
+            "shift_quantile": float(self.shift_quantile),
+            "shift_threshold": float(self.shift_threshold),
             "floor": float(self.floor),
             "components": int(self.vectors.shape[1]),
             "n_train": int(self.n_train),
@@ -167,6 +183,7 @@ def fit_gate(
     folds: int = 4,
     max_components: int = 256,
     seed: int = 0,
+    shift_quantile: float = 0.0,
 ) -> InputGate:
     """Fit on all training features; threshold from cross-fitted training scores plus validation scores."""
     train = np.asarray(train_features, np.float64)
@@ -182,5 +199,6 @@ def fit_gate(
     reference = np.concatenate(held_out + [gate.score(val_features)]) if len(val_features) else np.concatenate(held_out)
     gate.reference_scores = reference
     gate.quantile = quantile
+    gate.shift_quantile = shift_quantile
     gate.threshold = choose_threshold(reference, quantile)
     return gate

@@ -160,11 +160,13 @@ class Predictor:
         result = {"probability": probability, "label": row["label"], **gate, **self.model_fields(served), **recorded}
         if row.get("warning"):
             result["warning"] = row["warning"]
+        result["shift"] = bool(row.get("shift"))
         if heatmap:  # on the image already decoded for the prediction
             with self.metrics.latency.labels(version, "heatmap").time():
-                heat, _ = served.explain(array)
-            result["heatmap_png"] = base64.b64encode(overlay_png(array, heat)).decode()
-            result["image_png"] = base64.b64encode(thumbnail_png(array)).decode()
+                heat, read, mask = served.explain(array)
+            result["heatmap_png"] = base64.b64encode(overlay_png(read, heat)).decode()
+            result["image_png"] = base64.b64encode(thumbnail_png(array, mask=mask)).decode()
+            result["read_lungs"] = read is not array
         return result
 
 

@@ -22,6 +22,7 @@ from functools import partial
 import mlflow
 import numpy as np
 
+from cxr.data.images import resize_and_scale
 from cxr.errors import CxrError, first_line
 from cxr.inference.classifier import load_classifier
 from cxr.inference.gradcam import GradCam
@@ -82,9 +83,19 @@ class ServedModel:
         timings["model"] = time.perf_counter() - started
         return decide(self.classifier, rows, index, outputs, allow_ood)[0], arrays[0]
 
-    def explain(self, array: np.ndarray) -> tuple[np.ndarray, float]:
+    def explain(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(Grad-CAM heat map, the image the network read: the lung view or the film, the film's lung mask or
+        None for a model without a segmenter)."""
         with self.lock:
-            return self.gradcam.heatmap(self.classifier.preprocess([array]))
+            masks = self.classifier.lung_masks([array])
+            read = self.classifier.view([array], masks)[0]
+            heat, _ = self.gradcam.heatmap(self._scaled(read))
+        return heat, read, None if masks is None else masks[0]
+
+    def _scaled(self, view: np.ndarray) -> np.ndarray:
+        """What `preprocess` makes of a film, from its view already made (no second segmentation)."""
+        size = self.classifier.config.image_size
+        return np.asarray(resize_and_scale(view, size))[None]
 
 
 def default_alias(name: str):

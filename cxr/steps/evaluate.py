@@ -10,6 +10,7 @@ import mlflow
 from cxr import events
 from cxr.data.manifest import labels_of, read_manifest, source_rows, split_frame
 from cxr.evaluation.cross_validation import OOF_FILE
+from cxr.evaluation.external import evaluate_external
 from cxr.evaluation.metrics import flat_with_intervals
 from cxr.evaluation.shortcut import probe, verdict
 from cxr.evaluation.splits import evaluate_ood_set, evaluate_split, split_batches
@@ -49,6 +50,7 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
             for suffix in ("confusion.png", "roc.png", "reliability.png", "report.json"):
                 mlflow.log_artifact(str(out / f"{split}_{suffix}"), artifact_path="evaluation")
         safety = _shortcut_and_scope(ctx, classifier, frame, dataset_dir, reports, out)
+        safety |= _external(classifier, params.evaluate.external_dir, out)
         ood = evaluate_ood_set(classifier, out, params.train.seed)
         ood_metrics = {}
         if ood:
@@ -74,6 +76,11 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
         figures.append(f"scope check refuses {safety['scope_refuse_rate']:.0%} of {safety['scope_n']:.0f} children")
     if "test_lungs_hidden_auc" in safety:
         figures.append(f"test AUC with lungs hidden {safety['test_lungs_hidden_auc']:.2f}")
+    if "external_specificity" in safety:
+        figures.append(
+            f"external specificity {safety['external_specificity']:.2f} [{safety['external_specificity_ci_low']:.2f}, "
+            f"{safety['external_specificity_ci_high']:.2f}] on {safety['external_n']:.0f} normals from another source"
+        )
     events.figure("; ".join(figures))
     return reports
 
@@ -107,6 +114,25 @@ def _shortcut_and_scope(ctx: RunContext, classifier, frame, dataset_dir: str, re
         client.set_tag(ctx.parent_run_id, "scope.method", classifier.scope.summary()["method"])
     if metrics:
         mlflow.log_metrics(finite(metrics))
+    return metrics
+
+
+def _external(classifier, folder: str, out: Path) -> dict:
+    """The external check (cxr/evaluation/external.py), logged to the step's run; returns its metrics."""
+    report = evaluate_external(classifier, folder, out)
+    if not report:
+        return {}
+    spec, shift, refused = report["specificity"], report["shift_warned"], report["refused"]
+    metrics = {
+        "external_specificity": spec["value"],
+        "external_specificity_ci_low": spec["ci95"][0],
+        "external_specificity_ci_high": spec["ci95"][1],
+        "external_n": float(report["n"]),
+        "external_shift_warn_rate": shift["value"],
+        "external_refuse_rate": refused["value"],
+    }
+    mlflow.log_metrics(finite(metrics))
+    mlflow.log_artifact(str(out / "external_report.json"), artifact_path="evaluation")
     return metrics
 
 

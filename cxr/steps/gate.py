@@ -10,7 +10,7 @@ import mlflow
 from cxr import events
 from cxr.params import Params
 from cxr.release.compare import champion_on
-from cxr.release.gate import Evidence, decide_promotion
+from cxr.release.gate import Evidence, SafetyBars, SafetyEvidence, decide_promotion
 from cxr.release.registry import alias_version
 from cxr.steps.context import RunContext
 from cxr.tracking import runs as tracking
@@ -20,6 +20,20 @@ def split_evidence(report: dict):
     """The gate's evidence from an evaluation report: F1, its 95% interval and the class counts."""
     m, (low, high) = report["metrics"], report["ci95"]["f1"]
     return Evidence(float(m["f1"]), float(low), float(high), int(m["tp"] + m["fn"]), int(m["tn"] + m["fp"]))
+
+
+def safety_evidence(report_dir) -> SafetyEvidence:
+    """The shortcut probe's and the external check's figures from the evaluate step's metrics.json."""
+    path = Path(report_dir) / "metrics.json"
+    m = json.loads(path.read_text()) if path.is_file() else {}
+    nan = float("nan")
+    return SafetyEvidence(
+        float(m.get("test_lungs_hidden_auc", nan)),
+        float(m.get("external_specificity", nan)),
+        float(m.get("external_specificity_ci_low", nan)),
+        float(m.get("external_specificity_ci_high", nan)),
+        int(m.get("external_n", 0)),
+    )
 
 
 def gate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Params):
@@ -43,6 +57,8 @@ def gate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Params
             champion,
             split_evidence(reports["test"]) if "test" in reports else None,
             None if challenger is None else str(challenger.version),
+            safety_evidence(report_dir),
+            SafetyBars(params.gate.max_lungs_hidden_auc, params.gate.min_external_specificity),
         )
         mlflow.log_dict(json.loads(decision.to_json()), "gate.json")
     client = mlflow.MlflowClient()

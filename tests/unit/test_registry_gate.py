@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from cxr.evaluation.thresholds import decide_threshold
-from cxr.release.gate import FAILED, INCONCLUSIVE, PASSED, Evidence, GateDecision, PairedDelta, decide_promotion
+from cxr.release.gate import (
+    FAILED,
+    INCONCLUSIVE,
+    PASSED,
+    Evidence,
+    GateDecision,
+    PairedDelta,
+    SafetyBars,
+    SafetyEvidence,
+    decide_promotion,
+)
 
 
 def ev(f1, low, high, n=20):
@@ -45,6 +55,29 @@ def test_against_a_champion_the_paired_interval_decides():
     worse = PairedDelta("3", 0.95, -0.05, -0.12, -0.01)
     assert decide_promotion(strong, 0.7, 0.0, champion=worse).outcome == FAILED
     assert decide_promotion(strong, 0.7, 0.05, champion=better).outcome == INCONCLUSIVE  # 0.03 < min_delta 0.05
+
+
+def test_the_safety_bars_are_off_by_default_and_recorded_when_set():
+    reads_source = SafetyEvidence(lungs_hidden_auc=0.9, external_specificity=0.3, external_low=0.2, external_high=0.4)
+    assert decide_promotion(ev(0.9, 0.8, 0.95), 0.7, safety=reads_source).outcome == PASSED
+    d = decide_promotion(ev(0.9, 0.8, 0.95), 0.7, safety=reads_source, bars=SafetyBars(max_lungs_hidden_auc=0.65))
+    assert d.outcome == FAILED and "lung fields hidden" in d.reason and "0.900 > gate.max_lungs_hidden_auc 0.650" in d.reason
+    assert GateDecision.from_json(d.to_json()).safety["lungs_hidden_auc"] == 0.9
+
+
+@pytest.mark.parametrize(
+    ("spec", "low", "outcome"), [(0.85, 0.81, PASSED), (0.85, 0.75, INCONCLUSIVE), (0.7, 0.6, FAILED)]
+)
+def test_external_specificity_decides_on_its_lower_bound(spec, low, outcome):
+    safety = SafetyEvidence(0.5, spec, low, min(1.0, spec + 0.05), 174)
+    d = decide_promotion(ev(0.9, 0.8, 0.95), 0.7, safety=safety, bars=SafetyBars(min_external_specificity=0.8))
+    assert d.outcome == outcome
+    assert outcome == PASSED or "174 external normals" in d.reason
+
+
+def test_a_required_figure_that_was_not_measured_is_inconclusive():
+    d = decide_promotion(ev(0.9, 0.8, 0.95), 0.7, safety=SafetyEvidence(), bars=SafetyBars(0.65, 0.8))
+    assert d.outcome == INCONCLUSIVE and "not run" in d.reason
 
 
 def test_nan_f1_never_passes():
