@@ -30,7 +30,7 @@ from kfp import dsl
 from cxr.params import CHOICES, Params, section_fields
 
 # Sections whose fields are run parameters; serve and cluster say where things run, not what is trained.
-SECTIONS = ("ingest", "validate", "augment", "train", "evaluate", "ood", "scope", "gate", "register", "mlflow")
+SECTIONS = ("ingest", "validate", "augment", "train", "lungs", "evaluate", "ood", "scope", "gate", "register", "mlflow")
 # Fields the pipeline takes as inputs of their own (where the data and the tracking server are).
 NOT_PARAMETERS = ("ingest.data_dir", "mlflow.tracking_uri")
 PROFILE = "profile"

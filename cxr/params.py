@@ -103,8 +103,8 @@ class TrainParams:
 class LungParams:
     """The lung-field segmenter (cxr/model/segmenter.py) and the classifier's input view (cxr/data/lung_view.py)."""
 
-    view: str = "lungs"  # lungs: the classifier reads the cropped, masked lung fields | film: the whole film
-    equalise: bool = True  # lungs view: histogram equalisation within the lung fields
+    view: str = "crop"  # crop: the film cropped to the lungs' box | lungs: also black outside them | film: all of it
+    equalise: bool = True  # crop and lungs views: histogram equalisation within the lung fields
     masks_dir: str = ""  # films with lung masks (images/, masks/, MANIFEST.csv); empty: the bundled external normals
     fit_share: float = 0.5  # of those fitting the segmenter; the rest measure its Dice
     size: int = 64  # the segmenter's input, pixels (the whole film squashed to a square)
@@ -304,7 +304,7 @@ CHOICES = {
     ("train", "augment_on"): ("auto", "data", "model"),
     ("train", "pooling"): ("block_stats", "flatten", "average"),
     ("train", "head"): ("linear", "paper"),
-    ("lungs", "view"): ("lungs", "film"),
+    ("lungs", "view"): ("crop", "lungs", "film"),
     ("evaluate", "threshold_strategy"): ("max_f1", "target_sensitivity", "fixed"),
 }
 

@@ -1,9 +1,10 @@
-"""The classifier's view of a film: its lung fields, cropped, masked and intensity-standardised.
+"""The classifier's view of a film: its lung fields, cropped, optionally masked, intensity-standardised.
 
 Given a film and its lung mask (cxr/model/segmenter.py), `lung_view` crops the film to the lungs'
-bounding box (plus a margin), fills everything outside the (slightly dilated) lung fields with black,
-and equalises the histogram of the pixels inside the lungs, so that what reaches the classifier is the
-lungs' texture at a standard contrast, not the film's borders, markers, collimation or exposure.
+bounding box (plus a margin), equalises the histogram of the pixels inside the lungs, and (the `lungs`
+view) fills everything outside the (slightly dilated) lung fields with black; the `crop` view keeps the
+box's mediastinum and ribs. What reaches the classifier is the chest at a standard contrast, not the
+film's borders, markers, collimation or exposure.
 Pure NumPy and SciPy: training, evaluation and serving call the same function.
 """
 
@@ -15,7 +16,8 @@ from scipy import ndimage
 
 MARGIN = 0.04  # of the film's height and width, around the lungs' bounding box
 DILATE = 0.02  # of the crop's larger side: the lung border stays inside the view
-VIEWS = ("film", "lungs")
+VIEWS = ("film", "crop", "lungs")  # the whole film | cropped to the lungs' box | cropped and masked
+LUNG_VIEWS = ("crop", "lungs")
 
 
 def bounding_box(mask: np.ndarray, margin: float = MARGIN) -> tuple[int, int, int, int]:

@@ -24,7 +24,7 @@ from PIL import Image
 import cxr
 import cxr.model.layers  # noqa: F401 (registers the custom layers before a model is loaded)
 from cxr.data.images import resize_and_scale
-from cxr.data.lung_view import lung_view
+from cxr.data.lung_view import LUNG_VIEWS, lung_view
 from cxr.errors import CxrError, first_line
 from cxr.inference.scoring import assess
 from cxr.model.calibration import apply_temperature
@@ -78,10 +78,12 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
     def view(self, arrays: list[np.ndarray], masks: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """What the network reads of each film: its lung view (cxr/data/lung_view.py) when the model was
         trained on lung views, else the film itself. `masks`: the films' lung masks, if already segmented."""
-        if self.config.input_view != "lungs" or self.segmenter is None or not arrays:
+        view = self.config.input_view
+        if view not in LUNG_VIEWS or self.segmenter is None or not arrays:
             return arrays
         masks = masks if masks is not None else self.segmenter.masks(arrays)
-        return [lung_view(a, m, self.config.lung_equalise) for a, m in zip(arrays, masks, strict=True)]
+        equalise, outside = self.config.lung_equalise, view == "lungs"
+        return [lung_view(a, m, equalise, outside) for a, m in zip(arrays, masks, strict=True)]
 
     def preprocess(self, arrays: list[np.ndarray]) -> np.ndarray:
         size = self.config.image_size

@@ -38,8 +38,8 @@ class ModelConfig:
     best_epoch: int = 0
     epoch_selection: str = ""
     profile: str = ""
-    input_view: str = "film"  # film | lungs: what the network reads (cxr/data/lung_view.py)
-    lung_equalise: bool = False  # lungs: histogram equalisation within the lung fields
+    input_view: str = "film"  # film | crop | lungs: what the network reads (cxr/data/lung_view.py)
+    lung_equalise: bool = False  # crop and lungs: histogram equalisation within the lung fields
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:

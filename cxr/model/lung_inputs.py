@@ -2,8 +2,9 @@
 
 The segmenter (cxr/model/segmenter.py) is fitted on `lungs.masks_dir` and saved in the model folder
 (lungs.keras, with its Dice in segmenter.json), so every path that loads the model segments and crops
-exactly as training did. With `lungs.view: lungs` the classifier is fitted on the lung views of the
-dataset's images (cxr/data/lung_view.py), written once to a folder that mirrors the dataset's files.
+exactly as training did. With a lung view (`lungs.view` crop or lungs, cxr/data/lung_view.py) the
+classifier is fitted on the lung views of the dataset's images, written once to a folder that mirrors
+the dataset's files.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def fit_segmenter(params: Params, model_dir: str | Path) -> tuple[Segmenter, dic
     return segmenter, report
 
 
-def write_views(segmenter: Segmenter, dataset_dir, files, dest, equalise: bool, batch: int = 32) -> float:
+def write_views(segmenter: Segmenter, dataset_dir, files, dest, view: str, equalise: bool, batch: int = 32) -> float:
     """Each of `files` (relative to `dataset_dir`) as its lung view, PNG, at the same relative path under
     `dest`; returns the share of films where the segmenter found plausible lung fields."""
     found = []
@@ -43,6 +44,6 @@ def write_views(segmenter: Segmenter, dataset_dir, files, dest, equalise: bool, 
         for name, film, mask in zip(names, films, segmenter.masks(films), strict=True):
             target = Path(dest) / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(encode_png(lung_view(film, mask, equalise)))
+            target.write_bytes(encode_png(lung_view(film, mask, equalise, mask_outside=view == "lungs")))
             found.append(plausible(mask))
     return float(np.mean(found)) if found else float("nan")

@@ -22,6 +22,7 @@ import tensorflow as tf
 import cxr.model.layers  # noqa: F401 (registers the custom layers for reloading the checkpoint)
 from cxr import events
 from cxr.data.augment import build_augmenter, make_dataset
+from cxr.data.lung_view import LUNG_VIEWS
 from cxr.data.manifest import class_names, labels_of, read_manifest, split_frame
 from cxr.errors import CxrError
 from cxr.evaluation.cross_validation import OOF_FILE, assign_folds, summarise
@@ -381,9 +382,10 @@ def train_model(
     with tempfile.TemporaryDirectory(prefix="lung-views-") as views:
         fit_dir = Path(dataset_dir)
         if (
-            params.lungs.view == "lungs"
-        ):  # the network reads the lung views; the checks load the model, which makes them
-            lung_report["found_rate"] = write_views(segmenter, dataset_dir, frame["file"], views, params.lungs.equalise)
+            params.lungs.view in LUNG_VIEWS
+        ):  # the network reads lung views (the checks load the model, which makes them)
+            lp = params.lungs
+            lung_report["found_rate"] = write_views(segmenter, dataset_dir, frame["file"], views, lp.view, lp.equalise)
             fit_dir = Path(views)
         setup = FitSetup(fit_dir, positive, params, out_dir, in_model, log_to_mlflow)
         fitted = _fit_final(setup, train_frame, val_frame)
@@ -496,7 +498,7 @@ def _calibrate_and_configure(setup: FitSetup, fitted: _Fitted, negative: str, me
         augmented_in="model" if setup.in_model else "data",
         fitted_on="the base's features, computed once" if setup.features_once else "images, every epoch",
         input_view=params.lungs.view,
-        lung_equalise=params.lungs.view == "lungs" and params.lungs.equalise,
+        lung_equalise=params.lungs.view in LUNG_VIEWS and params.lungs.equalise,
         best_epoch=fitted.best_epoch,
         epoch_selection="last epoch (cross-validation: no held-out images choose it)"
         if ep.cv_folds

@@ -130,6 +130,7 @@ def build_card(name: str, version: str, params: dict, metrics: dict, tags: dict)
         "input_gate": _gate_figures(metrics, tags),
         "scope_check": _scope_figures(metrics, tags),
         "shortcut_probe": _shortcut_figures(metrics, tags),
+        "external_check": _external_figures(metrics),
         "promotion_gate": {
             "outcome": tags.get("gate.outcome") or tags.get("gate.passed") or None,
             "reason": tags.get("gate.reason") or None,
@@ -277,8 +278,22 @@ def _shortcut_figures(metrics: dict, tags: dict) -> dict | None:
         "lungs_hidden_auc": as_number(metrics.get("test_lungs_hidden_auc")),
         "lungs_only_auc": as_number(metrics.get("test_lungs_only_auc")),
         "verdict": tags.get("shortcut.verdict") or None,
-        "method": "the test split scored with the central box (rows and columns 15-85%) filled with the image's "
-        "mean grey (lungs hidden), and with everything outside it filled (lungs only); ROC AUC, chance 0.5",
+        "method": "the test split scored with the lung fields (the model's own segmenter's masks) filled with the "
+        "image's mean grey (lungs hidden), and with everything outside them filled (lungs only), each through the "
+        "model's whole path; ROC AUC, chance 0.5",
+    }
+
+
+def _external_figures(metrics: dict) -> dict | None:
+    """Specificity on adult normal films from a source the model never saw (None when not measured)."""
+    if "external_specificity" not in metrics:
+        return None
+    return {
+        "n": int(metrics.get("external_n", 0) or 0),
+        "specificity": figure(metrics, "external_specificity"),
+        "shift_warn_rate": as_number(metrics.get("external_shift_warn_rate")),
+        "method": "adult normal PA films from a teaching collection (none from the training database's sources, "
+        "never trained on) scored at the model's threshold; the share called normal, with a 95% Wilson interval",
     }
 
 
@@ -324,6 +339,17 @@ def _safety_markdown(card: dict) -> list[str]:
             f"lungs only {_fmt(probe['lungs_only_auc'], 2)} ({probe['method']}).",
             "",
             f"What it means: {probe['verdict'] or 'not recorded'}.",
+            "",
+        ]
+    ext = card.get("external_check")
+    if ext:
+        warned = ext.get("shift_warn_rate")
+        lines += [
+            "## At another source",
+            f"Specificity on {ext['n']} normal films from another source: {_with_ci(ext['specificity'])} "
+            f"({ext['method']}). The shift warning flagged {_rate(warned)} of them. A hospital whose films come from "
+            "sources unlike the training data should expect about this share of its normal films to be called normal, "
+            "and should validate the model on its own films before any use.",
             "",
         ]
     return lines

@@ -9,6 +9,7 @@ from filelock import FileLock
 from cxr.data.images import encode_png
 from cxr.inference.classifier import XrayClassifier, log_model
 from cxr.model.config import ModelConfig
+from cxr.model.segmenter import SEGMENTER_FILE
 from cxr.params import load_params
 from cxr.safety.input_gate import OOD_FILE
 from cxr.safety.ood_set import build_ood_set
@@ -36,7 +37,9 @@ def trained(tmp_path_factory, worker_id):
                 model = _train(shared)
                 done.write_text(str(model))
             model = Path(done.read_text())
-    classifier = XrayClassifier().load(model / "model.keras", ModelConfig.read(model), model / OOD_FILE)
+    classifier = XrayClassifier().load(
+        model / "model.keras", ModelConfig.read(model), model / OOD_FILE, lungs_path=model / SEGMENTER_FILE
+    )
     return {"dir": model, "dataset": shared / "ds", "classifier": classifier, "tmp": tmp}
 
 

@@ -124,7 +124,12 @@ def test_each_component_takes_only_the_run_parameters_it_reads():
         p.name for p in pipeline_parameters() if p.dotted.startswith("validate.")
     }
     assert "gate_min_f1" not in typed(c.train, tiny()) and "gate_min_f1" in typed(c.gate, tiny())
-    assert set(typed(c.evaluate, tiny())) == {"evaluate_bootstrap_samples", "evaluate_prevalence", "train_seed"}
+    assert set(typed(c.evaluate, tiny())) == {
+        "evaluate_bootstrap_samples",
+        "evaluate_prevalence",
+        "evaluate_external_dir",
+        "train_seed",
+    }
     assert set(typed(c.start_run, tiny())) == {p.name for p in pipeline_parameters()} | {"profile"}
 
 

@@ -61,7 +61,7 @@ def test_the_run_form_has_typed_parameters_and_no_json_blob(package):
 
 def test_every_field_of_the_run_sections_is_a_parameter_with_no_list_to_keep():
     names = {p.dotted for p in pipeline_parameters()}
-    for stage in ("ingest", "train", "gate", "evaluate", "ood", "scope"):
+    for stage in ("ingest", "train", "lungs", "gate", "evaluate", "ood", "scope"):
         for f in section_fields(stage):
             assert f"{stage}.{f.name}" in names or f"{stage}.{f.name}" == "ingest.data_dir"
     assert not any(name.startswith(("serve.", "cluster.")) for name in names)
@@ -73,7 +73,7 @@ def test_typed_values_rebuild_the_same_effective_parameters(profile):
     params = load_params(profile=profile, overrides=["train.epochs=3", "validate.allowed_modes=[L, RGB]"])
     values = parameter_values(params)
     rebuilt = from_flat({p.dotted: json.loads(json.dumps(values[p.name])) for p in pipeline_parameters()}, profile)
-    for stage in ("ingest", "validate", "augment", "train", "evaluate", "ood", "scope", "gate", "register"):
+    for stage in ("ingest", "validate", "augment", "train", "lungs", "evaluate", "ood", "scope", "gate", "register"):
         expected = dataclasses.replace(
             getattr(params, stage), **({"data_dir": rebuilt.ingest.data_dir} if stage == "ingest" else {})
         )

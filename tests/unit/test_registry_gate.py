@@ -61,7 +61,11 @@ def test_the_safety_bars_are_off_by_default_and_recorded_when_set():
     reads_source = SafetyEvidence(lungs_hidden_auc=0.9, external_specificity=0.3, external_low=0.2, external_high=0.4)
     assert decide_promotion(ev(0.9, 0.8, 0.95), 0.7, safety=reads_source).outcome == PASSED
     d = decide_promotion(ev(0.9, 0.8, 0.95), 0.7, safety=reads_source, bars=SafetyBars(max_lungs_hidden_auc=0.65))
-    assert d.outcome == FAILED and "lung fields hidden" in d.reason and "0.900 > gate.max_lungs_hidden_auc 0.650" in d.reason
+    assert (
+        d.outcome == FAILED
+        and "lung fields hidden" in d.reason
+        and "0.900 > gate.max_lungs_hidden_auc 0.650" in d.reason
+    )
     assert GateDecision.from_json(d.to_json()).safety["lungs_hidden_auc"] == 0.9
 
 
