@@ -38,13 +38,27 @@ PREDICTION = {
             "description": "the population scope check accepted the image as an adult's chest X-ray (absent: no check)",
         },
         "scope_score": {"type": "number", "description": "the scope check's probability of a child's X-ray"},
-        "warning": {"type": "string", "description": "allow_ood=true on a refused image: why it was refused"},
+        "warning": {
+            "type": "string",
+            "description": "allow_ood=true on a refused image: why it was refused; with shift: why it is unfamiliar",
+        },
+        "shift": {
+            "type": "boolean",
+            "description": "the film is unlike the training films though not refused (5% of same-source films)",
+        },
+        "read_lungs": {
+            "type": "boolean",
+            "description": "heatmap=true: the heat map is on the lung view the model read",
+        },
         "positive_class": {"type": "string"},
         "model_uri": {"type": "string"},
         "model_version": {"type": "string"},
         "data_version": {"type": "string"},
         "heatmap_png": {"type": "string", "description": "base64 PNG: Grad-CAM over the image (heatmap=true)"},
-        "image_png": {"type": "string", "description": "base64 PNG: the image, downscaled (heatmap=true)"},
+        "image_png": {
+            "type": "string",
+            "description": "base64 PNG: the image, downscaled, lung fields outlined (heatmap=true)",
+        },
     },
 }
 

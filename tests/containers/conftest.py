@@ -16,6 +16,7 @@ from tests.conftest import PROJECT
 
 CXR = str(Path(sys.executable).parent / "cxr")
 FAST = ["--set", "train.image_size=32", "--set", "train.epochs=1", "--set", "evaluate.bootstrap_samples=50"]
+FAST += ["--set", "lungs.size=32", "--set", "lungs.epochs=2"]  # a two-epoch lung segmenter: the test is of the loop
 
 
 def image_names() -> dict[str, str]:

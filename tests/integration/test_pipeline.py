@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 CXR = str(Path(sys.executable).parent / "cxr")
 SAMPLE40 = PROJECT / "build" / "test-sample-40"
 FAST = ["--set", "train.image_size=64", "--set", "train.epochs=1", "--data", str(SAMPLE40)]
+FAST += ["--set", "lungs.size=32", "--set", "lungs.epochs=2"]
 
 
 @pytest.fixture(scope="module", autouse=True)

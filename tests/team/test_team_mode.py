@@ -18,6 +18,10 @@ pytestmark = pytest.mark.slow
 NAME = "covid-xray-vgg16"
 TINY = [
     "--set",
+    "lungs.size=32",
+    "--set",
+    "lungs.epochs=2",
+    "--set",
     "train.weights=none",
     "--set",
     "train.image_size=32",
