@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from cxr.data.acquisition import acquisition_variant
 from cxr.data.images import resize_and_scale
 from cxr.data.lung_view import equalise_within, hide_lungs, lung_view
 from cxr.model.architecture import build_model
@@ -36,6 +37,30 @@ from cxr.params import TrainParams
 from cxr.safety.input_gate import build_scorer, feature_statistics, gate_columns
 
 EXTERNAL = Path("cxr/data/external_normals")
+
+
+def acquisition_variant(film: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random acquisition variant of a film (what differs between sites: window and gamma, blur or
+    sharpening, resolution, noise, JPEG), for --augment."""
+    gray = (film[..., 0] if film.ndim == 3 else film).astype(np.float32) / 255.0
+    h, w = gray.shape
+    lo, hi = rng.uniform(0.0, 0.08), rng.uniform(0.92, 1.0)  # window: clip and stretch
+    gray = np.clip((gray - lo) / (hi - lo), 0, 1) ** rng.uniform(0.6, 1.7)  # gamma
+    sigma = rng.uniform(0.3, 1.5)
+    blurred = ndimage.gaussian_filter(gray, sigma)
+    amount = rng.uniform(-0.8, 1.2)  # < 0: blur towards `blurred`; > 0: unsharp masking
+    gray = np.clip(gray + amount * (gray - blurred), 0, 1)
+    scale = rng.uniform(0.4, 1.0)  # resolution: down, then back up
+    if scale < 0.95:
+        small = Image.fromarray(np.uint8(gray * 255)).resize((max(8, int(w * scale)), max(8, int(h * scale))))
+        gray = np.asarray(small.resize((w, h), Image.Resampling.BILINEAR), np.float32) / 255.0
+    gray = np.clip(gray + rng.normal(0, rng.uniform(0, 0.03), gray.shape), 0, 1)
+    out = np.uint8(np.round(gray * 255))
+    if rng.random() < 0.5:
+        buffer = io.BytesIO()
+        Image.fromarray(out).save(buffer, format="JPEG", quality=int(rng.integers(30, 95)))
+        out = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("L"))
+    return out
 
 
 def load_dataset(folder: Path):

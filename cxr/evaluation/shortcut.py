@@ -3,8 +3,8 @@
 The database's classes come from different hospitals and sources, so a classifier can learn the source
 (scanner, burned-in labels, collimation, processing) instead of the disease (DeGrave et al., Nature
 Machine Intelligence 2021). The probe scores the test split twice more: once with the lung fields hidden
-(the central box filled with the image's mean grey) and once with only the lung fields shown (the border
-filled instead). ROC AUC is the measure (0.5: chance, whatever the threshold): a model that stays well
+(filled with the image's mean grey) and once with only the lung fields shown (everything else filled
+instead). ROC AUC is the measure (0.5: chance, whatever the threshold): a model that stays well
 above chance with the lungs hidden is reading non-anatomical cues; one that keeps its AUC with only the
 lungs shown is not relying on the border. The lung fields are the model's own segmenter's masks
 (cxr/model/segmenter.py), and the masked film then takes the model's whole path, segmentation included.
@@ -38,12 +38,10 @@ def masked(array: np.ndarray, view: str, mask: np.ndarray | None = None) -> np.n
     fill = np.uint8(round(float(out.mean())))
     if view == "lungs_hidden":
         out[top:bottom, left:right] = fill
-    elif view == "lungs_only":
+    else:
         inside = out[top:bottom, left:right].copy()
         out[...] = fill
         out[top:bottom, left:right] = inside
-    else:
-        raise ValueError(f"unknown view {view}")
     return out
 
 

@@ -379,6 +379,7 @@ def train_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter, lung_report = fit_segmenter(params, out_dir)
+    keras.utils.set_random_seed(tp.seed)  # the classifier draws from train.seed, whatever the segmenter drew
     with tempfile.TemporaryDirectory(prefix="lung-views-") as views:
         fit_dir = Path(dataset_dir)
         if (
