@@ -95,7 +95,7 @@ class TrainParams:
     head: str = "linear"  # linear: Dense 1 sigmoid (a linear probe) | paper: Dense 1024 -> 512 ReLU -> 1 sigmoid
     standardise: bool = True  # the pooled features to zero mean, unit variance over the training images
     dropout: float = 0.0  # before each Dense layer of the head
-    l2: float = 0.01  # L2 penalty on the head's Dense kernels
+    l2: float = 0.1  # L2 penalty on the head's Dense kernels
     seed: int = 42
 
 

@@ -95,11 +95,14 @@ class StepView:
         return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fold}epoch {done}/{total}  {self._best()}"
 
     def _best(self) -> str:
-        scored = [e for e in self.epochs if "val_loss" in e and "fold" not in e]  # a fold's is only watched
+        """The epoch training keeps: the lowest validation cross-entropy (val_bce; val_loss from a model
+        compiled without it)."""
+        key = "val_bce" if any("val_bce" in e for e in self.epochs) else "val_loss"
+        scored = [e for e in self.epochs if key in e and "fold" not in e]  # a fold's is only watched
         if not scored:
             return ""
-        best = min(scored, key=lambda e: e["val_loss"])
-        return f"best val_loss {best['val_loss']:.3f} at epoch {best['epoch']}"
+        best = min(scored, key=lambda e: e[key])
+        return f"best {key} {best[key]:.3f} at epoch {best['epoch']}"
 
     def _end(self, name: str, status: str) -> None:
         step = self.current if self.current is not None and self.current.name == name else StepLine(name, self.clock())

@@ -159,7 +159,8 @@ class FitSetup:
 
 
 def _fit(setup: FitSetup, train_frame, val_frame, select_best: bool, fold: tuple[int, int] | None = None):
-    """One network fitted on `train_frame`. With `select_best` the epoch with the lowest val_loss on
+    """One network fitted on `train_frame`. With `select_best` the epoch with the lowest validation
+    cross-entropy (`SELECT_ON`) on
     `val_frame` is kept; otherwise the last epoch (val_frame, if any, is only watched). Returns
     (model, history, best epoch, 1-based). With a frozen base and no random augmentation the head is
     fitted on the base's features, computed once (`features_once`) into `cache` (see _HeadData)."""
@@ -190,7 +191,9 @@ def _fit(setup: FitSetup, train_frame, val_frame, select_best: bool, fold: tuple
     checkpoint = out_dir / "best.keras"
     callbacks = [EpochReporter.create(log_to_mlflow, fold)]
     if select_best:
-        callbacks.append(keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True))
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(checkpoint, monitor=SELECT_ON, mode="min", save_best_only=True)
+        )
     history = model.fit(train_ds, validation_data=val_ds, epochs=tp.epochs, callbacks=callbacks, verbose=2)
     history = {k: [float(x) for x in v] for k, v in history.history.items()}
     if not select_best:
@@ -200,9 +203,14 @@ def _fit(setup: FitSetup, train_frame, val_frame, select_best: bool, fold: tuple
     return model, history, _lowest_val_loss_epoch(history)
 
 
+# the best epoch is the one with the lowest validation cross-entropy, the data term alone: val_loss also
+# carries the L2 penalty, which grows as the head's weights grow from zero and so favours the first epochs
+SELECT_ON = "val_bce"
+
+
 def _lowest_val_loss_epoch(history: dict) -> int:
-    """The 1-based epoch whose validation loss was lowest (the one select_best keeps)."""
-    losses = history["val_loss"]
+    """The 1-based epoch whose validation cross-entropy was lowest (the one select_best keeps)."""
+    losses = history[SELECT_ON]
     return int(min(range(len(losses)), key=losses.__getitem__)) + 1
 
 
@@ -291,9 +299,9 @@ def _fit_head(model, data: _HeadData, train_frame, val_frame, params: Params, se
     compile_model(head, tp)
     validation = None if val_frame is None else data.features(val_frame, training=False)
     callbacks = [EpochReporter.create(log_to_mlflow, fold)]
-    if select_best:  # never stops early (patience: every epoch); restores the lowest val_loss's weights
+    if select_best:  # never stops early (patience: every epoch); restores the lowest val_bce's weights
         callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=tp.epochs, restore_best_weights=True)
+            keras.callbacks.EarlyStopping(monitor=SELECT_ON, mode="min", patience=tp.epochs, restore_best_weights=True)
         )
     history = head.fit(
         x_train,
@@ -363,7 +371,7 @@ def train_model(
 ) -> TrainResult:
     """Fit, write model.keras + config.json (+ ood.npz, scope.npz) into out_dir.
 
-    Without cross-validation: fitted on the train split, the best epoch by val_loss kept; threshold and
+    Without cross-validation: fitted on the train split, the best epoch by validation cross-entropy kept; threshold and
     temperature from the validation split. With evaluate.cv_folds K: K fold networks give out-of-fold
     probabilities for the pooled train + val images (threshold, temperature and the gate's evidence come
     from them, written to oof.json), then the final network is fitted on all pooled images.
@@ -503,7 +511,7 @@ def _calibrate_and_configure(setup: FitSetup, fitted: _Fitted, negative: str, me
         best_epoch=fitted.best_epoch,
         epoch_selection="last epoch (cross-validation: no held-out images choose it)"
         if ep.cv_folds
-        else "lowest validation loss",
+        else "lowest validation cross-entropy",
         profile=params.profile,
     ).write(setup.out_dir)
     return calibrated
