@@ -24,7 +24,7 @@ from PIL import Image
 import cxr
 import cxr.model.layers  # noqa: F401 (registers the custom layers before a model is loaded)
 from cxr.data.images import resize_and_scale
-from cxr.data.lung_view import LUNG_VIEWS, lung_view
+from cxr.data.lung_view import LUNG_VIEWS, bounding_box, lung_view
 from cxr.errors import CxrError, first_line
 from cxr.inference.scoring import assess
 from cxr.model.calibration import apply_temperature
@@ -84,6 +84,14 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         masks = masks if masks is not None else self.segmenter.masks(arrays)
         equalise, outside = self.config.lung_equalise, view == "lungs"
         return [lung_view(a, m, equalise, outside) for a, m in zip(arrays, masks, strict=True)]
+
+    def view_box(self, array: np.ndarray, mask: np.ndarray | None) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) of the part of a film the network reads: the lungs' box for a lung
+        view, else the whole film."""
+        h, w = array.shape[:2]
+        if self.config.input_view not in LUNG_VIEWS or mask is None or not mask.any():
+            return 0, h, 0, w
+        return bounding_box(mask)
 
     def preprocess(self, arrays: list[np.ndarray]) -> np.ndarray:
         size = self.config.image_size

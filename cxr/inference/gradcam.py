@@ -46,6 +46,16 @@ class GradCam:
         return np.asarray(heat), float(probability)
 
 
+def place_heat(heat: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """A heat map of the region `box` (top, bottom, left, right) of a film, resized into that region of a
+    map of the film's `shape` (zero elsewhere)."""
+    top, bottom, left, right = box
+    out = np.zeros(shape, np.float32)
+    region = Image.fromarray(np.float32(heat)).resize((right - left, bottom - top), Image.BILINEAR)
+    out[top:bottom, left:right] = np.asarray(region)
+    return out
+
+
 def overlay_png(image: np.ndarray, heat: np.ndarray, max_side: int = 512, alpha: float = 0.45) -> bytes:
     """The X-ray (downscaled to max_side) with the heatmap blended over it, as PNG bytes (in memory)."""
     base = Image.fromarray(image).convert("RGB")

@@ -18,6 +18,7 @@ from flask import Flask, Request, Response, g, jsonify, render_template, request
 from gunicorn.app.base import BaseApplication
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from cxr.data.lung_view import LUNG_VIEWS
 from cxr.errors import CxrError, EmptyInput, InputTooLarge, OutOfScope, UnsupportedFormat
 from cxr.inference.gradcam import overlay_png, thumbnail_png
 from cxr.serving import webhook
@@ -163,10 +164,10 @@ class Predictor:
         result["shift"] = bool(row.get("shift"))
         if heatmap:  # on the image already decoded for the prediction
             with self.metrics.latency.labels(version, "heatmap").time():
-                heat, read, mask = served.explain(array)
-            result["heatmap_png"] = base64.b64encode(overlay_png(read, heat)).decode()
+                heat, mask = served.explain(array)
+            result["heatmap_png"] = base64.b64encode(overlay_png(array, heat)).decode()
             result["image_png"] = base64.b64encode(thumbnail_png(array, mask=mask)).decode()
-            result["read_lungs"] = read is not array
+            result["read_lungs"] = mask is not None and served.classifier.config.input_view in LUNG_VIEWS
         return result
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from cxr.data.images import resize_and_scale
 from cxr.errors import CxrError, first_line
 from cxr.inference.classifier import load_classifier
-from cxr.inference.gradcam import GradCam
+from cxr.inference.gradcam import GradCam, place_heat
 from cxr.inference.scoring import decide, prepare, tensor_outputs
 from cxr.release.aliases import CHALLENGER, CHAMPION
 from cxr.release.card import card_problems
@@ -83,14 +83,16 @@ class ServedModel:
         timings["model"] = time.perf_counter() - started
         return decide(self.classifier, rows, index, outputs, allow_ood)[0], arrays[0]
 
-    def explain(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(Grad-CAM heat map, the image the network read: the lung view or the film, the film's lung mask or
-        None for a model without a segmenter)."""
+    def explain(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(Grad-CAM heat map at the film's size: computed on what the network read, the lung view or the
+        film, and placed back where that view lies on the film; the film's lung mask, None for a model
+        without a segmenter)."""
         with self.lock:
             masks = self.classifier.lung_masks([array])
+            mask = None if masks is None else masks[0]
             read = self.classifier.view([array], masks)[0]
             heat, _ = self.gradcam.heatmap(self._scaled(read))
-        return heat, read, None if masks is None else masks[0]
+        return place_heat(heat, self.classifier.view_box(array, mask), array.shape[:2]), mask
 
     def _scaled(self, view: np.ndarray) -> np.ndarray:
         """What `preprocess` makes of a film, from its view already made (no second segmentation)."""

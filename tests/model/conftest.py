@@ -18,7 +18,8 @@ from tests.conftest import train_on_sample
 
 def _train(tmp):
     size = f"train.image_size={load_params().train.image_size}"  # TINY's 32 px would not be the served gate
-    return train_on_sample(tmp, "train.weights=hed", size, "train.epochs=1", "train.batch_size=8")
+    lungs = ("lungs.size=64", "lungs.epochs=40")  # a segmenter that finds the lungs, as the served model's does
+    return train_on_sample(tmp, "train.weights=hed", size, "train.epochs=1", "train.batch_size=8", *lungs)
 
 
 @pytest.fixture(scope="session")

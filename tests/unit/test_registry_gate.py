@@ -148,9 +148,9 @@ def test_retrain_decision_names_what_changed_in_the_training_signature():
     data = decide_retrain(TrainingSignature("def", "p1", "c1"), _Version(4, "abc"))
     assert data.run and data.changed == ("data",) and "changed since version 4: data abc -> def" in data.message
     params = decide_retrain(
-        TrainingSignature("abc", "p2", "c1"), _Version(4, "abc"), param_changes=["train.l2 0.01 -> 0.02"]
+        TrainingSignature("abc", "p2", "c1"), _Version(4, "abc"), param_changes=["train.l2 0.1 -> 0.02"]
     )
-    assert params.changed == ("parameters",) and "parameters (train.l2 0.01 -> 0.02)" in params.message
+    assert params.changed == ("parameters",) and "parameters (train.l2 0.1 -> 0.02)" in params.message
     code = decide_retrain(TrainingSignature("abc", "p1", "c2"), _Version(4, "abc"))
     assert code.changed == ("code",) and "training code c1 -> c2" in code.message
     old = decide_retrain(now, _Version(4, "abc", params_hash="", code_version=""))  # registered before signatures
@@ -167,7 +167,7 @@ def test_the_signature_hashes_what_shapes_the_model_and_nothing_else(tmp_path):
     assert params_hash(base) != params_hash(load_params(overrides=["train.l2=0.02"]))
     logged = {k: str(v) for k, v in base.flat().items()}  # what the pipeline logs to MLflow
     assert changed_params(base, logged) == []
-    assert changed_params(load_params(overrides=["train.l2=0.02"]), logged) == ["train.l2 0.01 -> 0.02"]
+    assert changed_params(load_params(overrides=["train.l2=0.02"]), logged) == ["train.l2 0.1 -> 0.02"]
     assert "ingest.data_dir" not in shaping_params(base)
     (tmp_path / "train.py").write_text("x = 1\n")
     (tmp_path / "serving").mkdir()
