@@ -16,8 +16,7 @@ from scipy import ndimage
 
 MARGIN = 0.04  # of the film's height and width, around the lungs' bounding box
 DILATE = 0.02  # of the crop's larger side: the lung border stays inside the view
-VIEWS = ("film", "crop", "lungs")  # the whole film | cropped to the lungs' box | cropped and masked
-LUNG_VIEWS = ("crop", "lungs")
+LUNG_VIEWS = ("crop", "lungs")  # cropped to the lungs' box | also masked (lungs.view film: the whole film)
 
 
 def bounding_box(mask: np.ndarray, margin: float = MARGIN) -> tuple[int, int, int, int]:

@@ -2,7 +2,7 @@
 
 It runs at `lungs.size` pixels (a square resize of the whole film), on 8-bit grayscale, and its mask is
 cleaned up (the two largest connected regions, holes filled) and resized back to the film. Fitted on
-adult normal films only (data/external-normal-lungmasks): its masks on COVID films are an extrapolation,
+adult normal films only (cxr/data/external_normals): its masks on COVID films are an extrapolation,
 checked by eye and by the share of films where it finds plausible lungs (`plausible`).
 """
 
@@ -15,6 +15,8 @@ import keras
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from cxr.data.lung_view import resize_mask
 
 SEGMENTER_FILE = "lungs.keras"
 MIN_AREA = 0.08  # a mask covering less of the film than this is no lung field (nothing found)
@@ -121,13 +123,8 @@ class Segmenter:
 
     def masks(self, films: list[np.ndarray]) -> list[np.ndarray]:
         """Each film's lung mask at the film's own size (bool), cleaned (`clean_mask`)."""
-        out = []
-        for film, prob in zip(films, self.probabilities(films), strict=True):
-            small = clean_mask(prob > 0.5)
-            h, w = gray(film).shape
-            big = Image.fromarray(small.astype(np.uint8) * 255).resize((w, h), Image.Resampling.BILINEAR)
-            out.append(np.asarray(big) > 127)
-        return out
+        probabilities = self.probabilities(films)
+        return [resize_mask(clean_mask(p > 0.5), film.shape[:2]) for film, p in zip(films, probabilities, strict=True)]
 
     def save(self, model_dir: str | Path) -> Path:
         path = Path(model_dir) / SEGMENTER_FILE
