@@ -16,7 +16,7 @@ others), so the seeds vary the training alone; --redraw-folds draws them again f
 1-3 did, which mixes the fold draw's noise into the spread. A fold's F1 is at threshold 0.5 on the
 flip-averaged held-out probabilities; per seed, cv_f1 is the mean over folds; the spread is max - min
 over seeds. A loss spike is an epoch whose training loss is more than twice the epoch before's and above
-ln 2 (what guessing costs): cxr.model.training.largest_loss_jump, the loss_jump_max the train step logs.
+ln 2 (what guessing costs): cxr.model.fitting.largest_loss_jump, the loss_jump_max the train step logs.
 
     .venv/bin/python bench/cpu_profile_cv.py [--folds 5] [--seeds 1 2 3] [--views 24] [--cache DIR]
         [--around-best | --feature-block | --head | --every-view] [--fold-seed N | --redraw-folds]
@@ -104,7 +104,7 @@ def base_features(frame, dataset_dir, size: int, blocks, views: int, seed: int, 
 
 def head(shape, config: Config, seed: int, reference=None):
     """The head exactly as cxr.model.architecture.add_head builds it on the base's feature maps; with
-    `standardise` adapted on `reference` (the training fold's clean images, as cxr.model.training adapts it)."""
+    `standardise` adapted on `reference` (the training fold's clean images, as cxr.model.fitting adapts it)."""
     import keras
 
     from cxr.model.architecture import adapt_standardisation, add_head
@@ -135,7 +135,7 @@ def cross_validate(features, y, config: Config, folds: np.ndarray, seed: int):
     in every view), fitted batch by batch (train_on_batch: the batches epoch-by-epoch `fit` makes, without
     its per-call overhead)."""
     from cxr.evaluation.metrics import compute_metrics
-    from cxr.model.training import largest_loss_jump
+    from cxr.model.fitting import largest_loss_jump
 
     rng = np.random.default_rng(seed)
     n_views = features.shape[1] - 2

@@ -36,8 +36,8 @@ def main() -> None:
 
     from cxr.params import load_params
     from cxr.safety.drift import detect
-    from cxr.safety.drift_check import project_files
     from cxr.safety.population import REFERENCE_DIR
+    from cxr.steps.drift_check import project_files
     from cxr.tracking import runs as tracking
 
     params = load_params()

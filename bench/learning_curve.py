@@ -5,7 +5,7 @@ Usage: python bench/learning_curve.py [--data ../shared/data/covid-radiography-m
 
 The data folder (class sub-folders) is ingested once (manifest, near-duplicate hashes); every image's
 frozen-base features are computed once and shared by every size, fold and candidate (the training's
-own cache, cxr.model.training._HeadData), so each point costs only the head's fits. At each size N, a
+own cache, cxr.model.fitting.HeadFeatures), so each point costs only the head's fits. At each size N, a
 stratified random pool of N / (1 - 1/folds) images is cut into folds (near-duplicates together,
 cxr.evaluation.cross_validation), so each fold's model trains on about N images; F1 is at
 evaluate.threshold (0.5), mean and sd over the folds.
@@ -40,8 +40,9 @@ from cxr.data.manifest import (  # noqa: E402
 from cxr.evaluation.cross_validation import summarise  # noqa: E402
 from cxr.evaluation.metrics import calibration  # noqa: E402
 from cxr.model.calibration import apply_temperature, fit_temperature  # noqa: E402
-from cxr.model.training import FitSetup, _cross_validate  # noqa: E402
+from cxr.model.fitting import FitSetup  # noqa: E402
 from cxr.params import load_params  # noqa: E402
+from cxr.training.folds import cross_validate  # noqa: E402
 
 CANDIDATES = {
     "cpu": [],
@@ -97,7 +98,7 @@ def main() -> None:
             pool = pool_of(frame, n, args.folds, args.seed)
             t = time.time()
             setup = FitSetup(work / "ds", positive, params, work, cache=cache)
-            oof, _, fold_metrics = _cross_validate(setup, pool)
+            oof, _, fold_metrics = cross_validate(setup, pool)
             summary = summarise(fold_metrics)
             row = {
                 "candidate": name,

@@ -32,9 +32,9 @@ from sklearn.preprocessing import StandardScaler
 from cxr.data.images import resize_and_scale
 from cxr.data.lung_view import equalise_within, hide_lungs, lung_view
 from cxr.model.architecture import build_model
+from cxr.model.block_stats import block_columns, build_scorer, feature_statistics
 from cxr.model.segmenter import Segmenter, dice
 from cxr.params import TrainParams
-from cxr.safety.input_gate import build_scorer, feature_statistics, gate_columns
 
 EXTERNAL = Path("cxr/data/external_normals")
 
@@ -81,7 +81,7 @@ class Features:
         tp = TrainParams(image_size=size)
         self.size = size
         self.scorer = build_scorer(build_model(tp), statistics_only=True)
-        self.columns = gate_columns(tp.stat_blocks)
+        self.columns = block_columns(tp.stat_blocks)
 
     def __call__(self, arrays) -> np.ndarray:
         out = []

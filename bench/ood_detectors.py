@@ -31,8 +31,9 @@ def main() -> None:
     from cxr.data.images import decode_image
     from cxr.inference.classifier import XrayClassifier
     from cxr.model.architecture import build_model
+    from cxr.model.block_stats import build_scorer, feature_statistics
     from cxr.params import load_params
-    from cxr.safety.input_gate import build_scorer, choose_threshold, feature_statistics, fit_gate
+    from cxr.safety.input_gate import choose_threshold, fit_gate
     from cxr.safety.ood_set import build_ood_set
 
     params = load_params()

@@ -1,31 +1,17 @@
-"""The pipeline's typed run parameters, generated from the params dataclasses (`cxr/params.py`), and the
-decorator that gives each component exactly the ones it uses.
+"""The pipeline's typed run parameters, derived from the params dataclasses (`cxr/params.py`).
 
 Every field of the sections below is one pipeline input named `<stage>_<key>` (`train_learning_rate`),
 typed from its field (int, float, bool, str; tuples as list, mappings as dict), with params.yaml's
 effective value (profile and `--set` applied) as its default. A field added to a dataclass becomes a
 pipeline input by itself: there is no second list to keep in step.
 
-`typed_component(uses=...)` turns a step function that takes `params: Params` into a kfp component whose
-inputs are the typed parameters in `uses` (whole sections, `stage.key` entries, or `profile`): the
-component's source, which kfp ships into the container and whose signature the executor reads, is
-generated with those inputs, and its first statement rebuilds `params` from them (`cxr.params.from_flat`,
-which checks each value against its field). A step's cache key therefore changes only when a parameter
-it reads changes.
+components/generate.py writes each kfp component with exactly the parameters its step uses (`used`).
 """
 
 from __future__ import annotations
 
-import ast
-import inspect
-import itertools
-import linecache
-import textwrap
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from kfp import dsl
 
 from cxr.params import CHOICES, Params, section_fields
 
@@ -77,48 +63,3 @@ def used(uses: tuple[str, ...]) -> list[PipelineParameter]:
         if entry != PROFILE and not any(p.dotted == entry or p.dotted.startswith(entry + ".") for p in known):
             raise ValueError(f"'{entry}' names no pipeline parameter")
     return [p for p in known if p.dotted in uses or p.dotted.split(".")[0] in uses]
-
-
-def _docstring(doc: str, extra: list[tuple[str, str]]) -> str:
-    """`doc` with `extra` (name, description) appended to its Args section (before Returns)."""
-    doc = inspect.cleandoc(doc)
-    head, sep, tail = doc.partition("\n\nReturns:")
-    lines = "".join(f"\n    {name}: {text}" for name, text in extra)
-    return head + lines + sep + tail
-
-
-def typed_component(uses: tuple[str, ...], base_image: str) -> Callable:
-    """Decorator: `func(..., params: Params)` -> a kfp component taking the typed parameters in `uses`."""
-
-    def wrap(func: Callable):
-        chosen = used(uses)
-        module = ast.parse(textwrap.dedent(inspect.getsource(func)))
-        fn = module.body[0]
-        fn.decorator_list = []
-        fn.args.args = [a for a in fn.args.args if a.arg != "params"]
-        inputs = [(p.name, p.annotation.__name__) for p in chosen]
-        if PROFILE in uses:
-            inputs.append((PROFILE, "str"))
-        fn.args.args += [ast.arg(arg=name, annotation=ast.Name(kind)) for name, kind in inputs]
-        mapping = ", ".join(f"{p.dotted!r}: {p.name}" for p in chosen)
-        profile = PROFILE if PROFILE in uses else "'cpu'"
-        prologue = ast.parse(f"from cxr.params import from_flat\nparams = from_flat({{{mapping}}}, {profile})").body
-        docs = [(p.name, p.description) for p in chosen]
-        if PROFILE in uses:
-            docs.append((PROFILE, "The params.yaml profile the values came from (cpu, paper)."))
-        fn.body[0] = ast.Expr(ast.Constant(_docstring(func.__doc__ or "", docs)))
-        fn.body[1:1] = prologue
-        text = ast.unparse(ast.fix_missing_locations(module)) + "\n"
-        # kfp reads the component's source with inspect.getsource: the generated text is kept in linecache
-        filename = f"<cxr component {fn.name} {next(_counter)}>"
-        linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
-        namespace = dict(func.__globals__)
-        exec(compile(text, filename, "exec", dont_inherit=True), namespace)  # noqa: S102 - source generated above
-        generated = namespace[fn.name]
-        generated.__module__ = func.__module__
-        return dsl.component(base_image=base_image, install_kfp_package=False)(generated)
-
-    return wrap
-
-
-_counter = itertools.count()

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cxr.aliases import CHALLENGER
 from cxr.errors import CxrError
-from cxr.release.aliases import CHALLENGER
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -245,9 +244,6 @@ class Params:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     def flat(self) -> dict[str, Any]:
         """`stage.key` -> value, for MLflow params (comparable across runs in the UI)."""
         out: dict[str, Any] = {}
@@ -397,11 +393,4 @@ def from_flat(values: dict[str, Any], profile: str = "cpu") -> Params:
     for dotted, value in values.items():
         stage, key = dotted.split(".", 1)
         raw.setdefault(stage, {})[key] = value
-    return from_dict(raw, profile=profile)
-
-
-def params_from_json(text: str) -> Params:
-    """Inverse of Params.to_json (how kfp components receive the params)."""
-    raw = json.loads(text)
-    profile = raw.pop("profile", "cpu")
     return from_dict(raw, profile=profile)

@@ -139,6 +139,27 @@ def serve(
     run_server(model, host, port, params.serve, params.register.model_name, auth, records)
 
 
+def _retrain_decision(params, uri: str, force: bool):
+    """(whether and why to retrain, its summary for --json): the training signature now against the newest
+    registered version's."""
+    from cxr.release.retrain import decide_retrain, logged_params, newest_version
+    from cxr.tracking import runs as tracking
+    from cxr.tracking.signature import TrainingSignature, changed_params
+
+    tracking.configure(uri, params.mlflow.experiment)
+    newest = newest_version(params.register.model_name)
+    signature = TrainingSignature.of(tracking.data_version(), params)
+    decision = decide_retrain(signature, newest, force, changed_params(params, logged_params(newest)))
+    summary = {
+        "ran": decision.run,
+        "message": decision.message,
+        "data_version": decision.data_version,
+        "changed": list(decision.changed),
+        "signature": signature.tags(),
+    }
+    return decision, summary
+
+
 @app.command("retrain")
 def retrain(
     force: bool = typer.Option(False, "--force", help="Retrain even if the newest version has the same signature."),
@@ -158,8 +179,6 @@ def retrain(
     shape the model, the training code) differs from the newest registered version's; says which part changed.
     Exit 0 registered or nothing to do, 3 gate refused, 2 failed."""
     from cxr.params import project_root
-    from cxr.release.retrain import decide_retrain, logged_params, newest_version
-    from cxr.release.signature import TrainingSignature, changed_params
     from cxr.tracking import runs as tracking
     from cxr_cli.pipeline import _fail_json, _finish, _run_pipeline, _submit_and_wait
     from cxr_cli.progress import terminal
@@ -171,21 +190,11 @@ def retrain(
     uri = tracking.resolve_tracking_uri(params, tracking_uri)
     out = terminal(to_stderr=as_json)
     try:
-        tracking.configure(uri, params.mlflow.experiment)
-        newest = newest_version(params.register.model_name)
-        signature = TrainingSignature.of(tracking.data_version(), params)
-        decision = decide_retrain(signature, newest, force, changed_params(params, logged_params(newest)))
+        decision, summary = _retrain_decision(params, uri, force)
     except CxrError as exc:
         _fail_json(exc, uri, as_json)
         raise
     out.write(decision.message + "\n")
-    summary = {
-        "ran": decision.run,
-        "message": decision.message,
-        "data_version": decision.data_version,
-        "changed": list(decision.changed),
-        "signature": signature.tags(),
-    }
     if not decision.run:
         if as_json:
             print(dumps(skipped_result(uri, retrain=summary)))

@@ -72,10 +72,10 @@ def monitor_drift(
     """Test a batch of images against the model's training split (energy-distance test on the input gate's
     features, projected; docs/operations.md). Prints a one-line verdict, writes an HTML report and logs it
     under the model's MLflow run. Exit 0: no drift; 4: drift; 2: no verdict (an error)."""
-    from cxr.safety import drift_check
     from cxr.safety.drift import detect
     from cxr.safety.drift_report import write_report
     from cxr.serving.records import since_time
+    from cxr.steps import drift_check
     from cxr.tracking import runs as tracking
 
     params = _load(params_file, "cpu", ())

@@ -315,7 +315,7 @@ def pipeline_upload(
 
     from cxr.tracking import runs as tracking
     from pipelines import catalog
-    from pipelines.training import PIPELINE_NAME
+    from pipelines.kfp_pipeline import PIPELINE_NAME
 
     cluster = (image_registry, image_tag, tracking_uri, data_dir, mlflow_secret)
     name, version = name or PIPELINE_NAME, version or tracking.git_commit()
@@ -349,7 +349,7 @@ def pipeline_schedule(
     """Create, or replace, a recurring run of an uploaded pipeline version. Each run trains on the data
     version and parameters the version was compiled with (upload a new version when data lands)."""
     from pipelines import catalog
-    from pipelines.training import PIPELINE_NAME
+    from pipelines.kfp_pipeline import PIPELINE_NAME
 
     params = _load(params_file, profile, ())
     name = name or PIPELINE_NAME

@@ -124,8 +124,8 @@ def stage_register(profile: str = ProfileOpt, params_file: Path | None = ParamsO
         model_uri = (ARTIFACTS / "model" / "mlflow_model_uri.txt").read_text().strip()
         read = json.loads(RUN_FILE.read_text()).get("data_version", "unversioned")
         tags = {"data_version": read, "git_commit": tracking.git_commit()}
-        out["registered_version"] = register_step(ctx, model_uri, decision.to_json(), params, tags)
+        out["registered_version"] = register_step(ctx, model_uri, decision, params, tags)
     else:
-        reject_step(ctx, decision.to_json())
+        reject_step(ctx, decision)
     (ARTIFACTS / "gate.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out))

@@ -45,7 +45,7 @@ def subscribe_webapp(
 ) -> None:
     """Have the MLflow server tell the web app at once when an alias moves (registry webhook, signed with
     the secret read from stdin, which the app reads as CXR_WEBHOOK_SECRET). Polling stays the fallback."""
-    from cxr.mlflow_auth.webhooks import subscribe
+    from cxr.mlflow_auth.subscription import subscribe
     from cxr.tracking import runs as tracking
 
     uri = tracking.resolve_tracking_uri(None, tracking_uri)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from kfp import compiler
 
-from components.steps import CPU_IMAGE, GPU_IMAGE
+from components.sources import CPU_IMAGE, GPU_IMAGE
 from cxr.params import ClusterParams, Params
-from cxr.release.signature import code_version
-from pipelines.images import load_digests, pinned
-from pipelines.training import build_pipeline
+from cxr.tracking.signature import code_version
+from pipelines.image_digests import load_digests, pinned
+from pipelines.kfp_pipeline import build_pipeline
 
 
 def image_names(registry: str, tag: str) -> dict[str, str]:
@@ -27,7 +27,7 @@ def recorded_images(images: dict[str, str]) -> dict[str, str]:
 
 def cluster_pipeline(params: Params, data_version: str = "unversioned", git_commit: str = "unknown"):
     """The pipeline as the cluster runs it: run parameters defaulting to `params`, location inputs, images
-    (by digest where `make images-push` recorded one: pipelines/images.py), data source, secrets and GPU
+    (by digest where `make images-push` recorded one: pipelines/image_digests.py), data source, secrets and GPU
     placement from params.cluster."""
     cluster: ClusterParams = params.cluster
     images = pinned(image_names(cluster.image_registry, cluster.image_tag), load_digests())

@@ -16,10 +16,10 @@ from components.parameters import parameter_values
 from cxr.data.versions import dir_md5
 from cxr.errors import CxrError
 from cxr.params import Params, project_root
-from cxr.release.signature import code_version
 from cxr.tracking import runs as tracking
+from cxr.tracking.signature import code_version
 from pipelines.compile import image_names, recorded_images
-from pipelines.training import build_pipeline
+from pipelines.kfp_pipeline import build_pipeline
 
 
 @dataclass
@@ -78,30 +78,19 @@ def run_local(
     tracking.configure(tracking_uri, params.mlflow.experiment)
     pipeline_root = Path(pipeline_root or project_root() / ".kfp" / "outputs").resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    launch = contextlib.nullcontext()
-    images = None
     requested = tracking.data_version()
     # ingest and validation are reused from an earlier run on the same folder content (its md5 is part of
     # ingest's cache key, whatever data.dvc names), parameters and code
     folder_version = dir_md5(data_dir) if cache else ""
     if runner == "docker":
-        from pipelines import docker_runner
-        from pipelines.training import steps
-
-        names = image_names(params.cluster.image_registry, params.cluster.image_tag)
-        images = {
-            steps.CPU_IMAGE: names[steps.CPU_IMAGE],
-            steps.GPU_IMAGE: names[steps.GPU_IMAGE if gpu else steps.CPU_IMAGE],
-        }
-        identities = docker_runner.require_images(sorted(set(images.values())))
-        mounts = {data_dir: "ro"}
-        if tracking.is_local(tracking_uri):  # the local store, at the same path inside the containers
-            mounts[Path(tracking_uri.removeprefix("sqlite:///").removeprefix("file://")).resolve().parent] = "rw"
-        launch = docker_runner.reliable_containers(mounts)
-        recorded = recorded_images({key: identities[ref] for key, ref in images.items()})
-        task_runner = docker_runner.runner(gpu)
+        task_runner, launch, images, recorded = _docker(params, data_dir, tracking_uri, gpu)
     else:
-        task_runner, recorded = local.SubprocessRunner(use_venv=False), {}
+        task_runner, launch, images, recorded = (
+            local.SubprocessRunner(use_venv=False),
+            contextlib.nullcontext(),
+            None,
+            {},
+        )
     local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=False, enable_caching=cache)
     with launch, cache_hits_shown():
         build_pipeline(params, images=images)(
@@ -116,6 +105,22 @@ def run_local(
             **parameter_values(params),
         )
     return read_outcome(tracking_uri, params.mlflow.experiment, run_name)
+
+
+def _docker(params: Params, data_dir: Path, tracking_uri: str, gpu: bool):
+    """(kfp's DockerRunner, the context that keeps its containers reliable, the images the pipeline's
+    placeholders become, those images by digest for the MLflow run's tags)."""
+    from components.sources import CPU_IMAGE, GPU_IMAGE
+    from pipelines import docker_runner
+
+    names = image_names(params.cluster.image_registry, params.cluster.image_tag)
+    images = {CPU_IMAGE: names[CPU_IMAGE], GPU_IMAGE: names[GPU_IMAGE if gpu else CPU_IMAGE]}
+    identities = docker_runner.require_images(sorted(set(images.values())))
+    mounts = {data_dir: "ro"}
+    if tracking.is_local(tracking_uri):  # the local store, at the same path inside the containers
+        mounts[Path(tracking_uri.removeprefix("sqlite:///").removeprefix("file://")).resolve().parent] = "rw"
+    recorded = recorded_images({key: identities[ref] for key, ref in images.items()})
+    return docker_runner.runner(gpu), docker_runner.reliable_containers(mounts), images, recorded
 
 
 @contextlib.contextmanager

@@ -100,7 +100,7 @@ def train_on_sample(tmp: Path, *overrides: str) -> Path:
     """A model trained on the real sample with tiny settings plus `overrides`, dataset in tmp/ds; returns
     its folder (tmp/model)."""
     from cxr.data.manifest import ingest
-    from cxr.model.training import train_model
+    from cxr.training import train_model
 
     params = tiny(*overrides)
     ingest(SAMPLE, tmp / "ds", params.ingest)

@@ -27,11 +27,12 @@ from cxr.data.images import resize_and_scale
 from cxr.data.lung_view import LUNG_VIEWS, bounding_box, lung_view
 from cxr.errors import CxrError, first_line
 from cxr.inference.scoring import assess
+from cxr.model.block_stats import build_scorer, feature_statistics
 from cxr.model.calibration import apply_temperature
 from cxr.model.config import CONFIG_FILE, MODEL_FILE, ModelConfig
 from cxr.model.segmenter import SEGMENTER_FILE, Segmenter
 from cxr.safety.drift import DRIFT_FILE, DriftReference
-from cxr.safety.input_gate import OOD_FILE, InputGate, build_scorer, feature_statistics
+from cxr.safety.input_gate import OOD_FILE, InputGate
 from cxr.safety.population import SCOPE_FILE, ScopeCheck
 
 

@@ -140,10 +140,6 @@ def decide(classifier, rows: list[dict], index: list[int], outputs: tuple, allow
     return rows
 
 
-def assess_bytes(classifier, data: bytes, name: str, allow_ood: bool = False, strict: bool = False) -> dict:
-    return assess(classifier, [(name, data)], allow_ood, strict)[0]
-
-
 def predict_files(classifier, files: list[Path], allow_ood: bool = False) -> list[dict]:
     """One result per file (see `assess`); a missing file is an `error` row."""
     items, missing = [], {}

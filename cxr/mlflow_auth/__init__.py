@@ -4,8 +4,12 @@
 one rule MLflow cannot express, since moving an alias and registering a version both need only EDIT
 on a registered model: the release aliases (@champion, @previous-champion) move only for users with
 MANAGE on the model (release managers) or admins. `roles.py` gives users their roles.
+
+`__all__` names the modules other packages import.
 """
 
-from cxr.release.aliases import RELEASE_ALIASES
+from cxr.aliases import RELEASE_ALIASES
 
 PROTECTED_ALIASES = RELEASE_ALIASES
+
+__all__ = ["app", "roles", "subscription"]

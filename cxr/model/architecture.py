@@ -156,7 +156,7 @@ def add_head(x, params: TrainParams):
     elif params.pooling == "average":
         x = keras.layers.GlobalAveragePooling2D(name="average_pool")(x)
     # block_stats: the base already ends in the pooled statistics (build_feature_base)
-    if params.standardise:  # identity until cxr.model.training adapts it to the training images' features
+    if params.standardise:  # identity until cxr.model.fitting adapts it to the training images' features
         x = keras.layers.Normalization(name=STANDARDISE_LAYER, dtype="float32")(x)  # variances overflow float16
     regulariser = keras.regularizers.L2(params.l2) if params.l2 else None
     for units in (1024, 512) if params.head == "paper" else ():

@@ -1,0 +1,7 @@
+"""Releasing models: the promotion gate, registration, promotion and rollback, comparison, the model
+card, retraining decisions.
+
+`__all__` names the modules other packages import.
+"""
+
+__all__ = ["card", "compare", "gate", "promotion", "registry", "retrain"]

@@ -8,13 +8,13 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
+from cxr.aliases import CHAMPION
 from cxr.data.manifest import labels_of, read_manifest, source_rows, split_frame
 from cxr.errors import CxrError
 from cxr.evaluation.live import MEASURES, measure_text
 from cxr.evaluation.metrics import COMPARED_METRICS, compute_metrics, confusion_matrix_table
 from cxr.evaluation.splits import predict_split
 from cxr.model.config import ModelConfig
-from cxr.release.aliases import CHAMPION
 from cxr.release.gate import PairedDelta, disagreement, evidence_from_tags
 from cxr.release.promotion import aliases_by_version, resolve_version, with_interval
 from cxr.release.registry import alias_version

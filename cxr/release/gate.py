@@ -125,56 +125,70 @@ def decide_promotion(
         safety=None if safety is None else asdict(safety),
         bars=None if bars is None else asdict(bars),
     )
-    more_data = (
-        "add labelled images (or give the validation split a larger share, ingest.split) and rerun, or "
-        "cross-validate (--set evaluate.cv_folds=5: every train + val image is then scored by a model that never "
-        "saw it, and the gate reads those); to register a demonstration model anyway: "
-        "--set gate.min_val_per_class=1 --set gate.min_f1=0 (the settings are recorded on the version)"
+    verdict = (
+        _evidence_verdict(val, min_f1, min_val_per_class)
+        or safety_verdict(safety or SafetyEvidence(), bars or SafetyBars())
+        or _champion_verdict(val, min_f1, min_delta, champion)
     )
+    return GateDecision(*verdict, **record)
+
+
+MORE_DATA = (
+    "add labelled images (or give the validation split a larger share, ingest.split) and rerun, or "
+    "cross-validate (--set evaluate.cv_folds=5: every train + val image is then scored by a model that never "
+    "saw it, and the gate reads those); to register a demonstration model anyway: "
+    "--set gate.min_val_per_class=1 --set gate.min_f1=0 (the settings are recorded on the version)"
+)
+
+
+def _interval(val: Evidence) -> str:
+    return f"validation F1 {val.f1:.4f} (95% CI {val.f1_low:.4f}-{val.f1_high:.4f})"
+
+
+def _evidence_verdict(val: Evidence, min_f1: float, min_val_per_class: int) -> tuple[str, str, str] | None:
+    """(outcome, reason, next step) when the validation evidence alone decides: too few images, an
+    undefined F1, an F1 below the bar or an interval reaching below it; None when it clears the bar."""
     fewest = min(val.n_positive, val.n_negative)
     if fewest < min_val_per_class:
-        return GateDecision(
+        return (
             INCONCLUSIVE,
             f"the validation split holds {val.n_positive} positive and {val.n_negative} negative images; "
             f"below gate.min_val_per_class {min_val_per_class} per class no F1 is worth gating on",
-            more_data,
-            **record,
+            MORE_DATA,
         )
     if math.isnan(val.f1):
-        return GateDecision(FAILED, "validation F1 is undefined (NaN)", "check the training logs", **record)
-    interval = f"validation F1 {val.f1:.4f} (95% CI {val.f1_low:.4f}-{val.f1_high:.4f})"
+        return FAILED, "validation F1 is undefined (NaN)", "check the training logs"
     if val.f1 < min_f1:
-        return GateDecision(
-            FAILED, f"{interval} < gate.min_f1 {min_f1:.4f}", "improve the model; nothing to promote", **record
-        )
+        return FAILED, f"{_interval(val)} < gate.min_f1 {min_f1:.4f}", "improve the model; nothing to promote"
     if not val.f1_low >= min_f1:
-        return GateDecision(
+        return (
             INCONCLUSIVE,
-            f"{interval}: the lower bound is below gate.min_f1 {min_f1:.4f}, so the F1 may be no better than the bar",
-            more_data,
-            **record,
+            f"{_interval(val)}: the lower bound is below gate.min_f1 {min_f1:.4f}, so the F1 may be no better than "
+            "the bar",
+            MORE_DATA,
         )
-    blocked = safety_verdict(safety or SafetyEvidence(), bars or SafetyBars())
-    if blocked is not None:
-        return GateDecision(*blocked, **record)
-    if champion is not None:
-        paired = (
-            f"F1 - champion v{champion.champion_version} F1 = {champion.delta:+.4f} "
-            f"(paired 95% CI {champion.low:+.4f} to {champion.high:+.4f})"
+    return None
+
+
+def _champion_verdict(val: Evidence, min_f1: float, min_delta: float, champion: PairedDelta | None):
+    """(outcome, reason, next step) of the comparison with the champion on the same images (passed when
+    there is no champion yet)."""
+    interval = _interval(val)
+    if champion is None:
+        return PASSED, f"{interval} >= gate.min_f1 {min_f1:.4f}; no champion yet", ""
+    paired = (
+        f"F1 - champion v{champion.champion_version} F1 = {champion.delta:+.4f} "
+        f"(paired 95% CI {champion.low:+.4f} to {champion.high:+.4f})"
+    )
+    if champion.high < min_delta:
+        return FAILED, f"{paired} < gate.min_delta {min_delta:.4f}", "the champion stays; nothing to promote"
+    if not champion.low >= min_delta:
+        return (
+            INCONCLUSIVE,
+            f"{paired}: the interval reaches below gate.min_delta {min_delta:.4f}",
+            "the two models cannot be told apart on these images; " + MORE_DATA,
         )
-        if champion.high < min_delta:
-            return GateDecision(
-                FAILED, f"{paired} < gate.min_delta {min_delta:.4f}", "the champion stays; nothing to promote", **record
-            )
-        if not champion.low >= min_delta:
-            return GateDecision(
-                INCONCLUSIVE,
-                f"{paired}: the interval reaches below gate.min_delta {min_delta:.4f}",
-                "the two models cannot be told apart on these images; " + more_data,
-                **record,
-            )
-        return GateDecision(PASSED, f"{interval} >= gate.min_f1 {min_f1:.4f}; {paired}", "", **record)
-    return GateDecision(PASSED, f"{interval} >= gate.min_f1 {min_f1:.4f}; no champion yet", "", **record)
+    return PASSED, f"{interval} >= gate.min_f1 {min_f1:.4f}; {paired}", ""
 
 
 def safety_verdict(safety: SafetyEvidence, bars: SafetyBars) -> tuple[str, str, str] | None:

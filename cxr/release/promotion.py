@@ -22,8 +22,8 @@ import secrets
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from cxr.aliases import CHAMPION, PREVIOUS_CHAMPION
 from cxr.errors import CxrError
-from cxr.release.aliases import CHAMPION, PREVIOUS_CHAMPION
 from cxr.release.card import card_problems
 from cxr.release.gate import disagreement, evidence_from_tags
 from cxr.release.registry import alias_version, client

@@ -8,8 +8,8 @@ from __future__ import annotations
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from cxr.aliases import CHAMPION
 from cxr.errors import CxrError
-from cxr.release.aliases import CHAMPION
 from cxr.release.gate import GateDecision
 
 

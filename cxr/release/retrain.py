@@ -1,4 +1,4 @@
-"""Retraining: run the pipeline only when the training signature (cxr/release/signature.py: data version,
+"""Retraining: run the pipeline only when the training signature (cxr/tracking/signature.py: data version,
 parameters that shape the model, training code) differs from the newest registered version's."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 
 from cxr.release.registry import client
-from cxr.release.signature import TrainingSignature
+from cxr.tracking.signature import TrainingSignature
 
 
 @dataclass

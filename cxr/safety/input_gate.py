@@ -21,56 +21,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 from scipy.stats import norm
 from sklearn.covariance import ledoit_wolf_shrinkage
 
+from cxr.model.block_stats import FEATURE_LAYERS
+
 OOD_FILE = "ood.npz"
-FEATURE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
 METHOD = "mahalanobis-ledoit-wolf on per-channel mean/std of VGG16 blocks 1-5"
-
-
-def gate_columns(blocks) -> np.ndarray:
-    """The columns of the gate's features that hold the mean and std of the last convolution of each of
-    `blocks` (VGG16 blocks 1-5): what a `pooling: block_stats` head reads, in its order."""
-    widths = dict(zip(range(1, 6), (64, 128, 256, 512, 512), strict=True))
-    starts = dict(zip(range(1, 6), np.cumsum([0] + [2 * widths[b] for b in range(1, 5)]), strict=True))
-    return np.concatenate([np.arange(starts[b], starts[b] + 2 * widths[b]) for b in sorted(set(blocks))])
-
-
-def build_scorer(keras_model, statistics_only: bool = False):
-    """A Keras model sharing `keras_model`'s weights: image batch -> (probability, raw feature statistics).
-
-    One pass through the VGG16 base gives both: the base's inner layers are called in order, the
-    per-channel mean and std of FEATURE_LAYERS are taken inside the graph (small outputs), and the
-    base's output continues through the head, exactly as in `keras_model` (VGG16 has no batch norm or
-    dropout, so calling its layers gives what calling the base gives). `statistics_only`: the statistics
-    alone (the head is not run).
-    """
-    base = next(layer for layer in keras_model.layers if isinstance(layer, keras.Model))
-    names = [layer.name for layer in keras_model.layers]
-    before = keras_model.layers[1 : names.index(base.name)]  # input adapters (e.g. CaffeInput)
-    after = keras_model.layers[names.index(base.name) + 1 :]  # Flatten + the paper's head
-    inner = keras.Model(base.inputs, [base.get_layer(n).output for n in FEATURE_LAYERS] + [base.output])
-    inputs = keras.Input(keras_model.input_shape[1:], name="image")
-    x = inputs
-    for layer in before:
-        x = layer(x)
-    *maps, y = inner(x)
-    for layer in after:
-        y = layer(y)
-    stats = []
-    for fmap in maps:
-        fmap = keras.ops.cast(fmap, "float32")
-        stats += [keras.ops.mean(fmap, axis=(1, 2)), keras.ops.std(fmap, axis=(1, 2))]
-    stats = keras.ops.concatenate(stats, axis=1)
-    return keras.Model(inputs, stats if statistics_only else [y, stats], name="scorer")
-
-
-def feature_statistics(raw) -> np.ndarray:
-    """The scorer's raw statistics -> the detector's features (log1p-compressed, float64)."""
-    return np.log1p(np.maximum(np.asarray(raw, np.float64), 0.0))
 
 
 @dataclass

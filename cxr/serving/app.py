@@ -24,13 +24,13 @@ from cxr.inference.gradcam import overlay_png, thumbnail_png
 from cxr.serving import webhook
 from cxr.serving.auth import OPEN_PATHS, Auth
 from cxr.serving.cpu_threads import limit_blas_threads
-from cxr.serving.metrics import ServingMetrics
 from cxr.serving.model_store import ModelFollower, ServedModel
 from cxr.serving.openapi import openapi_spec
+from cxr.serving.prometheus import ServingMetrics
 from cxr.serving.records import NUMBERS, PredictionRecords, UnknownPrediction, since_time
 
 log = logging.getLogger("cxr.serve")
-MAX_BATCH = 16
+MAX_FILES_PER_REQUEST = 16  # files in one /api/predict/batch request (serve.max_batch is the model call's batch)
 
 
 class InMemoryRequest(Request):
@@ -214,21 +214,7 @@ def _install_guards(app: Flask, auth: Auth, max_inflight: int, metrics: ServingM
     def nonce():
         return {"csp_nonce": g.get("csp_nonce", "")}
 
-    @app.after_request
-    def security_headers(response):
-        """Responses carry X-rays and predictions: no caching, no framing, no sniffing, no third parties."""
-        nonce = g.get("csp_nonce", "")
-        response.headers["Content-Security-Policy"] = (
-            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self' data:; "
-            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-        )
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
-        response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
-        return response
+    app.after_request(security_headers)
 
     @app.before_request
     def admit():
@@ -245,6 +231,22 @@ def _install_guards(app: Flask, auth: Auth, max_inflight: int, metrics: ServingM
     def release(_exc):
         if g.pop("admitted", False):
             admission.release()
+
+
+def security_headers(response):
+    """Responses carry X-rays and predictions: no caching, no framing, no sniffing, no third parties."""
+    nonce = g.get("csp_nonce", "")
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+    return response
 
 
 def _install_error_handlers(app: Flask, limit: str) -> None:
@@ -292,6 +294,14 @@ def _install_routes(app: Flask, predictor: Predictor, limit: str) -> None:
             status = status_for(exc)
             return render_template("index.html", result=None, error=str(exc), refusal=None, **page(allow)), status
 
+    _install_api_routes(app, predictor)
+    _install_records_routes(app, predictor, page)
+    _install_service_routes(app, predictor, limit)
+
+
+def _install_api_routes(app: Flask, predictor: Predictor) -> None:
+    """The JSON API: one X-ray, or several with per-file errors inline."""
+
     @app.post("/api/predict")
     def api_predict():
         return jsonify(predictor.predict_one(read_upload(), flag("heatmap"), flag("allow_ood")))
@@ -301,8 +311,8 @@ def _install_routes(app: Flask, predictor: Predictor, limit: str) -> None:
         uploads = request.files.getlist("files")
         if not uploads:
             raise EmptyInput("No files were uploaded in the 'files' field; send one or more chest X-rays.")
-        if len(uploads) > MAX_BATCH:
-            raise InputTooLarge(f"{len(uploads)} files were sent; send at most {MAX_BATCH} per batch.")
+        if len(uploads) > MAX_FILES_PER_REQUEST:
+            raise InputTooLarge(f"{len(uploads)} files were sent; send at most {MAX_FILES_PER_REQUEST} per batch.")
         results, allow = [], flag("allow_ood")
         for i, upload in enumerate(uploads):
             try:
@@ -312,7 +322,10 @@ def _install_routes(app: Flask, predictor: Predictor, limit: str) -> None:
                 results.append({"index": i, "error": str(exc), "status": status_for(exc), **details})
         return jsonify({"results": results})
 
-    _install_records_routes(app, predictor, page)
+
+def _install_service_routes(app: Flask, predictor: Predictor, limit: str) -> None:
+    """Health, readiness (which version, following what), Prometheus metrics and the OpenAPI document."""
+    follower = predictor.follower
 
     @app.get("/healthz")
     def healthz():

@@ -22,12 +22,12 @@ from functools import partial
 import mlflow
 import numpy as np
 
+from cxr.aliases import CHALLENGER, CHAMPION
 from cxr.data.images import resize_and_scale
 from cxr.errors import CxrError, first_line
 from cxr.inference.classifier import load_classifier
 from cxr.inference.gradcam import GradCam, place_heat
 from cxr.inference.scoring import decide, prepare, tensor_outputs
-from cxr.release.aliases import CHALLENGER, CHAMPION
 from cxr.release.card import card_problems
 from cxr.release.promotion import card_of
 from cxr.release.registry import alias_version

@@ -102,75 +102,72 @@ def openapi_spec(limit: str = "20 MB") -> dict:
             "version": "0.1.0",
             "description": "Research tool, not a diagnostic device. Uploads are processed in memory only.",
         },
-        "paths": {
-            "/api/predict": {
-                "post": {
-                    "summary": "Predict one X-ray (PNG, JPEG, DICOM)",
-                    "parameters": [_flag("heatmap"), _flag("allow_ood")],
-                    "requestBody": _multipart("file", many=False),
-                    "responses": {
-                        "200": {
-                            "description": "the prediction",
-                            "content": {"application/json": {"schema": PREDICTION}},
-                        },
-                        **_errors(limit),
-                    },
-                }
-            },
-            "/api/predict/batch": {
-                "post": {
-                    "summary": "Predict several X-rays; per-file errors and refusals are reported inline",
-                    "parameters": [_flag("allow_ood")],
-                    "requestBody": _multipart("files", many=True),
-                    "responses": {
-                        "200": {
-                            "description": "one result per file",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {"results": {"type": "array", "items": {"type": "object"}}},
-                                    }
-                                }
-                            },
-                        },
-                        **_errors(limit),
-                    },
-                }
-            },
-            "/healthz": {"get": {"summary": "the process is up", "responses": {"200": {"description": "up"}}}},
-            "/readyz": {
-                "get": {
-                    "summary": "the model is loaded",
-                    "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
-                }
-            },
-            "/api/feedback": {
-                "post": {
-                    "summary": "record a radiologist's finding against a prediction_id (JSON or form)",
-                    "responses": {
-                        "200": {"description": "recorded"},
-                        "404": {"description": "unknown prediction id, or no records kept"},
-                        "422": {"description": "finding not one of covid, not_covid, unsure"},
-                    },
-                }
-            },
-            "/api/records": {
-                "get": {
-                    "summary": "recent predictions' numbers (time, version, outcome, probability, check scores, drift "
-                    "projection; never images); query since (30m, 24h, 7d), version, limit (at most 10000)",
-                    "responses": {
-                        "200": {"description": "rows, oldest first"},
-                        "404": {"description": "no records kept"},
-                        "401": {"description": "not signed in"},
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics; sign-in, or Authorization: Bearer <CXR_METRICS_TOKEN>",
-                    "responses": {"200": {"description": "metrics"}, "401": {"description": "not signed in"}},
-                }
-            },
+        "paths": _prediction_paths(limit) | _service_paths(),
+    }
+
+
+def _prediction_paths(limit: str) -> dict:
+    results = {"type": "object", "properties": {"results": {"type": "array", "items": {"type": "object"}}}}
+    return {
+        "/api/predict": {
+            "post": {
+                "summary": "Predict one X-ray (PNG, JPEG, DICOM)",
+                "parameters": [_flag("heatmap"), _flag("allow_ood")],
+                "requestBody": _multipart("file", many=False),
+                "responses": {
+                    "200": {"description": "the prediction", "content": {"application/json": {"schema": PREDICTION}}},
+                    **_errors(limit),
+                },
+            }
+        },
+        "/api/predict/batch": {
+            "post": {
+                "summary": "Predict several X-rays; per-file errors and refusals are reported inline",
+                "parameters": [_flag("allow_ood")],
+                "requestBody": _multipart("files", many=True),
+                "responses": {
+                    "200": {"description": "one result per file", "content": {"application/json": {"schema": results}}},
+                    **_errors(limit),
+                },
+            }
+        },
+    }
+
+
+def _service_paths() -> dict:
+    return {
+        "/healthz": {"get": {"summary": "the process is up", "responses": {"200": {"description": "up"}}}},
+        "/readyz": {
+            "get": {
+                "summary": "the model is loaded",
+                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+            }
+        },
+        "/api/feedback": {
+            "post": {
+                "summary": "record a radiologist's finding against a prediction_id (JSON or form)",
+                "responses": {
+                    "200": {"description": "recorded"},
+                    "404": {"description": "unknown prediction id, or no records kept"},
+                    "422": {"description": "finding not one of covid, not_covid, unsure"},
+                },
+            }
+        },
+        "/api/records": {
+            "get": {
+                "summary": "recent predictions' numbers (time, version, outcome, probability, check scores, drift "
+                "projection; never images); query since (30m, 24h, 7d), version, limit (at most 10000)",
+                "responses": {
+                    "200": {"description": "rows, oldest first"},
+                    "404": {"description": "no records kept"},
+                    "401": {"description": "not signed in"},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics; sign-in, or Authorization: Bearer <CXR_METRICS_TOKEN>",
+                "responses": {"200": {"description": "metrics"}, "401": {"description": "not signed in"}},
+            }
         },
     }

@@ -24,45 +24,63 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
     """Score val and test splits; log metrics (val_*, test_*) and plots; measure the input gate on the
     offline out-of-distribution set (ood_*); returns {split: report}."""
     out = Path(out_dir)
-    reports = {}
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "evaluate"):
-        model = Path(model_dir)
-        classifier = load_model_dir(model)
+        classifier = load_model_dir(model_dir)
         frame = read_manifest(dataset_dir)
-        oof = out_of_fold(model, frame)
-        for split in ("val", "test"):
-            part = split_frame(frame, split) if split == "test" or oof is None else oof[0]
-            if part.empty:
-                continue
-            report = evaluate_split(
-                classifier,
-                part,
-                dataset_dir,
-                split,
-                out,
-                params.evaluate.bootstrap_samples,
-                params.evaluate.prevalence,
-                *(oof[1:] if split == "val" and oof is not None else ()),
-            )
-            reports[split] = report
-            report["metrics"] = flat_with_intervals(report["metrics"], report["ci95"])
-            mlflow.log_metrics({f"{split}_{k}": v for k, v in finite(report["metrics"]).items()})
-            for suffix in ("confusion.png", "roc.png", "reliability.png", "report.json"):
-                mlflow.log_artifact(str(out / f"{split}_{suffix}"), artifact_path="evaluation")
+        reports = _score_splits(classifier, Path(model_dir), frame, dataset_dir, out, params)
         safety = _shortcut_and_scope(ctx, classifier, frame, dataset_dir, reports, out)
         safety |= _external(classifier, params.evaluate.external_dir, out)
         ood = evaluate_ood_set(classifier, out, params.train.seed)
-        ood_metrics = {}
-        if ood:
-            mlflow.MlflowClient().set_tag(ctx.parent_run_id, "ood.method", ood["detector"]["method"])
-            ood_metrics = {"ood_reject_rate": ood["reject_rate"], "ood_n": ood["n"], "ood_threshold": ood["threshold"]}
-            ood_metrics |= {f"ood_reject_rate_{k}": v for k, v in ood["reject_rate_by_kind"].items()}
-            mlflow.log_metrics(ood_metrics)
-            mlflow.log_artifact(str(out / "ood_report.json"), artifact_path="evaluation")
+        ood_metrics = _log_ood(ctx, ood, out)
     summary = {f"{s}_{k}": v for s, r in reports.items() for k, v in finite(r["metrics"]).items()}
     summary |= ood_metrics | finite(safety)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     log_to_parent(ctx, summary)
+    events.figure("; ".join(_figures(reports, ood, safety)))
+    return reports
+
+
+def _score_splits(classifier, model: Path, frame, dataset_dir: str, out: Path, params: Params) -> dict:
+    """Each split's report (validation: the out-of-fold predictions when the model was cross-validated),
+    its metrics and plots logged to the active run."""
+    reports = {}
+    oof = out_of_fold(model, frame)
+    for split in ("val", "test"):
+        part = split_frame(frame, split) if split == "test" or oof is None else oof[0]
+        if part.empty:
+            continue
+        report = evaluate_split(
+            classifier,
+            part,
+            dataset_dir,
+            split,
+            out,
+            params.evaluate.bootstrap_samples,
+            params.evaluate.prevalence,
+            *(oof[1:] if split == "val" and oof is not None else ()),
+        )
+        reports[split] = report
+        report["metrics"] = flat_with_intervals(report["metrics"], report["ci95"])
+        mlflow.log_metrics({f"{split}_{k}": v for k, v in finite(report["metrics"]).items()})
+        for suffix in ("confusion.png", "roc.png", "reliability.png", "report.json"):
+            mlflow.log_artifact(str(out / f"{split}_{suffix}"), artifact_path="evaluation")
+    return reports
+
+
+def _log_ood(ctx: RunContext, ood: dict, out: Path) -> dict:
+    """The input gate's figures on the out-of-distribution set, logged (none when the model has no gate)."""
+    if not ood:
+        return {}
+    mlflow.MlflowClient().set_tag(ctx.parent_run_id, "ood.method", ood["detector"]["method"])
+    metrics = {"ood_reject_rate": ood["reject_rate"], "ood_n": ood["n"], "ood_threshold": ood["threshold"]}
+    metrics |= {f"ood_reject_rate_{k}": v for k, v in ood["reject_rate_by_kind"].items()}
+    mlflow.log_metrics(metrics)
+    mlflow.log_artifact(str(out / "ood_report.json"), artifact_path="evaluation")
+    return metrics
+
+
+def _figures(reports: dict, ood: dict, safety: dict) -> list[str]:
+    """The step's one-line summary, part by part."""
     figures = [
         f"{s} F1 {r['metrics']['f1']:.2f} [{r['ci95']['f1'][0]:.2f}, {r['ci95']['f1'][1]:.2f}] "
         f"on {r['metrics']['n']} images"
@@ -81,8 +99,7 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
             f"external specificity {safety['external_specificity']:.2f} [{safety['external_specificity_ci_low']:.2f}, "
             f"{safety['external_specificity_ci_high']:.2f}] on {safety['external_n']:.0f} normals from another source"
         )
-    events.figure("; ".join(figures))
-    return reports
+    return figures
 
 
 def _shortcut_and_scope(ctx: RunContext, classifier, frame, dataset_dir: str, reports: dict, out: Path) -> dict:

@@ -13,9 +13,9 @@ from cxr.params import Params
 from cxr.release.card import build_card, render_markdown
 from cxr.release.gate import GateDecision
 from cxr.release.registry import gate_tags, register_candidate
-from cxr.release.signature import TrainingSignature, code_version, params_hash
 from cxr.steps.context import RunContext
 from cxr.tracking import runs as tracking
+from cxr.tracking.signature import TrainingSignature, code_version, params_hash
 
 
 def signature_of(parent, data_version: str, params: Params) -> TrainingSignature:
@@ -25,23 +25,13 @@ def signature_of(parent, data_version: str, params: Params) -> TrainingSignature
     return TrainingSignature(data_version, recorded or params_hash(params), code_version())
 
 
-def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: Params, tags: dict) -> str:
+def register_step(ctx: RunContext, model_uri: str, decision: GateDecision, params: Params, tags: dict) -> str:
     """Register the gated model as a new version (alias, lineage and metric tags, model card)."""
-    decision = GateDecision.from_json(decision_json)
     name = params.register.model_name
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "register"):
         client = mlflow.MlflowClient()
         parent = client.get_run(ctx.parent_run_id)
-        who = registered_by(parent)
-        metrics = parent.data.metrics
-        keys = (*INTERVAL_METRICS, "f1_ci_low", "f1_ci_high", "threshold")  # the registry's summary tags
-        summary = {
-            f"{split}_{k}": f"{metrics[f'{split}_{k}']:.6f}"
-            for split in ("val", "test")
-            for k in keys
-            if f"{split}_{k}" in metrics
-        }
-        summary["threshold_method"] = parent.data.tags.get("threshold_method", "")
+        summary = _summary_tags(parent)
         version, note = register_candidate(
             model_uri,
             name,
@@ -51,7 +41,7 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
                 **summary,
                 "run_id": ctx.parent_run_id,
                 "profile": params.profile,
-                "registered_by": who,
+                "registered_by": registered_by(parent),
                 **signature_of(parent, tags.get("data_version", ""), params).tags(),
                 "weights": params.train.weights,
                 "positive_class": params.ingest.positive_class,
@@ -59,27 +49,7 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
             decision,
         )
         number = str(version.version)
-        card = build_card(
-            name,
-            number,
-            parent.data.params,
-            metrics,
-            {
-                **tags,
-                **summary,
-                **gate_tags(decision),
-                "profile": params.profile,
-                "run_id": ctx.parent_run_id,
-                "ood.method": parent.data.tags.get("ood.method", ""),
-                **{k: parent.data.tags.get(k, "") for k in ("validation", "temperature_method")},
-            },
-        )
-        stem = f"model_cards/{name}-v{number}"
-        for suffix, text in ((".md", render_markdown(card, parent.data.params)), (".json", json.dumps(card, indent=2))):
-            mlflow.log_text(text, stem + suffix)
-            client.log_text(ctx.parent_run_id, text, stem + suffix)
-        client.set_model_version_tag(name, number, "model_card", f"runs:/{ctx.parent_run_id}/{stem}.md")
-        client.set_model_version_tag(name, number, "model_card_json", f"runs:/{ctx.parent_run_id}/{stem}.json")
+        _log_card(client, ctx, parent, name, number, {**tags, **summary, **gate_tags(decision)}, params)
         mlflow.set_tag("registered_version", number)
         if note:
             mlflow.set_tag("alias.skipped", note)
@@ -89,9 +59,46 @@ def register_step(ctx: RunContext, model_uri: str, decision_json: str, params: P
     return number
 
 
-def reject_step(ctx: RunContext, decision_json: str) -> str:
+def _summary_tags(parent) -> dict[str, str]:
+    """The registry's summary of the run's figures: each split's metrics with intervals, and the threshold."""
+    metrics = parent.data.metrics
+    keys = (*INTERVAL_METRICS, "f1_ci_low", "f1_ci_high", "threshold")
+    summary = {
+        f"{split}_{k}": f"{metrics[f'{split}_{k}']:.6f}"
+        for split in ("val", "test")
+        for k in keys
+        if f"{split}_{k}" in metrics
+    }
+    summary["threshold_method"] = parent.data.tags.get("threshold_method", "")
+    return summary
+
+
+def _log_card(client, ctx: RunContext, parent, name: str, number: str, tags: dict, params: Params) -> None:
+    """The model card (markdown and JSON) logged on the register run and the pipeline run, and linked
+    from the version's tags."""
+    card = build_card(
+        name,
+        number,
+        parent.data.params,
+        parent.data.metrics,
+        {
+            **tags,
+            "profile": params.profile,
+            "run_id": ctx.parent_run_id,
+            "ood.method": parent.data.tags.get("ood.method", ""),
+            **{k: parent.data.tags.get(k, "") for k in ("validation", "temperature_method")},
+        },
+    )
+    stem = f"model_cards/{name}-v{number}"
+    for suffix, text in ((".md", render_markdown(card, parent.data.params)), (".json", json.dumps(card, indent=2))):
+        mlflow.log_text(text, stem + suffix)
+        client.log_text(ctx.parent_run_id, text, stem + suffix)
+    client.set_model_version_tag(name, number, "model_card", f"runs:/{ctx.parent_run_id}/{stem}.md")
+    client.set_model_version_tag(name, number, "model_card_json", f"runs:/{ctx.parent_run_id}/{stem}.json")
+
+
+def reject_step(ctx: RunContext, decision: GateDecision) -> str:
     """The gate failed: register nothing, record why on the pipeline run, close it."""
-    decision = GateDecision.from_json(decision_json)
     mlflow.set_tracking_uri(ctx.tracking_uri)
     mlflow.MlflowClient().set_tag(ctx.parent_run_id, "registered_version", "none")
     tracking.finish_pipeline_run(ctx.tracking_uri, ctx.parent_run_id)

@@ -7,10 +7,10 @@ import mlflow
 from cxr import events
 from cxr.inference.classifier import log_model
 from cxr.model.config import ModelConfig
-from cxr.model.training import train_model
 from cxr.params import Params
 from cxr.steps.context import RunContext, finite, log_to_parent
 from cxr.tracking import runs as tracking
+from cxr.training import train_model
 
 
 def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params) -> str:

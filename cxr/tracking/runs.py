@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 
 from cxr.errors import CxrError, first_line
 from cxr.params import Params, project_root
-from cxr.release.signature import params_hash
+from cxr.tracking.signature import params_hash
 
 # The MLflow 3 UI opens an experiment on its training-runs view (not the GenAI overview) when tagged so.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"

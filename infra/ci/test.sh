@@ -20,7 +20,7 @@ status=0
 # two pytest workers (pytest-xdist), a test file each at a time: much of a test's time is one process
 # starting, importing TensorFlow or waiting on a server, so two share the two cores well (README "Tests")
 workers=${CXR_TEST_WORKERS:-2}
-pytest -m "not container" -n "$workers" --dist loadfile "$@" &
+pytest -m "not container" -n "$workers" --dist loadfile --durations=30 "$@" &
 tests=$!
 # the container tests start once the images are built, beside the rest (the last of which mostly wait on
 # servers); their output is printed when both are done. They use the stack's fixed ports (5000, 8080,

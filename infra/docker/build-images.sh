@@ -5,7 +5,7 @@
 #   bash infra/docker/build-images.sh gpu     the GPU training image
 #   bash infra/docker/build-images.sh push [REF...]   push the built images (default: the CPU ones; `docker
 #       login` to the registry first) and record each one's registry digest in build/image-digests.json
-#       ($CXR_IMAGE_DIGESTS), which `cxr pipeline compile/submit` then pin (pipelines/images.py)
+#       ($CXR_IMAGE_DIGESTS), which `cxr pipeline compile/submit` then pin (pipelines/image_digests.py)
 # BASE_IMAGE: the public python:3.11-slim when present or pullable; otherwise a local Debian base made
 # by base-image.sh. CA_BUNDLE: the CA bundle pip trusts here ($PIP_CERT or pip config's `cert`), copied into
 # the build context so pip inside the build trusts the same proxy.

@@ -33,7 +33,7 @@ def register_tiny_model(tmp: Path, uri: str) -> str:
 
     from cxr.data.manifest import ingest
     from cxr.inference.classifier import log_model
-    from cxr.model.training import train_model
+    from cxr.training import train_model
     from tests.conftest import make_dataset
 
     params = tiny("ood.enabled=false", "scope.enabled=false")

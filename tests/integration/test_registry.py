@@ -25,6 +25,8 @@ from cxr.tracking import runs as tracking
 from tests.conftest import make_dataset, tiny
 from tests.integration.conftest import free_port
 
+pytestmark = pytest.mark.slow  # fits networks and starts a tracking server
+
 NAME = "covid-xray-vgg16"
 CXR = str(Path(sys.executable).parent / "cxr")
 
@@ -43,7 +45,7 @@ def pipeline(tmp: Path, uri: str, data: Path, *extra: str) -> str:
     model_uri = train_step(ctx, str(work / "ds"), str(work / "model"), params)
     evaluate_step(ctx, str(work / "ds"), str(work / "model"), str(work / "eval"), params)
     decision = gate_step(ctx, str(work / "ds"), str(work / "eval"), params)
-    return register_step(ctx, model_uri, decision.to_json(), params, {"data_version": "d1", "git_commit": "c1"})
+    return register_step(ctx, model_uri, decision, params, {"data_version": "d1", "git_commit": "c1"})
 
 
 @pytest.fixture(scope="module")

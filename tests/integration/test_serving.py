@@ -14,6 +14,9 @@ from PIL import Image
 from tests.conftest import SAMPLE, dicom_path, synthetic_xray
 from tests.hostile import deflate_bomb, many_frames, zero_window_width
 
+# fits a network and starts `cxr serve` (the fast tier has tests/unit/test_serving_in_process.py)
+pytestmark = pytest.mark.slow
+
 MAX_MB = 8  # serve.max_upload_mb of the test server (conftest.py)
 
 

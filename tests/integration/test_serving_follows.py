@@ -8,11 +8,14 @@ import io
 import time
 
 import mlflow
+import pytest
 
 from cxr.serving.app import create_app
 from cxr.serving.model_store import ModelFollower
 from tests.conftest import SAMPLE
 from tests.integration.conftest import register_tiny_model
+
+pytestmark = pytest.mark.slow  # fits networks
 
 NAME = "covid-xray-vgg16"
 XRAY = (SAMPLE / "COVID" / "COVID-3.png").read_bytes()

@@ -17,7 +17,7 @@ from cxr.data.images import decode_image
 from cxr.data.manifest import ingest
 from cxr.inference.classifier import XrayClassifier
 from cxr.model.config import CONFIG_FILE, ModelConfig
-from cxr.model.training import train_model
+from cxr.training import train_model
 from tests.conftest import SAMPLE, make_dataset, tiny, train_on_sample
 
 pytestmark = pytest.mark.slow

@@ -51,9 +51,9 @@ def test_the_gate_accepts_held_out_xrays_and_refuses_the_ood_set(trained):
 
 
 def test_a_real_chest_radiograph_from_another_source_is_accepted(trained):
-    from cxr.inference.scoring import assess_bytes
+    from cxr.inference.scoring import assess
 
-    row = assess_bytes(trained["classifier"], dicom_path().read_bytes(), "RG1_UNCR.dcm")  # CR, CHEST, PA
+    [row] = assess(trained["classifier"], [("RG1_UNCR.dcm", dicom_path().read_bytes())])  # CR, CHEST, PA
     assert row["in_distribution"] is True and row["probability"] is not None and "reason" not in row
 
 

@@ -147,6 +147,41 @@ class KfpStandIn:
             return 200, {"recurringRuns": found, "total_size": len(found)}
         return None
 
+    def _create(self, path: str, body: dict) -> tuple[int, dict]:
+        """POST of a recurring run, an experiment or a run: (status, body) as the API answers."""
+        if path == f"{API}/recurringruns":
+            if body.get("experiment_id") not in self.experiments:
+                return 400, {"code": 3, "message": "unknown experiment"}
+            reference = body.get("pipeline_version_reference") or {}
+            versions = self.versions.get(reference.get("pipeline_id"), [])
+            if not any(v["pipeline_version_id"] == reference.get("pipeline_version_id") for v in versions):
+                return 400, {"code": 3, "message": "unknown pipeline version"}
+            made = {**body, "recurring_run_id": str(uuid.uuid4()), "status": "ENABLED"}
+            self.recurring[made["recurring_run_id"]] = made
+            return 200, made
+        if path.startswith(f"{API}/experiments"):
+            experiment = {"experiment_id": str(uuid.uuid4()), "display_name": body["display_name"]}
+            self.experiments[experiment["experiment_id"]] = experiment
+            return 200, experiment
+        if path.startswith(f"{API}/runs"):
+            return self._create_run(body)
+        return 404, {"code": 5, "message": f"not found: {path}"}
+
+    def _create_run(self, body: dict) -> tuple[int, dict]:
+        if body.get("experiment_id") not in self.experiments:
+            return 400, {"code": 3, "message": "unknown experiment"}
+        spec = body.get("pipeline_spec") or {}
+        spec = spec.get("pipeline_spec", spec)  # with a platform spec beside it, it is nested
+        if "pipelineInfo" not in spec:
+            return 400, {"code": 3, "message": "no pipeline spec"}
+        created = datetime.datetime.now(datetime.UTC).isoformat()
+        run = {**body, "run_id": str(uuid.uuid4()), "state": "PENDING", "created_at": created}
+        self.runs[run["run_id"]] = run
+        self.polls[run["run_id"]] = 0
+        if self.on_create is not None:
+            self.on_create(run)
+        return 200, {k: v for k, v in run.items() if k != "pipeline_spec"}
+
     def _handler(self):
         stand_in = self
 
@@ -194,36 +229,7 @@ class KfpStandIn:
                 path, query = self.path.split("?")[0], parse_qs(urlparse(self.path).query)
                 if path in (f"{API}/pipelines/upload", f"{API}/pipelines/upload_version"):
                     return self._send(*stand_in._upload(query, self.headers, raw))
-                body = json.loads(raw or b"{}")
-                if path == f"{API}/recurringruns":
-                    if body.get("experiment_id") not in stand_in.experiments:
-                        return self._send(400, {"code": 3, "message": "unknown experiment"})
-                    reference = body.get("pipeline_version_reference") or {}
-                    versions = stand_in.versions.get(reference.get("pipeline_id"), [])
-                    if not any(v["pipeline_version_id"] == reference.get("pipeline_version_id") for v in versions):
-                        return self._send(400, {"code": 3, "message": "unknown pipeline version"})
-                    made = {**body, "recurring_run_id": str(uuid.uuid4()), "status": "ENABLED"}
-                    stand_in.recurring[made["recurring_run_id"]] = made
-                    return self._send(200, made)
-                if self.path.startswith(f"{API}/experiments"):
-                    experiment = {"experiment_id": str(uuid.uuid4()), "display_name": body["display_name"]}
-                    stand_in.experiments[experiment["experiment_id"]] = experiment
-                    return self._send(200, experiment)
-                if self.path.startswith(f"{API}/runs"):
-                    if body.get("experiment_id") not in stand_in.experiments:
-                        return self._send(400, {"code": 3, "message": "unknown experiment"})
-                    spec = body.get("pipeline_spec") or {}
-                    spec = spec.get("pipeline_spec", spec)  # with a platform spec beside it, it is nested
-                    if "pipelineInfo" not in spec:
-                        return self._send(400, {"code": 3, "message": "no pipeline spec"})
-                    created = datetime.datetime.now(datetime.UTC).isoformat()
-                    run = {**body, "run_id": str(uuid.uuid4()), "state": "PENDING", "created_at": created}
-                    stand_in.runs[run["run_id"]] = run
-                    stand_in.polls[run["run_id"]] = 0
-                    if stand_in.on_create is not None:
-                        stand_in.on_create(run)
-                    return self._send(200, {k: v for k, v in run.items() if k != "pipeline_spec"})
-                self._send(404, {"code": 5, "message": f"not found: {self.path}"})
+                self._send(*stand_in._create(path, json.loads(raw or b"{}")))
 
             def do_DELETE(self):
                 stand_in.requests.append(("DELETE", self.path))

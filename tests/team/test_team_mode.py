@@ -177,11 +177,11 @@ def test_tracking_server_stopping_mid_run_fails_clearly_and_registers_nothing(po
         decision = gate_step(ctx, str(tmp_path / "ds"), str(tmp_path / "e"), params)
         server.stop()
         with pytest.raises(CxrError, match=f"tracking server at {server.url} stopped answering during step 'register'"):
-            register_step(ctx, model_uri, decision.to_json(), params, {"data_version": "f1"})
+            register_step(ctx, model_uri, decision, params, {"data_version": "f1"})
         server.start()
         assert len(versions(server)) == before  # nothing half-registered
         # retry the failed step, now that the server is back: the same run registers its one version
-        register_step(ctx, model_uri, decision.to_json(), params, {"data_version": "f1"})
+        register_step(ctx, model_uri, decision, params, {"data_version": "f1"})
         assert len(versions(server)) == before + 1
     finally:
         os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)

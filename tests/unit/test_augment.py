@@ -113,13 +113,14 @@ def test_the_cache_holds_one_uint8_channel_and_gives_back_what_serving_feeds(tin
     assert np.array_equal(np.asarray(to_model_input(cached[None])[0]), served)  # bit for bit
 
 
+@pytest.mark.slow  # fits a network
 def test_augmentation_inside_the_model_trains_saves_and_is_an_identity_when_serving(tiny_data, tmp_path):
     """train.augment_on=model (what `auto` picks on a GPU): the layer augments in fit, serves unchanged."""
     from cxr.data.manifest import ingest
     from cxr.inference.classifier import XrayClassifier
     from cxr.model.config import ModelConfig
     from cxr.model.layers import PaperAugmentation
-    from cxr.model.training import train_model
+    from cxr.training import train_model
     from tests.conftest import tiny
 
     paper = [f"augment.{k}={v}" for k, v in (("rotation_deg", 40), ("width_shift", 0.2), ("height_shift", 0.2))]

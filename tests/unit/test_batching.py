@@ -10,6 +10,8 @@ from cxr.serving.batching import Batcher
 from cxr.serving.model_store import ServedModel
 from tests.conftest import SAMPLE, train_on_sample
 
+pytestmark = pytest.mark.slow  # fits a network
+
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):

@@ -5,14 +5,14 @@ import json
 
 import mlflow
 import pytest
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model, PipelineTaskFinalStatus
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model, PipelineTaskFinalStatus
 
-from components import steps as c
+from components import kfp_steps as c
 from components.parameters import parameter_values, pipeline_parameters
 from cxr.data.versions import dir_md5
 from cxr.errors import CxrError
 from cxr.release.registry import CHAMPION
-from cxr.release.signature import params_hash
+from cxr.tracking.signature import params_hash
 from tests.conftest import tiny
 
 
@@ -133,9 +133,9 @@ def test_each_component_takes_only_the_run_parameters_it_reads():
     assert set(typed(c.start_run, tiny())) == {p.name for p in pipeline_parameters()} | {"profile"}
 
 
-def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_uri, tiny_params):
-    dataset, run_id = ingested
-    common = {"tracking_uri": tracking_uri, "parent_run_id": run_id}
+def train_and_evaluate(dataset, tmp_path, common: dict, tiny_params) -> tuple[str, float]:
+    """The augment, train and evaluate components in turn; (the logged model's URI, validation F1)."""
+    run_id = common["parent_run_id"]
     augmentation = art(Dataset, tmp_path, "augmentation")
     c.augment.python_func(dataset=dataset, augmentation=augmentation, **common, **typed(c.augment, tiny_params))
     spec = json.loads(open(f"{augmentation.path}/augmentation.json").read())
@@ -168,13 +168,24 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
     assert val_cm.metadata["confusionMatrix"]["annotationSpecs"][0]["displayName"] == "COVID"
     logged = mlflow.get_run(run_id).data.metrics
     assert logged["val_f1"] == pytest.approx(f1) and "test_bce" in logged
+    return model_uri, f1
 
+
+@pytest.mark.slow  # fits a network
+def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_uri, tiny_params):
+    dataset, run_id = ingested
+    common = {"tracking_uri": tracking_uri, "parent_run_id": run_id}
+    model_uri, _ = train_and_evaluate(dataset, tmp_path, common, tiny_params)
+    logged = mlflow.get_run(run_id).data.metrics
     report = art(Dataset, tmp_path, "report")
     summary = art(Markdown, tmp_path, "summary")
+    decision = art(Artifact, tmp_path, "decision")
     gate_args = {"dataset": dataset, "report": report, "mlflow_ui": "http://mlflow.example.org", "summary": summary}
-    outcome, decision = c.gate.python_func(**gate_args, **common, **typed(c.gate, tiny_params))
-    assert outcome == "passed"  # tiny_params: gate.min_f1 = 0, gate.min_val_per_class = 1
-    assert json.loads(decision)["test"]["f1"] == pytest.approx(logged["test_f1"])  # recorded, not decided on
+    (outcome,) = c.gate.python_func(**gate_args, decision=decision, **common, **typed(c.gate, tiny_params))
+    assert outcome == "passed" and decision.metadata["outcome"] == "passed"  # tiny: min_f1 0, min_val_per_class 1
+    assert json.loads(open(decision.path).read())["test"]["f1"] == pytest.approx(
+        logged["test_f1"]
+    )  # recorded, not decided on
     page = open(summary.path).read()
     assert page.startswith("## Gate: PASSED") and "http://mlflow.example.org/#/experiments/" in page
     assert page.rstrip().endswith(f"/runs/{run_id})")
@@ -190,13 +201,31 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
     # with that version as champion, a candidate must now match its F1 re-scored on the same split
     mlflow.MlflowClient().set_registered_model_alias("covid-xray-vgg16", CHAMPION, version)
     demanding = typed(c.gate, tiny("gate.min_delta=0.5"))
-    outcome, decision = c.gate.python_func(**gate_args, **common, **demanding)
+    refused = art(Artifact, tmp_path, "refused")
+    (outcome,) = c.gate.python_func(**gate_args, decision=refused, **common, **demanding)
     # the same model on the same images: a paired difference of exactly 0, never 0.5 better
-    assert outcome == "failed" and f"champion v{version} F1 = +0.0000" in json.loads(decision)["reason"]
-    (reason,) = c.reject.python_func(decision=decision, tracking_uri=tracking_uri, parent_run_id=run_id)
+    assert (
+        outcome == "failed" and f"champion v{version} F1 = +0.0000" in json.loads(open(refused.path).read())["reason"]
+    )
+    (reason,) = c.reject.python_func(decision=refused, tracking_uri=tracking_uri, parent_run_id=run_id)
     assert "gate.min_delta 0.5" in reason
     assert mlflow.get_run(run_id).data.tags["registered_version"] == "none"
     assert len(mlflow.MlflowClient().search_model_versions("name='covid-xray-vgg16'")) == 1
+
+
+def test_the_components_are_written_out_from_their_sources():
+    """components/kfp_steps.py is what `python -m components.generate` writes from components/sources.py."""
+    from components.generate import TARGET, generate
+
+    assert TARGET.read_text() == generate(), "run `.venv/bin/python -m components.generate` and commit the result"
+
+
+def test_a_component_signature_is_plain_typed_python():
+    import inspect
+
+    signature = inspect.signature(c.evaluate.python_func)
+    assert signature.parameters["evaluate_bootstrap_samples"].annotation is int
+    assert "params" not in signature.parameters
 
 
 def test_serving_needs_a_champion_or_a_challenger(tracking_uri):
@@ -226,6 +255,7 @@ def test_the_compiled_package_names_every_output_and_documents_every_input(tmp_p
     assert set(package["components"]["comp-start-run"]["outputDefinitions"]["parameters"]) == {"run_id"}
 
 
+@pytest.mark.slow  # fits a network
 def test_the_logged_model_carries_an_input_example_and_the_tensorflow_that_trained_it(tmp_path):
     from importlib.metadata import packages_distributions, version
 

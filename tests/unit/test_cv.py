@@ -76,7 +76,7 @@ def test_summary_is_mean_and_sample_std_over_folds():
 
 
 def test_a_loss_spike_is_a_jump_above_what_guessing_costs_not_a_wobble_near_zero():
-    from cxr.model.training import largest_loss_jump
+    from cxr.model.fitting import largest_loss_jump
 
     assert largest_loss_jump([0.69, 0.5, 11.0, 0.6]) == pytest.approx(22.0)  # the spike to ~11
     assert largest_loss_jump([0.69, 0.3, 0.05, 0.12, 0.04]) == 1.0  # small losses wobbling: no spike

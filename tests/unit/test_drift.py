@@ -7,8 +7,8 @@ import pytest
 
 from cxr.errors import CxrError
 from cxr.safety.drift import DriftReference, detect
-from cxr.safety.drift_check import choose_rows
 from cxr.safety.drift_report import write_report
+from cxr.steps.drift_check import choose_rows
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
-"""dvc.yaml lists, for every stage, exactly the project modules the stage executes (derived here from the
-imports of the code its command runs) and its parameters key by key, so `dvc repro` reruns exactly what a
-change touches."""
+"""dvc.yaml lists, for every stage, its parameters key by key and its code version (code_versions.yaml), and no
+source file: a refactor that changes no output leaves `dvc status` clean. The project modules each stage
+runs are derived here from the imports of the code its command runs (`python -m tests.unit.test_dvc_stages
+STAGE` prints them): what a change to one of them must consider raising the stage's code version for."""
 
 import ast
 from functools import cache
@@ -87,15 +88,38 @@ def executed_modules(stage: str) -> set[str]:
     return {str(module_file(m).relative_to(PROJECT)) for m in done if module_file(m).name != "__init__.py"}
 
 
+CODE_VERSIONS = "code_versions.yaml"
+
+
+def code_versions() -> dict[str, int]:
+    return yaml.safe_load((PROJECT / CODE_VERSIONS).read_text())
+
+
+def test_every_stage_and_only_the_stages_have_a_code_version():
+    assert set(code_versions()) == set(STAGES)
+    assert all(isinstance(v, int) and v >= 1 for v in code_versions().values())
+
+
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_each_stage_depends_on_exactly_the_modules_it_executes(stage):
-    listed = {d for d in STAGES[stage]["deps"] if d.endswith(".py")}
-    assert listed == executed_modules(stage)
+def test_each_stage_depends_on_its_code_version_and_on_no_source_file(stage):
+    assert {CODE_VERSIONS: [stage]} in STAGES[stage]["params"]
+    assert [d for d in STAGES[stage]["deps"] if d.endswith(".py")] == []
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_each_stage_runs_its_own_step_and_the_library_only(stage):
+    """The derivation the code version stands for finds the stage's step module, and no front-end beyond
+    the stage runner and its options (the web app and the MLflow plug-in never shape a stage's output)."""
+    modules = executed_modules(stage)
+    assert f"cxr/steps/{stage}.py" in modules
+    assert not {m for m in modules if m.startswith(("cxr/serving/", "cxr/mlflow_auth/", "pipelines/"))}
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_each_stage_lists_its_parameters_key_by_key(stage):
     for param in STAGES[stage].get("params", []):
+        if isinstance(param, dict):  # another file's keys: the code version
+            continue
         assert "." in param, f"{stage} depends on the whole '{param}' section; list the keys it reads"
 
 
@@ -105,8 +129,15 @@ def test_the_train_stage_depends_on_every_training_and_augmentation_setting():
 
     from cxr.params import AugmentParams, TrainParams
 
-    listed = set(STAGES["train"]["params"])
+    listed = {p for p in STAGES["train"]["params"] if isinstance(p, str)}
     expected = {f"train.{f.name}" for f in fields(TrainParams)} | {f"augment.{f.name}" for f in fields(AugmentParams)}
     expected -= {"augment.preview_images"}  # the augment stage's previews; training never reads it
     assert expected - listed == set()
     assert "ingest.seed" in listed  # the cross-validation folds are drawn with it
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:] or sorted(STAGES):
+        print(f"{name}:", *sorted(executed_modules(name)), sep="\n  ")

@@ -9,7 +9,7 @@ import yaml
 from cxr.errors import CxrError
 from cxr.params import load_params
 from pipelines.compile import compile_pipeline
-from pipelines.images import DIGESTS_ENV, load_digests
+from pipelines.image_digests import DIGESTS_ENV, load_digests
 
 CPU = "ghcr.io/cxr/cxr-python-components:0.1.0"
 PINNED = "ghcr.io/cxr/cxr-python-components@sha256:" + "b" * 64

@@ -3,24 +3,26 @@
 import numpy as np
 import pytest
 
-import cxr.model.training as training
+import cxr.training.run as training
 from cxr.data.manifest import ingest, read_manifest, split_frame
 from cxr.evaluation.splits import split_features
 from cxr.inference.classifier import load_model_dir
 from cxr.model.config import ModelConfig
 from tests.conftest import tiny
 
+pytestmark = pytest.mark.slow  # fits a segmenter and a network
+
 
 @pytest.mark.parametrize("view", ["crop", "lungs", "film"])
 def test_the_features_training_fits_on_are_what_the_served_model_computes(tiny_data, tmp_path, monkeypatch, view):
     captured = {}
-    fit_checks = training.fit_input_gate
+    fit_checks = training.fit_monitors
 
     def spy(model_dir, dataset_dir, train_frame, val_frame, params, cache=None):
         captured["cache"] = dict(cache)
         return fit_checks(model_dir, dataset_dir, train_frame, val_frame, params, cache)
 
-    monkeypatch.setattr(training, "fit_input_gate", spy)
+    monkeypatch.setattr(training, "fit_monitors", spy)
     params = tiny("train.weights=hed", f"lungs.view={view}")
     ingest(tiny_data, tmp_path / "ds", params.ingest)
     training.train_model(tmp_path / "ds", params, tmp_path / "model", log_to_mlflow=False)

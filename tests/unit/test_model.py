@@ -32,7 +32,7 @@ def test_block_statistics_feed_the_head_the_mean_and_std_of_each_chosen_block():
     import keras
 
     from cxr.model.architecture import truncated
-    from cxr.safety.input_gate import build_scorer, feature_statistics, gate_columns
+    from cxr.model.block_stats import block_columns, build_scorer, feature_statistics
 
     model = build_model(TrainParams(image_size=64, weights="hed", pooling="block_stats", stat_blocks=(3, 4, 5)))
     base = model.get_layer("vgg16_block_stats")
@@ -41,7 +41,7 @@ def test_block_statistics_feed_the_head_the_mean_and_std_of_each_chosen_block():
     pooled = keras.Model(base.inputs, base.output).predict(images * 255 - 120, verbose=0)
     # the head's features are the input gate's columns for those blocks: one pass can serve both
     scorer = build_scorer(model, statistics_only=True)
-    from_gate = feature_statistics(scorer.predict(images, verbose=0))[:, gate_columns((3, 4, 5))]
+    from_gate = feature_statistics(scorer.predict(images, verbose=0))[:, block_columns((3, 4, 5))]
     from_model = truncated(model, [layer.name for layer in model.layers].index("vgg16_block_stats"))
     np.testing.assert_allclose(from_gate, from_model.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
     assert pooled.shape == (2, 2560)
@@ -72,6 +72,7 @@ def test_missing_weight_files_give_one_sentence(tmp_path):
         build_base(32, "resnet")
 
 
+@pytest.mark.slow  # fits a network
 def test_the_regularised_head_pools_standardises_drops_out_penalises_and_serves_unchanged(tmp_path):
     """train.pooling=average, standardise, dropout and l2: 512 features, standardised over the images it was
     adapted on, into the same Dense 1024 -> 512 -> 1; dropout
@@ -81,7 +82,7 @@ def test_the_regularised_head_pools_standardises_drops_out_penalises_and_serves_
     import tensorflow as tf
 
     from cxr.model.architecture import adapt_standardisation
-    from cxr.safety.input_gate import build_scorer
+    from cxr.model.block_stats import build_scorer
 
     params = TrainParams(
         image_size=64, weights="none", pooling="average", head="paper", standardise=True, dropout=0.5, l2=1e-3
@@ -114,7 +115,7 @@ def test_the_regularised_head_pools_standardises_drops_out_penalises_and_serves_
 
 def test_standardised_features_with_a_fine_tuned_base_is_refused_in_one_sentence(tiny_data, tmp_path):
     from cxr.data.manifest import ingest
-    from cxr.model.training import train_model
+    from cxr.training import train_model
     from tests.conftest import tiny
 
     params = tiny("train.freeze_base=false", "train.standardise=true")

@@ -5,7 +5,7 @@ import re
 
 import yaml
 
-from cxr.serving.metrics import ServingMetrics
+from cxr.serving.prometheus import ServingMetrics
 from tests.conftest import PROJECT
 
 MONITORING = PROJECT / "infra" / "monitoring"

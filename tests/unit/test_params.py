@@ -1,7 +1,7 @@
 import pytest
 
 from cxr.errors import CxrError
-from cxr.params import load_params, params_from_json
+from cxr.params import load_params
 
 
 def test_default_profile_is_the_cpu_profile():
@@ -46,11 +46,6 @@ def test_paper_profile_has_the_papers_settings():
 def test_overrides_are_typed_and_win_over_the_profile():
     params = load_params(profile="paper", overrides=["train.epochs=3", "train.freeze_base=true"])
     assert params.train.epochs == 3 and params.train.freeze_base is True
-
-
-def test_json_round_trip_keeps_everything():
-    params = load_params(overrides=["gate.min_f1=0.8"])
-    assert params_from_json(params.to_json()) == params
 
 
 def test_flat_params_carry_stage_prefixes():

@@ -139,7 +139,7 @@ class _Version:
 
 def test_retrain_decision_names_what_changed_in_the_training_signature():
     from cxr.release.retrain import decide_retrain
-    from cxr.release.signature import TrainingSignature
+    from cxr.tracking.signature import TrainingSignature
 
     now = TrainingSignature("abc", "p1", "c1")
     assert decide_retrain(now, None).run
@@ -160,7 +160,7 @@ def test_retrain_decision_names_what_changed_in_the_training_signature():
 
 def test_the_signature_hashes_what_shapes_the_model_and_nothing_else(tmp_path):
     from cxr.params import load_params
-    from cxr.release.signature import changed_params, code_version, params_hash, shaping_params
+    from cxr.tracking.signature import changed_params, code_version, params_hash, shaping_params
 
     base = load_params()
     assert params_hash(base) == params_hash(load_params(overrides=["gate.min_f1=0.9", "serve.threads=2"]))

@@ -1,5 +1,6 @@
 """The layout's rules, checked on the source: the core grouped by concern, no import cycle, no function
-over 100 lines, imports at module level in the core."""
+over 60 lines (benches aside; the generated components' length is their parameters' docstrings), imports
+at module level in the core."""
 
 import ast
 from pathlib import Path
@@ -10,7 +11,9 @@ from tests.conftest import PROJECT
 
 PACKAGES = ("cxr", "cxr_cli", "components", "pipelines")
 MAX_TOP_LEVEL_MODULES = 10
-MAX_FUNCTION_LINES = 100
+MAX_FUNCTION_LINES = 60
+LENGTH_CHECKED = (*PACKAGES, "tests", "tools", "infra")
+GENERATED = ("components/kfp_steps.py",)
 
 
 def sources(*packages: str) -> list[Path]:
@@ -84,11 +87,12 @@ def test_the_cycle_check_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.parametrize("package", PACKAGES)
-def test_no_function_over_100_lines(package):
+@pytest.mark.parametrize("package", LENGTH_CHECKED)
+def test_no_function_over_60_lines(package):
     long = [
         f"{path.relative_to(PROJECT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
         for path in sources(package)
+        if str(path.relative_to(PROJECT)) not in GENERATED and ".venv" not in path.parts
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES

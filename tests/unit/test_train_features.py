@@ -1,4 +1,4 @@
-"""The frozen-base head fitted on features computed once (cxr.model.training.features_once): the same fit as on
+"""The frozen-base head fitted on features computed once (cxr.model.fitting.features_once): the same fit as on
 images every epoch, and, with every image and its mirror in one full batch, independent of the seed."""
 
 import json
@@ -15,7 +15,7 @@ def _train(data, tmp, *overrides):
     import keras
 
     from cxr.data.manifest import ingest
-    from cxr.model.training import train_model
+    from cxr.training import train_model
 
     params = tiny(*FULL_BATCH, *overrides)
     ingest(data, tmp / "ds", params.ingest)
@@ -25,7 +25,7 @@ def _train(data, tmp, *overrides):
 
 
 def test_the_cpu_profile_fits_its_head_on_features_computed_once():
-    from cxr.model.training import features_once
+    from cxr.model.fitting import features_once
     from cxr.params import load_params
 
     assert features_once(load_params(), in_model=False)
@@ -36,13 +36,14 @@ def test_the_cpu_profile_fits_its_head_on_features_computed_once():
     assert not features_once(load_params(overrides=["augment.zoom=0.1"]), in_model=False)
 
 
+@pytest.mark.slow  # fits a network
 @pytest.mark.parametrize("cv", [0, 3])
 def test_features_once_fits_what_images_every_epoch_fit(tiny_data, tmp_path, monkeypatch, cv):
     """Same best epoch, history and weights (to float rounding) as the network fitted on its images."""
-    import cxr.model.training
+    import cxr.model.fitting
 
     once, weights_once = _train(tiny_data, tmp_path / "once", f"evaluate.cv_folds={cv}")
-    monkeypatch.setattr(cxr.model.training, "features_once", lambda params, in_model: False)
+    monkeypatch.setattr(cxr.model.fitting, "features_once", lambda params, in_model: False)
     every, weights_every = _train(tiny_data, tmp_path / "every", f"evaluate.cv_folds={cv}")
     assert once.best_epoch == every.best_epoch
     configs = [json.loads((tmp_path / run / "model" / "config.json").read_text()) for run in ("once", "every")]
@@ -53,6 +54,7 @@ def test_features_once_fits_what_images_every_epoch_fit(tiny_data, tmp_path, mon
     assert any(np.abs(w).max() > 0 for w in weights_once)  # it learned something (the kernel starts at zero)
 
 
+@pytest.mark.slow  # fits a network
 def test_with_every_image_and_its_mirror_in_one_batch_the_seed_changes_nothing(tiny_data, tmp_path):
     # pretrained (hed) weights: with train.weights=none the seed draws the base itself
     _, first = _train(tiny_data, tmp_path / "seed1", "train.seed=1", "train.weights=hed")

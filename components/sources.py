@@ -1,6 +1,10 @@
-"""One thin kfp v2 component per pipeline step. Each translates typed artifacts to paths and calls its
-step in `cxr.steps` (one module per step); no logic lives here. kfp ships each function's source into
-its container, so every import happens inside the function body.
+"""The pipeline's steps as kfp components are written: one thin function per step, translating typed
+artifacts to paths and calling its step in `cxr.steps` (one module per step); no logic lives here.
+
+Each function takes `params: Params` and names the run parameters it reads in `@step(uses=...)`;
+`python -m components.generate` writes components/kfp_steps.py, where each is the kfp component whose
+signature holds exactly those typed parameters. kfp ships each component's source into its container,
+so every import happens inside the function body.
 
 Images: CPU steps run in the components image, training in the GPU training image. Both names are
 placeholders rewritten at compile time from `cluster.image_registry` and `cluster.image_tag`
@@ -10,13 +14,23 @@ placeholders rewritten at compile time from `cluster.image_registry` and `cluste
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components.parameters import typed_component
 from cxr.params import Params
 
 CPU_IMAGE = "cxr-python-components:latest"
 GPU_IMAGE = "cxr-python-train-gpu:latest"
+
+
+def step(uses: tuple[str, ...], image: str = CPU_IMAGE):
+    """Marks a step for components/generate.py: the run parameters it reads (sections, `stage.key`
+    entries, or `profile`) and the image it runs in. The function itself is returned unchanged."""
+
+    def mark(func):
+        func.__kfp__ = {"uses": tuple(uses), "image": image}
+        return func
+
+    return mark
 
 
 SHAPING = (
@@ -31,7 +45,7 @@ SHAPING = (
 )  # what start_run hashes and logs
 
 
-@typed_component(uses=("ingest",), base_image=CPU_IMAGE)
+@step(uses=("ingest",))
 def ingest(
     data_dir: str,
     dvc_remote: str,
@@ -68,7 +82,7 @@ def ingest(
     return namedtuple("IngestOutputs", ["data_version"])(actual_version)
 
 
-@typed_component(uses=("validate", "ingest.near_duplicate_bits"), base_image=CPU_IMAGE)
+@step(uses=("validate", "ingest.near_duplicate_bits"))
 def validate(
     dataset: Input[Dataset],
     code_version: str,
@@ -101,7 +115,7 @@ def validate(
     return (outcome.success,)
 
 
-@typed_component(uses=(*SHAPING, "gate", "register", "mlflow", "profile"), base_image=CPU_IMAGE)
+@step(uses=(*SHAPING, "gate", "register", "mlflow", "profile"))
 def start_run(
     dataset: Input[Dataset],
     validation: Input[Dataset],
@@ -151,7 +165,7 @@ def start_run(
     return (ctx.parent_run_id,)
 
 
-@typed_component(uses=("augment", "train.image_size", "train.seed"), base_image=CPU_IMAGE)
+@step(uses=("augment", "train.image_size", "train.seed"))
 def augment(
     dataset: Input[Dataset],
     tracking_uri: str,
@@ -174,9 +188,7 @@ def augment(
     augmentation.metadata.update({k: str(v) for k, v in spec.items()})
 
 
-@typed_component(
-    uses=("ingest", "augment", "train", "lungs", "evaluate", "ood", "scope", "profile"), base_image=GPU_IMAGE
-)
+@step(uses=("ingest", "augment", "train", "lungs", "evaluate", "ood", "scope", "profile"), image=GPU_IMAGE)
 def train(
     dataset: Input[Dataset],
     augmentation: Input[Dataset],
@@ -213,10 +225,7 @@ def train(
     return (model_uri,)
 
 
-@typed_component(
-    uses=("evaluate.bootstrap_samples", "evaluate.prevalence", "evaluate.external_dir", "train.seed"),
-    base_image=CPU_IMAGE,
-)
+@step(uses=("evaluate.bootstrap_samples", "evaluate.prevalence", "evaluate.external_dir", "train.seed"))
 def evaluate(
     dataset: Input[Dataset],
     model: Input[Model],
@@ -262,10 +271,7 @@ def evaluate(
     return (float(reports["val"]["metrics"]["f1"]),)
 
 
-@typed_component(
-    uses=("gate", "register.model_name", "register.alias", "evaluate.bootstrap_samples", "mlflow.experiment"),
-    base_image=CPU_IMAGE,
-)
+@step(uses=("gate", "register.model_name", "register.alias", "evaluate.bootstrap_samples", "mlflow.experiment"))
 def gate(
     dataset: Input[Dataset],
     report: Input[Dataset],
@@ -273,8 +279,9 @@ def gate(
     mlflow_ui: str,
     parent_run_id: str,
     summary: Output[Markdown],
+    decision: Output[Artifact],
     params: Params,
-) -> NamedTuple("GateOutputs", [("outcome", str), ("decision", str)]):
+) -> NamedTuple("GateOutputs", [("outcome", str)]):
     """The promotion gate on validation F1 intervals (against the champion on the same images).
 
     Args:
@@ -284,9 +291,10 @@ def gate(
         mlflow_ui: The MLflow UI's address as a browser reaches it (empty: tracking_uri); for the summary's links.
         parent_run_id: The pipeline's MLflow parent run.
         summary: Output: the decision and the link to the MLflow run (Markdown, shown in the KFP UI).
+        decision: Output: the whole decision (gate.json, cxr.release.gate.GateDecision), for register or reject.
 
     Returns:
-        outcome: passed, failed or inconclusive. decision: the whole decision as JSON.
+        outcome: passed, failed or inconclusive.
     """
     from collections import namedtuple
     from pathlib import Path
@@ -294,19 +302,18 @@ def gate(
     from cxr.steps.context import RunContext
     from cxr.steps.gate import gate_step, gate_summary
 
-    decision = gate_step(RunContext(tracking_uri, parent_run_id), dataset.path, report.path, params)
-    print("gate:", decision.outcome.upper(), "-", decision.reason)
-    Path(summary.path).write_text(gate_summary(decision, mlflow_ui or tracking_uri, parent_run_id))
-    return namedtuple("GateOutputs", ["outcome", "decision"])(decision.outcome, decision.to_json())
+    decided = gate_step(RunContext(tracking_uri, parent_run_id), dataset.path, report.path, params)
+    print("gate:", decided.outcome.upper(), "-", decided.reason)
+    Path(summary.path).write_text(gate_summary(decided, mlflow_ui or tracking_uri, parent_run_id))
+    Path(decision.path).write_text(decided.to_json())
+    decision.metadata.update({"outcome": decided.outcome, "reason": decided.reason})
+    return namedtuple("GateOutputs", ["outcome"])(decided.outcome)
 
 
-@typed_component(
-    uses=("register", "ingest.positive_class", "train.weights", "profile"),
-    base_image=CPU_IMAGE,
-)
+@step(uses=("register", "ingest.positive_class", "train.weights", "profile"))
 def register(
     model_uri: str,
-    decision: str,
+    decision: Input[Artifact],
     tracking_uri: str,
     parent_run_id: str,
     data_version: str,
@@ -317,7 +324,7 @@ def register(
 
     Args:
         model_uri: The MLflow model from the train step.
-        decision: The gate's decision as JSON.
+        decision: The gate's decision (gate.json).
         tracking_uri: MLflow tracking server or store.
         parent_run_id: The pipeline's MLflow parent run.
         data_version: The DVC version of the data the ingest step read.
@@ -326,13 +333,16 @@ def register(
     Returns:
         version: The registered version number.
     """
+    from pathlib import Path
+
+    from cxr.release.gate import GateDecision
     from cxr.steps.context import RunContext
     from cxr.steps.register import register_step
 
     version = register_step(
         RunContext(tracking_uri, parent_run_id),
         model_uri,
-        decision,
+        GateDecision.from_json(Path(decision.path).read_text()),
         params,
         {"data_version": data_version, "git_commit": git_commit},
     )
@@ -340,7 +350,7 @@ def register(
     return (version,)
 
 
-@typed_component(uses=("mlflow.experiment",), base_image=CPU_IMAGE)
+@step(uses=("mlflow.experiment",))
 def finalize(tracking_uri: str, kfp_run_id: str, status: dsl.PipelineTaskFinalStatus, params: Params) -> NamedTuple(
     "FinalizeOutputs", [("closed_as", str)]
 ):
@@ -364,21 +374,27 @@ def finalize(tracking_uri: str, kfp_run_id: str, status: dsl.PipelineTaskFinalSt
     return (closed,)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def reject(decision: str, tracking_uri: str, parent_run_id: str) -> NamedTuple("RejectOutputs", [("reason", str)]):
+@step(uses=())
+def reject(decision: Input[Artifact], tracking_uri: str, parent_run_id: str) -> NamedTuple(
+    "RejectOutputs", [("reason", str)]
+):
     """The gate failed or was inconclusive: nothing is registered; the reason is recorded on the MLflow run.
 
     Args:
-        decision: The gate's decision as JSON.
+        decision: The gate's decision (gate.json).
         tracking_uri: MLflow tracking server or store.
         parent_run_id: The pipeline's MLflow parent run.
 
     Returns:
         reason: Why nothing was registered.
     """
+    from pathlib import Path
+
+    from cxr.release.gate import GateDecision
     from cxr.steps.context import RunContext
     from cxr.steps.register import reject_step
 
-    reason = reject_step(RunContext(tracking_uri, parent_run_id), decision)
+    decided = GateDecision.from_json(Path(decision.path).read_text())
+    reason = reject_step(RunContext(tracking_uri, parent_run_id), decided)
     print("not registered:", reason)
     return (reason,)

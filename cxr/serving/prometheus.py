@@ -11,8 +11,6 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
-# refusal kinds, from the row `cxr.inference.scoring` gives
-REFUSAL_KINDS = ("dicom_header", "input_gate", "population_scope")
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 UNIT_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 SCORE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)

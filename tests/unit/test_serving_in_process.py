@@ -1,0 +1,87 @@
+"""The web app in-process (Flask's test client) around a tiny model built in memory, not trained: the
+fast tier's check of the upload -> decode -> gate -> model -> answer path and of bad input. The same app
+as a real `cxr serve` process, with real uploads and a trained model, is tests/integration/test_serving.py."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import SAMPLE, dicom_path, synthetic_xray, tiny
+
+MAX_MB = 8
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    from cxr.inference.classifier import XrayClassifier
+    from cxr.inference.gradcam import GradCam
+    from cxr.model.architecture import build_model
+    from cxr.model.config import MODEL_FILE, ModelConfig
+    from cxr.serving.app import create_app
+    from cxr.serving.model_store import ServedModel
+
+    folder = tmp_path_factory.mktemp("model")
+    build_model(tiny("train.weights=none").train).save(folder / MODEL_FILE)  # unfitted: any probability will do
+    ModelConfig(image_size=32, positive_class="COVID", negative_class="Normal", threshold=0.5).write(folder)
+    classifier = XrayClassifier().load(folder / MODEL_FILE, ModelConfig.read(folder))
+    gradcam = GradCam(classifier.keras_model, 32)
+    served = ServedModel("models:/covid-xray-vgg16/7", "7", "d1", classifier, gradcam=gradcam)
+    return create_app(served, max_upload_mb=MAX_MB).test_client()
+
+
+def png(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def post(client, data: bytes, name: str = "x.png"):
+    return client.post("/api/predict", data={"file": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+
+
+def test_health_and_readiness_name_the_served_version(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz").get_json()
+    assert ready["ready"] and ready["model_version"] == "7" and ready["data_version"] == "d1"
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("real.png", (SAMPLE / "COVID" / "COVID-1.png").read_bytes()),
+        ("synthetic.png", png(synthetic_xray(4, 96))),
+        ("chest.dcm", dicom_path().read_bytes()),
+    ],
+)
+def test_an_upload_gets_a_probability_and_the_label_its_threshold_gives(client, name, data):
+    response = post(client, data, name)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.get_json()
+    assert 0.0 <= body["probability"] <= 1.0 and body["model_version"] == "7"
+    assert body["label"] == ("COVID" if body["probability"] >= body["threshold"] else "Normal")
+
+
+@pytest.mark.parametrize(
+    "name, data, status, words",
+    [
+        ("empty.png", b"", 400, "is empty"),
+        ("notes.txt", b"just some text, not an image", 415, "not a PNG, JPEG or DICOM"),
+        ("half.png", png(synthetic_xray(5, 64))[:200], 422, "corrupt or truncated"),
+        ("big.png", b"\x89PNG" + b"0" * (MAX_MB * 1024 * 1024 + 10), 413, f"{MAX_MB} MB limit"),
+    ],
+)
+def test_bad_input_gets_one_sentence_and_a_4xx(client, name, data, status, words):
+    response = post(client, data, name)
+    assert response.status_code == status
+    assert words in response.get_json()["error"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_the_page_answers_an_upload_with_the_label(client):
+    page = client.post(
+        "/", data={"file": (io.BytesIO(png(synthetic_xray(6, 80))), "x.png")}, content_type="multipart/form-data"
+    )
+    assert page.status_code == 200 and ("COVID" in page.get_data(as_text=True))
+    assert np.isfinite(client.get("/readyz").get_json()["threshold"])
