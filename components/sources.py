@@ -338,13 +338,14 @@ def register(
     from cxr.release.gate import GateDecision
     from cxr.steps.context import RunContext
     from cxr.steps.register import register_step
+    from cxr.tracking.record import Lineage
 
     version = register_step(
         RunContext(tracking_uri, parent_run_id),
         model_uri,
         GateDecision.from_json(Path(decision.path).read_text()),
         params,
-        {"data_version": data_version, "git_commit": git_commit},
+        Lineage(data_version=data_version, git_commit=git_commit),
     )
     print("registered version", version)
     return (version,)

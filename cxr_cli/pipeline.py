@@ -387,6 +387,7 @@ def pipeline_runs(
     """The newest Kubeflow runs with their state and the MLflow run each recorded (read from
     $MLFLOW_TRACKING_URI as this machine reaches it): gate outcome, registered version, link."""
     from cxr.tracking import runs as tracking
+    from cxr.tracking.record import GateRecord, registered_version
     from pipelines import catalog
 
     params = _load(params_file, profile, ())
@@ -403,8 +404,8 @@ def pipeline_runs(
         run = recorded.get(row["kfp_run_id"])
         row["mlflow_run_id"] = run.info.run_id if run else ""
         row["mlflow_url"] = f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" if run else ""
-        row["gate"] = run.data.tags.get("gate.outcome", "") if run else ""
-        row["registered_version"] = run.data.tags.get("registered_version", "") if run else ""
+        row["gate"] = GateRecord.from_tags(run.data.tags).outcome if run else ""
+        row["registered_version"] = registered_version(run.data.tags) if run else ""
     if as_json:
         print(json.dumps(rows))
         return

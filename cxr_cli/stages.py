@@ -116,6 +116,7 @@ def stage_register(profile: str = ProfileOpt, params_file: Path | None = ParamsO
     from cxr.steps.gate import gate_step
     from cxr.steps.register import register_step, reject_step
     from cxr.tracking import runs as tracking
+    from cxr.tracking.record import Lineage
 
     params, ctx = _stage_context(params_file, profile)
     decision = gate_step(ctx, str(ARTIFACTS / "dataset"), str(ARTIFACTS / "evaluation"), params)
@@ -123,8 +124,8 @@ def stage_register(profile: str = ProfileOpt, params_file: Path | None = ParamsO
     if decision.passed:
         model_uri = (ARTIFACTS / "model" / "mlflow_model_uri.txt").read_text().strip()
         read = json.loads(RUN_FILE.read_text()).get("data_version", "unversioned")
-        tags = {"data_version": read, "git_commit": tracking.git_commit()}
-        out["registered_version"] = register_step(ctx, model_uri, decision, params, tags)
+        lineage = Lineage(data_version=read, git_commit=tracking.git_commit())
+        out["registered_version"] = register_step(ctx, model_uri, decision, params, lineage)
     else:
         reject_step(ctx, decision)
     (ARTIFACTS / "gate.json").write_text(json.dumps(out, indent=2))

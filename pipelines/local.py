@@ -17,6 +17,7 @@ from cxr.data.versions import dir_md5
 from cxr.errors import CxrError
 from cxr.params import Params, project_root
 from cxr.tracking import runs as tracking
+from cxr.tracking.record import RunRecord
 from cxr.tracking.signature import code_version
 from pipelines.compile import image_names, recorded_images
 from pipelines.kfp_pipeline import build_pipeline
@@ -145,24 +146,22 @@ def read_outcome(tracking_uri: str, experiment: str, run_name: str) -> PipelineO
         raise CxrError(
             f"The pipeline run '{run_name}' left no MLflow run in {tracking_uri}; see the step logs for the failure."
         )
-    run = runs[0]
-    tags = run.data.tags
-    gate = tags.get("gate.passed")
+    run = RunRecord.from_run(runs[0])
     return PipelineOutcome(
-        run_id=run.info.run_id,
-        status=run.info.status,
-        metrics=dict(sorted(run.data.metrics.items())),
-        gate_passed=None if gate is None else gate == "true",
-        gate_outcome=tags.get("gate.outcome", ""),
-        gate_reason=tags.get("gate.reason", ""),
-        gate_advice=tags.get("gate.advice", ""),
-        registered_version=tags.get("registered_version", ""),
-        model_uri=tags.get("model_uri", ""),
-        error=tags.get("error", ""),
+        run_id=run.lineage.run_id,
+        status=run.status,
+        metrics=run.metrics,
+        gate_passed=run.gate.passed,
+        gate_outcome=run.gate.outcome,
+        gate_reason=run.gate.reason,
+        gate_advice=run.gate.advice,
+        registered_version=run.registered_version,
+        model_uri=run.model_uri,
+        error=run.error,
         run_name=run_name,
-        experiment_id=run.info.experiment_id,
-        data_version=tags.get("data_version", ""),
-        git_commit=tags.get("git_commit", ""),
-        failed_step=tags.get("failed_step", ""),
-        shortcut_verdict=tags.get("shortcut.verdict", ""),
+        experiment_id=run.experiment_id,
+        data_version=run.lineage.data_version,
+        git_commit=run.lineage.git_commit,
+        failed_step=run.failed_step,
+        shortcut_verdict=run.note("shortcut.verdict"),
     )

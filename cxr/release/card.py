@@ -11,14 +11,15 @@ validate (cxr/release/promotion.py).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import jsonschema
 
 from cxr.evaluation.metrics import CARD_METRICS, CONFUSION_KEYS, INTERVAL_METRICS, as_number, figure, format_figure
 from cxr.model.config import describe
+from cxr.params import Params
 from cxr.release.gate import disagreement
+from cxr.tracking.record import RunRecord
 
 SCHEMA_PATH = Path(__file__).with_name("card.schema.json")
 CARD_SCHEMA = "cxr.model-card/1"
@@ -105,12 +106,14 @@ def _class_counts(metrics: dict) -> dict[str, int]:
     return per_class
 
 
-def build_card(name: str, version: str, params: dict, metrics: dict, tags: dict) -> dict:
-    """The card as a dict (validates against card.schema.json when the run recorded everything)."""
-    positive = params.get("ingest.positive_class", "COVID")
+def build_card(name: str, version: str, run: RunRecord) -> dict:
+    """The card as a dict, from what the pipeline run recorded (validates against card.schema.json when the
+    run recorded everything)."""
+    params, metrics = run.params, run.metrics
+    positive = params.ingest.positive_class
     return {
         "schema": CARD_SCHEMA,
-        "model": _model_section(name, version, params, tags),
+        "model": _model_section(name, version, run),
         "intended_use": {
             "purpose": f"Research and teaching: the probability that a frontal adult chest X-ray shows {positive}, "
             "to study how such models are built, evaluated and released.",
@@ -123,89 +126,82 @@ def build_card(name: str, version: str, params: dict, metrics: dict, tags: dict)
             "or exclude disease in any patient, nor replace a radiologist's reading.",
         },
         "out_of_scope": OUT_OF_SCOPE,
-        "training_data": _training_data_section(params, metrics, tags),
+        "training_data": _training_data_section(run),
         "reference_standard": REFERENCE_STANDARD,
-        "decision_threshold": _threshold_section(params, metrics, tags),
-        "metrics": _metrics_section(params, metrics, tags),
-        "input_gate": _gate_figures(metrics, tags),
-        "scope_check": _scope_figures(metrics, tags),
-        "shortcut_probe": _shortcut_figures(metrics, tags),
+        "decision_threshold": _threshold_section(run),
+        "metrics": _metrics_section(run),
+        "input_gate": _gate_figures(run),
+        "scope_check": _scope_figures(run),
+        "shortcut_probe": _shortcut_figures(run),
         "external_check": _external_figures(metrics),
-        "promotion_gate": {
-            "outcome": tags.get("gate.outcome") or tags.get("gate.passed") or None,
-            "reason": tags.get("gate.reason") or None,
-        },
-        "limitations": _limitations(metrics, tags),
+        "promotion_gate": {"outcome": run.gate.outcome or None, "reason": run.gate.reason or None},
+        "limitations": _limitations(run),
         "lineage": {
-            "run_id": tags.get("run_id") or None,
-            "git_commit": tags.get("git_commit", "unknown"),
-            "data_version": tags.get("data_version", "unknown"),
+            "run_id": run.lineage.run_id or None,
+            "git_commit": run.lineage.git_commit or "unknown",
+            "data_version": run.lineage.data_version or "unknown",
         },
     }
 
 
-def _model_section(name: str, version: str, params: dict, tags: dict) -> dict:
-    weights = params.get("train.weights", "none")
+def _model_section(name: str, version: str, run: RunRecord) -> dict:
+    tp = run.params.train
     return {
         "name": name,
         "version": str(version),
-        "architecture": describe(
-            params.get("train.pooling", "flatten"),
-            params.get("train.head", "paper"),
-            params.get("train.standardise") == "True",
-            [int(b) for b in re.findall(r"\d", params.get("train.stat_blocks", "3, 4, 5"))],
-        )
+        "architecture": describe(tp.pooling, tp.head, tp.standardise, list(tp.stat_blocks))
         + " (after R. Wali, Detecting COVID-19 from Medical X-Ray Images, 2021: Flatten, Dense 1024 ReLU, "
         "Dense 512 ReLU, Dense 1 sigmoid)",
-        "image_size": int(float(params.get("train.image_size", 0) or 0)),
-        "base": "frozen" if params.get("train.freeze_base") == "True" else "fine-tuned",
-        "weights": WEIGHTS.get(weights, weights),
-        "profile": tags.get("profile", params.get("profile", "cpu")),
+        "image_size": tp.image_size,
+        "base": "frozen" if tp.freeze_base else "fine-tuned",
+        "weights": WEIGHTS.get(tp.weights, tp.weights),
+        "profile": run.lineage.profile or run.params.profile,
     }
 
 
-def _training_data_section(params: dict, metrics: dict, tags: dict) -> dict:
+def _training_data_section(run: RunRecord) -> dict:
+    metrics = run.metrics
     counts = _class_counts(metrics)
     splits = {
         split: sum(int(v) for k, v in metrics.items() if k.startswith(f"n_{split}_"))
         for split in ("train", "val", "test")
     }
     return {
-        "dataset": f"{params.get('ingest.data_dir')}: a sample of the COVID-19 Radiography Database (Chowdhury et "
+        "dataset": f"{run.params.ingest.data_dir}: a sample of the COVID-19 Radiography Database (Chowdhury et "
         "al., IEEE Access 2020; Rahman et al., Comput. Biol. Med. 2021)",
         "n_images": int(metrics.get("n_images", 0) or 0),
         "classes": {label: {"n": n, "sources": DATA_SOURCES.get(label)} for label, n in sorted(counts.items())},
         "splits": splits,
-        "split_method": f"stratified by class, seed {params.get('ingest.seed')}; identical and near-identical "
+        "split_method": f"stratified by class, seed {run.params.ingest.seed}; identical and near-identical "
         "images (dHash) kept in one split; no patient identifiers, so no patient-level split",
-        "data_version": tags.get("data_version", "unknown"),
+        "data_version": run.lineage.data_version or "unknown",
         "provenance": PROVENANCE,
         "cleaning": CLEANING,
         "known_confounders": CONFOUNDERS,
     }
 
 
-def _threshold_section(params: dict, metrics: dict, tags: dict) -> dict:
-    strategy = params.get("evaluate.threshold_strategy", "")
+def _threshold_section(run: RunRecord) -> dict:
+    strategy = run.params.evaluate.threshold_strategy
     screening = strategy == "target_sensitivity"
     return {
-        "value": as_number(metrics.get("val_threshold")),
+        "value": as_number(run.metrics.get("val_threshold")),
         "strategy": strategy,
-        "why": tags.get("threshold_method") or None,
+        "why": run.note("threshold_method") or None,
         "use": "screening: chosen for a target sensitivity (evaluate.target_sensitivity)"
         if screening
         else "balanced: for screening, set evaluate.threshold_strategy=target_sensitivity",
     }
 
 
-def _metrics_section(params: dict, metrics: dict, tags: dict) -> dict:
-    positive = params.get("ingest.positive_class", "COVID")
+def _metrics_section(run: RunRecord) -> dict:
+    metrics = run.metrics
     return {
-        "positive_class": positive,
-        "prevalence": as_number(params.get("evaluate.prevalence")),
+        "positive_class": run.params.ingest.positive_class,
+        "prevalence": as_number(run.params.evaluate.prevalence),
         "ppv_npv_note": "PPV and NPV are computed at the stated prevalence, not at the split's own class mix.",
         "validation": _split_metrics(metrics, "val"),
-        "validation_source": tags.get("validation") or "the validation split",
+        "validation_source": run.note("validation") or "the validation split",
         "test": _split_metrics(metrics, "test"),
         "note": "Every image of each split is counted, accepted by the input gate or not.",
         "cross_validation": {
@@ -218,16 +214,17 @@ def _metrics_section(params: dict, metrics: dict, tags: dict) -> dict:
         else None,
         "calibration": {
             "temperature": as_number(metrics.get("temperature")),
-            "how": tags.get("temperature_method") or None,
+            "how": run.note("temperature_method") or None,
             "ece_before": as_number(metrics.get("ece_before_calibration")),
             "ece_after": as_number(metrics.get("ece_after_calibration")),
         },
     }
 
 
-def _gate_figures(metrics: dict, tags: dict) -> dict:
+def _gate_figures(run: RunRecord) -> dict:
+    metrics = run.metrics
     return {
-        "method": tags.get("ood.method") or None,
+        "method": run.note("ood.method") or None,
         "threshold": as_number(metrics.get("ood_threshold")),
         "val_accept_rate": as_number(metrics.get("val_ood_accept_rate")),
         "test_accept_rate": as_number(metrics.get("test_ood_accept_rate")),
@@ -238,26 +235,27 @@ def _gate_figures(metrics: dict, tags: dict) -> dict:
     }
 
 
-def _limitations(metrics: dict, tags: dict) -> list[str]:
+def _limitations(run: RunRecord) -> list[str]:
     return [
-        f"Small dataset ({int(metrics.get('n_images', 0) or 0)} images): wide intervals; research figures on "
+        f"Small dataset ({int(run.metrics.get('n_images', 0) or 0)} images): wide intervals; research figures on "
         "splits of one public database, not clinical evidence.",
         "One public database: no external validation; scanner, site and population shift untested.",
         "The threshold and temperature are chosen and the promotion gate applied on the validation figures "
-        f"({tags.get('validation') or 'the validation split'}); the test split is reported separately for that "
+        f"({run.note('validation') or 'the validation split'}); the test split is reported separately for that "
         "reason.",
         "No patient-level split: the database does not identify patients, so images of one patient may sit in "
         "more than one split (identical and near-identical images are kept together).",
     ]
 
 
-def _scope_figures(metrics: dict, tags: dict) -> dict | None:
+def _scope_figures(run: RunRecord) -> dict | None:
     """The population scope check's figures (None for a model without one)."""
+    metrics = run.metrics
     if "scope_refuse_rate" not in metrics:
         return None
     return {
         "population": "adults",
-        "method": tags.get("scope.method") or None,
+        "method": run.note("scope.method") or None,
         "threshold": as_number(metrics.get("scope_threshold")),
         "reference_refuse_rate": as_number(metrics.get("scope_refuse_rate")),
         "n_reference": int(metrics.get("scope_n", 0) or 0),
@@ -269,15 +267,16 @@ def _scope_figures(metrics: dict, tags: dict) -> dict | None:
     }
 
 
-def _shortcut_figures(metrics: dict, tags: dict) -> dict | None:
+def _shortcut_figures(run: RunRecord) -> dict | None:
     """The shortcut probe's test-split figures (None when it did not run)."""
+    metrics = run.metrics
     if "test_lungs_hidden_auc" not in metrics:
         return None
     return {
         "full_auc": as_number(metrics.get("test_roc_auc")),
         "lungs_hidden_auc": as_number(metrics.get("test_lungs_hidden_auc")),
         "lungs_only_auc": as_number(metrics.get("test_lungs_only_auc")),
-        "verdict": tags.get("shortcut.verdict") or None,
+        "verdict": run.note("shortcut.verdict") or None,
         "method": "the test split scored with the lung fields (the model's own segmenter's masks) filled with the "
         "image's mean grey (lungs hidden), and with everything outside them filled (lungs only), each through the "
         "model's whole path; ROC AUC, chance 0.5",
@@ -355,12 +354,12 @@ def _safety_markdown(card: dict) -> list[str]:
     return lines
 
 
-def render_markdown(card: dict, params: dict | None = None) -> str:
-    """The card for people: the clinician's sections first, then the engineer's."""
+def render_markdown(card: dict, params: Params | None = None) -> str:
+    """The card for people: the clinician's sections first, then the engineer's (and the run's parameters)."""
     lines = _use_and_data_markdown(card) + _metrics_markdown(card) + _gate_and_model_markdown(card)
-    if params:
+    if params is not None:
         lines += ["", "## Parameters", "", "| parameter | value |", "| --- | --- |"]
-        lines += [f"| {k} | {v} |" for k, v in sorted(params.items())]
+        lines += [f"| {k} | {v} |" for k, v in sorted(params.flat().items())]
     return "\n".join(lines) + "\n"
 
 

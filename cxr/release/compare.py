@@ -18,6 +18,7 @@ from cxr.model.config import ModelConfig
 from cxr.release.gate import PairedDelta, disagreement, evidence_from_tags
 from cxr.release.promotion import aliases_by_version, resolve_version, with_interval
 from cxr.release.registry import alias_version
+from cxr.tracking.record import Lineage
 
 
 def _step_run(parent_run_id: str, step: str):
@@ -90,8 +91,8 @@ def compare(name: str, ref_a: str, ref_b: str, data_dir: Path, samples: int = 20
     """Both versions on version A's validation split: recorded predictions when both runs used that
     same split, else both re-scored from the images in data_dir."""
     a, b = resolve_version(name, ref_a), resolve_version(name, ref_b)
-    frame_a, pred_a, threshold_a = recorded_split(a.tags.get("run_id", ""))
-    frame_b, pred_b, threshold_b = recorded_split(b.tags.get("run_id", ""))
+    frame_a, pred_a, threshold_a = recorded_split(Lineage.from_tags(a.tags).run_id)
+    frame_b, pred_b, threshold_b = recorded_split(Lineage.from_tags(b.tags).run_id)
     same = set(frame_a["sha256"]) == set(frame_b["sha256"])
     thresholds = (threshold_a, threshold_b)
     if same and pred_a is not None and pred_b is not None:

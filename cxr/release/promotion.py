@@ -27,6 +27,16 @@ from cxr.errors import CxrError
 from cxr.release.card import card_problems
 from cxr.release.gate import disagreement, evidence_from_tags
 from cxr.release.registry import alias_version, client
+from cxr.tracking.record import (
+    GATE_CANDIDATE_F1,
+    GATE_OUTCOME,
+    GATE_PASSED,
+    GATE_PREFIX,
+    REGISTERED_BY,
+    GateRecord,
+    Lineage,
+    registered_version,
+)
 from cxr.tracking.runs import refusal
 
 EVENT_PREFIX = "release.event."
@@ -69,6 +79,7 @@ def list_versions(name: str) -> list[dict]:
     holders = aliases_by_version(name)
     rows = []
     for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        lineage = Lineage.from_tags(mv.tags)
         rows.append(
             {
                 "version": str(mv.version),
@@ -76,12 +87,12 @@ def list_versions(name: str) -> list[dict]:
                 "val_f1": with_interval(evidence_from_tags(mv.tags, "val")),
                 "test_f1": with_interval(evidence_from_tags(mv.tags, "test")),
                 "val_accuracy": mv.tags.get("val_accuracy", ""),
-                "gate": mv.tags.get("gate.outcome") or mv.tags.get("gate.passed", ""),
+                "gate": GateRecord.from_tags(mv.tags).outcome,
                 "warning": disagreement(evidence_from_tags(mv.tags, "val"), evidence_from_tags(mv.tags, "test")),
-                "data_version": mv.tags.get("data_version", ""),
-                "git_commit": mv.tags.get("git_commit", ""),
+                "data_version": lineage.data_version,
+                "git_commit": lineage.git_commit,
                 "created": _created(mv),
-                "registered_by": mv.tags.get("registered_by") or mv.user_id or "",
+                "registered_by": mv.tags.get(REGISTERED_BY) or mv.user_id or "",
             }
         )
     return rows
@@ -127,15 +138,15 @@ def show_version(name: str, ref: str) -> dict:
         "aliases": aliases_by_version(name).get(str(mv.version), []),
         "created": _created(mv),
         "source": mv.source,
-        "run_id": tags.get("run_id", mv.run_id or ""),
-        "run_link": run_link(tags.get("run_id", "")),
-        "gate": {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")},
+        "run_id": Lineage.from_tags(tags).run_id or mv.run_id or "",
+        "run_link": run_link(Lineage.from_tags(tags).run_id),
+        "gate": GateRecord.from_tags(tags).as_dict(),
         "evidence": {
             "val_f1": with_interval(evidence_from_tags(tags, "val")),
             "test_f1": with_interval(evidence_from_tags(tags, "test")),
             "warning": disagreement(evidence_from_tags(tags, "val"), evidence_from_tags(tags, "test")),
         },
-        "tags": {k: v for k, v in sorted(tags.items()) if not k.startswith(("gate.", EVENT_PREFIX))},
+        "tags": {k: v for k, v in sorted(tags.items()) if not k.startswith((GATE_PREFIX, EVENT_PREFIX))},
         "events": [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(EVENT_PREFIX)],
     }
 
@@ -189,7 +200,7 @@ def recorded_gate(mv) -> dict | None:
     source = c.get_run(mv.run_id)
     parent_id = source.data.tags.get("mlflow.parentRunId") or mv.run_id
     parent = c.get_run(parent_id)
-    if parent.data.tags.get("registered_version") != str(mv.version):
+    if registered_version(parent.data.tags) != str(mv.version):
         return None  # the run's model, registered again by hand: the gate did not register this version
     gates = c.search_runs(
         [source.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.step = 'gate'"
@@ -208,21 +219,24 @@ def verify_gate(name: str, mv) -> tuple[bool, str]:
     """(passed, why) from the recorded gate; CxrError when the version's tags claim another decision."""
     version = str(mv.version)
     record = recorded_gate(mv)
-    tagged = mv.tags.get("gate.passed")
+    gate = GateRecord.from_tags(mv.tags)
     if record is None:
-        if tagged == "true":
+        if gate.passed:
             raise CxrError(
                 f"Version {version} of '{name}' is tagged as having passed the gate, but no pipeline run records "
                 "a gate decision for it: the tag was set by hand. Promotion refused; investigate, or use "
                 "--force with --reason (recorded)."
             )
-        return False, mv.tags.get("gate.reason") or "it has no gate record (registered outside the pipeline)"
+        return False, gate.reason or "it has no gate record (registered outside the pipeline)"
     passed = record.get("outcome") == "passed"
-    claims = {"gate.passed": str(passed).lower(), "gate.outcome": record.get("outcome", "")}
-    changed = [k for k, v in claims.items() if k in mv.tags and mv.tags[k] != v]
-    tagged_f1, logged_f1 = mv.tags.get("gate.candidate_f1"), record.get("val_f1_logged")
+    changed = []
+    if gate.passed is not None and gate.passed != passed:
+        changed.append(GATE_PASSED)
+    if mv.tags.get(GATE_OUTCOME) is not None and gate.outcome != record.get("outcome", ""):
+        changed.append(GATE_OUTCOME)
+    tagged_f1, logged_f1 = gate.figures.get("candidate_f1"), record.get("val_f1_logged")
     if tagged_f1 and abs(float(tagged_f1) - float(record.get("candidate_f1", "nan"))) > 1e-6:
-        changed.append("gate.candidate_f1")
+        changed.append(GATE_CANDIDATE_F1)
     if logged_f1 is not None and abs(float(logged_f1) - float(record.get("candidate_f1", "nan"))) > 1e-6:
         changed.append("the run's val_f1")
     if changed:

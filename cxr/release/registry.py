@@ -11,6 +11,7 @@ from mlflow.exceptions import MlflowException
 from cxr.aliases import CHAMPION
 from cxr.errors import CxrError
 from cxr.release.gate import GateDecision
+from cxr.tracking.record import RUN_ID, GateRecord, Lineage
 
 
 def client():
@@ -29,7 +30,7 @@ def registered_by_run(name: str, run_id: str):
     """The version of `name` a pipeline run (its MLflow parent run id) already registered, if any."""
     if not run_id:
         return None
-    found = client().search_model_versions(f"name = '{name}' and tags.run_id = '{run_id}'")
+    found = client().search_model_versions(f"name = '{name}' and tags.{RUN_ID} = '{run_id}'")
     return found[0] if found else None
 
 
@@ -51,13 +52,13 @@ def register_candidate(model_uri: str, name: str, alias: str, tags: dict[str, st
         )
     # one request creates the version with every tag: a failure cannot leave a version without its gate record;
     # a retried step finds the version its first attempt registered instead of registering a second one
-    version = registered_by_run(name, str(tags.get("run_id", ""))) or mlflow.register_model(
+    version = registered_by_run(name, Lineage.from_tags(tags).run_id) or mlflow.register_model(
         model_uri, name, tags={**{k: str(v) for k, v in tags.items()}, **gate_tags(decision)}
     )
     c = client()
     holder = alias_version(name, alias)
     if holder is not None and str(holder.version) != (decision.challenger_version or ""):
-        holder_f1 = float(holder.tags.get("gate.candidate_f1", "nan"))
+        holder_f1 = float(GateRecord.from_tags(holder.tags).figures.get("candidate_f1", "nan"))
         if holder_f1 > decision.candidate_f1:
             note = (
                 f"@{alias} moved to v{holder.version} (F1 {holder_f1:.4f}) after this run's gate; it keeps "
@@ -75,22 +76,19 @@ def gate_tags(decision: GateDecision) -> dict[str, str]:
     def fmt(value) -> str:
         return "" if value is None else f"{value:.6f}"
 
-    tags = {
-        "gate.passed": str(decision.passed).lower(),
-        "gate.outcome": decision.outcome,
-        "gate.reason": decision.reason,
-        "gate.candidate_f1": fmt(decision.candidate_f1),
-        "gate.candidate_f1_ci_low": fmt(decision.val.get("f1_low")),
-        "gate.candidate_f1_ci_high": fmt(decision.val.get("f1_high")),
-        "gate.min_f1": str(decision.min_f1),
-        "gate.min_delta": str(decision.min_delta),
-        "gate.min_val_per_class": str(decision.min_val_per_class),
-        "gate.champion_f1": fmt(decision.champion_f1),
-        "gate.champion_version": decision.champion_version or "",
+    figures = {
+        "candidate_f1": fmt(decision.candidate_f1),
+        "candidate_f1_ci_low": fmt(decision.val.get("f1_low")),
+        "candidate_f1_ci_high": fmt(decision.val.get("f1_high")),
+        "min_f1": str(decision.min_f1),
+        "min_delta": str(decision.min_delta),
+        "min_val_per_class": str(decision.min_val_per_class),
+        "champion_f1": fmt(decision.champion_f1),
+        "champion_version": decision.champion_version or "",
     }
     if decision.champion is not None:
-        tags["gate.delta_f1_ci"] = f"{decision.champion['low']:+.4f} to {decision.champion['high']:+.4f}"
+        figures["delta_f1_ci"] = f"{decision.champion['low']:+.4f} to {decision.champion['high']:+.4f}"
     if decision.test is not None:
-        tags["gate.test_f1"] = fmt(decision.test["f1"])
-        tags["gate.test_f1_ci"] = f"{decision.test['f1_low']:.4f} to {decision.test['f1_high']:.4f}"
-    return tags
+        figures["test_f1"] = fmt(decision.test["f1"])
+        figures["test_f1_ci"] = f"{decision.test['f1_low']:.4f} to {decision.test['f1_high']:.4f}"
+    return GateRecord(decision.outcome, decision.reason, "", decision.passed, figures).tags()

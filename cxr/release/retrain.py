@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 
 from cxr.release.registry import client
+from cxr.tracking.record import Lineage
 from cxr.tracking.signature import TrainingSignature
 
 
@@ -32,7 +33,7 @@ def newest_version(name: str):
 
 def logged_params(version) -> dict[str, str]:
     """The MLflow params of the pipeline run that trained `version` ({} when unknown)."""
-    run_id = version.tags.get("run_id", "") if version is not None else ""
+    run_id = Lineage.from_tags(version.tags).run_id if version is not None else ""
     try:
         return dict(client().get_run(run_id).data.params) if run_id else {}
     except MlflowException:

@@ -32,6 +32,7 @@ from cxr.release.card import card_problems
 from cxr.release.promotion import card_of
 from cxr.release.registry import alias_version
 from cxr.serving.batching import Batcher
+from cxr.tracking.record import Lineage
 
 log = logging.getLogger("cxr.serve")
 
@@ -138,7 +139,7 @@ def version_info(uri: str) -> tuple[str, str]:
     else:
         name, number = ref.rsplit("/", 1)
         mv = client.get_model_version(name, number)
-    return str(mv.version), mv.tags.get("data_version", "")
+    return str(mv.version), Lineage.from_tags(mv.tags).data_version
 
 
 def load_served_model(uri: str = "", name: str = "") -> ServedModel:
@@ -226,7 +227,8 @@ class ModelFollower:
             self.reload_error = ""
             return False
         try:
-            model = _load(shown, f"models:/{mv.name}/{version}", version, mv.tags.get("data_version", ""), warning)
+            data_version = Lineage.from_tags(mv.tags).data_version
+            model = _load(shown, f"models:/{mv.name}/{version}", version, data_version, warning)
             model.set_batching(*self.batching)
             if self.current is not None:
                 self._check_replacement(model, mv)

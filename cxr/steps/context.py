@@ -13,6 +13,7 @@ from cxr.data.versions import dir_md5, fetch_version
 from cxr.errors import CxrError
 from cxr.params import Params
 from cxr.tracking import runs as tracking
+from cxr.tracking.record import lineage_tags
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,7 @@ def start_lineage_run(
     """The pipeline's MLflow parent run, opened with the lineage every front-end records (data version
     read and asked for, code commit, orchestrator) and the effective parameters."""
     tags = {
-        "data_version": actual_version,
-        "data_version_requested": requested_version,
-        "git_commit": git_commit,
+        **lineage_tags(actual_version, requested_version, git_commit),
         "orchestrator": orchestrator,
         **(extra_tags or {}),
     }

@@ -13,7 +13,9 @@ from cxr.release.compare import champion_on
 from cxr.release.gate import Evidence, SafetyBars, SafetyEvidence, decide_promotion
 from cxr.release.registry import alias_version
 from cxr.steps.context import RunContext
+from cxr.tracking import record
 from cxr.tracking import runs as tracking
+from cxr.tracking.record import GateRecord
 
 
 def split_evidence(report: dict):
@@ -62,10 +64,8 @@ def gate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Params
         )
         mlflow.log_dict(json.loads(decision.to_json()), "gate.json")
     client = mlflow.MlflowClient()
-    for key, value in (("outcome", decision.outcome), ("passed", str(decision.passed).lower())):
-        client.set_tag(ctx.parent_run_id, f"gate.{key}", value)
-    client.set_tag(ctx.parent_run_id, "gate.reason", decision.reason)
-    client.set_tag(ctx.parent_run_id, "gate.advice", decision.advice)
+    gate = GateRecord(decision.outcome, decision.reason, decision.advice, decision.passed)
+    record.set_gate(client, ctx.parent_run_id, gate)
     if champion is not None:
         for key, value in zip(tracking.GATE_METRICS, (champion.champion_f1, champion.low), strict=True):
             client.log_metric(ctx.parent_run_id, key, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -12,21 +13,24 @@ from cxr.evaluation.metrics import INTERVAL_METRICS
 from cxr.params import Params
 from cxr.release.card import build_card, render_markdown
 from cxr.release.gate import GateDecision
-from cxr.release.registry import gate_tags, register_candidate
+from cxr.release.registry import register_candidate
 from cxr.steps.context import RunContext
+from cxr.tracking import record
 from cxr.tracking import runs as tracking
+from cxr.tracking.record import Lineage, RunRecord
 from cxr.tracking.signature import TrainingSignature, code_version, params_hash
 
 
 def signature_of(parent, data_version: str, params: Params) -> TrainingSignature:
     """The version's training signature; the parameters' hash as the run recorded it when it opened
     (the kfp register step is given only the parameters it reads, not every shaping one)."""
-    recorded = parent.data.tags.get("params_hash")
+    recorded = Lineage.from_tags(parent.data.tags).params_hash
     return TrainingSignature(data_version, recorded or params_hash(params), code_version())
 
 
-def register_step(ctx: RunContext, model_uri: str, decision: GateDecision, params: Params, tags: dict) -> str:
-    """Register the gated model as a new version (alias, lineage and metric tags, model card)."""
+def register_step(ctx: RunContext, model_uri: str, decision: GateDecision, params: Params, lineage: Lineage) -> str:
+    """Register the gated model as a new version (alias, lineage and metric tags, model card); `lineage`: the
+    data version the ingest step read and the commit that compiled the pipeline."""
     name = params.register.model_name
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "register"):
         client = mlflow.MlflowClient()
@@ -37,23 +41,28 @@ def register_step(ctx: RunContext, model_uri: str, decision: GateDecision, param
             name,
             params.register.alias,
             {
-                **tags,
                 **summary,
-                "run_id": ctx.parent_run_id,
-                "profile": params.profile,
-                "registered_by": registered_by(parent),
-                **signature_of(parent, tags.get("data_version", ""), params).tags(),
+                **Lineage(
+                    data_version=lineage.data_version,
+                    git_commit=lineage.git_commit,
+                    run_id=ctx.parent_run_id,
+                    profile=params.profile,
+                ).tags(),
+                record.REGISTERED_BY: registered_by(parent),
+                **signature_of(parent, lineage.data_version, params).tags(),
                 "weights": params.train.weights,
                 "positive_class": params.ingest.positive_class,
             },
             decision,
         )
         number = str(version.version)
-        _log_card(client, ctx, parent, name, number, {**tags, **summary, **gate_tags(decision)}, params)
-        mlflow.set_tag("registered_version", number)
+        run = RunRecord.from_run(parent)
+        given = dataclasses.replace(run.lineage, data_version=lineage.data_version, git_commit=lineage.git_commit)
+        _log_card(client, ctx, name, number, dataclasses.replace(run, lineage=given))
+        mlflow.set_tag(record.REGISTERED_VERSION, number)
         if note:
             mlflow.set_tag("alias.skipped", note)
-    client.set_tag(ctx.parent_run_id, "registered_version", number)
+    record.set_registered(client, ctx.parent_run_id, number)
     tracking.finish_pipeline_run(ctx.tracking_uri, ctx.parent_run_id)
     events.figure(f"{name} version {number}" + (f" ({note})" if note else f" as @{params.register.alias}"))
     return number
@@ -73,24 +82,12 @@ def _summary_tags(parent) -> dict[str, str]:
     return summary
 
 
-def _log_card(client, ctx: RunContext, parent, name: str, number: str, tags: dict, params: Params) -> None:
+def _log_card(client, ctx: RunContext, name: str, number: str, run: RunRecord) -> None:
     """The model card (markdown and JSON) logged on the register run and the pipeline run, and linked
     from the version's tags."""
-    card = build_card(
-        name,
-        number,
-        parent.data.params,
-        parent.data.metrics,
-        {
-            **tags,
-            "profile": params.profile,
-            "run_id": ctx.parent_run_id,
-            "ood.method": parent.data.tags.get("ood.method", ""),
-            **{k: parent.data.tags.get(k, "") for k in ("validation", "temperature_method")},
-        },
-    )
+    card = build_card(name, number, run)
     stem = f"model_cards/{name}-v{number}"
-    for suffix, text in ((".md", render_markdown(card, parent.data.params)), (".json", json.dumps(card, indent=2))):
+    for suffix, text in ((".md", render_markdown(card, run.params)), (".json", json.dumps(card, indent=2))):
         mlflow.log_text(text, stem + suffix)
         client.log_text(ctx.parent_run_id, text, stem + suffix)
     client.set_model_version_tag(name, number, "model_card", f"runs:/{ctx.parent_run_id}/{stem}.md")
@@ -100,7 +97,7 @@ def _log_card(client, ctx: RunContext, parent, name: str, number: str, tags: dic
 def reject_step(ctx: RunContext, decision: GateDecision) -> str:
     """The gate failed: register nothing, record why on the pipeline run, close it."""
     mlflow.set_tracking_uri(ctx.tracking_uri)
-    mlflow.MlflowClient().set_tag(ctx.parent_run_id, "registered_version", "none")
+    record.set_registered(mlflow.MlflowClient(), ctx.parent_run_id, None)
     tracking.finish_pipeline_run(ctx.tracking_uri, ctx.parent_run_id)
     events.figure("nothing registered")
     return decision.reason

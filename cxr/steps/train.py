@@ -9,6 +9,7 @@ from cxr.inference.classifier import log_model
 from cxr.model.config import ModelConfig
 from cxr.params import Params
 from cxr.steps.context import RunContext, finite, log_to_parent
+from cxr.tracking import record
 from cxr.tracking import runs as tracking
 from cxr.training import train_model
 
@@ -26,8 +27,8 @@ def train_step(ctx: RunContext, dataset_dir: str, model_dir: str, params: Params
         mlflow.set_tag("fitted_on", config.fitted_on)
         model_uri = log_model(model_dir).model_uri  # models:/m-<id>; runs:/<run>/model resolves to it too
     client = mlflow.MlflowClient()
-    client.set_tag(ctx.parent_run_id, "model_uri", model_uri)
-    for key in ("threshold_method", "temperature_method", "validation"):
+    record.set_model_uri(client, ctx.parent_run_id, model_uri)
+    for key in ("threshold_method", "temperature_method", "validation"):  # notes the card reads back
         client.set_tag(ctx.parent_run_id, key, getattr(config, key))
     log_to_parent(ctx, finite(result.metrics))
     m = result.metrics

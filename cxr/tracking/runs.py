@@ -18,6 +18,8 @@ from mlflow.exceptions import MlflowException
 
 from cxr.errors import CxrError, first_line
 from cxr.params import Params, project_root
+from cxr.tracking import record
+from cxr.tracking.record import RunRecord
 from cxr.tracking.signature import params_hash
 
 # The MLflow 3 UI opens an experiment on its training-runs view (not the GenAI overview) when tagged so.
@@ -132,7 +134,11 @@ def start_pipeline_run(params: Params, tracking_uri: str, run_name: str, tags: d
     run = client.create_run(
         experiment_id,
         run_name=run_name or None,
-        tags={"profile": params.profile, **{k: str(v) for k, v in tags.items()}, "params_hash": params_hash(params)},
+        tags={
+            record.PROFILE: params.profile,
+            **{k: str(v) for k, v in tags.items()},
+            record.PARAMS_HASH: params_hash(params),
+        },
     )
     run_id = run.info.run_id
     flat = {k: str(v)[:6000] for k, v in params.flat().items()}
@@ -164,8 +170,7 @@ def step_run(tracking_uri: str, parent_run_id: str, step: str):
     except BaseException as exc:
         error = exc if isinstance(exc, CxrError) or not _is_store_failure(exc) else store_error(tracking_uri, step, exc)
         with contextlib.suppress(Exception):
-            client.set_tag(parent_run_id, "failed_step", step)
-            client.set_tag(parent_run_id, "error", str(error)[:4000])
+            record.set_failure(client, parent_run_id, step, str(error)[:4000])
             client.set_terminated(parent_run_id, status="FAILED")
         if error is exc:
             raise
@@ -213,8 +218,8 @@ def close_pipeline_run(tracking_uri: str, experiment: str, kfp_run_id: str, stat
     status = "FINISHED" if state.upper() == "SUCCEEDED" else "FAILED"
     parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     for run in parents:
-        if status == "FAILED" and "error" not in run.data.tags:
-            client.set_tag(run.info.run_id, "error", (error or f"the pipeline ended in state {state}")[:4000])
+        if status == "FAILED" and not RunRecord.from_run(run).error:
+            record.set_failure(client, run.info.run_id, "", (error or f"the pipeline ended in state {state}")[:4000])
         client.set_terminated(run.info.run_id, status=status)
     return status if parents else ""
 
@@ -223,8 +228,6 @@ def run_status(tracking_uri: str, run_id: str) -> str:
     return mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.status
 
 
-# tags and metrics that belong to one run's gate and registration, never carried into a continuation
-_OWN = ("mlflow.", "gate.", "registered_version", "error", "failed_step", "model_uri", "threshold_method")
 GATE_METRICS = ("champion_val_f1", "delta_f1_ci_low")  # logged on the parent run by the gate step
 
 
@@ -233,7 +236,7 @@ def continue_pipeline_run(params: Params, tracking_uri: str, previous_run_id: st
     run's data tags and metrics (from the stages that did not rerun) and `continued_from`."""
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     previous = client.get_run(previous_run_id)
-    tags = {k: v for k, v in previous.data.tags.items() if not k.startswith(_OWN) and k != "profile"}
+    tags = {k: v for k, v in previous.data.tags.items() if not k.startswith(record.OWN_OUTCOME) and k != record.PROFILE}
     run_id = start_pipeline_run(params, tracking_uri, "", {**tags, "continued_from": previous_run_id})
     now = int(time.time() * 1000)
     carried = [mlflow.entities.Metric(k, v, now, 0) for k, v in previous.data.metrics.items() if k not in GATE_METRICS]

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxr.params import Params
+from cxr.tracking import record
 
 # sections and keys that do not change the trained model
 NOT_SHAPING_SECTIONS = ("gate", "register", "mlflow", "serve", "monitor", "cluster", "profile")
 NOT_SHAPING_KEYS = ("ingest.data_dir", "ingest.workers", "augment.preview_images", "evaluate.bootstrap_samples")
 NOT_TRAINING_CODE = ("serving", "mlflow_auth")
-TAGS = ("data_version", "params_hash", "code_version")
+TAGS = (record.DATA_VERSION, record.PARAMS_HASH, record.CODE_VERSION)
 
 
 def _canonical(value):
@@ -75,7 +76,7 @@ class TrainingSignature:
         return cls(*(tags.get(key, "") for key in TAGS))
 
     def tags(self) -> dict[str, str]:
-        return {"data_version": self.data_version, "params_hash": self.params_hash, "code_version": self.code_version}
+        return dict(zip(TAGS, (self.data_version, self.params_hash, self.code_version), strict=True))
 
     def changes(self, before: TrainingSignature) -> list[str]:
         """The parts that differ from `before`, in words (a part `before` lacks counts as changed)."""

@@ -22,6 +22,7 @@ from cxr.steps.ingest import ingest_step
 from cxr.steps.register import register_step
 from cxr.steps.train import train_step
 from cxr.tracking import runs as tracking
+from cxr.tracking.record import Lineage
 from tests.conftest import make_dataset, tiny
 from tests.integration.conftest import free_port
 
@@ -38,14 +39,14 @@ def alias_of(alias: str) -> str:
 def pipeline(tmp: Path, uri: str, data: Path, *extra: str) -> str:
     """Run the steps the Kubeflow pipeline runs (validation aside); returns the registered version."""
     params = tiny(*extra)
-    run_id = tracking.start_pipeline_run(params, uri, "", {"data_version": "d1", "git_commit": "c1"})
+    run_id = tracking.start_pipeline_run(params, uri, "", Lineage(data_version="d1", git_commit="c1"))
     ctx = RunContext(uri, run_id)
     work = tmp / run_id
     ingest_step(ctx, str(data), str(work / "ds"), params)
     model_uri = train_step(ctx, str(work / "ds"), str(work / "model"), params)
     evaluate_step(ctx, str(work / "ds"), str(work / "model"), str(work / "eval"), params)
     decision = gate_step(ctx, str(work / "ds"), str(work / "eval"), params)
-    return register_step(ctx, model_uri, decision, params, {"data_version": "d1", "git_commit": "c1"})
+    return register_step(ctx, model_uri, decision, params, Lineage(data_version="d1", git_commit="c1"))
 
 
 @pytest.fixture(scope="module")

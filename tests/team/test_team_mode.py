@@ -10,6 +10,7 @@ import pytest
 import requests
 import yaml
 
+from cxr.tracking.record import Lineage
 from tests.conftest import PROJECT, make_dataset
 from tests.integration.conftest import free_port
 from tests.team.conftest import BIN, S3_ENV, MlflowServer, client_env, s3_client, wait_for
@@ -169,7 +170,7 @@ def test_tracking_server_stopping_mid_run_fails_clearly_and_registers_nothing(po
         before = len(versions(server))
         params = tiny()
         data = make_dataset(tmp_path / "data")
-        run_id = tracking.start_pipeline_run(params, server.url, "fault", {"data_version": "f1"})
+        run_id = tracking.start_pipeline_run(params, server.url, "fault", Lineage(data_version="f1"))
         ctx = RunContext(server.url, run_id)
         ingest_step(ctx, str(data), str(tmp_path / "ds"), params)
         model_uri = train_step(ctx, str(tmp_path / "ds"), str(tmp_path / "m"), params)
@@ -177,11 +178,11 @@ def test_tracking_server_stopping_mid_run_fails_clearly_and_registers_nothing(po
         decision = gate_step(ctx, str(tmp_path / "ds"), str(tmp_path / "e"), params)
         server.stop()
         with pytest.raises(CxrError, match=f"tracking server at {server.url} stopped answering during step 'register'"):
-            register_step(ctx, model_uri, decision, params, {"data_version": "f1"})
+            register_step(ctx, model_uri, decision, params, Lineage(data_version="f1"))
         server.start()
         assert len(versions(server)) == before  # nothing half-registered
         # retry the failed step, now that the server is back: the same run registers its one version
-        register_step(ctx, model_uri, decision, params, {"data_version": "f1"})
+        register_step(ctx, model_uri, decision, params, Lineage(data_version="f1"))
         assert len(versions(server)) == before + 1
     finally:
         os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)

@@ -3,8 +3,9 @@
 import json
 
 from cxr.evaluation.metrics import predictive_values
-from cxr.params import load_params
+from cxr.params import Params, load_params
 from cxr.release.card import SCHEMA_PATH, build_card, card_problems, render_markdown
+from cxr.tracking.record import RunRecord
 
 RECORDED = {
     "n_images": 40,
@@ -29,12 +30,13 @@ TAGS = {
 }
 
 
-def params() -> dict:
-    return {k: str(v) for k, v in load_params().flat().items()}
+def record(metrics: dict, tags: dict, params: Params | None = None) -> RunRecord:
+    """What register reads back from a pipeline run that recorded `metrics` and `tags`."""
+    return RunRecord.from_tags(tags, params or load_params(), metrics)
 
 
 def test_a_card_from_a_complete_run_validates_and_renders():
-    card = build_card("m", "3", params(), RECORDED, TAGS)
+    card = build_card("m", "3", record(RECORDED, TAGS))
     assert card_problems(card) == []
     text = render_markdown(card)
     for section in (
@@ -53,18 +55,18 @@ def test_a_card_from_a_complete_run_validates_and_renders():
 
 
 def test_the_architecture_is_the_network_the_run_trained():
-    cpu = build_card("m", "3", params(), RECORDED, TAGS)["model"]["architecture"]
+    cpu = build_card("m", "3", record(RECORDED, TAGS))["model"]["architecture"]
     assert cpu.startswith(
         "VGG16 without its top + per-channel mean and standard deviation (log1p) of blocks 3, 4, 5, "
         "feature standardisation, Dense 1 sigmoid"
     )
-    paper = {k: str(v) for k, v in load_params(profile="paper").flat().items()}
-    architecture = build_card("m", "3", paper, RECORDED, TAGS)["model"]["architecture"]
+    paper = record(RECORDED, TAGS, load_params(profile="paper"))
+    architecture = build_card("m", "3", paper)["model"]["architecture"]
     assert architecture.startswith("VGG16 without its top + Flatten, Dense 1024 ReLU, Dense 512 ReLU, Dense 1 sigmoid")
 
 
 def test_missing_clinical_fields_are_named():
-    card = build_card("m", "3", params(), {k: v for k, v in RECORDED.items() if not k.startswith("ood")}, {})
+    card = build_card("m", "3", record({k: v for k, v in RECORDED.items() if not k.startswith("ood")}, {}))
     problems = " | ".join(card_problems(card))
     assert "input_gate.method" in problems and "input_gate.ood_reject_rate" in problems
     assert "decision_threshold.why" in problems
@@ -73,12 +75,12 @@ def test_missing_clinical_fields_are_named():
 
 def test_a_class_without_documented_sources_makes_the_card_incomplete():
     metrics = {k.replace("Normal", "Pneumonia"): v for k, v in RECORDED.items()}
-    problems = card_problems(build_card("m", "3", params(), metrics, TAGS))
+    problems = card_problems(build_card("m", "3", record(metrics, TAGS)))
     assert any(p.startswith("training_data.classes.Pneumonia.sources") for p in problems)
 
 
 def test_research_use_only_cannot_be_switched_off():
-    card = build_card("m", "3", params(), RECORDED, TAGS)
+    card = build_card("m", "3", record(RECORDED, TAGS))
     card["intended_use"]["research_use_only"] = False
     assert any("research_use_only" in p for p in card_problems(card))
 
@@ -102,12 +104,12 @@ def test_a_cross_validated_run_says_where_its_validation_figures_come_from_and_h
         "validation": "5-fold out-of-fold predictions on the 32 train + val images",
         "temperature_method": "1.700: minimises cross-entropy on 32 held-out images (grid 0.05-20)",
     }
-    card = build_card("m", "3", params(), recorded, tags)
+    card = build_card("m", "3", record(recorded, tags))
     assert card_problems(card) == []
     assert card["metrics"]["cross_validation"]["f1_mean"] == 0.8 and card["metrics"]["cross_validation"]["folds"] == 5
     text = render_markdown(card)
     assert "Validation figures: 5-fold out-of-fold predictions on the 32 train + val images" in text
     assert "5-fold cross-validation over train + val" in text and "f1 0.800 ± 0.100" in text
     assert "temperature 1.700" in text and "0.210 before, 0.060 after" in text
-    plain = render_markdown(build_card("m", "3", params(), RECORDED, TAGS))
+    plain = render_markdown(build_card("m", "3", record(RECORDED, TAGS)))
     assert "cross-validation" not in plain and "Validation figures: the validation split" in plain
