@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cxr.errors import CxrError
 from cxr.evaluation.metrics import CONFUSION_KEYS, CV_METRICS, INTERVAL_METRICS, METRICS, figure, format_figure
+from cxr.tracking.record import SafetyFigures
 
 SCHEMA_PATH = Path(__file__).with_name("run_result.schema.json")
 SCHEMA_ID = "cxr.pipeline-result/1"
@@ -36,13 +37,10 @@ def split_metrics(metrics: dict, split: str) -> dict | None:
 
 def input_gate(metrics: dict) -> dict | None:
     """The input gate's figures on the offline out-of-distribution set (None when the run has none)."""
-    if "ood_reject_rate" not in metrics:
+    gate = SafetyFigures.from_metrics(metrics).input_gate
+    if gate is None:
         return None
-    return {
-        "ood_reject_rate": metrics["ood_reject_rate"],
-        "ood_n": int(metrics.get("ood_n", 0)),
-        "threshold": metrics.get("ood_threshold"),
-    }
+    return {"ood_reject_rate": gate.reject_rate, "ood_n": gate.n, "threshold": gate.threshold}
 
 
 def input_gate_line(result: dict) -> str:
@@ -57,37 +55,35 @@ def input_gate_line(result: dict) -> str:
 
 def scope_check(metrics: dict) -> dict | None:
     """The population scope check's figures: reference children refused (cross-fitted); None without one."""
-    if "scope_refuse_rate" not in metrics:
+    scope = SafetyFigures.from_metrics(metrics).scope
+    if scope is None:
         return None
-    return {
-        "population": "adults",
-        "refuse_rate": metrics["scope_refuse_rate"],
-        "n": int(metrics.get("scope_n", 0)),
-        "threshold": metrics.get("scope_threshold"),
-    }
+    return {"population": "adults", "refuse_rate": scope.refuse_rate, "n": scope.n, "threshold": scope.threshold}
 
 
 def shortcut_probe(metrics: dict, verdict: str = "") -> dict | None:
     """Test-split ROC AUC with the lung fields hidden and with only them shown (cxr/evaluation/shortcut.py)."""
-    if "test_lungs_hidden_auc" not in metrics:
+    probe = SafetyFigures.from_metrics(metrics).shortcut
+    if probe is None:
         return None
     return {
-        "lungs_hidden_auc": metrics["test_lungs_hidden_auc"],
-        "lungs_only_auc": metrics.get("test_lungs_only_auc"),
-        "full_auc": metrics.get("test_roc_auc"),
+        "lungs_hidden_auc": probe.lungs_hidden_auc,
+        "lungs_only_auc": probe.lungs_only_auc,
+        "full_auc": probe.full_auc,
         "verdict": verdict,
     }
 
 
 def external_check(metrics: dict) -> dict | None:
     """Specificity on normal films from a source the model never saw (cxr/evaluation/external.py)."""
-    if "external_specificity" not in metrics:
+    ext = SafetyFigures.from_metrics(metrics).external
+    if ext is None:
         return None
     return {
-        "specificity": figure(metrics, "external_specificity"),
-        "n": int(metrics.get("external_n", 0)),
-        "shift_warn_rate": metrics.get("external_shift_warn_rate"),
-        "refuse_rate": metrics.get("external_refuse_rate"),
+        "specificity": ext.specificity,
+        "n": ext.n,
+        "shift_warn_rate": ext.shift_warn_rate,
+        "refuse_rate": ext.refuse_rate,
     }
 
 

@@ -19,7 +19,7 @@ from cxr.evaluation.metrics import CARD_METRICS, CONFUSION_KEYS, INTERVAL_METRIC
 from cxr.model.config import describe
 from cxr.params import Params
 from cxr.release.gate import disagreement
-from cxr.tracking.record import RunRecord
+from cxr.tracking.record import InputGateFigures, RunRecord
 
 SCHEMA_PATH = Path(__file__).with_name("card.schema.json")
 CARD_SCHEMA = "cxr.model-card/1"
@@ -109,8 +109,7 @@ def _class_counts(metrics: dict) -> dict[str, int]:
 def build_card(name: str, version: str, run: RunRecord) -> dict:
     """The card as a dict, from what the pipeline run recorded (validates against card.schema.json when the
     run recorded everything)."""
-    params, metrics = run.params, run.metrics
-    positive = params.ingest.positive_class
+    positive = run.params.ingest.positive_class
     return {
         "schema": CARD_SCHEMA,
         "model": _model_section(name, version, run),
@@ -133,7 +132,7 @@ def build_card(name: str, version: str, run: RunRecord) -> dict:
         "input_gate": _gate_figures(run),
         "scope_check": _scope_figures(run),
         "shortcut_probe": _shortcut_figures(run),
-        "external_check": _external_figures(metrics),
+        "external_check": _external_figures(run),
         "promotion_gate": {"outcome": run.gate.outcome or None, "reason": run.gate.reason or None},
         "limitations": _limitations(run),
         "lineage": {
@@ -222,14 +221,14 @@ def _metrics_section(run: RunRecord) -> dict:
 
 
 def _gate_figures(run: RunRecord) -> dict:
-    metrics = run.metrics
+    gate = run.safety.input_gate or InputGateFigures()
     return {
-        "method": run.note("ood.method") or None,
-        "threshold": as_number(metrics.get("ood_threshold")),
-        "val_accept_rate": as_number(metrics.get("val_ood_accept_rate")),
-        "test_accept_rate": as_number(metrics.get("test_ood_accept_rate")),
-        "ood_reject_rate": as_number(metrics.get("ood_reject_rate")),
-        "ood_n": int(metrics.get("ood_n", 0) or 0),
+        "method": gate.method or None,
+        "threshold": gate.threshold,
+        "val_accept_rate": gate.val_accept_rate,
+        "test_accept_rate": gate.test_accept_rate,
+        "ood_reject_rate": gate.reject_rate,
+        "ood_n": gate.n,
         "ood_set": "pydicom-data CT/MR/US/NM/knee radiograph/secondary captures, rendered charts, text and "
         "web pages, scikit-learn's photographs (cxr/safety/ood_set.py)",
     }
@@ -250,17 +249,17 @@ def _limitations(run: RunRecord) -> list[str]:
 
 def _scope_figures(run: RunRecord) -> dict | None:
     """The population scope check's figures (None for a model without one)."""
-    metrics = run.metrics
-    if "scope_refuse_rate" not in metrics:
+    scope = run.safety.scope
+    if scope is None:
         return None
     return {
         "population": "adults",
-        "method": run.note("scope.method") or None,
-        "threshold": as_number(metrics.get("scope_threshold")),
-        "reference_refuse_rate": as_number(metrics.get("scope_refuse_rate")),
-        "n_reference": int(metrics.get("scope_n", 0) or 0),
-        "val_accept_rate": as_number(metrics.get("val_scope_accept_rate")),
-        "test_accept_rate": as_number(metrics.get("test_scope_accept_rate")),
+        "method": scope.method or None,
+        "threshold": scope.threshold,
+        "reference_refuse_rate": scope.refuse_rate,
+        "n_reference": scope.n,
+        "val_accept_rate": scope.val_accept_rate,
+        "test_accept_rate": scope.test_accept_rate,
         "limit": "The reference children all come from one hospital's pediatric set (Kermany et al., Guangzhou); "
         "the refusal rate is cross-fitted on them, so it says how well the check tells those children from these "
         "adults, not children from any hospital.",
@@ -269,28 +268,29 @@ def _scope_figures(run: RunRecord) -> dict | None:
 
 def _shortcut_figures(run: RunRecord) -> dict | None:
     """The shortcut probe's test-split figures (None when it did not run)."""
-    metrics = run.metrics
-    if "test_lungs_hidden_auc" not in metrics:
+    probe = run.safety.shortcut
+    if probe is None:
         return None
     return {
-        "full_auc": as_number(metrics.get("test_roc_auc")),
-        "lungs_hidden_auc": as_number(metrics.get("test_lungs_hidden_auc")),
-        "lungs_only_auc": as_number(metrics.get("test_lungs_only_auc")),
-        "verdict": run.note("shortcut.verdict") or None,
+        "full_auc": probe.full_auc,
+        "lungs_hidden_auc": probe.lungs_hidden_auc,
+        "lungs_only_auc": probe.lungs_only_auc,
+        "verdict": probe.verdict or None,
         "method": "the test split scored with the lung fields (the model's own segmenter's masks) filled with the "
         "image's mean grey (lungs hidden), and with everything outside them filled (lungs only), each through the "
         "model's whole path; ROC AUC, chance 0.5",
     }
 
 
-def _external_figures(metrics: dict) -> dict | None:
+def _external_figures(run: RunRecord) -> dict | None:
     """Specificity on adult normal films from a source the model never saw (None when not measured)."""
-    if "external_specificity" not in metrics:
+    ext = run.safety.external
+    if ext is None:
         return None
     return {
-        "n": int(metrics.get("external_n", 0) or 0),
-        "specificity": figure(metrics, "external_specificity"),
-        "shift_warn_rate": as_number(metrics.get("external_shift_warn_rate")),
+        "n": ext.n,
+        "specificity": ext.specificity,
+        "shift_warn_rate": ext.shift_warn_rate,
         "method": "adult normal PA films from a teaching collection (none from the training database's sources, "
         "never trained on) scored at the model's threshold; the share called normal, with a 95% Wilson interval",
     }

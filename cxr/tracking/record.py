@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from cxr.evaluation.metrics import as_number, figure
 from cxr.params import Params, from_flat, section_fields
 
 # lineage: on the parent run and copied onto the registered version
@@ -143,6 +144,94 @@ class RunRecord:
 
     def note(self, key: str) -> str:
         return self.notes.get(key, "")
+
+    @property
+    def safety(self) -> SafetyFigures:
+        return SafetyFigures.from_metrics(self.metrics, self.notes)
+
+
+@dataclass(frozen=True)
+class InputGateFigures:
+    method: str = ""
+    threshold: float | None = None
+    val_accept_rate: float | None = None
+    test_accept_rate: float | None = None
+    reject_rate: float | None = None  # of the offline out-of-distribution set
+    n: int = 0  # images in that set
+
+
+@dataclass(frozen=True)
+class ScopeFigures:
+    method: str = ""
+    threshold: float | None = None
+    refuse_rate: float | None = None  # of the reference children, cross-fitted
+    n: int = 0
+    val_accept_rate: float | None = None
+    test_accept_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class ShortcutFigures:
+    full_auc: float | None = None
+    lungs_hidden_auc: float | None = None
+    lungs_only_auc: float | None = None
+    verdict: str = ""
+
+
+@dataclass(frozen=True)
+class ExternalFigures:
+    specificity: dict = field(default_factory=dict)  # {value, ci_low, ci_high}
+    n: int = 0
+    shift_warn_rate: float | None = None
+    refuse_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class SafetyFigures:
+    """What a run measured of its safety checks, read once from its metrics and notes (None: not measured)."""
+
+    input_gate: InputGateFigures | None = None
+    scope: ScopeFigures | None = None
+    shortcut: ShortcutFigures | None = None
+    external: ExternalFigures | None = None
+
+    @classmethod
+    def from_metrics(cls, metrics: dict, notes: dict | None = None) -> SafetyFigures:
+        notes, m = notes or {}, metrics
+        gate = scope = shortcut = external = None
+        if "ood_reject_rate" in m:
+            gate = InputGateFigures(
+                notes.get("ood.method", ""),
+                as_number(m.get("ood_threshold")),
+                as_number(m.get("val_ood_accept_rate")),
+                as_number(m.get("test_ood_accept_rate")),
+                as_number(m.get("ood_reject_rate")),
+                int(m.get("ood_n", 0) or 0),
+            )
+        if "scope_refuse_rate" in m:
+            scope = ScopeFigures(
+                notes.get("scope.method", ""),
+                as_number(m.get("scope_threshold")),
+                as_number(m.get("scope_refuse_rate")),
+                int(m.get("scope_n", 0) or 0),
+                as_number(m.get("val_scope_accept_rate")),
+                as_number(m.get("test_scope_accept_rate")),
+            )
+        if "test_lungs_hidden_auc" in m:
+            shortcut = ShortcutFigures(
+                as_number(m.get("test_roc_auc")),
+                as_number(m.get("test_lungs_hidden_auc")),
+                as_number(m.get("test_lungs_only_auc")),
+                notes.get("shortcut.verdict", ""),
+            )
+        if "external_specificity" in m:
+            external = ExternalFigures(
+                figure(m, "external_specificity"),
+                int(m.get("external_n", 0) or 0),
+                as_number(m.get("external_shift_warn_rate")),
+                as_number(m.get("external_refuse_rate")),
+            )
+        return cls(gate, scope, shortcut, external)
 
 
 def typed_params(logged: dict[str, str]) -> Params:
