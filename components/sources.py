@@ -121,6 +121,8 @@ def start_run(
     validation: Input[Dataset],
     tracking_uri: str,
     run_name: str,
+    data_dir: str,
+    dvc_remote: str,
     data_version: str,
     data_version_read: str,
     git_commit: str,
@@ -138,6 +140,8 @@ def start_run(
         validation: The validation outcome and data docs.
         tracking_uri: MLflow tracking server or store.
         run_name: Name of the MLflow parent run.
+        data_dir: The data folder ingest read (empty when fetched from dvc_remote); the datasets' source.
+        dvc_remote: The DVC remote ingest fetched from (empty: the repository's own); the datasets' source.
         data_version: The DVC version asked for.
         data_version_read: The DVC version of the files ingest read.
         git_commit: Commit of the code that compiled the pipeline.
@@ -158,7 +162,9 @@ def start_run(
     tags |= {key: ref for key, ref in (("image_cpu", image_cpu), ("image_gpu", image_gpu)) if ref}
     if kfp_host:
         tags["kfp_run_url"] = f"{kfp_host.rstrip('/')}/#/runs/details/{kfp_run_id}"
-    ctx = start_lineage_run(params, tracking_uri, run_name, data_version_read, data_version, git_commit, "kfp", tags)
+    ctx = start_lineage_run(
+        params, tracking_uri, run_name, data_version_read, data_version, git_commit, "kfp", tags, data_dir, dvc_remote
+    )
     record_ingest(ctx, dataset.path, summarise(dataset.path))
     record_validation(ctx, validation.path, read_outcome(validation.path))
     events.figure(f"MLflow run {ctx.parent_run_id}")

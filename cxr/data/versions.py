@@ -6,6 +6,7 @@ The version a run records is computed from the files it actually read, the way `
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import json
 import os
@@ -100,3 +101,26 @@ def _read_listing(remote: str, version: str) -> list[dict]:
             f"The listing of data version {version} on {remote} does not match its md5; the remote is damaged."
         )
     return entries
+
+
+def default_remote(root: Path) -> str:
+    """The repository's default DVC remote (`core.remote` in .dvc/config) as a path relative to `root` or
+    a URL; "" when the repository has none (e.g. inside a container image)."""
+    config = root / ".dvc" / "config"
+    if not config.is_file():
+        return ""
+    parser = configparser.ConfigParser()
+    parser.read(config)
+    name = parser.get("core", "remote", fallback="")
+    url = parser.get(f"'remote \"{name}\"'", "url", fallback="") if name else ""
+    if not url or "://" in url:
+        return url
+    return os.path.relpath((config.parent / url).resolve(), root.resolve())
+
+
+def repository_path(folder: str, root: Path) -> str:
+    """`folder` relative to the repository when it lies inside it (how data.dvc names it), else as given."""
+    try:
+        return Path(folder).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return folder

@@ -161,7 +161,7 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
     def label_for(self, probability: float) -> str:
         return self.config.label_for(probability)
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Rows refused by the gate get NaN probability, an empty label and the reason; `params`
         {"allow_ood": true} scores them anyway, keeping the reason as a warning."""
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame({"image": list(model_input)})

@@ -486,3 +486,27 @@ def _gate_and_model_markdown(card: dict) -> list[str]:
         "## Known limitations",
         *[f"- {item}" for item in card["limitations"]],
     ]
+
+
+DESCRIPTION_LIMIT = 5000  # characters MLflow's registry keeps of a description (its database column)
+MODEL_PURPOSE = (
+    "Research and teaching model: the probability that a frontal adult chest X-ray shows COVID-19, from VGG16 "
+    "(after R. Wali, Detecting COVID-19 from Medical X-Ray Images, 2021), trained by the cxr Kubeflow pipeline "
+    "and released through its promotion gate (@challenger, then @champion by a release manager). Research use "
+    "only, not a diagnostic device. Each version's description is its model card: the gate's decision, the "
+    "figures with their intervals, the data and its known confounders."
+)
+
+
+def version_description(card: dict, full_card: str) -> str:
+    """The model card as a registry version's description: the gate's decision first, then the card's
+    sections for people, cut at a section boundary to fit the registry (`full_card`: where the whole is)."""
+    gate = card["promotion_gate"]
+    head = f"**Promotion gate: {(gate['outcome'] or 'not recorded').upper()}** — {gate['reason'] or ''}\n\n"
+    tail = f"\n\n(The whole card, with every parameter: `{full_card}`.)"
+    body = render_markdown(card)
+    room = DESCRIPTION_LIMIT - len(head) - len(tail)
+    if len(body) > room:
+        cut = body.rfind("\n## ", 0, room)
+        body = body[: cut if cut > 0 else room].rstrip()
+    return head + body + tail

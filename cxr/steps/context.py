@@ -9,9 +9,9 @@ from pathlib import Path
 
 import mlflow
 
-from cxr.data.versions import dir_md5, fetch_version
+from cxr.data.versions import default_remote, dir_md5, fetch_version, repository_path
 from cxr.errors import CxrError
-from cxr.params import Params
+from cxr.params import Params, project_root
 from cxr.tracking import runs as tracking
 from cxr.tracking.record import lineage_tags
 
@@ -67,11 +67,17 @@ def start_lineage_run(
     git_commit: str,
     orchestrator: str,
     extra_tags: dict | None = None,
+    data_dir: str = "",
+    dvc_remote: str = "",
 ) -> RunContext:
     """The pipeline's MLflow parent run, opened with the lineage every front-end records (data version
-    read and asked for, code commit, orchestrator) and the effective parameters."""
+    read and asked for, where the data is versioned, code commit, orchestrator) and the effective
+    parameters. `data_dir`, `dvc_remote`: the folder read and the remote it came from ("": the
+    repository's own, when there is one)."""
+    root = project_root()
+    path = repository_path(data_dir, root) if data_dir else params.ingest.data_dir
     tags = {
-        **lineage_tags(actual_version, requested_version, git_commit),
+        **lineage_tags(actual_version, requested_version, git_commit, path, dvc_remote or default_remote(root)),
         "orchestrator": orchestrator,
         **(extra_tags or {}),
     }
@@ -92,8 +98,19 @@ def open_pipeline_run(
 ) -> tuple[RunContext, str, str]:
     """Resolve the data (`resolve_data`), then open the parent run (`start_lineage_run`). Returns (its
     context, the data folder to read, the data version read)."""
-    data_dir, actual = resolve_data(data_dir, requested_version, dvc_remote, scratch)
+    read_dir, actual = resolve_data(data_dir, requested_version, dvc_remote, scratch)
+    given = "" if dvc_remote else data_dir
     ctx = start_lineage_run(
-        params, tracking_uri, run_name, actual, requested_version, git_commit, orchestrator, extra_tags
+        params,
+        tracking_uri,
+        run_name,
+        actual,
+        requested_version,
+        git_commit,
+        orchestrator,
+        extra_tags,
+        given,
+        dvc_remote,
     )
+    data_dir = read_dir
     return ctx, data_dir, actual

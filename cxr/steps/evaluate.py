@@ -18,6 +18,8 @@ from cxr.inference.classifier import load_model_dir
 from cxr.params import Params
 from cxr.steps.context import RunContext, finite, log_to_parent
 from cxr.tracking import runs as tracking
+from cxr.tracking.datasets import run_datasets
+from cxr.tracking.record import RunRecord
 
 
 def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: str, params: Params) -> dict:
@@ -27,7 +29,8 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
     with tracking.step_run(ctx.tracking_uri, ctx.parent_run_id, "evaluate"):
         classifier = load_model_dir(model_dir)
         frame = read_manifest(dataset_dir)
-        reports = _score_splits(classifier, Path(model_dir), frame, dataset_dir, out, params)
+        attach = _model_metrics(ctx, dataset_dir)
+        reports = _score_splits(classifier, Path(model_dir), frame, dataset_dir, out, params, attach)
         safety = _shortcut_and_scope(ctx, classifier, frame, dataset_dir, reports, out)
         safety |= _external(classifier, params.evaluate.external_dir, out)
         ood = evaluate_ood_set(classifier, out, params.train.seed)
@@ -40,9 +43,19 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
     return reports
 
 
-def _score_splits(classifier, model: Path, frame, dataset_dir: str, out: Path, params: Params) -> dict:
+def _model_metrics(ctx: RunContext, dataset_dir: str) -> dict:
+    """How a split's metrics are attached to the logged model (the train step's, named on the pipeline run)
+    and to the split's dataset, so the Models tab compares models: {split: log_metrics keyword arguments}."""
+    model_uri = RunRecord.from_run(mlflow.MlflowClient().get_run(ctx.parent_run_id)).model_uri
+    if not model_uri.startswith("models:/m-"):
+        return {}
+    datasets = run_datasets(ctx.parent_run_id, dataset_dir)
+    return {split: {"model_id": model_uri.removeprefix("models:/"), "dataset": ds} for split, ds in datasets.items()}
+
+
+def _score_splits(classifier, model: Path, frame, dataset_dir: str, out: Path, params: Params, attach: dict) -> dict:
     """Each split's report (validation: the out-of-fold predictions when the model was cross-validated),
-    its metrics and plots logged to the active run."""
+    its metrics (on the logged model too, `attach`) and plots logged to the active run."""
     reports = {}
     oof = out_of_fold(model, frame)
     for split in ("val", "test"):
@@ -61,7 +74,7 @@ def _score_splits(classifier, model: Path, frame, dataset_dir: str, out: Path, p
         )
         reports[split] = report
         report["metrics"] = flat_with_intervals(report["metrics"], report["ci95"])
-        mlflow.log_metrics({f"{split}_{k}": v for k, v in finite(report["metrics"]).items()})
+        mlflow.log_metrics({f"{split}_{k}": v for k, v in finite(report["metrics"]).items()}, **attach.get(split, {}))
         for suffix in ("confusion.png", "roc.png", "reliability.png", "report.json"):
             mlflow.log_artifact(str(out / f"{split}_{suffix}"), artifact_path="evaluation")
     return reports

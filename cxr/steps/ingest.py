@@ -11,6 +11,7 @@ from cxr.data.manifest import ingest, read_manifest
 from cxr.params import Params
 from cxr.steps.context import RunContext, log_to_parent
 from cxr.tracking import runs as tracking
+from cxr.tracking.datasets import log_split_datasets, run_datasets
 
 
 def summarise(dataset_dir: str) -> dict:
@@ -34,6 +35,8 @@ def record_ingest(ctx: RunContext, dataset_dir: str, summary: dict) -> None:
         mlflow.log_metrics(summary)
         mlflow.log_artifact(str(Path(dataset_dir) / "manifest.csv"))
     log_to_parent(ctx, summary)
+    # the splits as the run's dataset inputs: the UI's Dataset column, each with its DVC source
+    log_split_datasets(ctx.parent_run_id, run_datasets(ctx.parent_run_id, dataset_dir))
 
 
 def ingest_step(ctx: RunContext, data_dir: str, dataset_dir: str, params: Params) -> dict:

@@ -11,7 +11,7 @@ import mlflow
 from cxr import events
 from cxr.evaluation.metrics import INTERVAL_METRICS
 from cxr.params import Params
-from cxr.release.card import build_card, render_markdown
+from cxr.release.card import MODEL_PURPOSE, build_card, render_markdown, version_description
 from cxr.release.gate import GateDecision
 from cxr.release.registry import register_candidate
 from cxr.steps.context import RunContext
@@ -92,6 +92,12 @@ def _log_card(client, ctx: RunContext, name: str, number: str, run: RunRecord) -
         client.log_text(ctx.parent_run_id, text, stem + suffix)
     client.set_model_version_tag(name, number, "model_card", f"runs:/{ctx.parent_run_id}/{stem}.md")
     client.set_model_version_tag(name, number, "model_card_json", f"runs:/{ctx.parent_run_id}/{stem}.json")
+    # what the registry page shows a release manager: the card itself, and what the model is for
+    client.update_model_version(
+        name, number, description=version_description(card, f"runs:/{ctx.parent_run_id}/{stem}.md")
+    )
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=MODEL_PURPOSE)
 
 
 def reject_step(ctx: RunContext, decision: GateDecision) -> str:

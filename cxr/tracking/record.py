@@ -22,6 +22,8 @@ from cxr.params import Params, from_flat, section_fields
 # lineage: on the parent run and copied onto the registered version
 DATA_VERSION = "data_version"
 DATA_VERSION_REQUESTED = "data_version_requested"
+DATA_PATH = "data_path"  # the data's folder in the repository (data.dvc's path)
+DVC_REMOTE = "dvc_remote"
 GIT_COMMIT = "git_commit"
 PARAMS_HASH = "params_hash"
 CODE_VERSION = "code_version"
@@ -53,6 +55,8 @@ class Lineage:
 
     data_version: str = ""
     data_version_requested: str = ""
+    data_path: str = ""
+    dvc_remote: str = ""
     git_commit: str = ""
     params_hash: str = ""
     code_version: str = ""
@@ -259,9 +263,12 @@ def _read(text: str) -> Any:
 # where the steps write: one function per kind of fact, so the names above stay here
 
 
-def lineage_tags(data_version: str, requested: str, git_commit: str) -> dict[str, str]:
-    """The lineage every front-end opens a pipeline run with."""
-    return {DATA_VERSION: data_version, DATA_VERSION_REQUESTED: requested, GIT_COMMIT: git_commit}
+def lineage_tags(
+    data_version: str, requested: str, git_commit: str, data_path: str = "", dvc_remote: str = ""
+) -> dict[str, str]:
+    """The lineage every front-end opens a pipeline run with (where the data is versioned, when known)."""
+    tags = {DATA_VERSION: data_version, DATA_VERSION_REQUESTED: requested, GIT_COMMIT: git_commit}
+    return tags | {k: v for k, v in ((DATA_PATH, data_path), (DVC_REMOTE, dvc_remote)) if v}
 
 
 def set_model_uri(client, run_id: str, model_uri: str) -> None:

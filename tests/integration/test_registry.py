@@ -39,7 +39,7 @@ def alias_of(alias: str) -> str:
 def pipeline(tmp: Path, uri: str, data: Path, *extra: str) -> str:
     """Run the steps the Kubeflow pipeline runs (validation aside); returns the registered version."""
     params = tiny(*extra)
-    run_id = tracking.start_pipeline_run(params, uri, "", Lineage(data_version="d1", git_commit="c1"))
+    run_id = tracking.start_pipeline_run(params, uri, "", Lineage(data_version="d1", git_commit="c1").tags())
     ctx = RunContext(uri, run_id)
     work = tmp / run_id
     ingest_step(ctx, str(data), str(work / "ds"), params)

@@ -170,7 +170,7 @@ def test_tracking_server_stopping_mid_run_fails_clearly_and_registers_nothing(po
         before = len(versions(server))
         params = tiny()
         data = make_dataset(tmp_path / "data")
-        run_id = tracking.start_pipeline_run(params, server.url, "fault", Lineage(data_version="f1"))
+        run_id = tracking.start_pipeline_run(params, server.url, "fault", Lineage(data_version="f1").tags())
         ctx = RunContext(server.url, run_id)
         ingest_step(ctx, str(data), str(tmp_path / "ds"), params)
         model_uri = train_step(ctx, str(tmp_path / "ds"), str(tmp_path / "m"), params)

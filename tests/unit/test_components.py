@@ -54,6 +54,8 @@ def start_run(dataset, validation, data_version, tracking_uri, params):
         validation=validation,
         tracking_uri=tracking_uri,
         run_name="unit",
+        data_dir=str(dataset.path),
+        dvc_remote="",
         data_version="abc123.dir",
         data_version_read=data_version,
         git_commit="deadbeef",
@@ -197,6 +199,7 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
     assert str(mv.version) == version and mv.tags["data_version"] == "abc123" and mv.tags["run_id"] == run_id
     assert mv.tags["gate.passed"] == "true"
     assert mv.tags["params_hash"] == mlflow.get_run(run_id).data.tags["params_hash"] == params_hash(tiny_params)
+    assert_the_ui_shows_lineage_metrics_and_the_card(run_id, model_uri, mv)
 
     # with that version as champion, a candidate must now match its F1 re-scored on the same split
     mlflow.MlflowClient().set_registered_model_alias("covid-xray-vgg16", CHAMPION, version)
@@ -226,6 +229,22 @@ def test_a_component_signature_is_plain_typed_python():
     signature = inspect.signature(c.evaluate.python_func)
     assert signature.parameters["evaluate_bootstrap_samples"].annotation is int
     assert "params" not in signature.parameters
+
+
+def assert_the_ui_shows_lineage_metrics_and_the_card(run_id: str, model_uri: str, mv) -> None:
+    """What the MLflow UI shows: the run's three dataset inputs, the model's metrics (per dataset) and
+    parameters, the epoch curves on the pipeline run, the card as the version's description."""
+    from cxr.release.card import MODEL_PURPOSE
+
+    run = mlflow.get_run(run_id)
+    assert {i.dataset.source_type for i in run.inputs.dataset_inputs} == {"dvc"}
+    assert len(run.inputs.dataset_inputs) == 3 and "epoch/loss" in run.data.metrics
+    model = mlflow.get_logged_model(model_uri.removeprefix("models:/"))
+    by_dataset = {(m.key, m.dataset_name) for m in model.metrics}
+    assert any(key == "val_f1" and name.endswith("-val") for key, name in by_dataset)
+    assert model.params["train.image_size"] == "32"
+    assert mv.description.startswith("**Promotion gate: PASSED**") and "# Model card" in mv.description
+    assert mlflow.MlflowClient().get_registered_model("covid-xray-vgg16").description == MODEL_PURPOSE
 
 
 def test_serving_needs_a_champion_or_a_challenger(tracking_uri):
