@@ -99,7 +99,7 @@ def open_pipeline_run(
     """Resolve the data (`resolve_data`), then open the parent run (`start_lineage_run`). Returns (its
     context, the data folder to read, the data version read)."""
     read_dir, actual = resolve_data(data_dir, requested_version, dvc_remote, scratch)
-    given = "" if dvc_remote else data_dir
+    given = "" if dvc_remote else data_dir  # the folder as the repository names it, not the fetched copy
     ctx = start_lineage_run(
         params,
         tracking_uri,
@@ -112,5 +112,4 @@ def open_pipeline_run(
         given,
         dvc_remote,
     )
-    data_dir = read_dir
-    return ctx, data_dir, actual
+    return ctx, read_dir, actual

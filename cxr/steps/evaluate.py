@@ -18,7 +18,7 @@ from cxr.inference.classifier import load_model_dir
 from cxr.params import Params
 from cxr.steps.context import RunContext, finite, log_to_parent
 from cxr.tracking import runs as tracking
-from cxr.tracking.datasets import run_datasets
+from cxr.tracking.datasets import source_of, split_datasets
 from cxr.tracking.record import RunRecord
 
 
@@ -46,10 +46,11 @@ def evaluate_step(ctx: RunContext, dataset_dir: str, model_dir: str, out_dir: st
 def _model_metrics(ctx: RunContext, dataset_dir: str) -> dict:
     """How a split's metrics are attached to the logged model (the train step's, named on the pipeline run)
     and to the split's dataset, so the Models tab compares models: {split: log_metrics keyword arguments}."""
-    model_uri = RunRecord.from_run(mlflow.MlflowClient().get_run(ctx.parent_run_id)).model_uri
+    run = RunRecord.from_run(mlflow.MlflowClient().get_run(ctx.parent_run_id))
+    model_uri = run.model_uri
     if not model_uri.startswith("models:/m-"):
         return {}
-    datasets = run_datasets(ctx.parent_run_id, dataset_dir)
+    datasets = split_datasets(dataset_dir, source_of(run.lineage))
     return {split: {"model_id": model_uri.removeprefix("models:/"), "dataset": ds} for split, ds in datasets.items()}
 
 

@@ -61,11 +61,11 @@ def split_datasets(dataset_dir: str | Path, source: DvcSource) -> dict[str, Pand
     """One dataset per split the ingested dataset holds, named `<folder>-<split>`, digest the data version."""
     frame = read_manifest(dataset_dir)[COLUMNS].rename(columns={"source": "file"})
     folder = Path(source.path).name or "data"
+    digest = source.md5[:36] or "unversioned"
     out = {}
     for split in SPLITS:
         rows = frame[frame["split"] == split].reset_index(drop=True)
         if len(rows):
-            digest = source.md5[:36] or "unversioned"
             out[split] = mlflow.data.from_pandas(
                 rows, source=source, targets="label", name=f"{folder}-{split}", digest=digest
             )
@@ -81,7 +81,12 @@ def log_split_datasets(run_id: str, datasets: dict[str, PandasDataset]) -> None:
     mlflow.MlflowClient().log_inputs(run_id, datasets=inputs)
 
 
+def source_of(lineage: Lineage) -> DvcSource:
+    """The DVC folder a pipeline run's lineage names."""
+    return DvcSource(lineage.data_path, lineage.data_version, lineage.dvc_remote)
+
+
 def run_datasets(run_id: str, dataset_dir: str | Path) -> dict[str, PandasDataset]:
     """The split datasets of the pipeline run `run_id`, their source the DVC folder its lineage names."""
     lineage = Lineage.from_tags(mlflow.MlflowClient().get_run(run_id).data.tags)
-    return split_datasets(dataset_dir, DvcSource(lineage.data_path, lineage.data_version, lineage.dvc_remote))
+    return split_datasets(dataset_dir, source_of(lineage))
