@@ -3,7 +3,8 @@
 Every field of the sections below is one pipeline input named `<stage>_<key>` (`train_learning_rate`),
 typed from its field (int, float, bool, str; tuples as list, mappings as dict), with params.yaml's
 effective value (profile and `--set` applied) as its default. A field added to a dataclass becomes a
-pipeline input by itself: there is no second list to keep in step.
+pipeline input by itself; the components that read its section get it when components/generate.py
+rewrites them (tests/unit/test_components.py fails until it has).
 
 components/generate.py writes each kfp component with exactly the parameters its step uses (`used`).
 """
