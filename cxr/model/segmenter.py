@@ -1,6 +1,8 @@
 """The lung-field segmenter: a small U-Net (image -> lung mask) fitted on frontal films with lung masks.
 
-It runs at `lungs.size` pixels (a square resize of the whole film), on 8-bit grayscale, and its mask is
+It runs at `lungs.size` pixels (a square resize of the whole film), on 8-bit grayscale with its histogram
+equalised (`unet_input`: films from different sources and exposures reach it with one intensity
+distribution, which keeps its fit from depending on the fitting machine's round-off), and its mask is
 cleaned up (the two largest connected regions, holes filled) and resized back to the film. Fitted on
 adult normal films only (cxr/data/external_normals): its masks on COVID films are an extrapolation,
 checked by eye and by the share of films where it finds plausible lungs (`plausible`).
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from scipy import ndimage
 
 from cxr.data.lung_view import resize_mask
@@ -31,6 +33,11 @@ def gray(array: np.ndarray) -> np.ndarray:
 def square(array: np.ndarray, size: int, resample=Image.Resampling.BILINEAR) -> np.ndarray:
     """(H, W) uint8 -> (size, size) uint8, the whole film squashed to a square (as the classifier sees it)."""
     return np.asarray(Image.fromarray(gray(array)).resize((size, size), resample))
+
+
+def unet_input(film: np.ndarray, size: int) -> np.ndarray:
+    """What the U-Net reads of a film: squashed to (size, size), histogram equalised, as float32."""
+    return np.asarray(ImageOps.equalize(Image.fromarray(square(film, size))), np.float32)
 
 
 def build_unet(size: int, width: int = 8, depth: int = 3):
@@ -105,7 +112,7 @@ class Segmenter:
         variant (`augmented`) of every film each epoch."""
         keras.utils.set_random_seed(seed)
         rng = np.random.default_rng(seed)
-        x = np.stack([square(f, size) for f in films]).astype(np.float32)
+        x = np.stack([unet_input(f, size) for f in films])
         y = np.stack([square(m, size, Image.Resampling.NEAREST) > 127 for m in masks]).astype(np.float32)
         model = build_unet(size)
         model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=_loss)
@@ -118,7 +125,7 @@ class Segmenter:
         """(n, size, size) lung probabilities of each film (squashed to the segmenter's size)."""
         if not films:
             return np.zeros((0, self.size, self.size), np.float32)
-        batch = np.stack([square(f, self.size) for f in films]).astype(np.float32)[..., None]
+        batch = np.stack([unet_input(f, self.size) for f in films])[..., None]
         return np.asarray(self.model.predict_on_batch(batch), np.float32)[..., 0]
 
     def masks(self, films: list[np.ndarray]) -> list[np.ndarray]:

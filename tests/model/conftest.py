@@ -17,8 +17,11 @@ from tests.conftest import train_on_sample
 
 
 def _train(tmp):
-    size = f"train.image_size={load_params().train.image_size}"  # TINY's 32 px would not be the served gate
-    lungs = ("lungs.size=64", "lungs.epochs=40")  # a segmenter that finds the lungs, as the served model's does
+    served = load_params()
+    size = f"train.image_size={served.train.image_size}"  # TINY's 32 px would not be the served gate
+    # the segmenter as params.yaml fits it, not TINY's: the gate reads the crop the segmenter finds, so a
+    # weaker segmenter would test a weaker gate than the served model's
+    lungs = [f"lungs.{key}={getattr(served.lungs, key)}" for key in ("size", "epochs", "fit_share")]
     return train_on_sample(tmp, "train.weights=hed", size, "train.epochs=1", "train.batch_size=8", *lungs)
 
 
