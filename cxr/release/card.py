@@ -488,7 +488,9 @@ def _gate_and_model_markdown(card: dict) -> list[str]:
     ]
 
 
-DESCRIPTION_LIMIT = 5000  # characters MLflow's registry keeps of a description (its database column)
+# what MLflow's registry keeps of a description (a VARCHAR(5000) column), in UTF-8 bytes: a PostgreSQL
+# created with the SQL_ASCII encoding counts each byte of a character such as "—" against the limit
+DESCRIPTION_LIMIT = 5000
 MODEL_PURPOSE = (
     "Research and teaching model: the probability that a frontal adult chest X-ray shows COVID-19, from VGG16 "
     "(after R. Wali, Detecting COVID-19 from Medical X-Ray Images, 2021), trained by the cxr Kubeflow pipeline "
@@ -505,8 +507,9 @@ def version_description(card: dict, full_card: str) -> str:
     head = f"**Promotion gate: {(gate['outcome'] or 'not recorded').upper()}** — {gate['reason'] or ''}\n\n"
     tail = f"\n\n(The whole card, with every parameter: `{full_card}`.)"
     body = render_markdown(card)
-    room = DESCRIPTION_LIMIT - len(head) - len(tail)
-    if len(body) > room:
-        cut = body.rfind("\n## ", 0, room)
-        body = body[: cut if cut > 0 else room].rstrip()
+    room = DESCRIPTION_LIMIT - len(head.encode()) - len(tail.encode())
+    if len(body.encode()) > room:
+        fits = body.encode()[:room].decode("utf-8", "ignore")
+        cut = fits.rfind("\n## ")
+        body = fits[: cut if cut > 0 else len(fits)].rstrip()
     return head + body + tail

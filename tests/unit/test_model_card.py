@@ -4,7 +4,14 @@ import json
 
 from cxr.evaluation.metrics import predictive_values
 from cxr.params import Params, load_params
-from cxr.release.card import SCHEMA_PATH, build_card, card_problems, render_markdown
+from cxr.release.card import (
+    DESCRIPTION_LIMIT,
+    SCHEMA_PATH,
+    build_card,
+    card_problems,
+    render_markdown,
+    version_description,
+)
 from cxr.tracking.record import RunRecord
 
 RECORDED = {
@@ -113,3 +120,13 @@ def test_a_cross_validated_run_says_where_its_validation_figures_come_from_and_h
     assert "temperature 1.700" in text and "0.210 before, 0.060 after" in text
     plain = render_markdown(build_card("m", "3", record(RECORDED, TAGS)))
     assert "cross-validation" not in plain and "Validation figures: the validation split" in plain
+
+
+def test_the_registry_description_fits_the_column_in_bytes_and_starts_with_the_gate():
+    # PostgreSQL created with SQL_ASCII counts bytes: "—" is three of VARCHAR(5000)'s characters there
+    card = build_card("m", "3", record(RECORDED, TAGS))
+    card["promotion_gate"] = {"outcome": "passed", "reason": "validation F1 — " * 40}
+    text = version_description(card, "runs:/abc/model_cards/m-v3.md")
+    assert len(text.encode()) <= DESCRIPTION_LIMIT
+    assert text.startswith("**Promotion gate: PASSED**") and text.endswith("`runs:/abc/model_cards/m-v3.md`.)")
+    assert "# Model card" in text
