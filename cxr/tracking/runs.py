@@ -190,9 +190,14 @@ def _is_store_failure(exc: BaseException) -> bool:
 
 def store_error(tracking_uri: str, step: str, exc: BaseException) -> CxrError:
     """One sentence for a tracking server or artifact store failing under a step."""
-    first = first_line(exc, 240) or exc.__class__.__name__
-    artifacts = "mlflow-artifacts" in first or "500 error" in first or "S3" in first or "ucket" in first
-    if not artifacts and ("API request to" in first or "Connection" in first):
+    first, text = first_line(exc, 240) or exc.__class__.__name__, str(exc)
+    artifacts = "mlflow-artifacts" in text or "S3" in text or "ucket" in text
+    if not artifacts and "500 error" in text:
+        return CxrError(
+            f"The MLflow tracking server at {tracking_uri} answered step '{step}' with server errors (HTTP 500) "
+            f"({first}); the server's log says why. Fix that, then rerun the pipeline."
+        )
+    if not artifacts and ("API request to" in text or "Connection" in text):
         return CxrError(
             f"The MLflow tracking server at {tracking_uri} stopped answering during step '{step}' "
             f"({first}); nothing was registered by this step. Restart the server and rerun the pipeline."
