@@ -156,11 +156,13 @@ def registry_rollback(
 
 @registry_app.command("history")
 def registry_history(name: str = ModelOpt, as_json: bool = typer.Option(False, "--json"), tracking_uri: str = UriOpt):
-    """Every promotion and rollback, oldest first, read back from the registry."""
-    from cxr.release.promotion import history
+    """Every promotion and rollback, oldest first, read back from the registry; last, a move of @champion
+    made outside them (the MLflow UI, the API), which the web app does not serve."""
+    from cxr.release.promotion import history, out_of_band
 
     name = _registry(tracking_uri, name)
-    events = history(name)
+    moved = out_of_band(name)  # @champion moved outside promote/rollback: shown last, as of now
+    events = history(name) + ([moved] if moved else [])
     if as_json:
         print(json.dumps(events, indent=2))
         return

@@ -354,6 +354,46 @@ def history(name: str) -> list[dict]:
     return sorted(merged.values(), key=lambda e: e["at"])
 
 
+def release_problem(name: str, version: str) -> str:
+    """Why the version holding @champion is not a release ("" when it is): the last completed move of
+    @champion in the history (`cxr registry promote` or `rollback`, which check the gate and the card and
+    record who and why) must have put it there. A move made anywhere else (the MLflow UI, the API) is not."""
+    moves = [e for e in history(name) if e.get("status") == "done"]
+    if not moves:
+        return (
+            f"version {version} holds @{CHAMPION}, but no `cxr registry promote` put it there: the alias was "
+            "moved outside the release process"
+        )
+    if str(moves[-1]["version"]) != str(version):
+        return (
+            f"version {version} holds @{CHAMPION}, but the last release (`cxr registry {moves[-1]['action']}` by "
+            f"{moves[-1]['by']}) put version {moves[-1]['version']} there: the alias was moved outside the "
+            "release process"
+        )
+    return ""
+
+
+def out_of_band(name: str) -> dict | None:
+    """The current @champion as a history entry when it was not put there by a release (see
+    `release_problem`); None when it was, or when nothing holds @champion."""
+    current = alias_version(name, CHAMPION)
+    if current is None:
+        return None
+    problem = release_problem(name, str(current.version))
+    if not problem:
+        return None
+    moves = [e for e in history(name) if e.get("status") == "done"]
+    return {
+        "action": "moved",
+        "version": str(current.version),
+        "from_version": moves[-1]["version"] if moves else None,
+        "by": "unknown",
+        "reason": "outside the release process: not served",
+        "status": "out-of-band",
+        "at": _now(),
+    }
+
+
 def model_card(name: str, ref: str) -> str:
     mv = resolve_version(name, ref)
     uri = mv.tags.get("model_card")

@@ -5,9 +5,11 @@ one being served: started without a fixed version it follows `@champion` (else `
 warning), or the alias a `models:/NAME@ALIAS` URI names. Every `serve.reload_s` seconds it asks the
 registry which version the alias points at; when that changes it loads the new version in its own
 thread and swaps it in with one assignment, so a request in flight finishes on the model it started
-with. A version that fails to load, has no input gate or an incomplete model card is not swapped in:
-the old one keeps serving and `/readyz` says why. Before any version holds the alias the app still
-runs (`/readyz` 503 with the reason) and picks up the first one by itself.
+with. A version that fails to load, has no input gate or an incomplete model card is not swapped in,
+nor is a version moved to `@champion` outside `cxr registry promote` / `rollback` (which check the gate
+and the card and record who and why): the old one keeps serving and `/readyz` and `/metrics` say
+why. Before any version holds the alias the app still runs (`/readyz` 503 with the reason) and picks
+up the first one by itself.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from cxr.inference.classifier import load_classifier
 from cxr.inference.gradcam import GradCam, place_heat
 from cxr.inference.scoring import decide, prepare, tensor_outputs
 from cxr.release.card import card_problems
-from cxr.release.promotion import card_of
+from cxr.release.promotion import card_of, release_problem
 from cxr.release.registry import alias_version
 from cxr.serving.batching import Batcher
 from cxr.tracking.record import Lineage
@@ -180,7 +182,7 @@ class ModelFollower:
     def __init__(self, uri: str = "", name: str = "", reload_s: float = 30.0, batching: tuple[int, float] = (1, 0.0)):
         self.uri, self.name, self.reload_s = uri, name, reload_s
         self.batching = batching  # (serve.max_batch, serve.max_wait_ms) of every model it loads
-        self.reloads: Counter[str] = Counter()  # swapped / failed, for /metrics
+        self.reloads: Counter[str] = Counter()  # swapped / failed / refused, for /metrics
         self.follows = followed_alias(uri, name)
         self.current: ServedModel | None = None
         self.reason = ""  # why nothing is served yet
@@ -222,6 +224,9 @@ class ModelFollower:
                 self.reason = f"No model has been released yet: {first_line(exc)}"
             return False
         version = str(mv.version)
+        unreleased = release_problem(mv.name, version) if shown.endswith(f"@{CHAMPION}") else ""
+        if unreleased:
+            return self._keep(version, unreleased, "refused")
         if self.current is not None and self.current.version == version:
             self.current.uri, self.current.warning = shown, warning  # e.g. @challenger promoted to @champion
             self.reload_error = ""
@@ -233,13 +238,7 @@ class ModelFollower:
             if self.current is not None:
                 self._check_replacement(model, mv)
         except Exception as exc:  # noqa: BLE001 (any failure keeps the model that serves)
-            kept = f"; still serving version {self.current.version}" if self.current else ""
-            self.reload_error = f"version {version} was not loaded ({first_line(exc)}){kept}"
-            if self.current is None:
-                self.reason = f"No model can be served: {self.reload_error}"
-            log.warning(self.reload_error)
-            self.reloads["failed"] += 1
-            return False
+            return self._keep(version, first_line(exc), "failed")
         before = self.current.version if self.current else "none"
         self.current, self.reason, self.reload_error = model, "", ""  # one assignment: requests in flight keep theirs
         self.reloads["swapped"] += 1
@@ -247,6 +246,16 @@ class ModelFollower:
         if warning:
             log.warning(warning)
         return True
+
+    def _keep(self, version: str, why: str, result: str) -> bool:
+        """`version` is not swapped in: the served model (if any) stays, and /readyz and /metrics say why."""
+        kept = f"; still serving version {self.current.version}" if self.current else ""
+        self.reload_error = f"version {version} was not loaded ({why}){kept}"
+        if self.current is None:
+            self.reason = f"No model can be served: {self.reload_error}"
+        log.warning(self.reload_error)
+        self.reloads[result] += 1  # at every check while the alias stays there: the alert's signal
+        return False
 
     @staticmethod
     def _check_replacement(model: ServedModel, mv) -> None:

@@ -35,7 +35,7 @@ class _Reloads:
         family = CounterMetricFamily(
             "cxr_model_reloads", "New model versions the app tried to swap in, by result.", labels=["result"]
         )
-        for result in ("swapped", "failed"):
+        for result in ("swapped", "failed", "refused"):
             family.add_metric([result], self.follower.reloads.get(result, 0))
         yield family
 

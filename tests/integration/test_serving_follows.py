@@ -10,8 +10,10 @@ import time
 import mlflow
 import pytest
 
+from cxr.release.promotion import out_of_band, promote
 from cxr.serving.app import create_app
 from cxr.serving.model_store import ModelFollower
+from cxr_cli.registry import registry_history
 from tests.conftest import SAMPLE
 from tests.integration.conftest import register_tiny_model
 
@@ -49,15 +51,42 @@ def test_nothing_released_then_the_first_version_then_a_refused_one(tmp_path, tr
     finally:
         follower.stop()
 
-    # a release manager forces @champion onto a version without an input gate: it is not served
+    # a release manager forces @champion onto a version without an input gate (recorded): it is not served
     v2 = register_tiny_model(tmp_path / "v2", tracking_uri)
-    mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", v2)
+    promote(NAME, v2, "forced for the test", "rita", force=True)
     assert not follower.refresh()
     assert follower.current.version == v1
     assert f"version {v2} was not loaded" in follower.reload_error and "no input gate" in follower.reload_error
     ready = client.get("/readyz").json
     assert ready["model_version"] == v1 and "no input gate" in ready["reload_error"]
     assert predict(client).json["model_version"] == v1
+
+
+def test_a_champion_moved_outside_the_release_process_is_not_served(tmp_path, tracking_uri, capsys):
+    """@champion moved in the MLflow UI or by the API (no gate or card check, no record): the app keeps
+    the last release, /readyz and /metrics say why, and `cxr registry history` shows the move."""
+    v1 = register_tiny_model(tmp_path / "v1", tracking_uri)
+    promote(NAME, v1, "the first release", "rita", force=True)  # no gate record: forced, and recorded
+    follower = ModelFollower(f"models:/{NAME}@champion", NAME, reload_s=0).start()
+    client = create_app(follower).test_client()
+    assert follower.current.version == v1 and not follower.reload_error
+
+    v2 = register_tiny_model(tmp_path / "v2", tracking_uri)
+    mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", v2)  # as the MLflow UI moves it
+    assert not follower.refresh() and follower.current.version == v1
+    assert f"version {v2} was not loaded" in follower.reload_error
+    assert f"the last release (`cxr registry promote` by rita) put version {v1} there" in follower.reload_error
+    ready = client.get("/readyz").json
+    assert ready["model_version"] == v1 and "moved outside the release process" in ready["reload_error"]
+    assert 'cxr_model_reloads_total{result="refused"} 1.0' in client.get("/metrics").text
+    assert predict(client).json["model_version"] == v1
+
+    registry_history(name=NAME, as_json=False, tracking_uri=tracking_uri)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"moved    v{v1} -> v{v2} [OUT-OF-BAND]  by unknown" in last
+
+    mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", v1)  # put back where the release put it
+    assert not follower.refresh() and not follower.reload_error and out_of_band(NAME) is None
 
 
 def test_a_fixed_version_is_never_replaced(tmp_path, tracking_uri):
