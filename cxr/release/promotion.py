@@ -355,20 +355,30 @@ def history(name: str) -> list[dict]:
 
 
 def release_problem(name: str, version: str) -> str:
-    """Why the version holding @champion is not a release ("" when it is): the last completed move of
-    @champion in the history (`cxr registry promote` or `rollback`, which check the gate and the card and
+    """Why the version holding @champion is not a release ("" when it is): the last move of @champion
+    in the history that did not fail (`cxr registry promote` or `rollback`, which check the gate and the card and
     record who and why) must have put it there. A move made anywhere else (the MLflow UI, the API) is not."""
-    moves = [e for e in history(name) if e.get("status") == "done"]
-    if not moves:
+    return _release_problem(version, _releases(name))
+
+
+def _releases(name: str) -> list[dict]:
+    """The moves of @champion the release commands made: done, or under way (`incomplete`: promote records
+    its intent, after its checks, before it moves the alias, and the alias webhook can arrive before the
+    `done` record does); not the failed ones."""
+    return [e for e in history(name) if e.get("status") in ("done", "incomplete")]
+
+
+def _release_problem(version: str, releases: list[dict]) -> str:
+    if not releases:
         return (
             f"version {version} holds @{CHAMPION}, but no `cxr registry promote` put it there: the alias was "
             "moved outside the release process"
         )
-    if str(moves[-1]["version"]) != str(version):
+    last = releases[-1]
+    if str(last["version"]) != str(version):
         return (
-            f"version {version} holds @{CHAMPION}, but the last release (`cxr registry {moves[-1]['action']}` by "
-            f"{moves[-1]['by']}) put version {moves[-1]['version']} there: the alias was moved outside the "
-            "release process"
+            f"version {version} holds @{CHAMPION}, but the last release (`cxr registry {last['action']}` by "
+            f"{last['by']}) put version {last['version']} there: the alias was moved outside the release process"
         )
     return ""
 
@@ -377,16 +387,13 @@ def out_of_band(name: str) -> dict | None:
     """The current @champion as a history entry when it was not put there by a release (see
     `release_problem`); None when it was, or when nothing holds @champion."""
     current = alias_version(name, CHAMPION)
-    if current is None:
+    releases = _releases(name) if current is not None else []
+    if current is None or not _release_problem(str(current.version), releases):
         return None
-    problem = release_problem(name, str(current.version))
-    if not problem:
-        return None
-    moves = [e for e in history(name) if e.get("status") == "done"]
     return {
         "action": "moved",
         "version": str(current.version),
-        "from_version": moves[-1]["version"] if moves else None,
+        "from_version": releases[-1]["version"] if releases else None,
         "by": "unknown",
         "reason": "outside the release process: not served",
         "status": "out-of-band",

@@ -10,7 +10,8 @@ import time
 import mlflow
 import pytest
 
-from cxr.release.promotion import out_of_band, promote
+from cxr.release import promotion
+from cxr.release.promotion import out_of_band, promote, release_problem
 from cxr.serving.app import create_app
 from cxr.serving.model_store import ModelFollower
 from cxr_cli.registry import registry_history
@@ -87,6 +88,13 @@ def test_a_champion_moved_outside_the_release_process_is_not_served(tmp_path, tr
 
     mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", v1)  # put back where the release put it
     assert not follower.refresh() and not follower.reload_error and out_of_band(NAME) is None
+
+    # a promotion under way (its intent recorded, the alias moved, `done` not yet written) is a release:
+    # the alias webhook can reach the app in between
+    intent = {"action": "promote", "version": v2, "from_version": v1, "by": "rita", "reason": "r", "id": "x1"}
+    promotion._record(NAME, v2, {**intent, "forced": False, "status": "intent", "at": promotion._now()})
+    mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", v2)
+    assert release_problem(NAME, v2) == "" and out_of_band(NAME) is None
 
 
 def test_a_fixed_version_is_never_replaced(tmp_path, tracking_uri):
