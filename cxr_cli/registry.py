@@ -161,8 +161,9 @@ def registry_history(name: str = ModelOpt, as_json: bool = typer.Option(False, "
     from cxr.release.promotion import history, out_of_band
 
     name = _registry(tracking_uri, name)
-    moved = out_of_band(name)  # @champion moved outside promote/rollback: shown last, as of now
-    events = history(name) + ([moved] if moved else [])
+    events = history(name)
+    moved = out_of_band(name, events)  # @champion moved outside promote/rollback: shown last, as of now
+    events += [moved] if moved else []
     if as_json:
         print(json.dumps(events, indent=2))
         return

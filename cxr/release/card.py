@@ -507,9 +507,9 @@ def version_description(card: dict, full_card: str) -> str:
     head = f"**Promotion gate: {(gate['outcome'] or 'not recorded').upper()}** — {gate['reason'] or ''}\n\n"
     tail = f"\n\n(The whole card, with every parameter: `{full_card}`.)"
     body = render_markdown(card)
-    room = DESCRIPTION_LIMIT - len(head.encode()) - len(tail.encode())
-    if len(body.encode()) > room:
-        fits = body.encode()[:room].decode("utf-8", "ignore")
+    room, encoded = DESCRIPTION_LIMIT - len(head.encode()) - len(tail.encode()), body.encode()
+    if len(encoded) > room:
+        fits = encoded[:room].decode("utf-8", "ignore")
         cut = fits.rfind("\n## ")
         body = fits[: cut if cut > 0 else len(fits)].rstrip()
     return head + body + tail

@@ -358,14 +358,14 @@ def release_problem(name: str, version: str) -> str:
     """Why the version holding @champion is not a release ("" when it is): the last move of @champion
     in the history that did not fail (`cxr registry promote` or `rollback`, which check the gate and the card and
     record who and why) must have put it there. A move made anywhere else (the MLflow UI, the API) is not."""
-    return _release_problem(version, _releases(name))
+    return _release_problem(version, _releases(history(name)))
 
 
-def _releases(name: str) -> list[dict]:
+def _releases(events: list[dict]) -> list[dict]:
     """The moves of @champion the release commands made: done, or under way (`incomplete`: promote records
     its intent, after its checks, before it moves the alias, and the alias webhook can arrive before the
     `done` record does); not the failed ones."""
-    return [e for e in history(name) if e.get("status") in ("done", "incomplete")]
+    return [e for e in events if e.get("status") in ("done", "incomplete")]
 
 
 def _release_problem(version: str, releases: list[dict]) -> str:
@@ -383,11 +383,11 @@ def _release_problem(version: str, releases: list[dict]) -> str:
     return ""
 
 
-def out_of_band(name: str) -> dict | None:
+def out_of_band(name: str, events: list[dict]) -> dict | None:
     """The current @champion as a history entry when it was not put there by a release (see
-    `release_problem`); None when it was, or when nothing holds @champion."""
+    `release_problem`); None when it was, or when nothing holds @champion. `events`: `history(name)`."""
     current = alias_version(name, CHAMPION)
-    releases = _releases(name) if current is not None else []
+    releases = _releases(events)
     if current is None or not _release_problem(str(current.version), releases):
         return None
     return {

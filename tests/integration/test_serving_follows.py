@@ -11,7 +11,7 @@ import mlflow
 import pytest
 
 from cxr.release import promotion
-from cxr.release.promotion import out_of_band, promote, release_problem
+from cxr.release.promotion import history, out_of_band, promote, release_problem
 from cxr.serving.app import create_app
 from cxr.serving.model_store import ModelFollower
 from cxr_cli.registry import registry_history
@@ -87,14 +87,14 @@ def test_a_champion_moved_outside_the_release_process_is_not_served(tmp_path, tr
     assert f"moved    v{v1} -> v{v2} [OUT-OF-BAND]  by unknown" in last
 
     mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", v1)  # put back where the release put it
-    assert not follower.refresh() and not follower.reload_error and out_of_band(NAME) is None
+    assert not follower.refresh() and not follower.reload_error and out_of_band(NAME, history(NAME)) is None
 
     # a promotion under way (its intent recorded, the alias moved, `done` not yet written) is a release:
     # the alias webhook can reach the app in between
     intent = {"action": "promote", "version": v2, "from_version": v1, "by": "rita", "reason": "r", "id": "x1"}
     promotion._record(NAME, v2, {**intent, "forced": False, "status": "intent", "at": promotion._now()})
     mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", v2)
-    assert release_problem(NAME, v2) == "" and out_of_band(NAME) is None
+    assert release_problem(NAME, v2) == "" and out_of_band(NAME, history(NAME)) is None
 
 
 def test_a_fixed_version_is_never_replaced(tmp_path, tracking_uri):
