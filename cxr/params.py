@@ -192,6 +192,7 @@ class ServeParams:
     records_url: str = ""
     records_max_rows: int = 100000
     records_max_days: float = 90
+    site: str = ""  # where films come from when their DICOM names no InstitutionName (per-site validation)
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,8 @@ class ClusterParams:
     # Kubernetes secret (username, password) of the MLflow identity every task signs in as; empty: none
     mlflow_secret: str = "cxr-mlflow-ci"
     dvc_endpoint_url: str = ""  # S3-compatible endpoint of the DVC remote (MinIO); empty: AWS
+    # the training task's accelerator resource; empty: a CPU-only cluster (no GPU asked for, the CPU image)
+    accelerator: str = "nvidia.com/gpu"
     gpu_node_selector: dict = field(default_factory=lambda: {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"})
     gpu_tolerations: tuple = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
     train_timeout_s: int = 43200  # the training task's pod is stopped after this long

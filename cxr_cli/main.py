@@ -107,6 +107,12 @@ def serve(
         envvar="CXR_RECORDS_URL",
         help="Where prediction numbers and findings are kept (SQLAlchemy URL; default serve.records_url; off: none).",
     ),
+    site: str = typer.Option(
+        "",
+        "--site",
+        envvar="CXR_SITE",
+        help="The site films come from when their DICOM names no InstitutionName (default serve.site).",
+    ),
 ) -> None:
     """Start the web app: upload page at /, JSON API at /api/predict and /api/feedback, /healthz, /readyz,
     /metrics, /openapi.json."""
@@ -123,20 +129,24 @@ def serve(
     mlflow.set_registry_uri(uri)
     logging.getLogger("cxr").setLevel(logging.WARNING)
     if not model:  # said here, in one sentence, before the server's worker starts
-        from cxr.serving.model_store import resolve_default
-
-        try:
-            resolve_default(params.register.model_name)
-        except CxrError as exc:
-            print(
-                f"{exc} Starting anyway: /readyz answers 503 and the page says so until a version is registered, "
-                f"then the app serves it within serve.reload_s ({params.serve.reload_s:g} s).",
-                file=sys.stderr,
-            )
+        _say_if_nothing_is_released(params)
     from cxr.serving.records import resolve_records_url
 
     records = resolve_records_url(records_url or params.serve.records_url)
-    run_server(model, host, port, params.serve, params.register.model_name, auth, records)
+    run_server(model, host, port, params.serve, params.register.model_name, auth, records, site)
+
+
+def _say_if_nothing_is_released(params) -> None:
+    from cxr.serving.model_store import resolve_default
+
+    try:
+        resolve_default(params.register.model_name)
+    except CxrError as exc:
+        print(
+            f"{exc} Starting anyway: /readyz answers 503 and the page says so until a version is registered, "
+            f"then the app serves it within serve.reload_s ({params.serve.reload_s:g} s).",
+            file=sys.stderr,
+        )
 
 
 def _retrain_decision(params, uri: str, force: bool):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -60,6 +61,10 @@ def monitor_drift(
         "", "--server", help="A running web app: test what it served (sign in with $CXR_SERVER_USER/_PASSWORD)."
     ),
     records: bool = typer.Option(False, "--records", help="Test what the web app recorded in its records store."),
+    site: str | None = typer.Option(
+        None, "--site", help="With --records: only the films taken at this site ('' : unnamed); the verdict is kept."
+    ),
+    each_site: bool = typer.Option(False, "--each-site", help="With --records: one test per site, each kept."),
     records_url: str = RecordsOpt,
     since: str = SinceOpt,
     version: str = typer.Option("", "--version", help="The served model version to test (default: the newest)."),
@@ -71,9 +76,9 @@ def monitor_drift(
 ) -> None:
     """Test a batch of images against the model's training split (energy-distance test on the input gate's
     features, projected; docs/operations.md). Prints a one-line verdict, writes an HTML report and logs it
-    under the model's MLflow run. Exit 0: no drift; 4: drift; 2: no verdict (an error)."""
-    from cxr.safety.drift import detect
-    from cxr.safety.drift_report import write_report
+    under the model's MLflow run. With --site or --each-site the records store keeps each site's verdict: the
+    web app says "not yet validated" at a site until one finds no drift. Exit 0: no drift; 4: drift; 2: no
+    verdict (an error)."""
     from cxr.serving.records import since_time
     from cxr.steps import drift_check
     from cxr.tracking import runs as tracking
@@ -85,27 +90,87 @@ def monitor_drift(
             "Say what to test, one of: --model URI FILE... (a batch of images), --server URL (what a web app "
             "served) or --records (its records store)."
         )
+    if (site is not None or each_site) and not records:
+        raise CxrError("--site and --each-site test the records store, where the verdicts are kept: add --records.")
     tracking.configure(tracking.resolve_tracking_uri(params, tracking_uri), params.mlflow.experiment)
-    mp = params.monitor
+    test = _DriftTest(params.monitor, name or params.register.model_name, report, as_json)
     if files:
         current, reference = drift_check.project_files(model, list(files))
-        model_uri, source, served = model, f"{len(files)} files", ""
+        drifted = test.run(reference, current, model, "", f"{len(files)} files", report).drift
+    elif server:
+        rows, source = drift_check.server_rows(server, since, version), f"what {server} served"
+        drifted = test.rows(rows, version, source + (f" since {since}" if since else "")).drift
     else:
-        if server:
-            rows, source = drift_check.server_rows(server, since, version), f"what {server} served"
-        else:
-            store, url = _records(records_url, params)
-            rows, source = store.rows(since_time(since), version), f"the records at {url.split('@')[-1]}"
-        served, current = drift_check.choose_rows(rows, version, mp.drift_max_rows)
-        model_uri = f"models:/{name or params.register.model_name}/{served}"
-        reference = drift_check.reference_for(model_uri)
+        store, url = _records(records_url, params)
+        rows, source = store.rows(since_time(since), version), f"the records at {url.split('@')[-1]}"
         source += f" since {since}" if since else ""
-    verdict = detect(reference, current, mp.drift_alpha, mp.drift_min_n)
-    verdict.model_version, verdict.report = served, str(report)
-    write_report(verdict, reference, current, report, source)
-    warning = drift_check.log_report(model_uri, verdict, report)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(json.dumps(verdict.to_dict()) if as_json else f"{verdict.line()}; report: {report}")
-    if verdict.drift:
+        if site is None and not each_site:
+            drifted = test.rows(rows, version, source).drift
+        else:
+            drifted = test.sites(store, rows, version, source, None if each_site else site)
+    if drifted:
         raise typer.Exit(DRIFT_EXIT)
+
+
+class _DriftTest:
+    """One drift test: the verdict, its HTML report (logged under the model's run) and the printed line."""
+
+    def __init__(self, monitor, name: str, report: Path, as_json: bool):
+        self.monitor, self.name, self.report, self.as_json = monitor, name, report, as_json
+
+    def run(self, reference, current, model_uri: str, served: str, source: str, report: Path, site=None):
+        from cxr.safety.drift import detect
+        from cxr.safety.drift_report import write_report
+        from cxr.steps import drift_check
+
+        verdict = detect(reference, current, self.monitor.drift_alpha, self.monitor.drift_min_n)
+        verdict.model_version, verdict.report = served, str(report)
+        write_report(verdict, reference, current, report, source)
+        warning = drift_check.log_report(model_uri, verdict, report)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        if self.as_json:
+            print(json.dumps(({} if site is None else {"site": site}) | verdict.to_dict()))
+        else:
+            where = "" if site is None else f"site {site or '(unnamed)'}: "
+            print(f"{where}{verdict.line()}; report: {report}")
+        return verdict
+
+    def rows(self, rows: list[dict], version: str, source: str, report: Path | None = None, site=None):
+        """Test recorded rows: the newest of `version` (default: the newest record's version)."""
+        from cxr.steps import drift_check
+
+        served, current = drift_check.choose_rows(rows, version, self.monitor.drift_max_rows)
+        model_uri = f"models:/{self.name}/{served}"
+        reference = drift_check.reference_for(model_uri)
+        return self.run(reference, current, model_uri, served, source, report or self.report, site)
+
+    def sites(self, store, rows: list[dict], version: str, source: str, only: str | None) -> bool:
+        """One test per site (or of site `only`), each verdict kept in the store; whether any found drift.
+        A site with too few films gets no verdict (said, and skipped) unless it is the only one tested."""
+        from cxr.safety.dicom_scope import site_name
+        from cxr.steps import drift_check
+
+        version = drift_check.choose_rows(rows, version, self.monitor.drift_max_rows)[0]
+        sites = [site_name(only)] if only is not None else sorted({r.get("site") or "" for r in rows})
+        drifted, verdicts = False, 0
+        for site in sites:
+            mine = [r for r in rows if (r.get("site") or "") == site]
+            report = self.report if only is not None else self.report.with_stem(f"{self.report.stem}-{_slug(site)}")
+            try:
+                verdict = self.rows(mine, version, f"{source}, site {site or '(unnamed)'}", report, site)
+            except CxrError as exc:
+                if only is not None:
+                    raise
+                print(f"site {site or '(unnamed)'}: no verdict: {exc}", file=sys.stderr)
+                continue
+            store.record_site_check(site, version, verdict.n, verdict.p_value, verdict.drift)
+            drifted, verdicts = drifted or verdict.drift, verdicts + 1
+        if not verdicts:
+            raise CxrError("No site has enough recorded films for a verdict (monitor.drift_min_n); wait for traffic.")
+        return drifted
+
+
+def _slug(site: str) -> str:
+    """A site's name as part of a file name."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", site).strip("-").lower() or "unnamed"

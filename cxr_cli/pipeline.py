@@ -174,7 +174,8 @@ def pipeline_compile(
     data_dir: str = DataDirOpt,
     mlflow_secret: str = MlflowSecretOpt,
 ) -> None:
-    """Compile the pipeline to a Kubeflow Pipelines package (the training task asks for one NVIDIA GPU)."""
+    """Compile the pipeline to a Kubeflow Pipelines package (the training task asks for one NVIDIA GPU; none with
+    --set cluster.accelerator= on a CPU-only cluster)."""
     cluster = (image_registry, image_tag, tracking_uri, data_dir, mlflow_secret)
     print(f"wrote {_compile(output, params_file, profile, overrides, cluster)}")
 

@@ -19,10 +19,10 @@ def image_names(registry: str, tag: str) -> dict[str, str]:
     return {image: f"{registry}/{image.split(':')[0]}:{tag}" for image in (CPU_IMAGE, GPU_IMAGE)}
 
 
-def recorded_images(images: dict[str, str]) -> dict[str, str]:
+def recorded_images(images: dict[str, str], on_gpu: bool = True) -> dict[str, str]:
     """The `image_cpu` and `image_gpu` pipeline inputs: the steps' images as compiled, which the MLflow run
-    records."""
-    return {"image_cpu": images[CPU_IMAGE], "image_gpu": images[GPU_IMAGE]}
+    records (on a CPU-only cluster the training step runs in the CPU image: no GPU image)."""
+    return {"image_cpu": images[CPU_IMAGE], "image_gpu": images[GPU_IMAGE] if on_gpu else ""}
 
 
 def cluster_pipeline(params: Params, data_version: str = "unversioned", git_commit: str = "unknown"):
@@ -39,7 +39,7 @@ def cluster_pipeline(params: Params, data_version: str = "unversioned", git_comm
         "data_version": data_version,
         "git_commit": git_commit,
         "code_version": code_version(),
-        **recorded_images(images),
+        **recorded_images(images, bool(cluster.accelerator)),
     }
     return build_pipeline(
         params,

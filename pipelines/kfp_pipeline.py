@@ -106,7 +106,8 @@ def build_pipeline(
         name: with_image(getattr(steps, name), images.get(steps.CPU_IMAGE))
         for name in ("ingest", "validate", "start_run", "augment", "evaluate", "gate", "register", "reject", "finalize")
     }
-    components["train"] = with_image(steps.train, images.get(steps.GPU_IMAGE))
+    on_gpu = bool(params.cluster.accelerator)
+    components["train"] = with_image(steps.train, images.get(steps.GPU_IMAGE if on_gpu else steps.CPU_IMAGE))
     options = TaskOptions(params.cluster, data_secret, data_endpoint_url, mlflow_secret, gpu_placement, retries)
     signature = _signature(params, inputs or {})
 
@@ -180,7 +181,12 @@ def _give_data_credentials(ingest, options: TaskOptions) -> None:
 
 
 def _place_training(train, options: TaskOptions) -> None:
-    train.set_display_name("train (GPU)").set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    """One accelerator (params.cluster.accelerator) on the GPU nodes; none on a CPU-only cluster."""
+    accelerator = options.cluster.accelerator
+    if not accelerator:
+        train.set_display_name("train (CPU)").set_memory_request("8G").set_cpu_request("2")
+        return
+    train.set_display_name("train (GPU)").set_accelerator_type(accelerator).set_accelerator_limit(1)
     train.set_memory_request("16G").set_cpu_request("4")
     if options.gpu_placement:
         for key, value in options.cluster.gpu_node_selector.items():

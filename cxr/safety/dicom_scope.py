@@ -3,12 +3,14 @@
 The model reads frontal (PA/AP) chest radiographs, CR or DX, prepared for presentation. A DICOM file
 that says otherwise is refused with one sentence naming the field. Fields that are absent decide
 nothing here (many exports drop them); the pixel gate (cxr/safety/input_gate.py) still applies. Only these four
-technical fields are read; no patient field is read, kept or logged.
+technical fields are read, and the institution (`dicom_site`: where the film was taken, for the web app's
+per-site validation); no patient field is read, kept or logged.
 """
 
 from __future__ import annotations
 
 import io
+import re
 
 import pydicom
 
@@ -62,3 +64,23 @@ def dicom_refusal(data: bytes, name: str) -> str | None:
             "'FOR PRESENTATION' image."
         )
     return None
+
+
+SITE_CHARS = 64  # a site name is kept to this many characters (the records store's column)
+
+
+def site_name(text: str) -> str:
+    """A site as the records keep it: whitespace collapsed, at most SITE_CHARS characters."""
+    return re.sub(r"\s+", " ", str(text)).strip()[:SITE_CHARS]
+
+
+def dicom_site(data: bytes, name: str = "upload") -> str:
+    """The DICOM header's InstitutionName (where the film was taken), or '' (not DICOM, absent, unreadable)."""
+    if not is_dicom(data, name):
+        return ""
+    try:
+        _check_inflated_size(data, name)
+        ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True, specific_tags=["InstitutionName"])
+        return site_name(ds.get("InstitutionName") or "")
+    except Exception:  # noqa: BLE001 (decoding refuses an unreadable file with its own sentence)
+        return ""

@@ -1,7 +1,8 @@
 """The radiologists' web app: an upload page and a JSON API over the registered model.
 
 Uploads are read into memory, decoded with the pipeline's own functions and dropped; nothing about
-them (pixels, file names, DICOM fields) is written to disk or to the logs.
+them (pixels, file names, DICOM fields) is written to disk or to the logs, but the numbers and the
+site (the DICOM InstitutionName) the records store keeps (cxr/serving/records.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from cxr.data.lung_view import LUNG_VIEWS
 from cxr.errors import CxrError, EmptyInput, InputTooLarge, OutOfScope, UnsupportedFormat
 from cxr.inference.gradcam import overlay_png, thumbnail_png
+from cxr.safety.dicom_scope import dicom_site, site_name
 from cxr.serving import webhook
 from cxr.serving.auth import OPEN_PATHS, Auth
 from cxr.serving.cpu_threads import limit_blas_threads
@@ -70,6 +72,7 @@ def create_app(
     metrics_token: str = "",
     records=None,
     webhook_secret: str = "",
+    site: str = "",
 ) -> Flask:
     """The Flask app around a ModelFollower (the model it serves follows the registry), or around one
     loaded ServedModel that is never replaced; `auth` (an auth.Auth) guards everything but the health
@@ -77,13 +80,14 @@ def create_app(
     at most `max_inflight` predictions are admitted at once, more get 503 with Retry-After (a bounded
     queue, not an unbounded one). With `records` (a PredictionRecords) every prediction's numbers are kept
     under a prediction id, against which a signed-in radiologist records the finding. With `webhook_secret`,
-    MLflow's signed alias webhooks (cxr/serving/webhook.py) make the follower check the registry at once."""
+    MLflow's signed alias webhooks (cxr/serving/webhook.py) make the follower check the registry at once.
+    `site` names where films come from when their DICOM header names no institution (serve.site)."""
     follower = ModelFollower.fixed(model) if isinstance(model, ServedModel) else model
     app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     limit = f"{max_upload_mb:g} MB"
-    predictor = Predictor(follower, ServingMetrics(follower), records)
+    predictor = Predictor(follower, ServingMetrics(follower), records, site)
     _install_guards(app, auth or Auth(), max_inflight, predictor.metrics, metrics_token)
     _install_error_handlers(app, limit)
     _install_routes(app, predictor, limit)
@@ -108,10 +112,11 @@ def _install_webhook(app: Flask, follower: ModelFollower, secret: str) -> None:
 class Predictor:
     """One upload -> the JSON answer, with the identity of the model that answered in every answer."""
 
-    def __init__(self, follower: ModelFollower, metrics: ServingMetrics | None = None, records=None):
+    def __init__(self, follower: ModelFollower, metrics: ServingMetrics | None = None, records=None, site=""):
         self.follower = follower
         self.metrics = metrics or ServingMetrics(follower)
         self.records = records
+        self.site = site_name(site)
 
     def served(self) -> ServedModel:
         """The model serving now; a request uses this one object from start to end (a swap does not
@@ -133,6 +138,21 @@ class Predictor:
             "positive_class": served.positive_class,
         }
 
+    def site_fields(self, site: str, version: str) -> dict:
+        """The site a film came from and whether the model version is validated there: `cxr monitor drift
+        --records --site` found no drift in the newest check of that site's films (docs/operations.md)."""
+        validated = self.records is not None and self.records.site_validated(site, version)
+        fields = {"site": site or None, "site_validated": validated}
+        if not validated:
+            where = f"at {site}" if site else "at this site (unnamed: no DICOM InstitutionName, no serve.site)"
+            why = (
+                "this server keeps no records, so no site check can pass"
+                if self.records is None
+                else f"no drift check of this site's films has passed for model version {version}"
+            )
+            fields["site_warning"] = f"Not yet validated {where}: {why}"
+        return fields
+
     def predict_one(self, data: bytes, heatmap: bool, allow_ood: bool = False) -> dict:
         """The prediction, or OutOfScope (422) when the DICOM header, the input gate or the population scope
         check (adults only) refuses the image and `allow_ood` is off; with it on, the prediction carries
@@ -150,7 +170,10 @@ class Predictor:
         if "batch_size" in timings:
             self.metrics.batch_size.labels(version).observe(timings["batch_size"])
         self.metrics.observe_row(version, row)
-        recorded = {"prediction_id": self.records.add(version, row, served.positive_class)} if self.records else {}
+        site = dicom_site(data) or self.site
+        recorded = {}
+        if self.records is not None:
+            recorded["prediction_id"] = self.records.add(version, row, served.positive_class, site)
         gate = {k: row.get(k) for k in ("in_distribution", "ood_score", "ood_threshold", "in_scope", "scope_score")}
         if row.get("probability") is None:
             reason = f"Refused: {row['reason']}."
@@ -162,6 +185,7 @@ class Predictor:
         if row.get("warning"):
             result["warning"] = row["warning"]
         result["shift"] = bool(row.get("shift"))
+        result |= self.site_fields(site, version)
         if heatmap:  # on the image already decoded for the prediction
             with self.metrics.latency.labels(version, "heatmap").time():
                 heat, mask = served.explain(array)
@@ -399,7 +423,9 @@ def _install_records_routes(app: Flask, predictor: Predictor, page) -> None:
         return jsonify({"rows": numbers})
 
 
-def serve(model_uri: str, host: str, port: int, params, model_name: str, auth=None, records_url: str = "") -> None:
+def serve(
+    model_uri: str, host: str, port: int, params, model_name: str, auth=None, records_url: str = "", site: str = ""
+) -> None:
     """Serve with gunicorn: one worker process that loads the model once, `params.threads` threads,
     `params.max_inflight` predictions admitted at once (the model calls are serialised), timeouts."""
 
@@ -428,8 +454,9 @@ def serve(model_uri: str, host: str, port: int, params, model_name: str, auth=No
                 log.warning("%s /readyz answers 503 until then.", follower.reason)
             log.warning("listening on http://%s:%d", host, port)
             token, hook = os.environ.get("CXR_METRICS_TOKEN", ""), os.environ.get("CXR_WEBHOOK_SECRET", "")
-            limits = (params.records_max_rows, params.records_max_days)
-            records = PredictionRecords(records_url, *limits) if records_url else None
-            return create_app(follower, params.max_upload_mb, auth, params.max_inflight, token, records, hook)
+            kept = (params.records_max_rows, params.records_max_days)
+            records = PredictionRecords(records_url, *kept) if records_url else None
+            guards = (params.max_upload_mb, auth, params.max_inflight, token)
+            return create_app(follower, *guards, records, hook, site or params.site)
 
     Server().run()

@@ -46,6 +46,16 @@ PREDICTION = {
             "type": "boolean",
             "description": "the film is unlike the training films though not refused (5% of same-source films)",
         },
+        "site": {
+            "type": "string",
+            "nullable": True,
+            "description": "where the film was taken: its DICOM InstitutionName, else serve.site (null: unnamed)",
+        },
+        "site_validated": {
+            "type": "boolean",
+            "description": "the newest drift check of this site's films with this model version found no drift",
+        },
+        "site_warning": {"type": "string", "description": "present when site_validated is false: why"},
         "read_lungs": {
             "type": "boolean",
             "description": "heatmap=true: the heat map is on the lung view the model read",

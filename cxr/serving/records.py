@@ -1,10 +1,14 @@
-"""What the web app keeps about each prediction it answered, and what radiologists found: numbers only.
+"""What the web app keeps about each prediction it answered and what radiologists found: numbers and the site.
 
 One row per answered or refused upload: its id, time, the model version, the outcome (the label, or
 refused), the probability, the input gate's and the scope check's scores, the drift projection of the
-image's features (at most 32 numbers, cxr/safety/drift.py); and, once a radiologist
-records it, the finding (covid, not_covid, unsure), who recorded it and when. Never pixels, file names
-or DICOM fields. The table is bounded: rows older than `max_age_days` and beyond the newest `max_rows`
+image's features (at most 32 numbers, cxr/safety/drift.py), the site the film came from (its DICOM
+InstitutionName, else the site the app is configured for); and, once a radiologist records it, the
+finding (covid, not_covid, unsure), who recorded it and when. Never pixels, file names or patient fields.
+Beside them, each per-site drift check `cxr monitor drift --records --site` made: a site is validated for
+a model version once its newest check there found no drift.
+
+The predictions table is bounded: rows older than `max_age_days` and beyond the newest `max_rows`
 are deleted as new ones arrive. A SQLAlchemy URL names the store: a SQLite file for one process, the
 team's PostgreSQL when replicas share it (`serve.records_url`).
 """
@@ -22,7 +26,16 @@ from cxr.errors import CxrError
 from cxr.params import project_root
 
 FINDINGS = ("covid", "not_covid", "unsure")
-NUMBERS = ("created_at", "model_version", "outcome", "probability", "gate_score", "scope_score", "projection")
+NUMBERS = (
+    "created_at",
+    "model_version",
+    "site",
+    "outcome",
+    "probability",
+    "gate_score",
+    "scope_score",
+    "projection",
+)
 PRUNE_EVERY = 100  # inserts between two prunes
 
 _metadata = sa.MetaData()
@@ -38,9 +51,21 @@ PREDICTIONS = sa.Table(
     sa.Column("gate_score", sa.Float, nullable=True),
     sa.Column("scope_score", sa.Float, nullable=True),
     sa.Column("projection", sa.JSON, nullable=True),  # the drift projection (None: refused unread, or no reference)
+    sa.Column("site", sa.String(64), nullable=True, index=True),  # where the film was taken (None: unnamed)
     sa.Column("finding", sa.String(16), nullable=True),
     sa.Column("finding_by", sa.String(128), nullable=True),
     sa.Column("finding_at", sa.DateTime(timezone=True), nullable=True),
+)
+SITE_CHECKS = sa.Table(
+    "cxr_site_checks",
+    _metadata,
+    sa.Column("check_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("site", sa.String(64), nullable=False, index=True),  # '' : films with no site named
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("p_value", sa.Float, nullable=False),
+    sa.Column("drift", sa.Boolean, nullable=False),
 )
 
 
@@ -107,8 +132,9 @@ class PredictionRecords:
         self.max_rows, self.max_age = max_rows, datetime.timedelta(days=max_age_days)
         self._inserts = 0
 
-    def add(self, model_version: str, row: dict, positive_class: str) -> str:
-        """Record one assessed upload (the row `cxr.inference.scoring` gives); returns its prediction id."""
+    def add(self, model_version: str, row: dict, positive_class: str, site: str = "") -> str:
+        """Record one assessed upload (the row `cxr.inference.scoring` gives) taken at `site` ('' : unnamed);
+        returns its prediction id."""
         prediction_id = str(uuid.uuid4())
         label = row.get("label")
 
@@ -126,6 +152,7 @@ class PredictionRecords:
             "gate_score": number("ood_score"),
             "scope_score": number("scope_score"),
             "projection": [float(x) for x in row["projection"]] if row.get("projection") else None,
+            "site": site or None,
         }
         with self.engine.begin() as db:
             db.execute(PREDICTIONS.insert().values(**values))
@@ -160,14 +187,43 @@ class PredictionRecords:
             gone += db.execute(PREDICTIONS.delete().where(PREDICTIONS.c.prediction_id.not_in(kept))).rowcount
         return gone
 
-    def rows(self, since: datetime.datetime | None = None, version: str = "", limit: int = 0) -> list[dict]:
-        """Rows oldest first, from `since`, of `version`; `limit`: the newest that many."""
+    def rows(
+        self, since: datetime.datetime | None = None, version: str = "", limit: int = 0, site: str | None = None
+    ) -> list[dict]:
+        """Rows oldest first, from `since`, of `version`, taken at `site` ('' : unnamed; None: any);
+        `limit`: the newest that many."""
         query = sa.select(PREDICTIONS).order_by(PREDICTIONS.c.created_at.desc())
         if since is not None:
             query = query.where(PREDICTIONS.c.created_at >= since)
         if version:
             query = query.where(PREDICTIONS.c.model_version == version)
+        if site is not None:
+            query = query.where(PREDICTIONS.c.site == site if site else PREDICTIONS.c.site.is_(None))
         if limit:
             query = query.limit(limit)
         with self.engine.connect() as db:
             return [dict(r._mapping) for r in db.execute(query)][::-1]
+
+    def record_site_check(self, site: str, model_version: str, n: int, p_value: float, drift: bool) -> None:
+        """A drift check of the films taken at `site` ('' : unnamed) with `model_version`."""
+        values = {"site": site, "model_version": model_version, "checked_at": _now()}
+        values |= {"n": int(n), "p_value": float(p_value), "drift": bool(drift)}
+        with self.engine.begin() as db:
+            db.execute(SITE_CHECKS.insert().values(**values))
+
+    def site_validated(self, site: str, model_version: str) -> bool:
+        """Whether the newest drift check of `site`'s films with `model_version` found no drift."""
+        query = (
+            sa.select(SITE_CHECKS.c.drift)
+            .where(SITE_CHECKS.c.site == site, SITE_CHECKS.c.model_version == model_version)
+            .order_by(SITE_CHECKS.c.checked_at.desc(), SITE_CHECKS.c.check_id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as db:
+            newest = db.execute(query).scalar_one_or_none()
+        return newest is False
+
+    def site_checks(self) -> list[dict]:
+        """Every per-site check, oldest first."""
+        with self.engine.connect() as db:
+            return [dict(r._mapping) for r in db.execute(sa.select(SITE_CHECKS).order_by(SITE_CHECKS.c.check_id))]

@@ -18,6 +18,7 @@ from cxr.data.manifest import read_manifest, split_frame
 from cxr.inference.classifier import load_pyfunc
 from cxr.safety.drift import DRIFT_FILE, DriftReference
 from cxr.safety.population import reference_images
+from cxr.serving.records import PredictionRecords
 
 pytestmark = pytest.mark.slow
 CXR = str(Path(sys.executable).parent / "cxr")
@@ -72,6 +73,7 @@ def test_what_the_web_app_served_is_tested_from_its_records_and_over_http(logged
     version = mlflow.register_model(logged["model"], NAME).version
     records = f"sqlite:///{tmp_path / 'records.db'}"
     args = ("--model", f"models:/{NAME}/{version}", "--records-url", records, "--tracking-uri", logged["uri"])
+    args += ("--site", "Ward 5")
     proc, base = start_server(tmp_path, logged["uri"], *args)
     try:
         for child in reference_images()[:40]:
@@ -79,6 +81,7 @@ def test_what_the_web_app_served_is_tested_from_its_records_and_over_http(logged
             assert answer.status_code in (200, 422)  # refused or not, its numbers are kept
         served = requests.get(f"{base}/api/records", params={"since": "1h"}, timeout=30).json()["rows"]
         assert len(served) == 40 and len(served[0]["projection"]) == 16 and "file" not in served[0]
+        assert {row["site"] for row in served} == {"Ward 5"}
         code, verdict = drift(tmp_path, logged["uri"], "--server", base, "--since", "1h")
         assert code == 4 and verdict["n"] == 40 and verdict["model_version"] == str(version), verdict
     finally:
@@ -86,3 +89,9 @@ def test_what_the_web_app_served_is_tested_from_its_records_and_over_http(logged
         proc.wait(timeout=90)
     code, verdict = drift(tmp_path, logged["uri"], "--records", "--records-url", records)
     assert code == 4 and verdict["drift"] is True and verdict["n"] == 40, verdict
+
+    code, verdict = drift(tmp_path, logged["uri"], "--records", "--records-url", records, "--each-site")
+    assert code == 4 and verdict["site"] == "Ward 5" and verdict["drift"] is True, verdict  # kept for the site:
+    (check,) = PredictionRecords(records).site_checks()
+    assert (check["site"], check["model_version"], check["drift"]) == ("Ward 5", str(version), True)
+    assert not PredictionRecords(records).site_validated("Ward 5", str(version))  # the page keeps its warning

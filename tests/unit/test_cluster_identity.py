@@ -54,8 +54,12 @@ def test_credentials_are_read_from_the_files_a_secret_volume_mounts(tmp_path):
     }
     assert credentials_from_files(env) == ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]
     assert env["MLFLOW_TRACKING_USERNAME"] == "webapp" and env["MLFLOW_TRACKING_PASSWORD"] == "s3cret"
-    already = {"MLFLOW_TRACKING_USERNAME": "ci", "MLFLOW_TRACKING_USERNAME_FILE": str(tmp_path / "username")}
-    assert credentials_from_files(already) == [] and already["MLFLOW_TRACKING_USERNAME"] == "ci"
+    # the mounted secret wins over a value the image set (the web app image's SQLite records URL): replicas
+    # given the shared PostgreSQL through CXR_RECORDS_URL_FILE must use it
+    (tmp_path / "url").write_text("postgresql+psycopg2://records@postgres:5432/cxr_records\n")
+    image = {"CXR_RECORDS_URL": "sqlite:////tmp/cxr-records/records.db", "CXR_RECORDS_URL_FILE": str(tmp_path / "url")}
+    assert credentials_from_files(image) == ["CXR_RECORDS_URL"]
+    assert image["CXR_RECORDS_URL"] == "postgresql+psycopg2://records@postgres:5432/cxr_records"
     with pytest.raises(CxrError, match="missing.*mount the secret"):
         credentials_from_files({"MLFLOW_TRACKING_PASSWORD_FILE": str(tmp_path / "missing")})
 

@@ -156,7 +156,19 @@ def test_replicas_share_the_records_and_a_daily_job_checks_them_for_drift(render
     assert drift["image"].startswith("ghcr.io/cxr/cxr-python-components:")
     assert {e["name"] for e in drift["env"]} >= {"CXR_RECORDS_URL_FILE", "MLFLOW_TRACKING_USERNAME_FILE"}
     alerts = (PROJECT / "infra" / "monitoring" / "alerts.yml").read_text()
-    assert 'job_name=~"drift-check-.*"' in alerts  # the CronJob's Jobs are named after it
+    assert 'cronjob="drift-check"' in alerts  # the alert follows the CronJob's newest run (promtool-tested)
     postgres_from = rendered[("NetworkPolicy", "postgres")]["spec"]["ingress"][0]["from"]
     allowed = {f["podSelector"]["matchLabels"]["app"] for f in postgres_from}
     assert allowed == {"mlflow", "webapp", "drift-check", "records-db-setup"}
+
+
+@pytest.mark.system
+def test_the_web_app_admits_exactly_the_ingress_controller_mlflow_and_prometheus(rendered):
+    (rule,) = rendered[("NetworkPolicy", "webapp")]["spec"]["ingress"]
+    sources = [f.get("namespaceSelector", f.get("podSelector"))["matchLabels"] for f in rule["from"]]
+    assert sources == [
+        {"kubernetes.io/metadata.name": "ingress-nginx"},
+        {"app": "mlflow"},  # its signed registry webhooks
+        {"cxr.io/monitoring": "true"},  # Prometheus' scrape of /metrics (infra/monitoring/prometheus.yml)
+    ]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]

@@ -97,3 +97,18 @@ def test_since_takes_minutes_hours_or_days_and_says_what_it_wants():
     assert abs(ago - datetime.timedelta(hours=24)) < datetime.timedelta(seconds=5)
     with pytest.raises(CxrError, match="--since 'yesterday' is not a duration; give e.g. 30m, 24h or 7d"):
         rec.since_time("yesterday")
+
+
+def test_each_film_keeps_its_site_and_a_site_is_validated_by_its_newest_drift_check(store):
+    store.add("3", row("COVID"), "COVID", "St Elsewhere")
+    store.add("3", row("Normal"), "COVID", "")
+    assert [r["site"] for r in store.rows()] == ["St Elsewhere", None]
+    assert [r["site"] for r in store.rows(site="")] == [None]  # '' : the films no site was named for
+    assert len(store.rows(site="St Elsewhere")) == 1
+    assert not store.site_validated("St Elsewhere", "3")  # never checked
+    store.record_site_check("St Elsewhere", "3", 40, 0.4, drift=False)
+    assert store.site_validated("St Elsewhere", "3")
+    assert not store.site_validated("St Elsewhere", "4") and not store.site_validated("", "3")  # per version, site
+    store.record_site_check("St Elsewhere", "3", 60, 0.001, drift=True)
+    assert not store.site_validated("St Elsewhere", "3")  # the newest check decides
+    assert [c["drift"] for c in store.site_checks()] == [False, True]

@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from cxr.safety.dicom_scope import dicom_refusal
+from cxr.safety.dicom_scope import dicom_refusal, dicom_site
 from cxr.safety.ood_set import pydicom_data_dir
 from tests.conftest import dicom_path
 
@@ -73,3 +73,10 @@ def test_real_files_from_pydicom_data():
 def test_non_dicom_and_garbage_are_left_to_decoding():
     assert dicom_refusal(b"\x89PNG\r\n\x1a\nnot really", "x.png") is None
     assert dicom_refusal(b"\0" * 128 + b"DICM" + b"\xff" * 50, "broken.dcm") is None
+
+
+def test_the_site_is_the_dicom_institution_and_nothing_for_other_files():
+    assert dicom_site(dicom(InstitutionName="  St   Elsewhere  General ")) == "St Elsewhere General"
+    assert dicom_site(dicom(InstitutionName="x" * 100)) == "x" * 64  # the records' column
+    assert dicom_site(dicom()) == "" and dicom_site(dicom_path().read_bytes()) == "Philips Medical Systems Hamburg"
+    assert dicom_site(b"\x89PNG\r\n\x1a\n", "x.png") == "" and dicom_site(b"garbage", "x.dcm") == ""

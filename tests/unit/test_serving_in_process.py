@@ -14,12 +14,11 @@ MAX_MB = 8
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
+def served(tmp_path_factory):
     from cxr.inference.classifier import XrayClassifier
     from cxr.inference.gradcam import GradCam
     from cxr.model.architecture import build_model
     from cxr.model.config import MODEL_FILE, ModelConfig
-    from cxr.serving.app import create_app
     from cxr.serving.model_store import ServedModel
 
     folder = tmp_path_factory.mktemp("model")
@@ -27,7 +26,13 @@ def client(tmp_path_factory):
     ModelConfig(image_size=32, positive_class="COVID", negative_class="Normal", threshold=0.5).write(folder)
     classifier = XrayClassifier().load(folder / MODEL_FILE, ModelConfig.read(folder))
     gradcam = GradCam(classifier.keras_model, 32)
-    served = ServedModel("models:/covid-xray-vgg16/7", "7", "d1", classifier, gradcam=gradcam)
+    return ServedModel("models:/covid-xray-vgg16/7", "7", "d1", classifier, gradcam=gradcam)
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from cxr.serving.app import create_app
+
     return create_app(served, max_upload_mb=MAX_MB).test_client()
 
 
@@ -85,3 +90,42 @@ def test_the_page_answers_an_upload_with_the_label(client):
     )
     assert page.status_code == 200 and ("COVID" in page.get_data(as_text=True))
     assert np.isfinite(client.get("/readyz").get_json()["threshold"])
+
+
+def institution_dicom(name: str) -> bytes:
+    import pydicom
+
+    ds = pydicom.dcmread(dicom_path())
+    ds.InstitutionName = name
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def test_each_answer_names_its_site_and_says_not_validated_until_a_drift_check_there_passes(served, tmp_path):
+    from cxr.serving.app import create_app
+    from cxr.serving.records import PredictionRecords
+
+    store = PredictionRecords(f"sqlite:///{tmp_path / 'records.db'}")
+    client = create_app(served, max_upload_mb=MAX_MB, records=store, site="Ward 5").test_client()
+    film = png(synthetic_xray(7, 96))
+    body = post(client, film).get_json()  # a PNG: the configured site
+    assert (body["site"], body["site_validated"]) == ("Ward 5", False)
+    assert body["site_warning"].startswith("Not yet validated at Ward 5: no drift check")
+    body = post(client, institution_dicom("St Elsewhere"), "chest.dcm").get_json()  # the DICOM names its own
+    assert (body["site"], body["site_validated"]) == ("St Elsewhere", False)
+    page = client.post("/", data={"file": (io.BytesIO(film), "x.png")}, content_type="multipart/form-data")
+    assert 'id="site-warning"' in page.get_data(as_text=True)
+
+    store.record_site_check("Ward 5", "7", 40, 0.3, drift=False)  # what cxr monitor drift --records --site keeps
+    body = post(client, film).get_json()
+    assert body["site_validated"] is True and "site_warning" not in body
+    page = client.post("/", data={"file": (io.BytesIO(film), "x.png")}, content_type="multipart/form-data")
+    assert 'id="site-warning"' not in page.get_data(as_text=True)
+    assert [r["site"] for r in store.rows()] == ["Ward 5", "St Elsewhere", "Ward 5", "Ward 5", "Ward 5"]
+
+
+def test_without_records_no_site_can_be_validated(client):
+    body = post(client, png(synthetic_xray(8, 96))).get_json()
+    assert body["site"] is None and body["site_validated"] is False
+    assert "this server keeps no records" in body["site_warning"]
