@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GIT_PYTHON_REFRESH ?= quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help setup tools data run test test-fast docs bench bench-serve bench-profile bench-gpu lint format ui compile repro clean images images-push images-gpu stack-up stack-down
+.PHONY: help setup tools data run test test-fast docs bench cluster-manifests bench-serve bench-profile bench-gpu lint format ui compile repro clean images images-push images-gpu stack-up stack-down
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -94,6 +94,9 @@ ui: setup ## MLflow UI on the local store (http://127.0.0.1:5000)
 
 compile: setup ## Compile the Kubeflow Pipelines package to build/covid_xray_pipeline.yaml
 	$(BIN)/cxr pipeline compile --output build/covid_xray_pipeline.yaml $(ARGS)
+
+cluster-manifests: setup ## Render infra/k8s for a cluster with every Secret generated (build/cluster/cxr.yaml; values: infra/k8s/secrets.env)
+	$(BIN)/python infra/k8s/cluster_manifests.py $(ARGS)
 
 repro: data ## Run the DVC stages (dvc.yaml) and show the metrics
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro

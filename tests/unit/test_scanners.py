@@ -98,7 +98,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard(tmp_path):
     namespace = next(d for d in docs if d["kind"] == "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job", "CronJob")]
-    names = {"postgres", "minio", "mlflow", "webapp", "minio-setup", "records-db-setup", "drift-check"}
+    names = {"postgres", "minio", "mlflow", "webapp", "oauth2-proxy", "minio-setup", "records-db-setup", "drift-check"}
     assert {d["metadata"]["name"] for d in workloads} == names
     for doc in workloads:
         spec = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]

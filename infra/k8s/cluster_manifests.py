@@ -1,0 +1,287 @@
+"""`make cluster-manifests`: the complete set of manifests for the `cxr` namespace, Secrets included.
+
+    python infra/k8s/cluster_manifests.py [--values FILE] [--out DIR]
+
+Reads the operator's values (`infra/k8s/secrets.env`, from `secrets.env.example`; never committed), gives
+every value left empty a random one, keeps all of them in `DIR/secrets.env` (mode 0600, reused by the next
+render so passwords stay stable), derives the database URLs, and writes a kustomize overlay over
+`infra/k8s` whose `secretGenerator` makes every Secret the manifests mount. `DIR/cxr.yaml` is the render:
+it holds the Secrets, so it stays in `build/` (ignored by git) and is applied, not shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+HERE = Path(__file__).resolve().parent
+PROJECT = HERE.parents[1]
+
+# operator value -> default ("" : random); each is a line of secrets.env.example
+DEFAULTS = {
+    "POSTGRES_USER": "cxr",
+    "POSTGRES_PASSWORD": "",
+    "S3_ROOT_USER": "cxr-admin",
+    "S3_ROOT_PASSWORD": "",
+    "S3_MLFLOW_USER": "mlflow",
+    "S3_MLFLOW_PASSWORD": "",
+    "S3_DVC_USER": "dvc",
+    "S3_DVC_PASSWORD": "",
+    "MLFLOW_ADMIN_PASSWORD": "",
+    "MLFLOW_WEBHOOK_ENCRYPTION_KEY": "",
+    "WEBHOOK_SECRET": "",
+    "RECORDS_USER": "cxr_records",
+    "RECORDS_PASSWORD": "",
+    "METRICS_TOKEN": "",
+    "MLFLOW_WEBAPP_USER": "webapp",
+    "MLFLOW_WEBAPP_PASSWORD": "",
+    "MLFLOW_CI_USER": "ci",
+    "MLFLOW_CI_PASSWORD": "",
+    # the web app's Ingress and its sign-in proxy (infra/k8s/ingress.yaml): the host and the hospital's OpenID
+    # Connect provider, the client registered there; TLS certificate and key files (PEM; empty: self-signed)
+    "CXR_HOST": "cxr.example.org",
+    "OIDC_ISSUER_URL": "https://login.example.org",
+    "OIDC_CLIENT_ID": "cxr",
+    "OIDC_CLIENT_SECRET": "",
+    "OAUTH2_COOKIE_SECRET": "",
+    "TLS_CERT_FILE": "-",
+    "TLS_KEY_FILE": "-",
+}
+PLACEHOLDERS = ("CXR_HOST", "OIDC_ISSUER_URL", "OIDC_CLIENT_SECRET")  # only the operator can know these
+
+
+def random_value(name: str) -> str:
+    if name in ("MLFLOW_WEBHOOK_ENCRYPTION_KEY", "OAUTH2_COOKIE_SECRET"):  # a Fernet key; 32 bytes for oauth2-proxy
+        return base64.urlsafe_b64encode(os.urandom(32)).decode()
+    return secrets.token_urlsafe(24)
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines ('#' comments, blank lines); an unknown key stops the render with its name."""
+    values = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or key.strip() not in DEFAULTS:
+            raise SystemExit(
+                f"{path}:{number}: '{key.strip()}' is not one of the values {path.name} takes; "
+                f"see {HERE / 'secrets.env.example'}."
+            )
+        values[key.strip()] = value.strip()
+    return values
+
+
+def settle_values(given: dict[str, str], kept: dict[str, str]) -> dict[str, str]:
+    """The operator's value, else the one kept from the last render, else the default, else a random one."""
+    return {
+        name: given.get(name) or kept.get(name) or default or random_value(name) for name, default in DEFAULTS.items()
+    }
+
+
+def postgres_url(user: str, password: str, database: str) -> str:
+    return f"postgresql+psycopg2://{quote(user, safe='')}:{quote(password, safe='')}@postgres:5432/{database}"
+
+
+def secret_files(v: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Secret name -> key -> value: every Secret infra/k8s mounts."""
+    mlflow_db = postgres_url(v["POSTGRES_USER"], v["POSTGRES_PASSWORD"], "mlflow")
+    return {
+        # the MLflow sign-in tables live in the tracking database (their own alembic table, alembic_version_auth)
+        "cxr-postgres": {
+            "username": v["POSTGRES_USER"],
+            "password": v["POSTGRES_PASSWORD"],
+            "mlflow-uri": mlflow_db,
+            "auth-uri": mlflow_db,
+        },
+        "cxr-s3": {"access-key-id": v["S3_ROOT_USER"], "secret-access-key": v["S3_ROOT_PASSWORD"]},
+        "cxr-s3-mlflow": {"access-key-id": v["S3_MLFLOW_USER"], "secret-access-key": v["S3_MLFLOW_PASSWORD"]},
+        "cxr-s3-dvc": {"access-key-id": v["S3_DVC_USER"], "secret-access-key": v["S3_DVC_PASSWORD"]},
+        "cxr-mlflow-auth": {
+            "admin-password": v["MLFLOW_ADMIN_PASSWORD"],
+            "webhook-encryption-key": v["MLFLOW_WEBHOOK_ENCRYPTION_KEY"],
+        },
+        "cxr-webhook": {"secret": v["WEBHOOK_SECRET"]},
+        "cxr-records": {
+            "username": v["RECORDS_USER"],
+            "password": v["RECORDS_PASSWORD"],
+            "url": postgres_url(v["RECORDS_USER"], v["RECORDS_PASSWORD"], "cxr_records"),
+        },
+        "cxr-metrics": {"token": v["METRICS_TOKEN"]},
+        "cxr-mlflow-webapp": {"username": v["MLFLOW_WEBAPP_USER"], "password": v["MLFLOW_WEBAPP_PASSWORD"]},
+        "cxr-mlflow-ci": {"username": v["MLFLOW_CI_USER"], "password": v["MLFLOW_CI_PASSWORD"]},
+        "cxr-oauth2-proxy": {"oauth2-proxy.cfg": oauth2_proxy_config(v)},
+    }
+
+
+def tls_files(v: dict[str, str], out: Path) -> dict[str, str]:
+    """The Ingress' certificate: the operator's PEM files, else a self-signed one for CXR_HOST (kept)."""
+    if v["TLS_CERT_FILE"] != "-":
+        return {"tls.crt": Path(v["TLS_CERT_FILE"]).read_text(), "tls.key": Path(v["TLS_KEY_FILE"]).read_text()}
+    crt, key = out / "self-signed" / f"{v['CXR_HOST']}.crt", out / "self-signed" / f"{v['CXR_HOST']}.key"
+    if not (crt.is_file() and key.is_file()):
+        key_pem, crt_pem = self_signed(v["CXR_HOST"])
+        write_private(key, key_pem)
+        write_private(crt, crt_pem)
+    return {"tls.crt": crt.read_text(), "tls.key": key.read_text()}
+
+
+def self_signed(host: str) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key_pem.decode(), cert.public_bytes(pem).decode()
+
+
+def oauth2_proxy_config(v: dict[str, str]) -> str:
+    """oauth2-proxy's configuration file (TOML): the provider, the client, the cookie secret."""
+    settings = {
+        "provider": "oidc",
+        "oidc_issuer_url": v["OIDC_ISSUER_URL"],
+        "client_id": v["OIDC_CLIENT_ID"],
+        "client_secret": v["OIDC_CLIENT_SECRET"],
+        "cookie_secret": v["OAUTH2_COOKIE_SECRET"],
+    }
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
+
+
+def write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+HOST_TARGETS = """replacements:  # the operator's host name into both Ingresses
+  - source: {kind: ConfigMap, name: cxr-ingress, fieldPath: data.host}
+    targets:
+      - select: {kind: Ingress}
+        fieldPaths: [spec.rules.0.host, spec.tls.0.hosts.0]
+"""
+
+
+def write_overlay(out: Path, files: dict[str, dict[str, str]], ingress: dict[str, str]) -> Path:
+    """A kustomization over infra/k8s whose secretGenerator makes `files` (cxr-tls: a TLS Secret) and whose
+    configMapGenerator makes cxr-ingress from `ingress`; returns its folder."""
+    overlay = out / "kustomize"
+    shutil.rmtree(overlay, ignore_errors=True)
+    generators = []
+    for name, keys in files.items():
+        for key, value in keys.items():
+            write_private(overlay / "secrets" / name / key, value)
+        entries = "".join(f"\n      - {key}=secrets/{name}/{key}" for key in keys)
+        kind = "kubernetes.io/tls" if name == "cxr-tls" else "Opaque"
+        generators.append(f"  - name: {name}\n    type: {kind}\n    files:{entries}")
+    literals = "".join(f"\n      - {key}={value}" for key, value in ingress.items())
+    base = os.path.relpath(HERE, overlay)
+    text = (
+        "# written by infra/k8s/cluster_manifests.py (make cluster-manifests): infra/k8s and its Secrets\n"
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: cxr\n"
+        f"resources:\n  - {base}\n"
+        "generatorOptions:\n  disableNameSuffixHash: true  # the names the manifests and cxr pipeline compile use\n"
+        "  labels: {app.kubernetes.io/part-of: cxr}\n"
+        "secretGenerator:\n" + "\n".join(generators) + "\n"
+        f"configMapGenerator:\n  - name: cxr-ingress\n    literals:{literals}\n" + HOST_TARGETS
+    )
+    write_private(overlay / "kustomization.yaml", text)
+    return overlay
+
+
+def monitoring_objects() -> str:
+    """prometheus-operator's objects beside the plain scrape configuration (infra/monitoring): a ServiceMonitor
+    scraping every web app pod with the metrics token, and the alert rules of alerts.yml as a PrometheusRule."""
+    import yaml
+
+    rules = yaml.safe_load((PROJECT / "infra" / "monitoring" / "alerts.yml").read_text())
+    meta = {"namespace": "cxr", "labels": {"app.kubernetes.io/part-of": "cxr"}}
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "webapp", **meta},
+        "spec": {
+            "selector": {"matchLabels": {"app": "webapp"}},  # the Service; each pod behind it is scraped
+            "namespaceSelector": {"matchNames": ["cxr"]},
+            "endpoints": [
+                {
+                    "port": "http",
+                    "path": "/metrics",
+                    "interval": "30s",
+                    "bearerTokenSecret": {"name": "cxr-metrics", "key": "token"},
+                }
+            ],
+        },
+    }
+    rule = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "cxr-alerts", **meta},
+        "spec": rules,
+    }
+    header = "# written by infra/k8s/cluster_manifests.py: apply where prometheus-operator's CRDs are installed\n"
+    return header + yaml.safe_dump_all([monitor, rule], sort_keys=False, width=120)
+
+
+def render(values_file: Path, out: Path) -> tuple[Path, list[str]]:
+    """The render's path and the values only the operator can give that were not given."""
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        raise SystemExit("kubectl is needed to render the manifests (kubectl kustomize); install it.")
+    given = read_env(values_file) if values_file.is_file() else {}
+    kept_file = out / "secrets.env"
+    values = settle_values(given, read_env(kept_file) if kept_file.is_file() else {})
+    write_private(kept_file, "".join(f"{k}={v}\n" for k, v in values.items()))
+    files = secret_files(values) | {"cxr-tls": tls_files(values, out)}
+    overlay = write_overlay(out, files, {"host": values["CXR_HOST"]})
+    done = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise SystemExit(f"kubectl kustomize {overlay} failed: {done.stderr.strip()}")
+    target = out / "cxr.yaml"
+    write_private(target, done.stdout)
+    (out / "monitoring.yaml").write_text(monitoring_objects())
+    return target, [name for name in PLACEHOLDERS if not given.get(name)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--values", type=Path, default=HERE / "secrets.env", help="the operator's values")
+    parser.add_argument("--out", type=Path, default=PROJECT / "build" / "cluster", help="where the render goes")
+    args = parser.parse_args(argv)
+    target, unset = render(args.values, args.out)
+    print(f"wrote {target} (Secrets included: apply it, never commit it); values kept in {args.out / 'secrets.env'}")
+    if unset:
+        print(
+            f"warning: set {', '.join(unset)} in {args.values} (placeholders now), then render again", file=sys.stderr
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
