@@ -105,7 +105,7 @@ repro: data ## Run the DVC stages (dvc.yaml) and show the metrics
 images: setup ## Build the CPU images (components, web app, MLflow server; local base where no registry is reachable)
 	bash infra/docker/build-images.sh cpu
 
-images-push: images ## Push the CPU images to cluster.image_registry (docker login first) and record their digests, which compile/submit pin
+images-push: images ## Push the images to cluster.image_registry (the GPU one too unless cluster.accelerator is empty; docker login first) and record their digests, which compile/submit pin
 	bash infra/docker/build-images.sh push
 
 images-gpu: setup ## Build the GPU training image (TensorFlow with CUDA from PyPI; several GB)

@@ -213,7 +213,8 @@ class ClusterParams:
     tracking_uri: str = "http://mlflow.cxr.svc.cluster.local:5000"
     mlflow_ui_url: str = ""  # the MLflow UI as a browser reaches it, for the KFP run's link; empty: tracking_uri
     data_dir: str = ""  # a dataset path on a volume the pods mount; empty: fetch data.dvc's version from dvc_remote
-    dvc_remote: str = "s3://cxr-data/dvc-store"
+    data_pvc: str = ""  # with data_dir: the PersistentVolumeClaim mounted (read-only) at data_dir in the ingest pod
+    dvc_remote: str = ""  # empty: the URL of the DVC project's remote `s3` (.dvc/config), the one CI pushes to
     dvc_secret: str = "cxr-s3"  # Kubernetes secret (access-key-id, secret-access-key) for the DVC remote
     # Kubernetes secret (username, password) of the MLflow identity every task signs in as; empty: none
     mlflow_secret: str = "cxr-mlflow-ci"

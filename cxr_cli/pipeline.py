@@ -404,7 +404,7 @@ def pipeline_runs(
     for row in rows:
         run = recorded.get(row["kfp_run_id"])
         row["mlflow_run_id"] = run.info.run_id if run else ""
-        row["mlflow_url"] = f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" if run else ""
+        row["mlflow_url"] = tracking.ui_url(ui, run.info.experiment_id, run.info.run_id) if run else ""
         row["gate"] = GateRecord.from_tags(run.data.tags).outcome if run else ""
         row["registered_version"] = registered_version(run.data.tags) if run else ""
     if as_json:

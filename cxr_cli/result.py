@@ -12,6 +12,7 @@ from pathlib import Path
 from cxr.errors import CxrError
 from cxr.evaluation.metrics import CONFUSION_KEYS, CV_METRICS, INTERVAL_METRICS, METRICS, figure, format_figure
 from cxr.tracking.record import SafetyFigures
+from cxr.tracking.runs import ui_url
 
 SCHEMA_PATH = Path(__file__).with_name("run_result.schema.json")
 SCHEMA_ID = "cxr.pipeline-result/1"
@@ -176,7 +177,7 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     if not run_id:
         return ""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return ui_url(base, experiment_id, run_id)
 
 
 def build_result(outcome, params, tracking_uri: str, log_file: str = "", orchestrator: str = "local", **extra) -> dict:

@@ -81,6 +81,7 @@ class TaskOptions:
     mlflow_secret: str = ""
     gpu_placement: bool = False
     retries: bool = False
+    data_pvc: str = ""  # mounted at cluster.data_dir in the ingest pod
 
 
 def build_pipeline(
@@ -92,6 +93,7 @@ def build_pipeline(
     mlflow_secret: str = "",
     gpu_placement: bool = False,
     retries: bool = False,
+    data_pvc: str = "",
 ):
     """The pipeline, its run parameters defaulting to `params` and its location inputs to `inputs`; the
     placeholder images (steps.CPU_IMAGE, steps.GPU_IMAGE) replaced by `images`; the ingest task given the
@@ -99,8 +101,8 @@ def build_pipeline(
     identity in Kubernetes secret `mlflow_secret` (keys `username`, `password`) as
     MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (the values never enter the package or a log);
     with `gpu_placement`, the training task on params.cluster's GPU nodes; with `retries`, retry policies on
-    the tasks that reach S3, the DVC remote or MLflow (a local run fails at once instead). Timeouts from
-    params.cluster."""
+    the tasks that reach S3, the DVC remote or MLflow (a local run fails at once instead); with `data_pvc`,
+    that claim mounted at params.cluster.data_dir in the ingest pod. Timeouts from params.cluster."""
     images = images or {}
     components = {
         name: with_image(getattr(steps, name), images.get(steps.CPU_IMAGE))
@@ -108,7 +110,8 @@ def build_pipeline(
     }
     on_gpu = bool(params.cluster.accelerator)
     components["train"] = with_image(steps.train, images.get(steps.GPU_IMAGE if on_gpu else steps.CPU_IMAGE))
-    options = TaskOptions(params.cluster, data_secret, data_endpoint_url, mlflow_secret, gpu_placement, retries)
+    secrets = (data_secret, data_endpoint_url, mlflow_secret)
+    options = TaskOptions(params.cluster, *secrets, gpu_placement, retries, data_pvc)
     signature = _signature(params, inputs or {})
 
     # kfp reads the pipeline's inputs from the function's signature: the location inputs and every run
@@ -199,10 +202,14 @@ def _configure(tasks: dict, options: TaskOptions) -> None:
     """Caching, timeouts, retries and the MLflow identity of every task.
 
     Cached: ingest (keyed on the data version and the ingest parameters) and validation, which write
-    nothing to MLflow. Never cached: whatever opens or writes the MLflow run, reads the champion or writes
-    the registry."""
+    nothing to MLflow; but not ingest from a mounted volume (cluster.data_pvc), whose content can change in
+    place under the same inputs. Never cached: whatever opens or writes the MLflow run, reads the champion or
+    writes the registry."""
+    cached = ("validate",) if options.data_pvc else ("ingest", "validate")
+    if options.data_pvc:
+        kubernetes.mount_pvc(tasks["ingest"], pvc_name=options.data_pvc, mount_path=options.cluster.data_dir)
     for name, task in tasks.items():
-        task.set_caching_options(name in ("ingest", "validate"))
+        task.set_caching_options(name in cached)
         training = name == "train"
         kubernetes.set_timeout(task, options.cluster.train_timeout_s if training else options.cluster.step_timeout_s)
         if options.retries and name != "validate":  # validation reads only its input artifact

@@ -15,6 +15,7 @@ from pathlib import Path
 import fsspec
 
 from cxr.errors import CxrError
+from cxr.params import project_root
 
 CHUNK = 1 << 20
 
@@ -124,3 +125,20 @@ def repository_path(folder: str, root: Path) -> str:
         return Path(folder).resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return folder
+
+
+DVC_REMOTE = "s3"  # the DVC project's remote that CI pushes to and the cluster's ingest fetches from
+
+
+def project_dvc_remote() -> str:
+    """The URL of the DVC project's remote `s3` (.dvc/config, with .dvc/config.local over it): the one
+    definition of where the data lives; cluster.dvc_remote only overrides it."""
+    from dvc.repo import Repo  # DVC's repository machinery (about 1 s): only where a remote is resolved
+
+    try:
+        return Repo(str(project_root())).config["remote"][DVC_REMOTE]["url"]
+    except KeyError as exc:
+        raise CxrError(
+            f"The DVC project has no remote '{DVC_REMOTE}' (.dvc/config); add it (dvc remote add {DVC_REMOTE} "
+            "s3://bucket/path) or set cluster.dvc_remote."
+        ) from exc

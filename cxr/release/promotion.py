@@ -37,7 +37,7 @@ from cxr.tracking.record import (
     Lineage,
     registered_version,
 )
-from cxr.tracking.runs import refusal
+from cxr.tracking.runs import refusal, ui_url
 
 EVENT_PREFIX = "release.event."
 LIST_FIELDS = ("version", "aliases", "val_f1", "test_f1", "data_version", "git_commit", "created", "registered_by")
@@ -125,7 +125,7 @@ def run_link(run_id: str) -> str:
         return ""
     run = client().get_run(run_id)
     if uri.startswith("http"):
-        return f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+        return ui_url(uri, run.info.experiment_id, run_id)
     return f"run {run_id} in experiment {run.info.experiment_id} (open with `make ui`)"
 
 

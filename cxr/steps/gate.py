@@ -76,7 +76,7 @@ def gate_step(ctx: RunContext, dataset_dir: str, report_dir: str, params: Params
 def run_link(mlflow_ui: str, parent_run_id: str) -> str:
     """The MLflow UI's page of the pipeline's run."""
     experiment_id = mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id
-    return f"{mlflow_ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{parent_run_id}"
+    return tracking.ui_url(mlflow_ui, experiment_id, parent_run_id)
 
 
 def gate_summary(decision, mlflow_ui: str, parent_run_id: str) -> str:

@@ -24,6 +24,14 @@ from cxr.tracking.signature import params_hash
 
 # The MLflow 3 UI opens an experiment on its training-runs view (not the GenAI overview) when tagged so.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+# MLflow 3's UI opens an experiment on its GenAI overview unless the link asks for the model-training view
+UI_VIEW = "?workflowType=machine_learning"
+
+
+def ui_url(base: str, experiment_id: str, run_id: str = "") -> str:
+    """The MLflow UI's page of an experiment's runs, or of one run, in the model-training view."""
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/{page}{UI_VIEW}"
 
 
 def default_tracking_uri() -> str:

@@ -3,8 +3,8 @@
 # --runner docker`, the compiled pipeline and infra/compose use).
 #   bash infra/docker/build-images.sh cpu     components, web app, MLflow server (+ the stack's local images)
 #   bash infra/docker/build-images.sh gpu     the GPU training image
-#   bash infra/docker/build-images.sh push [REF...]   push the built images (default: the CPU ones; `docker
-#       login` to the registry first) and record each one's registry digest in build/image-digests.json
+#   bash infra/docker/build-images.sh push [REF...]   push the built images (default: the CPU ones, and the GPU
+#       training image, built first if it is not, unless cluster.accelerator is empty; `docker login` first) and record each one's registry digest in build/image-digests.json
 #       ($CXR_IMAGE_DIGESTS), which `cxr pipeline compile/submit` then pin (pipelines/image_digests.py)
 # BASE_IMAGE: the public python:3.11-slim when present or pullable; otherwise a local Debian base made
 # by base-image.sh. CA_BUNDLE: the CA bundle pip trusts here ($PIP_CERT or pip config's `cert`), copied into
@@ -13,14 +13,20 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 what="${1:-cpu}"
 py="${PYTHON:-.venv/bin/python}"
-read -r registry tag < <("$py" -c 'from cxr.params import load_params; c = load_params().cluster; print(c.image_registry.rstrip("/"), c.image_tag)')
+read -r registry tag accelerator < <("$py" -c 'from cxr.params import load_params; c = load_params().cluster; print(c.image_registry.rstrip("/"), c.image_tag, c.accelerator or "-")')
 registry="${CXR_IMAGE_REGISTRY:-$registry}"  # another registry than cluster.image_registry (CI's, from a secret)
 registry="${registry%/}"
 
 if [ "$what" = push ]; then
   shift
   refs=("$@")
-  [ ${#refs[@]} -gt 0 ] || refs=("$registry/cxr-python-components:$tag" "$registry/cxr-webapp:$tag" "$registry/cxr-mlflow:$tag")
+  if [ ${#refs[@]} -eq 0 ]; then
+    refs=("$registry/cxr-python-components:$tag" "$registry/cxr-webapp:$tag" "$registry/cxr-mlflow:$tag")
+    if [ "$accelerator" != - ]; then  # the compiled pipeline trains in the GPU image: built and pinned with the rest
+      docker image inspect "$registry/cxr-python-train-gpu:$tag" >/dev/null 2>&1 || bash "$0" gpu
+      refs+=("$registry/cxr-python-train-gpu:$tag")
+    fi
+  fi
   out="${CXR_IMAGE_DIGESTS:-build/image-digests.json}"
   mkdir -p "$(dirname "$out")"
   for ref in "${refs[@]}"; do

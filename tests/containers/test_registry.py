@@ -12,6 +12,7 @@ import pytest
 import requests
 import yaml
 
+from cxr.params import load_params
 from tests.conftest import PROJECT
 from tests.integration.conftest import free_port
 
@@ -75,3 +76,24 @@ def test_a_pushed_image_is_named_by_its_digest_and_runs_pulled_by_it_as_uid_1000
     assert out.splitlines()[:3] == ["10001", "no passwd entry", "USER=unset"], out
     assert "Usage: cxr" in out
     docker("rmi", pinned, check=False)
+
+
+def test_the_default_push_pins_the_gpu_training_image_with_the_rest(images, registry, tmp_path):
+    """`make images-push` (build-images.sh push, no references): with cluster.accelerator set, the GPU
+    training image the compiled pipeline names is pushed and pinned too. The GPU image itself (CUDA, several
+    GB) is not built here: the components image stands in under its name, so that the push has one to send."""
+    tag = load_params().cluster.image_tag
+    sources = {**images, "python-train-gpu": images["python-components"]}
+    for name, image in sources.items():
+        docker("tag", image, f"{registry}/cxr-{name}:{tag}")
+    digests = tmp_path / "image-digests.json"
+    env = {**os.environ, "CXR_IMAGE_DIGESTS": str(digests), "CXR_IMAGE_REGISTRY": registry}
+    push = subprocess.run(
+        ["bash", "infra/docker/build-images.sh", "push"], cwd=PROJECT, env=env, capture_output=True, text=True
+    )
+    assert push.returncode == 0, push.stderr[-2000:]
+    pinned = json.loads(digests.read_text())
+    assert set(pinned) == {f"{registry}/cxr-{name}:{tag}" for name in sources}
+    assert pinned[f"{registry}/cxr-python-train-gpu:{tag}"].startswith(f"{registry}/cxr-python-train-gpu@sha256:")
+    for name in sources:
+        docker("rmi", f"{registry}/cxr-{name}:{tag}", check=False)

@@ -20,6 +20,7 @@ from tests.conftest import PROJECT, SAMPLE, first_sample, parent_run
 pytestmark = pytest.mark.slow
 CXR = str(Path(sys.executable).parent / "cxr")
 SAMPLE40 = PROJECT / "build" / "test-sample-40"
+NAME = "covid-xray-vgg16"
 FAST = ["--set", "train.image_size=64", "--set", "train.epochs=1", "--data", str(SAMPLE40)]
 FAST += ["--set", "lungs.size=32", "--set", "lungs.epochs=2"]
 
@@ -238,3 +239,58 @@ def test_cross_validation_gates_on_out_of_fold_predictions_of_every_train_and_va
     )
     assert val["source"] == run.data.tags["validation"] and len(val["predictions"]) == 32
     assert {p["source"].split("/")[0] for p in val["predictions"]} == {"COVID", "Normal"}
+
+
+@pytest.mark.system  # Debian's Chromium (make tools, .ci/run)
+def test_the_mlflow_ui_shows_the_runs_their_datasets_the_models_metrics_and_the_card(passed_run, store, tmp_path):
+    """What a data scientist and a release manager open, in a real browser on a real `mlflow server`: the
+    experiment on its runs (not MLflow 3's GenAI overview), the run's three datasets, the logged model's
+    metrics per split, and the model card as the registered version's description."""
+    import requests
+    from playwright.sync_api import sync_playwright
+
+    from cxr.tracking.runs import UI_VIEW, ui_url
+    from tests.integration.conftest import free_port
+    from tests.integration.test_browser import ARGS, CHROMIUM
+
+    port, log = free_port(), open(tmp_path / "mlflow.log", "w")
+    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    serve = [mlflow_bin, "server", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen([*serve, "--workers", "1"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if requests.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None, (tmp_path / "mlflow.log").read_text()[-2000:]
+            subprocess.run(["sleep", "0.5"], check=True)
+        run = parent_run(store, "it-pass")
+        experiment = run.info.experiment_id
+        model_id = mlflow.MlflowClient(store).get_model_version(NAME, "1").source.removeprefix("models:/")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+
+            def opened(url: str, text: str) -> str:
+                page.goto(url)
+                page.get_by_text(text).first.wait_for(timeout=90_000)
+                return page.inner_text("body")
+
+            body = opened(ui_url(base, experiment), "it-pass")
+            assert "/runs" in page.url and "overview" not in page.url and "genai" not in page.url
+            assert "test-sample-40-train" in body and "Training" in body and "Validation" in body
+            body = opened(ui_url(base, experiment, run.info.run_id), "Datasets")
+            assert "test-sample-40-train" in body and "gate.outcome" in body
+            body = opened(f"{base}/#/experiments/{experiment}/models{UI_VIEW}", NAME)
+            assert "v1" in body  # the logged model, registered as version 1
+            body = opened(f"{base}/#/experiments/{experiment}/models/{model_id}{UI_VIEW}", "val_f1")
+            assert "test_f1" in body and "test-sample-40-val" in body and "test-sample-40-test" in body
+            body = opened(f"{base}/#/models/{NAME}/versions/1", "Model card")
+            assert "Promotion gate" in body and "Research use only" in body
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

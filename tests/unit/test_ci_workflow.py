@@ -1,5 +1,6 @@
 """The retraining workflow: actionlint passes, and it does what the README says."""
 
+import re
 import shutil
 import subprocess
 
@@ -62,6 +63,10 @@ def test_with_a_kfp_host_it_submits_and_only_checks_the_data_and_without_it_trai
     assert '--on "$TRAIN_ON" --json' in retrain["run"] and retrain["env"]["TRAIN_ON"] == "${{ steps.mode.outputs.on }}"
     assert retrain["env"]["KFP_TOKEN"] == "${{ secrets.KFP_TOKEN }}"  # from the environment, not the command line
     assert '[ "$code" = 3 ]' in retrain["run"]  # a refused model is reported, not a failed job
+    # the job outlives the wait for the cluster's run, with room for set-up and the image builds
+    job = yaml.safe_load(WORKFLOW.read_text())["jobs"]["retrain"]
+    waited = int(re.search(r"--timeout (\d+)", retrain["run"]).group(1))
+    assert waited + 40 * 60 <= job["timeout-minutes"] * 60 <= 360 * 60
     # the same summary and log artifact in both modes
     for name in ("Job summary", "Keep the run's log and result"):
         assert steps[name]["if"] == "always()" and "if" not in steps[name].get("with", {})

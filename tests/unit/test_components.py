@@ -190,7 +190,7 @@ def test_train_evaluate_gate_register_and_reject(ingested, tmp_path, tracking_ur
     )  # recorded, not decided on
     page = open(summary.path).read()
     assert page.startswith("## Gate: PASSED") and "http://mlflow.example.org/#/experiments/" in page
-    assert page.rstrip().endswith(f"/runs/{run_id})")
+    assert page.rstrip().endswith(f"/runs/{run_id}?workflowType=machine_learning)")  # the model-training view
     registering = {"model_uri": model_uri, "decision": decision, "data_version": "abc123", "git_commit": "deadbeef"}
     (version,) = c.register.python_func(**registering, **common, **typed(c.register, tiny_params))
     # a retried register step (the cluster retries it) finds the version its first attempt registered

@@ -122,6 +122,7 @@ def test_the_compose_stack_renders_with_service_names_on_loopback(tmp_path):
 
 
 def test_the_compiled_pipeline_closes_its_mlflow_run_and_fetches_its_data_version(tmp_path):
+    from cxr.data.versions import project_dvc_remote
     from cxr.params import load_params
     from pipelines.compile import compile_pipeline
 
@@ -130,9 +131,9 @@ def test_the_compiled_pipeline_closes_its_mlflow_run_and_fetches_its_data_versio
         compile_pipeline(tmp_path / "p.yaml", params, "abc.dir", "c0ffee").read_text()
     )
     inputs = package["root"]["inputDefinitions"]["parameters"]
-    assert (
-        inputs["dvc_remote"]["defaultValue"] == params.cluster.dvc_remote and inputs["data_dir"]["defaultValue"] == ""
-    )
+    remote = params.cluster.dvc_remote or project_dvc_remote()  # .dvc/config's s3 unless overridden
+    assert inputs["dvc_remote"]["defaultValue"] == remote == "s3://cxr-data/dvc-store"
+    assert inputs["data_dir"]["defaultValue"] == ""
     assert inputs["data_version"]["defaultValue"] == "abc.dir"
     tasks = package["root"]["dag"]["tasks"]
     assert tasks["finalize"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"

@@ -232,5 +232,6 @@ def test_runs_lists_the_newest_runs_with_state_and_their_mlflow_links(store):
     (kfp_run_id,) = kfp.runs
     assert row["kfp_run_id"] == kfp_run_id and row["state"] == "SUCCEEDED"
     assert row["gate"] == "passed" and row["registered_version"] == "1"
-    assert row["mlflow_url"].endswith(f"/runs/{row['mlflow_run_id']}") and row["url"].endswith(kfp_run_id)
+    assert row["mlflow_url"].endswith(f"/runs/{row['mlflow_run_id']}?workflowType=machine_learning")
+    assert row["url"].endswith(kfp_run_id)
     assert f"mlflow: {row['mlflow_url']}" in text.stdout and "gate passed, v1" in text.stdout

@@ -120,7 +120,7 @@ def test_the_job_summary_has_the_data_version_metrics_gate_link_and_confusion_ma
     md = render_markdown(build_result(CASES["registered"][0], load_params(), "https://mlflow.example.org"))
     assert md.startswith("## Retraining: gate: PASSED; registered covid-xray-vgg16 version 4")
     assert "| Data version | `e007317ae8a10228b6bf72619c8db6e8.dir` |" in md
-    assert "[pipeline-x](https://mlflow.example.org/#/experiments/7/runs/abc123)" in md
+    assert "[pipeline-x](https://mlflow.example.org/#/experiments/7/runs/abc123?workflowType=machine_learning)" in md
     assert "| val | 20 | 0.80 [0.50, 1.00] |" in md and "| test | 20 | 0.70 [0.40, 0.90] |" in md
     assert "| **Normal** | 8 | 2 |" in md and "| **COVID** | 2 | 8 |" in md
     assert "input gate: accepts 100% of val, 95% of test; refuses 98% of 50 non-X-rays." in md
