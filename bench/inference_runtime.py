@@ -1,0 +1,142 @@
+"""The served model's one pass (image batch -> probability and the input gate's block statistics) in
+TensorFlow against OpenVINO (fp32, bf16), in the same process, on real X-rays.
+
+    .venv/bin/python bench/inference_runtime.py [--model URI] [--data DIR] [--images N] [--repeats R]
+
+The model: a registered version (default: the newest in the local store `make run` leaves). Images: N
+of --data (both classes, shuffled) to measure on and N others to calibrate int8 on (NNCF post-training
+quantisation). For each runtime: images/s at batch 1 and 32, the largest probability
+difference against TensorFlow, the labels that change at the model's threshold, the largest relative
+difference of the gate's features. A runtime that changes more than 0.5% of the labels is not offered.
+Last line `ratio:` the best offered runtime's images/s / TensorFlow's, batch 32 (1.00: none is offered).
+
+Needs OpenVINO and NNCF, which the project does not install: pip install -r bench/requirements-runtime.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def images(data: Path, limit: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`limit` images to measure on and `limit` others to calibrate int8 on: both classes, shuffled (seed 0)."""
+    from cxr.data.images import decode_image
+
+    files = sorted(p for p in data.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    files = [files[i] for i in np.random.default_rng(0).permutation(len(files))[: 2 * limit]]
+    arrays = [decode_image(p.read_bytes(), str(p))[0] for p in files]
+    return arrays[:limit], arrays[limit:]
+
+
+def newest_model() -> str:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions("name='covid-xray-vgg16'")
+    return f"models:/covid-xray-vgg16/{max(int(v.version) for v in versions)}"
+
+
+def throughput(run, batch: np.ndarray, size: int, repeats: int) -> float:
+    """Images per second of `run` over `batch` cut into batches of `size` (after one warm-up call)."""
+    run(batch[:size])
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for i in range(0, len(batch), size):
+            run(batch[i : i + size])
+    return repeats * len(batch) / (time.perf_counter() - start)
+
+
+def openvino_runs(scorer, size: int, calibration: np.ndarray) -> dict:
+    """The scorer converted to OpenVINO (through a SavedModel), compiled at fp32 and bf16, and quantised to
+    int8 by NNCF's post-training quantisation on `calibration` (training images only)."""
+    import nncf
+    import openvino as ov
+
+    core = ov.Core()
+    with tempfile.TemporaryDirectory() as tmp:
+        scorer.export(f"{tmp}/scorer", format="tf_saved_model", verbose=False)
+        model = ov.convert_model(f"{tmp}/scorer")
+    model.reshape([-1, size, size, 3])
+    dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
+    int8 = nncf.quantize(model, dataset, subset_size=len(calibration))
+    runs = {}
+    for precision, graph in (("f32", model), ("bf16", model), ("int8", int8)):
+        hint = "f32" if precision == "int8" else precision  # int8: the quantised graph, fp32 elsewhere
+        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        compiled = core.compile_model(graph, "CPU", config)
+        request = compiled.create_infer_request()
+
+        def run(batch, request=request, compiled=compiled):
+            result = request.infer({0: batch})
+            return [result[compiled.output(i)] for i in range(len(compiled.outputs))]
+
+        runs[f"openvino-{precision}"] = run
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="")
+    parser.add_argument("--data", type=Path, default=PROJECT / "data" / "covid-radiography-sample")
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    import mlflow
+
+    from cxr.inference.classifier import load_classifier
+    from cxr.model.calibration import apply_temperature
+
+    mlflow.set_tracking_uri(f"sqlite:///{PROJECT / 'mlflow' / 'mlflow.db'}")
+    uri = args.model or newest_model()
+    classifier = load_classifier(uri)
+    measured, others = images(args.data, args.images)
+    batch = classifier.preprocess(measured).astype(np.float32)
+    size = classifier.config.image_size
+    print(f"model {uri}: {size} px, {len(batch)} images from {args.data}")
+
+    def tensorflow(b):
+        return [np.asarray(x) for x in classifier.scorer.predict_on_batch(b)]
+
+    calibration = classifier.preprocess(others).astype(np.float32)
+    runs = {"tensorflow": tensorflow, **openvino_runs(classifier.scorer, size, calibration)}
+    outputs = {name: run(batch) for name, run in runs.items()}
+    reference = outputs["tensorflow"]
+
+    def probability(out):
+        return apply_temperature(np.asarray(out[0], np.float64).reshape(-1), classifier.config.temperature)
+
+    p_ref = probability(reference)
+    labels_ref = p_ref >= classifier.config.threshold
+    speed = {}
+    for name, run in runs.items():
+        out = outputs[name]
+        # the output order of a converted model follows the SavedModel's signature: match by shape
+        prob_out = next(o for o in out if np.asarray(o).reshape(len(batch), -1).shape[1] == 1)
+        stats_out = next(o for o in out if np.asarray(o).reshape(len(batch), -1).shape[1] > 1)
+        p = probability([prob_out])
+        stats = np.asarray(stats_out, np.float64)
+        ref_stats = np.asarray(reference[1], np.float64)
+        rel = np.max(np.abs(stats - ref_stats) / (np.abs(ref_stats) + 1e-3))
+        changed = int(np.sum((p >= classifier.config.threshold) != labels_ref))
+        one, many = throughput(run, batch, 1, 1), throughput(run, batch, 32, args.repeats)
+        offered = changed <= 0.005 * len(batch)
+        speed[name] = many if offered else 0.0
+        print(
+            f"{name:14s} batch 1 {one:5.1f} img/s  batch 32 {many:5.1f} img/s  max |dp| {np.max(np.abs(p - p_ref)):.1e}"
+            f"  labels changed {changed}/{len(batch)}  max rel d(features) {rel:.1e}"
+            + ("" if offered else "  (not offered: labels change)")
+        )
+    best = max(v for k, v in speed.items() if k != "tensorflow") or speed["tensorflow"]
+    print(f"ratio: {best / speed['tensorflow']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
