@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GIT_PYTHON_REFRESH ?= quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help setup tools data run test test-fast docs bench cluster-manifests bench-serve bench-profile bench-gpu lint format ui compile repro clean images images-push images-gpu stack-up stack-down
+.PHONY: help setup tools data run test test-fast docs bench bench-runtime cluster-manifests bench-serve bench-profile bench-gpu lint format ui compile repro clean images images-push images-gpu stack-up stack-down
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,6 +69,10 @@ bench-serve: data ## Web-app latency, load, batching, BLAS threads and the model
 	$(BIN)/python bench/serve_batching.py
 	$(BIN)/python bench/serve_blas_threads.py
 	$(BIN)/python bench/model_batch_cost.py
+
+bench-runtime: data ## OpenVINO fp32/bf16/int8 against TensorFlow on the served model's pass (installs bench/requirements-runtime.txt into .venv; needs a registered model)
+	$(BIN)/pip install --quiet -r bench/requirements-runtime.txt
+	$(BIN)/python bench/inference_runtime.py
 
 bench-profile: data ## The CPU profile's tuning study and its end-to-end check: 5-fold CV x 3 seeds (about an hour)
 	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --redraw-folds
