@@ -126,6 +126,9 @@ def secret_files(v: dict[str, str]) -> dict[str, dict[str, str]]:
 def tls_files(v: dict[str, str], out: Path) -> dict[str, str]:
     """The Ingress' certificate: the operator's PEM files, else a self-signed one for CXR_HOST (kept)."""
     if v["TLS_CERT_FILE"] != "-":
+        for name in ("TLS_CERT_FILE", "TLS_KEY_FILE"):
+            if not Path(v[name]).is_file():
+                raise SystemExit(f"{name} is {v[name]}, which is not a file; give the PEM file, or leave it empty.")
         return {"tls.crt": Path(v["TLS_CERT_FILE"]).read_text(), "tls.key": Path(v["TLS_KEY_FILE"]).read_text()}
     crt, key = out / "self-signed" / f"{v['CXR_HOST']}.crt", out / "self-signed" / f"{v['CXR_HOST']}.key"
     if not (crt.is_file() and key.is_file()):
@@ -252,10 +255,10 @@ def monitoring_objects() -> str:
 
 def render(values_file: Path, out: Path) -> tuple[Path, list[str]]:
     """The render's path and the values only the operator can give that were not given."""
+    given = read_env(values_file) if values_file.is_file() else {}
     kubectl = shutil.which("kubectl")
     if not kubectl:
         raise SystemExit("kubectl is needed to render the manifests (kubectl kustomize); install it.")
-    given = read_env(values_file) if values_file.is_file() else {}
     kept_file = out / "secrets.env"
     values = settle_values(given, read_env(kept_file) if kept_file.is_file() else {})
     write_private(kept_file, "".join(f"{k}={v}\n" for k, v in values.items()))
