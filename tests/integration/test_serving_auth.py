@@ -62,22 +62,54 @@ def test_beyond_loopback_without_authentication_it_refuses_to_start_in_one_sente
     assert "Traceback" not in out.stderr
 
 
+def scrape_config(tmp_path, target: str, token: str):
+    """infra/monitoring/prometheus.yml as it is, but for what a machine without Kubernetes needs: the pod
+    discovery becomes one static target carrying the labels the discovery gives (so the project's
+    relabelling runs unchanged), the token file's path, and 1 s scrape and rule evaluation intervals."""
+    import yaml
+
+    from tests.conftest import PROJECT
+
+    monitoring = PROJECT / "infra" / "monitoring"
+    config = yaml.safe_load((monitoring / "prometheus.yml").read_text())
+    config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"
+    config["rule_files"] = [str(monitoring / "alerts.yml")]
+    (job,) = config["scrape_configs"]
+    (tmp_path / "token").write_text(token)
+    job["authorization"]["credentials_file"] = str(tmp_path / "token")
+    pod = {"__meta_kubernetes_pod_label_app": "webapp", "__meta_kubernetes_pod_container_port_number": "8080"}
+    pod["__meta_kubernetes_pod_name"] = "webapp-0"
+    del job["kubernetes_sd_configs"]
+    job["static_configs"] = [{"targets": [target], "labels": pod}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    return tmp_path / "prometheus.yml"
+
+
+def polled(check, seconds: int = 90):
+    """The first truthy answer of `check()` within `seconds` (None: none came)."""
+    import time
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            answer = check()
+            if answer:
+                return answer
+        except (requests.RequestException, KeyError, IndexError):
+            pass
+        time.sleep(1)
+    return None
+
+
 @pytest.mark.system  # Debian's prometheus (.ci/run installs it)
 def test_prometheus_scrapes_the_signed_in_app_with_the_token_using_the_projects_scrape_config(
     server, tmp_path, monkeypatch
 ):
-    """Debian's Prometheus, run with infra/monitoring/prometheus.yml as it is but for two substitutions a
-    machine without Kubernetes needs: the pod discovery becomes one static target that carries the labels the
-    discovery would give (so the project's relabelling runs unchanged), and the token file's path; scrape
-    and rule evaluation interval 1 s. The app requires sign-in: only the token opens /metrics."""
-    import json
+    """Debian's Prometheus with the project's scrape configuration (`scrape_config`) against a real
+    `cxr serve` that requires sign-in: only the token opens /metrics."""
     import os
     import shutil
-    import time
 
-    import yaml
-
-    from tests.conftest import PROJECT
     from tests.integration.conftest import free_port
 
     binary = shutil.which("prometheus")
@@ -92,40 +124,23 @@ def test_prometheus_scrapes_the_signed_in_app_with_the_token_using_the_projects_
         assert requests.get(f"{base}/metrics", timeout=30).status_code == 401  # not without the token
         for _ in range(3):
             assert predict(base, auth=("radiologist", "correct horse")).status_code == 200
-        monitoring = PROJECT / "infra" / "monitoring"
-        config = yaml.safe_load((monitoring / "prometheus.yml").read_text())
-        config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"
-        config["rule_files"] = [str(monitoring / "alerts.yml")]
-        (job,) = config["scrape_configs"]
-        (tmp_path / "token").write_text(token)
-        job["authorization"]["credentials_file"] = str(tmp_path / "token")
-        pod = {"__meta_kubernetes_pod_label_app": "webapp", "__meta_kubernetes_pod_container_port_number": "8080"}
-        pod["__meta_kubernetes_pod_name"] = "webapp-0"
-        del job["kubernetes_sd_configs"]
-        job["static_configs"] = [{"targets": [base.removeprefix("http://")], "labels": pod}]
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-        api = f"127.0.0.1:{free_port()}"
-        args = [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}"]
-        args.append(f"--web.listen-address={api}")
+        api = f"http://127.0.0.1:{free_port()}/api/v1"
+        config = scrape_config(tmp_path, base.removeprefix("http://"), token)
+        args = [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}"]
+        args.append(f"--web.listen-address={api.removeprefix('http://').removesuffix('/api/v1')}")
         prometheus = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prom.log", "w"))
-        value, deadline = None, time.time() + 90
-        while value is None and time.time() < deadline:
-            time.sleep(1)
-            try:
-                query = 'sum(cxr_predictions_total{job="cxr-webapp", pod="webapp-0"})'
-                result = requests.get(f"http://{api}/api/v1/query", params={"query": query}, timeout=5).json()
-                value = float(result["data"]["result"][0]["value"][1]) if result["data"]["result"] else None
-            except requests.RequestException:
-                continue
-        assert value == 3.0, (tmp_path / "prom.log").read_text()[-2000:]
-        (target,) = requests.get(f"http://{api}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-        assert target["health"] == "up" and target["labels"]["pod"] == "webapp-0", json.dumps(target)
-        for _ in range(30):  # every alert evaluates on the scraped series without an error
-            rules = requests.get(f"http://{api}/api/v1/rules", timeout=5).json()["data"]["groups"][0]["rules"]
-            if all(r["health"] == "ok" for r in rules):
-                break
-            time.sleep(1)
-        assert len(rules) == 8 and all(r["health"] == "ok" for r in rules), [(r["name"], r["health"]) for r in rules]
+        query = {"query": 'sum(cxr_predictions_total{job="cxr-webapp", pod="webapp-0"})'}
+        counted = polled(lambda: requests.get(f"{api}/query", params=query, timeout=5).json()["data"]["result"])
+        assert counted and float(counted[0]["value"][1]) == 3.0, (tmp_path / "prom.log").read_text()[-2000:]
+        (target,) = requests.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"]
+        assert target["health"] == "up" and target["labels"]["pod"] == "webapp-0", target
+
+        def rules():  # every alert evaluates on the scraped series without an error
+            found = requests.get(f"{api}/rules", timeout=5).json()["data"]["groups"][0]["rules"]
+            return found if all(r["health"] == "ok" for r in found) else None
+
+        evaluated = polled(rules, 30)
+        assert evaluated and len(evaluated) == 8
     finally:
         if prometheus is not None:
             prometheus.terminate()
