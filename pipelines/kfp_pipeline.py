@@ -138,7 +138,7 @@ def _wire(args: dict, c: dict, options: TaskOptions) -> dict:
     t = {"finalize": _call(c["finalize"], args, kfp_run_id=job, **where).set_display_name("finalize")}
     with dsl.ExitHandler(t["finalize"], name="mlflow-run"):
         t["ingest"] = _call(c["ingest"], args).set_display_name("ingest")
-        _give_data_credentials(t["ingest"], options)
+        _give_data_access(t["ingest"], options)
         dataset = t["ingest"].outputs["dataset"]
         t["validate"] = _call(c["validate"], args, dataset=dataset).set_display_name("validate")
         t["start"] = _call(
@@ -175,7 +175,11 @@ def _wire(args: dict, c: dict, options: TaskOptions) -> dict:
     return t
 
 
-def _give_data_credentials(ingest, options: TaskOptions) -> None:
+def _give_data_access(ingest, options: TaskOptions) -> None:
+    """The ingest task's way to the data: the DVC remote's credentials and endpoint, or the claim holding
+    the dataset mounted at cluster.data_dir."""
+    if options.data_pvc:
+        kubernetes.mount_pvc(ingest, pvc_name=options.data_pvc, mount_path=options.cluster.data_dir)
     if options.data_secret:
         keys = {"access-key-id": "AWS_ACCESS_KEY_ID", "secret-access-key": "AWS_SECRET_ACCESS_KEY"}
         kubernetes.use_secret_as_env(ingest, secret_name=options.data_secret, secret_key_to_env=keys)
@@ -206,8 +210,6 @@ def _configure(tasks: dict, options: TaskOptions) -> None:
     place under the same inputs. Never cached: whatever opens or writes the MLflow run, reads the champion or
     writes the registry."""
     cached = ("validate",) if options.data_pvc else ("ingest", "validate")
-    if options.data_pvc:
-        kubernetes.mount_pvc(tasks["ingest"], pvc_name=options.data_pvc, mount_path=options.cluster.data_dir)
     for name, task in tasks.items():
         task.set_caching_options(name in cached)
         training = name == "train"

@@ -247,12 +247,12 @@ def test_the_mlflow_ui_shows_the_runs_their_datasets_the_models_metrics_and_the_
     """What a data scientist and a release manager open, in a real browser on a real `mlflow server`: the
     experiment on its runs (not MLflow 3's GenAI overview), the run's three datasets, the logged model's
     metrics per split, and the model card as the registered version's description."""
-    import requests
     from playwright.sync_api import sync_playwright
 
     from cxr.tracking.runs import UI_VIEW, ui_url
     from tests.integration.conftest import free_port
     from tests.integration.test_browser import ARGS, CHROMIUM
+    from tests.team.conftest import wait_for
 
     port, log = free_port(), open(tmp_path / "mlflow.log", "w")
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
@@ -260,14 +260,7 @@ def test_the_mlflow_ui_shows_the_runs_their_datasets_the_models_metrics_and_the_
     proc = subprocess.Popen([*serve, "--workers", "1"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None, (tmp_path / "mlflow.log").read_text()[-2000:]
-            subprocess.run(["sleep", "0.5"], check=True)
+        wait_for(f"{base}/health", proc, tmp_path / "mlflow.log")
         run = parent_run(store, "it-pass")
         experiment = run.info.experiment_id
         model_id = mlflow.MlflowClient(store).get_model_version(NAME, "1").source.removeprefix("models:/")
