@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GIT_PYTHON_REFRESH ?= quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help setup tools data run test test-fast docs bench bench-runtime cluster-manifests bench-serve bench-profile bench-gpu lint format ui compile repro clean images images-push images-gpu stack-up stack-down
+.PHONY: help setup tools data run test test-fast docs bench bench-runtime cluster-manifests cluster-rehearsal bench-serve bench-profile bench-gpu lint format ui compile repro clean images images-push images-gpu stack-up stack-down
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -101,6 +101,9 @@ compile: setup ## Compile the Kubeflow Pipelines package to build/covid_xray_pip
 
 cluster-manifests: setup ## Render infra/k8s for a cluster with every Secret generated (build/cluster/cxr.yaml; values: infra/k8s/secrets.env)
 	$(BIN)/python infra/k8s/cluster_manifests.py $(ARGS)
+
+cluster-rehearsal: data images ## Start the rendered cluster manifests for real in Docker (needs dockerd, kubectl, prometheus; ends with a JSON line)
+	$(BIN)/python infra/k8s/rehearsal.py $(ARGS)
 
 repro: data ## Run the DVC stages (dvc.yaml) and show the metrics
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro

@@ -5,7 +5,15 @@ Its subpackages are layered: a module imports only from its own subpackage and f
 it). Above the library: `components` (the Kubeflow components), then `pipelines`, then `cxr_cli`.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# Artifacts travel through the tracking server, whoever downloads them: the project's clients hold no S3
+# credentials and may not reach the store (a laptop through a port-forward, the web app behind its
+# NetworkPolicy). An MLflow 3 server on S3 otherwise hands clients presigned URLs to the store's
+# in-cluster address (http://minio:9000/...), where every download hangs (found by make cluster-rehearsal).
+os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
 
 LAYERS = (
     "errors",  # CxrError: the one sentence a user sees

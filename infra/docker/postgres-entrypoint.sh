@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Debian's PostgreSQL with the official image's contract: POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB,
+# Debian's PostgreSQL with the official image's contract: POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB (or their _FILE),
 # data in PGDATA (a volume), initialised on first start only.
 set -euo pipefail
 bin=/usr/lib/postgresql/15/bin
+# as the official image: VAR_FILE names a file holding VAR (Kubernetes secret volumes); it wins over VAR
+for var in POSTGRES_USER POSTGRES_PASSWORD POSTGRES_DB; do
+  file_var="${var}_FILE"
+  if [ -n "${!file_var:-}" ]; then
+    export "$var"="$(cat "${!file_var}")"
+  fi
+done
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pwfile="$(mktemp)"
   printf '%s' "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}" > "$pwfile"

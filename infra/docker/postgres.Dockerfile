@@ -6,7 +6,9 @@ ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}
 ENV PGDATA=/var/lib/postgresql/data
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# uid 10001 too: the cluster's pod runs as 10001 (infra/k8s/postgres.yaml), and initdb needs a passwd entry
 RUN groupadd --system --gid 999 postgres && useradd --system --uid 999 --gid 999 --home-dir /var/lib/postgresql postgres \
+    && groupadd --gid 10001 cxr && useradd --no-create-home --uid 10001 --gid 10001 --home-dir /var/lib/postgresql cxr \
     && apt-get update -qq \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15=15.* >/dev/null \
     && rm -rf /var/lib/apt/lists/* \

@@ -139,3 +139,21 @@ def test_prometheus_operator_objects_scrape_the_web_app_and_carry_every_alert(tm
     assert token["key"] in objects[("Secret", token["name"])]["data"]  # the token the app checks
     alerts = yaml.safe_load((PROJECT / "infra" / "monitoring" / "alerts.yml").read_text())
     assert rule["kind"] == "PrometheusRule" and rule["spec"] == alerts  # one source for both ways of running Prometheus
+
+
+@pytest.mark.system
+def test_every_mounted_secret_and_config_file_is_readable_by_the_pods_user(tmp_path):
+    """kubelet writes a Secret or ConfigMap volume's files owned by root with `defaultMode` (0644 unless set);
+    only the pod's `fsGroup` makes them group-owned and group-readable. A pod running as uid 10001 with a
+    0400 file and no fsGroup cannot read its own credentials (the rehearsal showed it: records-db-setup)."""
+    for name, spec, _ in pod_specs(render(tmp_path)):
+        context = spec.get("securityContext", {})
+        if not context.get("runAsUser"):
+            continue
+        for volume in spec.get("volumes", []):
+            source = volume.get("secret") or volume.get("configMap")
+            if source is None:
+                continue
+            modes = [source.get("defaultMode", 0o644)] + [i["mode"] for i in source.get("items", []) if "mode" in i]
+            unreadable = [oct(m) for m in modes if not m & 0o004 and context.get("fsGroup") is None]
+            assert not unreadable, f"{name}: volume {volume['name']} mode {unreadable} needs the pod's fsGroup"

@@ -173,3 +173,20 @@ def test_the_web_app_admits_exactly_the_ingress_controller_mlflow_and_prometheus
         {"cxr.io/monitoring": "true"},  # Prometheus' scrape of /metrics (infra/monitoring/prometheus.yml)
     ]
     assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+
+
+def test_every_client_downloads_artifacts_through_the_tracking_server():
+    """An MLflow 3 server on S3 hands clients presigned URLs to the store's in-cluster address unless the
+    client opts out; importing cxr opts out (what the web app, the steps and the CLI all import)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os; os.environ.pop('MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD', None); import cxr;"
+        "from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository as R;"
+        "r = R('mlflow-artifacts://127.0.0.1:9/x', tracking_uri='http://127.0.0.1:9');"
+        "r._server_capabilities = {'multipart_downloads_enabled': True};"
+        "print(r._is_multipart_download_enabled())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
