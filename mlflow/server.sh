@@ -25,12 +25,12 @@ for name in localhost 127.0.0.1 mlflow mlflow.cxr mlflow.cxr.svc mlflow.cxr.svc.
   hosts="$hosts,$name,$name:*"
 done
 export MLFLOW_SERVER_ALLOWED_HOSTS="${MLFLOW_SERVER_ALLOWED_HOSTS:-${hosts#,}}"
-# Sign-in (team mode): with MLFLOW_AUTH_ADMIN_PASSWORD set (from a secret), run the cxr-auth app: MLflow's
-# basic-auth, @champion reserved to release managers. The admin is created on first start; the user
-# store lives in MLFLOW_AUTH_DATABASE_URI (default: SQLite beside the local store).
 # MLflow 3's job runner (GenAI scoring and trace archival, unused here) starts seven more Python processes of
 # about 230 MB each: with it the server's pod overran its 2Gi limit and was OOM-killed (make cluster-rehearsal)
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
+# Sign-in (team mode): with MLFLOW_AUTH_ADMIN_PASSWORD set (from a secret), run the cxr-auth app: MLflow's
+# basic-auth, @champion reserved to release managers. The admin is created on first start; the user
+# store lives in MLFLOW_AUTH_DATABASE_URI (default: SQLite beside the local store).
 app=()
 if [ -n "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" ] || [ -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ]; then
   if [ -z "${MLFLOW_AUTH_CONFIG_PATH:-}" ]; then
