@@ -30,7 +30,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(PROJECT / "infra" / "monitoring")]
 from rehearsal_pods import (  # noqa: E402
     NETWORK,
     NOT_REHEARSED,
@@ -40,9 +40,11 @@ from rehearsal_pods import (  # noqa: E402
     pod_template,
     published,
     run_args,
+    substitute_for,
     teardown,
     wait_ready,
 )
+from static_scrape import static_scrape_config  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SAMPLE = PROJECT / "data" / "covid-radiography-sample"
@@ -87,6 +89,7 @@ class Rehearsal:
         self.substitutes = substitutes(tag)
         self.cluster = self.render()
         self.report: dict = {"pods_ready": {}, "jobs": {}}
+        self.mlflow = ""  # where this machine reaches the MLflow pod, once it is started (services)
 
     def render(self) -> Cluster:
         out = self.workdir / "cluster"
@@ -104,8 +107,7 @@ class Rehearsal:
         """Every replica of a Deployment or StatefulSet, started and ready; their container names."""
         workload = self.cluster.get(kind, name)
         pods = [f"{name}-{i}" for i in range(workload["spec"].get("replicas", 1))]
-        image = pod_template(workload)["spec"]["containers"][0]["image"]
-        substitute = self.substitutes.get(image.rsplit(":", 1)[0])
+        substitute = substitute_for(workload, self.substitutes)
         for pod in pods:
             docker("run", "-d", *run_args(self.cluster, workload, pod, self.workdir / "pods", self.substitutes))
         for pod in pods:
@@ -122,10 +124,10 @@ class Rehearsal:
             docker("rm", "-f", container, check=False)
             docker("run", "-d", *run_args(self.cluster, workload, name, self.workdir / "pods", self.substitutes))
             code = int(docker("wait", container, timeout=1200).stdout.strip())
-            logs = docker("logs", "--tail", "15", container, check=False)
             self.report["jobs"][name] = {"exit": code, "attempts": attempt + 1}
             if code == 0:
                 break
+            logs = docker("logs", "--tail", "15", container, check=False)
             print(f"job {name} exited {code}:\n{logs.stdout}{logs.stderr}", file=sys.stderr)
             time.sleep(3)
         return code
@@ -202,21 +204,10 @@ class Rehearsal:
         binary = shutil.which("prometheus")
         if not binary:
             raise RuntimeError("Debian's prometheus is needed: apt-get install prometheus (.ci/run does)")
-        monitoring, where = PROJECT / "infra" / "monitoring", self.workdir / "prometheus"
+        where = self.workdir / "prometheus"
         where.mkdir(exist_ok=True)
-        config = yaml.safe_load((monitoring / "prometheus.yml").read_text())
-        config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "2s"
-        config["rule_files"] = [str(monitoring / "alerts.yml")]
-        (job,) = config["scrape_configs"]
-        (where / "token").write_text(self.secret("cxr-metrics", "token"))
-        job["authorization"]["credentials_file"] = str(where / "token")
-        del job["kubernetes_sd_configs"]
-        meta = {"__meta_kubernetes_pod_label_app": "webapp", "__meta_kubernetes_pod_container_port_number": "8080"}
-        job["static_configs"] = [
-            {"targets": [url.removeprefix("http://")], "labels": {**meta, "__meta_kubernetes_pod_name": f"webapp-{i}"}}
-            for i, url in enumerate(replicas)
-        ]
-        (where / "prometheus.yml").write_text(yaml.safe_dump(config))
+        targets = [url.removeprefix("http://") for url in replicas]
+        static_scrape_config(targets, self.secret("cxr-metrics", "token"), where, interval="2s")
         return _poll_prometheus(binary, where)
 
     def rehearse(self) -> dict:

@@ -16,6 +16,7 @@ What it does not do as Kubernetes does is listed in `NOT_REHEARSED` and in docs/
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -86,6 +87,12 @@ def pod_template(workload: dict) -> dict:
     return spec["template"]
 
 
+def substitute_for(workload: dict, substitutes: dict[str, Substitute]) -> Substitute | None:
+    """The stand-in for the workload's image (looked up by the image's name without its tag), if any."""
+    (container,) = pod_template(workload)["spec"]["containers"]
+    return substitutes.get(container["image"].rsplit(":", 1)[0])
+
+
 def docker(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     out = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:
@@ -114,8 +121,6 @@ def _projected(files: dict[str, bytes], volume: dict, where: Path, fs_group: int
         path.write_bytes(files[item["key"]])
         path.chmod(item.get("mode", mode))
         if fs_group is not None:
-            import os
-
             os.chown(path, 0, fs_group)
     return where
 
@@ -198,7 +203,7 @@ def run_args(cluster: Cluster, workload: dict, pod: str, workdir: Path, substitu
     """`docker run` arguments for one pod of `workload` named `pod`."""
     template = pod_template(workload)
     (container,) = template["spec"]["containers"]
-    substitute = substitutes.get(container["image"].rsplit(":", 1)[0])
+    substitute = substitute_for(workload, substitutes)
     image = substitute.image if substitute else container["image"]
     args = ["--name", f"cxr-rehearsal-{pod}", "--hostname", pod, "--label", LABEL, "--network", NETWORK]
     names = cluster.aliases(template["metadata"].get("labels", {}))
@@ -237,8 +242,8 @@ def wait_ready(container: str, template: dict, substitute: Substitute | None) ->
     """Seconds until the container's readiness probe passes, within its startup probe's allowance."""
     (spec,) = template["spec"]["containers"]
     probe = (substitute.probe if substitute and substitute.probe else None) or spec.get("readinessProbe")
-    startup = spec.get("startupProbe", {})
-    allowance = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3) or 300
+    startup = spec.get("startupProbe")  # without one: 300 s
+    allowance = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3) if startup else 300
     start = time.monotonic()
     while time.monotonic() - start < allowance:
         state = docker("inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", container).stdout.split()

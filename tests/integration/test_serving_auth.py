@@ -63,26 +63,16 @@ def test_beyond_loopback_without_authentication_it_refuses_to_start_in_one_sente
 
 
 def scrape_config(tmp_path, target: str, token: str):
-    """infra/monitoring/prometheus.yml as it is, but for what a machine without Kubernetes needs: the pod
-    discovery becomes one static target carrying the labels the discovery gives (so the project's
-    relabelling runs unchanged), the token file's path, and 1 s scrape and rule evaluation intervals."""
-    import yaml
+    """infra/monitoring/prometheus.yml for one static target, pod `webapp-0` (infra/monitoring/static_scrape.py,
+    which the cluster rehearsal uses too), 1 s scrape and rule evaluation intervals."""
+    import importlib.util
 
     from tests.conftest import PROJECT
 
-    monitoring = PROJECT / "infra" / "monitoring"
-    config = yaml.safe_load((monitoring / "prometheus.yml").read_text())
-    config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"
-    config["rule_files"] = [str(monitoring / "alerts.yml")]
-    (job,) = config["scrape_configs"]
-    (tmp_path / "token").write_text(token)
-    job["authorization"]["credentials_file"] = str(tmp_path / "token")
-    pod = {"__meta_kubernetes_pod_label_app": "webapp", "__meta_kubernetes_pod_container_port_number": "8080"}
-    pod["__meta_kubernetes_pod_name"] = "webapp-0"
-    del job["kubernetes_sd_configs"]
-    job["static_configs"] = [{"targets": [target], "labels": pod}]
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    return tmp_path / "prometheus.yml"
+    spec = importlib.util.spec_from_file_location("static_scrape", PROJECT / "infra/monitoring/static_scrape.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.static_scrape_config([target], token, tmp_path)
 
 
 def polled(check, seconds: int = 90):
