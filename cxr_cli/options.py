@@ -16,3 +16,17 @@ def load(params_file, profile, overrides):
     from cxr.params import load_params
 
     return load_params(params_file, profile, tuple(overrides or ()))
+
+
+SiteOpt = typer.Option(
+    "",
+    "--site",
+    envvar="CXR_SITE",
+    help="The site films come from when their DICOM names no InstitutionName (default serve.site).",
+)
+ProtocolOpt = typer.Option(
+    "web",
+    "--protocol",
+    help="web: the radiologists' web app; v2: MLServer, Open Inference Protocol v2 (REST on --port, gRPC on "
+    "port+1, metrics on port+2).",
+)

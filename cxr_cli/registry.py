@@ -178,6 +178,33 @@ def registry_history(name: str = ModelOpt, as_json: bool = typer.Option(False, "
         print("(no promotions yet)")
 
 
+@registry_app.command("kserve")
+def registry_kserve(
+    canary: int = typer.Option(0, "--canary", help="Put @challenger on this share of the traffic (KServe canary)."),
+    template: Path = typer.Option(
+        Path("infra/k8s/kserve/inferenceservice.yaml"), "--template", help="The InferenceService to fill in."
+    ),
+    destination: str = typer.Option(
+        "s3://mlflow/artifacts", "--artifacts-destination", help="The MLflow server's --artifacts-destination."
+    ),
+    name: str = ModelOpt,
+    tracking_uri: str = UriOpt,
+):
+    """Print the KServe InferenceService serving the released version (kubectl apply -f -); with --canary N,
+    @challenger on N% of the traffic beside it."""
+    import yaml
+
+    from cxr.errors import CxrError
+    from cxr.release.kserve import inference_service
+
+    if not template.is_file():
+        raise CxrError(f"{template} does not exist; pass --template infra/k8s/kserve/inferenceservice.yaml.")
+    service = inference_service(
+        yaml.safe_load(template.read_text()), _registry(tracking_uri, name), destination, canary
+    )
+    print(yaml.safe_dump(service, sort_keys=False), end="")
+
+
 @registry_app.command("card")
 def registry_card(version: str, name: str = ModelOpt, tracking_uri: str = UriOpt):
     """Print the Markdown model card of a version."""

@@ -3,7 +3,8 @@
 Input: a DataFrame with an `image` column of raw file bytes (PNG, JPEG or DICOM). Output: a DataFrame
 with `probability` (of the positive class), `label` (at the recorded decision threshold),
 `in_distribution`, `ood_score` and `reason`: an image the input gate (cxr/safety/input_gate.py) or its DICOM header
-(cxr/safety/dicom_scope.py) refuses gets no probability and no label, and the reason why.
+(cxr/safety/dicom_scope.py) refuses, or that is not a readable image, gets no probability and no label, and
+the reason why. MLServer's MLflow runtime serves this model as it is (cxr/serving/open_inference.py).
 """
 
 from __future__ import annotations
@@ -162,32 +163,45 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         return self.config.label_for(probability)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        """Rows refused by the gate get NaN probability, an empty label and the reason; `params`
-        {"allow_ood": true} scores them anyway, keeping the reason as a warning."""
+        """One row per file. A file the input gate or the scope check refuses, or one that is not a readable
+        PNG, JPEG or DICOM, gets NaN probability, an empty label and the reason (one bad file never fails
+        the others of a batch); `params` {"allow_ood": true} scores refused images anyway, keeping the reason
+        as a warning. Probability is float32 and the text columns plain objects, as MLServer's codecs encode
+        them (FP32, BYTES)."""
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame({"image": list(model_input)})
         allow = bool((params or {}).get("allow_ood", False))
-        rows = assess(self, [(f"row {i}", bytes(data)) for i, data in enumerate(frame["image"])], allow)
-        for row in rows:
-            if "error" in row:
-                raise CxrError(row["error"])
-        return pd.DataFrame(
-            {
-                "probability": [np.nan if r.get("probability") is None else r["probability"] for r in rows],
-                "label": [r["label"] or "" for r in rows],
-                "in_distribution": [r.get("in_distribution") is not False for r in rows],
-                "ood_score": [np.nan if r.get("ood_score") is None else r["ood_score"] for r in rows],
-                "reason": [r.get("reason") or r.get("warning") or "" for r in rows],
-            }
-        )
+        # "the file", not a row number: MLServer's adaptive batching merges requests, so a row's place in the
+        # merged batch is not its place in the caller's request
+        rows = assess(self, [("the file", bytes(data)) for data in frame["image"]], allow)
+        return answer_frame(rows)
+
+
+def answer_frame(rows: list[dict]) -> pd.DataFrame:
+    """`assess` rows -> the pyfunc's output columns."""
+
+    def number(row, key):
+        return np.nan if row.get(key) is None else row[key]
+
+    return pd.DataFrame(
+        {
+            "probability": np.array([number(r, "probability") for r in rows], np.float32),
+            "label": pd.Series([r.get("label") or "" for r in rows], dtype=object),
+            "in_distribution": [r.get("in_distribution") is not False and "error" not in r for r in rows],
+            "ood_score": [number(r, "ood_score") for r in rows],
+            "reason": pd.Series([_reason(r) for r in rows], dtype=object),
+        }
+    )
+
+
+def _reason(row: dict) -> str:
+    return row.get("error") or row.get("reason") or row.get("warning") or ""
 
 
 def log_model(model_dir: str | Path, name: str = "model"):
     """Log the model folder (model.keras + config.json) as an MLflow pyfunc model in the active run."""
     model_dir = Path(model_dir)
     example = pd.DataFrame({"image": [example_image()]})
-    output = pd.DataFrame(
-        {"probability": [0.5], "label": ["COVID"], "in_distribution": [True], "ood_score": [1.0], "reason": [""]}
-    )
+    output = answer_frame([{"probability": 0.5, "label": "COVID", "in_distribution": True, "ood_score": 1.0}])
     signature = infer_signature(example, output, params={"allow_ood": False})
     artifacts = {"keras_model": str(model_dir / MODEL_FILE), "config": str(model_dir / CONFIG_FILE)}
     for key, file in (("ood", OOD_FILE), ("scope", SCOPE_FILE), ("drift", DRIFT_FILE), ("lungs", SEGMENTER_FILE)):

@@ -4,4 +4,4 @@ card, retraining decisions.
 `__all__` names the modules other packages import.
 """
 
-__all__ = ["card", "compare", "gate", "promotion", "registry", "retrain"]
+__all__ = ["card", "compare", "gate", "kserve", "promotion", "registry", "retrain"]

@@ -361,6 +361,12 @@ def release_problem(name: str, version: str) -> str:
     return _release_problem(version, _releases(history(name)))
 
 
+def last_released_version(name: str) -> str | None:
+    """The version the last release command (`promote`, `rollback`) put at @champion; None before any."""
+    releases = _releases(history(name))
+    return str(releases[-1]["version"]) if releases else None
+
+
 def _releases(events: list[dict]) -> list[dict]:
     """The moves of @champion the release commands made: done, or under way (`incomplete`: promote records
     its intent, after its checks, before it moves the alias, and the alias webhook can arrive before the

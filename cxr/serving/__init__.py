@@ -4,4 +4,4 @@
 `batching`, `cpu_threads`, `openapi`, `prometheus`.
 """
 
-__all__ = ["app", "auth", "model_store", "records", "webhook"]
+__all__ = ["app", "auth", "model_store", "open_inference", "records", "webhook"]

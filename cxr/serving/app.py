@@ -26,6 +26,7 @@ from cxr.safety.dicom_scope import dicom_site, site_name
 from cxr.serving import webhook
 from cxr.serving.auth import OPEN_PATHS, Auth
 from cxr.serving.cpu_threads import limit_blas_threads
+from cxr.serving.inference_client import InferenceClient, InferenceServiceDown
 from cxr.serving.model_store import ModelFollower, ServedModel
 from cxr.serving.openapi import openapi_spec
 from cxr.serving.prometheus import ServingMetrics
@@ -51,7 +52,7 @@ class FeedbackOff(CxrError):
 
 
 def status_for(exc: CxrError) -> int:
-    if isinstance(exc, NotReady):
+    if isinstance(exc, NotReady | InferenceServiceDown):
         return 503
     if isinstance(exc, FeedbackOff | UnknownPrediction):
         return 404
@@ -153,6 +154,21 @@ class Predictor:
             fields["site_warning"] = f"Not yet validated {where}: {why}"
         return fields
 
+    @staticmethod
+    def answered_by(served: ServedModel, row: dict) -> dict:
+        """With serve.inference_url: the service that answered, and a note instead of the heat map when the
+        version it names is not the one this app explains (during a rollout, or a KServe canary)."""
+        if served.remote is None:
+            return {}
+        fields = {"inference_url": served.remote.url}
+        version = row.get("answered_by") or ""
+        if version and served.version and version != served.version:
+            fields["heatmap_note"] = (
+                f"No heat map: the inference service answered with version {version}, and this app explains "
+                f"version {served.version}."
+            )
+        return fields
+
     def predict_one(self, data: bytes, heatmap: bool, allow_ood: bool = False) -> dict:
         """The prediction, or OutOfScope (422) when the DICOM header, the input gate or the population scope
         check (adults only) refuses the image and `allow_ood` is off; with it on, the prediction carries
@@ -186,6 +202,9 @@ class Predictor:
             result["warning"] = row["warning"]
         result["shift"] = bool(row.get("shift"))
         result |= self.site_fields(site, version)
+        result |= self.answered_by(served, row)
+        if heatmap and "heatmap_note" in result:
+            heatmap = False
         if heatmap:  # on the image already decoded for the prediction
             with self.metrics.latency.labels(version, "heatmap").time():
                 heat, mask = served.explain(array)
@@ -449,7 +468,8 @@ def serve(
         def load(self):  # in the worker: TensorFlow does not survive a fork
             limit_blas_threads(params.blas_threads)
             batching = (params.max_batch, params.max_wait_ms)
-            follower = ModelFollower(model_uri, model_name, params.reload_s, batching).start()
+            remote = InferenceClient(params.inference_url, model_name) if params.inference_url else None
+            follower = ModelFollower(model_uri, model_name, params.reload_s, batching, remote).start()
             if follower.current is None:
                 log.warning("%s /readyz answers 503 until then.", follower.reason)
             log.warning("listening on http://%s:%d", host, port)

@@ -34,6 +34,7 @@ from cxr.release.card import card_problems
 from cxr.release.promotion import card_of, release_problem
 from cxr.release.registry import alias_version
 from cxr.serving.batching import Batcher
+from cxr.serving.inference_client import InferenceClient
 from cxr.tracking.record import Lineage
 
 log = logging.getLogger("cxr.serve")
@@ -48,6 +49,7 @@ class ServedModel:
     warning: str = ""
     gradcam: object = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    remote: InferenceClient | None = None  # serve.inference_url: the answer from there, the explanation here
 
     @property
     def threshold(self) -> float:
@@ -65,6 +67,11 @@ class ServedModel:
         self.batcher = Batcher(partial(tensor_outputs, self.classifier), max_batch, max_wait_ms, self.lock)
         return self
 
+    def use_remote(self, remote: InferenceClient | None) -> ServedModel:
+        """Ask `remote` (an Open Inference Protocol service) for each answer instead of the model in process."""
+        self.remote = remote
+        return self
+
     def predict(self, arrays: list[np.ndarray]) -> np.ndarray:
         with self.lock:  # one Keras call at a time; the predict function is built once at load
             return self.classifier.predict_arrays(arrays)
@@ -79,6 +86,15 @@ class ServedModel:
         timings["decode"] = time.perf_counter() - started
         if not arrays:
             return rows[0], None
+        if self.remote is not None:  # decoded here (bad input is the app's 4xx), answered by the service
+            started = time.perf_counter()
+            answer, version = self.remote.infer(data, allow_ood)
+            timings["model"] = time.perf_counter() - started
+            gate = self.classifier.gate  # the same version's gate: its threshold, which the service does not send
+            threshold = (
+                round(float(gate.threshold), 3) if gate is not None and answer["ood_score"] is not None else None
+            )
+            return rows[0] | answer | {"ood_threshold": threshold, "answered_by": version}, arrays[0]
         tensors = list(self.classifier.preprocess(arrays))  # resized here, in parallel with other requests
         timings["decode"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -179,9 +195,17 @@ def followed_alias(uri: str, name: str) -> tuple[str, str] | None:
 class ModelFollower:
     """The model being served, following its registry alias (see the module's docstring)."""
 
-    def __init__(self, uri: str = "", name: str = "", reload_s: float = 30.0, batching: tuple[int, float] = (1, 0.0)):
+    def __init__(
+        self,
+        uri: str = "",
+        name: str = "",
+        reload_s: float = 30.0,
+        batching: tuple[int, float] = (1, 0.0),
+        remote: InferenceClient | None = None,
+    ):
         self.uri, self.name, self.reload_s = uri, name, reload_s
         self.batching = batching  # (serve.max_batch, serve.max_wait_ms) of every model it loads
+        self.remote = remote  # serve.inference_url's client, given to every model it loads
         self.reloads: Counter[str] = Counter()  # swapped / failed / refused, for /metrics
         self.follows = followed_alias(uri, name)
         self.current: ServedModel | None = None
@@ -215,6 +239,7 @@ class ModelFollower:
         if self.follows is None:
             if self.current is None:
                 self.current = load_served_model(self.uri, self.name).set_batching(*self.batching)
+                self.current.use_remote(self.remote)
                 return True
             return False
         try:
@@ -234,7 +259,7 @@ class ModelFollower:
         try:
             data_version = Lineage.from_tags(mv.tags).data_version
             model = _load(shown, f"models:/{mv.name}/{version}", version, data_version, warning)
-            model.set_batching(*self.batching)
+            model.set_batching(*self.batching).use_remote(self.remote)
             if self.current is not None:
                 self._check_replacement(model, mv)
         except Exception as exc:  # noqa: BLE001 (any failure keeps the model that serves)

@@ -56,6 +56,14 @@ PREDICTION = {
             "description": "the newest drift check of this site's films with this model version found no drift",
         },
         "site_warning": {"type": "string", "description": "present when site_validated is false: why"},
+        "inference_url": {
+            "type": "string",
+            "description": "with serve.inference_url: the Open Inference Protocol service that gave the answer",
+        },
+        "heatmap_note": {
+            "type": "string",
+            "description": "instead of the heat map, when the service answered with another model version",
+        },
         "read_lungs": {
             "type": "boolean",
             "description": "heatmap=true: the heat map is on the lung view the model read",

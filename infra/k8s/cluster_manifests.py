@@ -253,6 +253,51 @@ def monitoring_objects() -> str:
     return header + yaml.safe_dump_all([monitor, rule], sort_keys=False, width=120)
 
 
+def kserve_objects(v: dict[str, str]) -> str:
+    """KServe's side (infra/k8s/kserve): the serving runtime, the service account and S3 Secret its storage
+    initializer reads the model with (MLflow's S3 user, KServe's annotations), and the predictor's
+    NetworkPolicy. The InferenceService itself comes from `cxr registry kserve`, which names the released
+    version's folder."""
+    import yaml
+
+    meta = {"namespace": "cxr", "labels": {"app.kubernetes.io/part-of": "cxr"}}
+    endpoint = {
+        "serving.kserve.io/s3-endpoint": "minio.cxr.svc.cluster.local:9000",
+        "serving.kserve.io/s3-usehttps": "0",
+        "serving.kserve.io/s3-region": "us-east-1",
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "cxr-kserve-s3", **meta, "annotations": endpoint},
+        "type": "Opaque",
+        "stringData": {"AWS_ACCESS_KEY_ID": v["S3_MLFLOW_USER"], "AWS_SECRET_ACCESS_KEY": v["S3_MLFLOW_PASSWORD"]},
+    }
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "cxr-kserve", **meta},
+        "secrets": [{"name": "cxr-kserve-s3"}],
+    }
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "kserve-predictor", **meta},
+        "spec": {
+            "podSelector": {"matchLabels": {"component": "predictor"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"cxr.io/serving": "true"}}}]}],
+            "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "minio"}}}], "ports": [{"port": 9000}]}],
+        },
+    }
+    runtime = yaml.safe_load((HERE / "kserve" / "servingruntime.yaml").read_text())
+    header = (
+        "# written by infra/k8s/cluster_manifests.py: apply where KServe's CRDs are installed (Secrets included:\n"
+        "# never commit it); then `cxr registry kserve | kubectl apply -f -` deploys the released version\n"
+    )
+    return header + yaml.safe_dump_all([runtime, account, secret, policy], sort_keys=False, width=120)
+
+
 def render(values_file: Path, out: Path) -> tuple[Path, list[str]]:
     """The render's path and the values only the operator can give that were not given."""
     given = read_env(values_file) if values_file.is_file() else {}
@@ -270,6 +315,7 @@ def render(values_file: Path, out: Path) -> tuple[Path, list[str]]:
     target = out / "cxr.yaml"
     write_private(target, done.stdout)
     (out / "monitoring.yaml").write_text(monitoring_objects())
+    write_private(out / "kserve.yaml", kserve_objects(values))
     return target, [name for name in PLACEHOLDERS if not given.get(name)]
 
 

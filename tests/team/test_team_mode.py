@@ -94,6 +94,18 @@ def versions(server):
     return sorted(registry(server).search_model_versions(f"name='{NAME}'"), key=lambda v: int(v.version))
 
 
+def kserve_storage(team, s3, clone, *args) -> dict:
+    """`cxr registry kserve`'s predictor, after checking that its storageUri holds the model KServe will load."""
+    template = PROJECT / "infra" / "k8s" / "kserve" / "inferenceservice.yaml"
+    destination = ("--artifacts-destination", "s3://cxr-mlflow/artifacts")  # the test server's
+    shown = cxr(team, "registry", "kserve", "--template", str(template), *destination, *args, cwd=clone)
+    predictor = yaml.safe_load(shown.stdout)["spec"]["predictor"]
+    bucket, prefix = predictor["model"]["storageUri"].removeprefix("s3://").split("/", 1)
+    keys = [o["Key"] for o in s3_client(s3).list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    assert f"{prefix.rstrip('/')}/MLmodel" in keys and any(k.endswith("model.keras") for k in keys), keys
+    return predictor
+
+
 def test_retrain_flow_from_a_fresh_clone(origin, team, s3, tmp_path):
     clone = tmp_path / "clone"
     git("clone", "-q", str(origin), str(clone), cwd=tmp_path)
@@ -133,7 +145,11 @@ def test_retrain_flow_from_a_fresh_clone(origin, team, s3, tmp_path):
 
     # the release manager and the web app work unchanged against the team server
     assert "registered_by" in cxr(team, "registry", "list", cwd=clone).stdout
+    canary = kserve_storage(team, s3, clone, "--canary", "10")
+    assert canary["canaryTrafficPercent"] == 10
     cxr(team, "registry", "promote", str(v2.version), "--reason", "retrained on new data", cwd=clone)
+    released = kserve_storage(team, s3, clone)
+    assert "canaryTrafficPercent" not in released and released["model"]["storageUri"] == canary["model"]["storageUri"]
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "cxr"), "serve", "--port", str(port)],

@@ -129,3 +129,18 @@ def test_without_records_no_site_can_be_validated(client):
     body = post(client, png(synthetic_xray(8, 96))).get_json()
     assert body["site"] is None and body["site_validated"] is False
     assert "this server keeps no records" in body["site_warning"]
+
+
+def test_an_inference_service_that_does_not_answer_gets_a_503_sentence(served):
+    """serve.inference_url naming a service that is down: the upload is decoded here, then 503, one sentence."""
+    from dataclasses import replace
+
+    from cxr.serving.app import create_app
+    from cxr.serving.inference_client import InferenceClient
+    from tests.integration.conftest import free_port
+
+    down = InferenceClient(f"http://127.0.0.1:{free_port()}", "covid-xray-vgg16", timeout_s=5)
+    client = create_app(replace(served, remote=down), max_upload_mb=MAX_MB).test_client()
+    answer = post(client, (SAMPLE / "COVID" / "COVID-1.png").read_bytes())
+    assert answer.status_code == 503 and "The inference service at http://127.0.0.1:" in answer.get_json()["error"]
+    assert post(client, b"not an image").status_code == 415  # bad input is still the app's own 4xx

@@ -1,0 +1,96 @@
+"""The registered model served the platform way: MLServer's MLflow runtime, Open Inference Protocol v2.
+
+`cxr serve --protocol v2` writes MLServer's two settings files into a private temporary folder and runs
+`mlserver start` on it. MLServer loads the model with `mlflow.pyfunc.load_model` (the model as logged,
+cxr/inference/classifier.py), answers `POST /v2/models/<name>/infer` on REST and gRPC, gathers concurrent
+requests into one model call (its adaptive batching: `serve.max_batch`, `serve.max_wait_ms`) and serves
+Prometheus metrics. The request carries each file's bytes in a BYTES tensor named `image` (base64 in the
+REST JSON body); the response has `probability` (FP32, NaN for a refused file: null in JSON), `label`,
+`reason` (BYTES), `in_distribution` and `ood_score` per file. REST is the served protocol: MLServer 1.7's
+gRPC encoder cannot send a NaN, so a request with a refused file fails there. A KServe InferenceService
+runs the same runtime (infra/k8s/kserve/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from cxr.aliases import CHAMPION
+from cxr.errors import CxrError
+from cxr.release.promotion import last_released_version, release_problem
+from cxr.serving.model_store import default_alias
+
+RUNTIME = "mlserver_mlflow.MLflowRuntime"
+
+
+def server_settings(host: str, port: int) -> dict:
+    """MLServer's settings.json: REST on `port`, gRPC on port+1, metrics on port+2; one process (the model
+    is loaded once; TensorFlow uses the cores inside it)."""
+    return {
+        "host": host,
+        "http_port": port,
+        "grpc_port": port + 1,
+        "metrics_port": port + 2,
+        "parallel_workers": 0,
+        "debug": False,
+    }
+
+
+def model_settings(name: str, model_uri: str, max_batch: int, max_wait_ms: int) -> dict:
+    """MLServer's model-settings.json for the MLflow runtime on `model_uri`."""
+    settings = {"name": name, "implementation": RUNTIME, "parameters": {"uri": model_uri}}
+    if max_batch > 1:
+        settings.update(max_batch_size=max_batch, max_batch_time=max_wait_ms / 1000)
+    return settings
+
+
+def write_settings(folder: Path, name: str, model_uri: str, host: str, port: int, serve) -> Path:
+    """The two files MLServer reads, the model's in a sub-folder named after the model."""
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    (folder / "settings.json").write_text(json.dumps(server_settings(host, port), indent=2))
+    model = model_settings(name, model_uri, serve.max_batch, serve.max_wait_ms)
+    (folder / name / "model-settings.json").write_text(json.dumps(model, indent=2))
+    return folder
+
+
+def mlserver_command() -> str:
+    """The `mlserver` executable beside this Python (the project's venv or image)."""
+    here = Path(sys.executable).parent / "mlserver"
+    found = str(here) if here.is_file() else shutil.which("mlserver")
+    if not found:
+        raise CxrError("MLServer is not installed here; run `make setup` (requirements.lock installs mlserver).")
+    return found
+
+
+def released_model(name: str) -> tuple[str, str]:
+    """(models:/name/N, warning) of the version to serve when no --model is given: the one at @champion when
+    a release command put it there; the last release when @champion was moved outside the release process
+    (as the web app does); @challenger's, with a warning, before any release. A version number, not the
+    alias: MLServer loads once, so the answer names the version it serves."""
+    alias, version, warning = default_alias(name)
+    number = str(version.version)
+    if alias != CHAMPION:
+        return f"models:/{name}/{number}", warning
+    problem = release_problem(name, number)
+    if not problem:
+        return f"models:/{name}/{number}", ""
+    last = last_released_version(name)
+    if last is None:
+        raise CxrError(f"Not serving: {problem}. Promote a version with `cxr registry promote`.")
+    return (
+        f"models:/{name}/{last}",
+        f"Not serving version {number}: {problem}. Serving version {last}, the last release.",
+    )
+
+
+def serve_v2(model_uri: str, name: str, host: str, port: int, serve) -> None:
+    """Replace this process with `mlserver start` on `model_uri` (so signals reach MLServer directly)."""
+    folder = write_settings(Path(tempfile.mkdtemp(prefix="cxr-mlserver-")), name, model_uri, host, port, serve)
+    command = mlserver_command()
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # a bar per download fills the server's log
+    os.execv(command, [command, "start", str(folder)])
