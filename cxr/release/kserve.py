@@ -16,6 +16,7 @@ from cxr.errors import CxrError
 from cxr.release.promotion import last_released_version, release_problem
 from cxr.release.registry import alias_version, client
 
+VERSION_ENV = "MLSERVER_MODEL_VERSION"  # MLServer names this version in every answer (model_version)
 PROXIED = "mlflow-artifacts:/"  # artifacts the tracking server proxies: under its --artifacts-destination
 
 
@@ -60,6 +61,8 @@ def inference_service(template: dict, name: str, artifacts_destination: str, can
     predictor.pop("canaryTrafficPercent", None)
     if canary_percent:
         predictor["canaryTrafficPercent"] = canary_percent
+    env = [e for e in predictor["model"].get("env", []) if e.get("name") != VERSION_ENV]
+    predictor["model"]["env"] = [*env, {"name": VERSION_ENV, "value": str(version.version)}]  # named in answers
     annotations = service.setdefault("metadata", {}).setdefault("annotations", {})
     annotations["cxr.io/model-version"] = f"{name}/{version.version} (@{alias})"
     return service

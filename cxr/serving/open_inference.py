@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -42,8 +43,12 @@ def server_settings(host: str, port: int) -> dict:
 
 
 def model_settings(name: str, model_uri: str, max_batch: int, max_wait_ms: int) -> dict:
-    """MLServer's model-settings.json for the MLflow runtime on `model_uri`."""
-    settings = {"name": name, "implementation": RUNTIME, "parameters": {"uri": model_uri}}
+    """MLServer's model-settings.json for the MLflow runtime on `model_uri`; a registered version
+    (models:/name/N) is named as the model's version, so every answer says which version gave it."""
+    parameters = {"uri": model_uri}
+    if re.fullmatch(r"models:/[^@/]+/\d+", model_uri):
+        parameters["version"] = model_uri.rsplit("/", 1)[1]
+    settings = {"name": name, "implementation": RUNTIME, "parameters": parameters}
     if max_batch > 1:
         settings.update(max_batch_size=max_batch, max_batch_time=max_wait_ms / 1000)
     return settings

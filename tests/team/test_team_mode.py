@@ -94,12 +94,20 @@ def versions(server):
     return sorted(registry(server).search_model_versions(f"name='{NAME}'"), key=lambda v: int(v.version))
 
 
-def kserve_storage(team, s3, clone, *args) -> dict:
-    """`cxr registry kserve`'s predictor, after checking that its storageUri holds the model KServe will load."""
+def kserve_storage(team, s3, clone, version, *args) -> dict:
+    """`cxr registry kserve`'s predictor, after checking that it names `version` and that its storageUri holds
+    the model KServe will load."""
     template = PROJECT / "infra" / "k8s" / "kserve" / "inferenceservice.yaml"
     destination = ("--artifacts-destination", "s3://cxr-mlflow/artifacts")  # the test server's
     shown = cxr(team, "registry", "kserve", "--template", str(template), *destination, *args, cwd=clone)
+    (clone / "isvc.yaml").write_text(shown.stdout)  # valid against KServe's schema (its SDK, make tools)
+    checker = PROJECT / "tools" / "kserve" / ".venv" / "bin" / "python"
+    valid = subprocess.run(
+        [str(checker), str(template.parent / "validate.py"), str(clone / "isvc.yaml")], capture_output=True, text=True
+    )
+    assert valid.returncode == 0, valid.stdout
     predictor = yaml.safe_load(shown.stdout)["spec"]["predictor"]
+    assert {"name": "MLSERVER_MODEL_VERSION", "value": str(version)} in predictor["model"]["env"]
     bucket, prefix = predictor["model"]["storageUri"].removeprefix("s3://").split("/", 1)
     keys = [o["Key"] for o in s3_client(s3).list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
     assert f"{prefix.rstrip('/')}/MLmodel" in keys and any(k.endswith("model.keras") for k in keys), keys
@@ -145,10 +153,10 @@ def test_retrain_flow_from_a_fresh_clone(origin, team, s3, tmp_path):
 
     # the release manager and the web app work unchanged against the team server
     assert "registered_by" in cxr(team, "registry", "list", cwd=clone).stdout
-    canary = kserve_storage(team, s3, clone, "--canary", "10")
+    canary = kserve_storage(team, s3, clone, v2.version, "--canary", "10")
     assert canary["canaryTrafficPercent"] == 10
     cxr(team, "registry", "promote", str(v2.version), "--reason", "retrained on new data", cwd=clone)
-    released = kserve_storage(team, s3, clone)
+    released = kserve_storage(team, s3, clone, v2.version)
     assert "canaryTrafficPercent" not in released and released["model"]["storageUri"] == canary["model"]["storageUri"]
     port = free_port()
     proc = subprocess.Popen(

@@ -2,12 +2,12 @@
 KServe's own API schema: the models its Python SDK generates from the CRDs (tools/kserve, make tools)."""
 
 import subprocess
-import sys
 
 import pytest
 import yaml
 
 from tests.conftest import PROJECT
+from tests.unit.test_cluster_manifests import render
 
 pytestmark = pytest.mark.system  # needs KServe's SDK in its own venv (make tools, .ci/run)
 
@@ -25,15 +25,9 @@ def test_the_runtime_and_the_inference_service_validate():
 
 
 def test_the_rendered_kserve_objects_validate_and_are_closed(tmp_path):
-    (tmp_path / "values.env").write_text("S3_MLFLOW_USER=reader\n")
-    script = PROJECT / "infra" / "k8s" / "cluster_manifests.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--values", str(tmp_path / "values.env"), "--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    render(
+        tmp_path, "S3_MLFLOW_USER=reader\n"
+    )  # make cluster-manifests, as tests/unit/test_cluster_manifests.py runs it
     rendered = tmp_path / "out" / "kserve.yaml"
     assert rendered.stat().st_mode & 0o077 == 0  # it holds the S3 Secret
     out = validate(rendered)

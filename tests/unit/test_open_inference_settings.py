@@ -18,7 +18,11 @@ def test_settings_files_name_the_runtime_batching_and_ports(tmp_path):
     assert server["parallel_workers"] == 0 and server["host"] == "127.0.0.1"
     assert model["implementation"] == RUNTIME == "mlserver_mlflow.MLflowRuntime"
     assert model["parameters"]["uri"] == "models:/covid-xray-vgg16/3"
+    assert model["parameters"]["version"] == "3"  # named in every answer (model_version)
     assert model["max_batch_size"] == serve.max_batch and model["max_batch_time"] == serve.max_wait_ms / 1000
+    write_settings(tmp_path, "covid-xray-vgg16", "models:/covid-xray-vgg16@champion", "127.0.0.1", 9100, serve)
+    aliased = json.loads((tmp_path / "covid-xray-vgg16" / "model-settings.json").read_text())
+    assert "version" not in aliased["parameters"]  # an alias names no version
 
 
 def test_the_cli_refuses_a_sign_in_it_cannot_apply_in_one_sentence(tmp_path):

@@ -144,3 +144,18 @@ def test_an_inference_service_that_does_not_answer_gets_a_503_sentence(served):
     answer = post(client, (SAMPLE / "COVID" / "COVID-1.png").read_bytes())
     assert answer.status_code == 503 and "The inference service at http://127.0.0.1:" in answer.get_json()["error"]
     assert post(client, b"not an image").status_code == 415  # bad input is still the app's own 4xx
+
+
+def test_an_answer_from_another_version_gets_a_note_instead_of_a_heat_map(served):
+    """The service names version 8 while the app explains version 7 (a rollout, a KServe canary)."""
+    from dataclasses import replace
+
+    from cxr.serving.app import Predictor
+    from cxr.serving.inference_client import InferenceClient
+
+    remote = replace(served, remote=InferenceClient("http://inference.example", "covid-xray-vgg16"))
+    other = Predictor.answered_by(remote, {"answered_by": "8"})
+    assert other["inference_url"] == "http://inference.example"
+    assert "answered with version 8, and this app explains version 7" in other["heatmap_note"]
+    assert "heatmap_note" not in Predictor.answered_by(remote, {"answered_by": "7"})
+    assert Predictor.answered_by(served, {"answered_by": "8"}) == {}  # in process: nothing to say
