@@ -13,7 +13,7 @@ import copy
 
 from cxr.aliases import CHALLENGER, CHAMPION
 from cxr.errors import CxrError
-from cxr.release.promotion import last_released_version, release_problem
+from cxr.release.promotion import released_version
 from cxr.release.registry import alias_version, client
 
 VERSION_ENV = "MLSERVER_MODEL_VERSION"  # MLServer names this version in every answer (model_version)
@@ -37,22 +37,12 @@ def storage_uri(model_version, artifacts_destination: str) -> str:
     return location
 
 
-def released_version(name: str):
-    """The version at @champion when a release command put it there, else the last release's (a champion
-    moved outside `cxr registry promote` is not deployed, as the web app does not serve it); None before any."""
-    champion = alias_version(name, CHAMPION)
-    if champion is None or not release_problem(name, str(champion.version)):
-        return champion
-    last = last_released_version(name)
-    return client().get_model_version(name, last) if last else None
-
-
 def inference_service(template: dict, name: str, artifacts_destination: str, canary_percent: int = 0) -> dict:
     """`template` with the champion's storageUri, or with a canary: the challenger's, on `canary_percent`%."""
     if not 0 <= canary_percent <= 100:
         raise CxrError(f"--canary {canary_percent} is not a share of traffic; give a percentage from 1 to 99.")
     alias = CHALLENGER if canary_percent else CHAMPION
-    version = alias_version(name, alias) if canary_percent else released_version(name)
+    version = alias_version(name, alias) if canary_percent else released_version(name)[0]
     if version is None:
         raise CxrError(f"No version of '{name}' holds @{alias}; nothing to put on KServe.")
     service = copy.deepcopy(template)

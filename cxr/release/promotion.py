@@ -361,10 +361,18 @@ def release_problem(name: str, version: str) -> str:
     return _release_problem(version, _releases(history(name)))
 
 
-def last_released_version(name: str) -> str | None:
-    """The version the last release command (`promote`, `rollback`) put at @champion; None before any."""
+def released_version(name: str):
+    """(the ModelVersion to deploy, why @champion's version is not it): @champion's when a release command put
+    it there ('' as the reason); the last release's when @champion was moved outside the release process (as
+    the web app keeps serving it); None when nothing holds @champion, or when no release ever did."""
+    champion = alias_version(name, CHAMPION)
+    if champion is None:
+        return None, ""
     releases = _releases(history(name))
-    return str(releases[-1]["version"]) if releases else None
+    problem = _release_problem(str(champion.version), releases)
+    if not problem:
+        return champion, ""
+    return (client().get_model_version(name, str(releases[-1]["version"])) if releases else None), problem
 
 
 def _releases(events: list[dict]) -> list[dict]:

@@ -203,9 +203,7 @@ class Predictor:
         result["shift"] = bool(row.get("shift"))
         result |= self.site_fields(site, version)
         result |= self.answered_by(served, row)
-        if heatmap and "heatmap_note" in result:
-            heatmap = False
-        if heatmap:  # on the image already decoded for the prediction
+        if heatmap and "heatmap_note" not in result:  # on the image already decoded for the prediction
             with self.metrics.latency.labels(version, "heatmap").time():
                 heat, mask = served.explain(array)
             result["heatmap_png"] = base64.b64encode(overlay_png(array, heat)).decode()

@@ -238,8 +238,8 @@ class ModelFollower:
         """Check the alias once; load and swap in a new version. True when the served model changed."""
         if self.follows is None:
             if self.current is None:
-                self.current = load_served_model(self.uri, self.name).set_batching(*self.batching)
-                self.current.use_remote(self.remote)
+                loaded = load_served_model(self.uri, self.name)
+                self.current = loaded.set_batching(*self.batching).use_remote(self.remote)
                 return True
             return False
         try:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cxr.aliases import CHAMPION
 from cxr.errors import CxrError
-from cxr.release.promotion import last_released_version, release_problem
+from cxr.release.promotion import released_version
 from cxr.serving.model_store import default_alias
 
 RUNTIME = "mlserver_mlflow.MLflowRuntime"
@@ -78,19 +78,16 @@ def released_model(name: str) -> tuple[str, str]:
     (as the web app does); @challenger's, with a warning, before any release. A version number, not the
     alias: MLServer loads once, so the answer names the version it serves."""
     alias, version, warning = default_alias(name)
-    number = str(version.version)
     if alias != CHAMPION:
-        return f"models:/{name}/{number}", warning
-    problem = release_problem(name, number)
-    if not problem:
-        return f"models:/{name}/{number}", ""
-    last = last_released_version(name)
-    if last is None:
+        return f"models:/{name}/{version.version}", warning
+    released, problem = released_version(name)
+    if released is None:
         raise CxrError(f"Not serving: {problem}. Promote a version with `cxr registry promote`.")
-    return (
-        f"models:/{name}/{last}",
-        f"Not serving version {number}: {problem}. Serving version {last}, the last release.",
-    )
+    if problem:
+        warning = (
+            f"Not serving version {version.version}: {problem}. Serving version {released.version}, the last release."
+        )
+    return f"models:/{name}/{released.version}", warning
 
 
 def serve_v2(model_uri: str, name: str, host: str, port: int, serve) -> None:
