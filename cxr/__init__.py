@@ -7,6 +7,8 @@ it). Above the library: `components` (the Kubeflow components), then `pipelines`
 
 import os
 
+from cxr.startup import quiet_tensorflow_import
+
 __version__ = "0.1.0"
 
 # Artifacts travel through the tracking server, whoever downloads them: the project's clients hold no S3
@@ -15,7 +17,11 @@ __version__ = "0.1.0"
 # in-cluster address (http://minio:9000/...), where every download hangs (found by make cluster-rehearsal).
 os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
 
+# TensorFlow's native libraries print two lines on every load that no setting reaches (cxr/startup.py).
+quiet_tensorflow_import()
+
 LAYERS = (
+    "startup",  # what every process does first: TensorFlow's import without its start-up noise
     "errors",  # CxrError: the one sentence a user sees
     "events",  # progress events
     "aliases",  # the registry's alias names

@@ -1,10 +1,19 @@
 """Errors meant for people: one sentence naming the file and the fix."""
 
+from pathlib import Path
+
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message, cut to `limit` characters: enough to name the cause in
     a one-sentence error without a third-party traceback or response body."""
     return (str(exc).strip().splitlines() or [""])[0][:limit]
+
+
+def not_a_file(path) -> str:
+    """Why `path`, given where an image file was expected, cannot be read: a folder, or nothing there."""
+    if Path(path).is_dir():
+        return f"{path} is a folder; pass the image files in it ({Path(path) / '*'})."
+    return f"{path} does not exist; check the path."
 
 
 class CxrError(Exception):

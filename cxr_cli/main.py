@@ -125,6 +125,7 @@ def serve(
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     logging.getLogger("cxr").setLevel(logging.WARNING)
+    logging.getLogger("cxr.serve").setLevel(logging.INFO)  # what it serves and where: INFO, not a warning
     if protocol == "v2":
         _serve_v2(model, host, port, params, uri)
     if not model:  # said here, in one sentence, before the server's worker starts

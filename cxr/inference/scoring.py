@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.data.images import decode_image
-from cxr.errors import CxrError
+from cxr.errors import CxrError, not_a_file
 from cxr.safety.dicom_scope import dicom_refusal
 
 NO_GATE = (
@@ -148,6 +148,6 @@ def predict_files(classifier, files: list[Path], allow_ood: bool = False) -> lis
         if path.is_file():
             items.append((str(path), path.read_bytes()))
         else:
-            missing[i] = {"file": str(path), "error": f"{path} does not exist; check the path."}
+            missing[i] = {"file": str(path), "error": not_a_file(path)}
     assessed = iter(assess(classifier, items, allow_ood))
     return [missing[i] if i in missing else next(assessed) for i in range(len(files))]

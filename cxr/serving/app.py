@@ -470,7 +470,7 @@ def serve(
             follower = ModelFollower(model_uri, model_name, params.reload_s, batching, remote).start()
             if follower.current is None:
                 log.warning("%s /readyz answers 503 until then.", follower.reason)
-            log.warning("listening on http://%s:%d", host, port)
+            log.info("listening on http://%s:%d", host, port)
             token, hook = os.environ.get("CXR_METRICS_TOKEN", ""), os.environ.get("CXR_WEBHOOK_SECRET", "")
             kept = (params.records_max_rows, params.records_max_days)
             records = PredictionRecords(records_url, *kept) if records_url else None

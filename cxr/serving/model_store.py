@@ -176,7 +176,7 @@ def _load(shown_uri: str, load_uri: str, version: str, data_version: str, warnin
     size = classifier.config.image_size
     gradcam = GradCam(classifier.keras_model, size)
     gradcam.heatmap(np.zeros((1, size, size, 3), np.float32))  # trace once, now
-    log.warning("serving %s (version %s, data version %s)", shown_uri, version or "-", data_version or "-")
+    log.info("serving %s (version %s, data version %s)", shown_uri, version or "-", data_version or "-")
     return ServedModel(shown_uri, version, data_version, classifier, warning, gradcam)
 
 
@@ -267,7 +267,7 @@ class ModelFollower:
         before = self.current.version if self.current else "none"
         self.current, self.reason, self.reload_error = model, "", ""  # one assignment: requests in flight keep theirs
         self.reloads["swapped"] += 1
-        log.warning("now serving version %s (was %s)", version, before)
+        log.info("now serving version %s (was %s)", version, before)
         if warning:
             log.warning(warning)
         return True

@@ -13,10 +13,10 @@ runs the same runtime (infra/k8s/kserve/).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -63,13 +63,11 @@ def write_settings(folder: Path, name: str, model_uri: str, host: str, port: int
     return folder
 
 
-def mlserver_command() -> str:
-    """The `mlserver` executable beside this Python (the project's venv or image)."""
-    here = Path(sys.executable).parent / "mlserver"
-    found = str(here) if here.is_file() else shutil.which("mlserver")
-    if not found:
+def mlserver_command() -> list[str]:
+    """MLServer's command line, through cxr/serving/mlserver_start.py, in this Python (the venv or image)."""
+    if importlib.util.find_spec("mlserver") is None:
         raise CxrError("MLServer is not installed here; run `make setup` (requirements.lock installs mlserver).")
-    return found
+    return [sys.executable, "-m", "cxr.serving.mlserver_start"]
 
 
 def released_model(name: str) -> tuple[str, str]:
@@ -95,4 +93,4 @@ def serve_v2(model_uri: str, name: str, host: str, port: int, serve) -> None:
     folder = write_settings(Path(tempfile.mkdtemp(prefix="cxr-mlserver-")), name, model_uri, host, port, serve)
     command = mlserver_command()
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # a bar per download fills the server's log
-    os.execv(command, [command, "start", str(folder)])
+    os.execv(command[0], [*command, "start", str(folder)])

@@ -16,7 +16,7 @@ import requests
 from mlflow.exceptions import MlflowException
 
 from cxr.data.images import decode_image
-from cxr.errors import CxrError, first_line
+from cxr.errors import CxrError, first_line, not_a_file
 from cxr.inference.classifier import load_classifier
 from cxr.release.registry import client
 from cxr.safety.drift import DRIFT_FILE, DriftReference, DriftVerdict
@@ -59,7 +59,7 @@ def project_files(model_uri: str, files: list[Path], batch: int = 16) -> tuple[n
         arrays = []
         for path in files[start : start + batch]:
             if not Path(path).is_file():
-                raise CxrError(f"{path} does not exist; check the path.")
+                raise CxrError(not_a_file(path))
             arrays.append(decode_image(Path(path).read_bytes(), str(path))[0])
         parts.append(classifier.projections(classifier.features_of(arrays)))
     return np.concatenate(parts), classifier.drift

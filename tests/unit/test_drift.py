@@ -65,3 +65,10 @@ def test_recorded_rows_of_the_newest_version_with_a_projection_are_tested():
         choose_rows(rows, "7", 10)
     with pytest.raises(CxrError, match="carries a drift projection"):
         choose_rows([row(0, "1", None)], "", 10)
+
+
+def test_a_folder_or_a_missing_path_given_as_an_image_says_which_and_the_fix(tmp_path):
+    from cxr.errors import not_a_file
+
+    assert not_a_file(tmp_path) == f"{tmp_path} is a folder; pass the image files in it ({tmp_path}/*)."
+    assert not_a_file(tmp_path / "x.png") == f"{tmp_path / 'x.png'} does not exist; check the path."

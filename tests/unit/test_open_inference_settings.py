@@ -31,3 +31,21 @@ def test_the_cli_refuses_a_sign_in_it_cannot_apply_in_one_sentence(tmp_path):
     )
     assert done.returncode == 2 and "MLServer has no sign-in of its own" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_mlserver_starts_without_its_streaming_notice_and_keeps_every_other_record():
+    import logging
+
+    from cxr.serving.mlserver_start import not_the_streaming_notice
+    from cxr.serving.open_inference import mlserver_command
+
+    assert mlserver_command()[1:] == ["-m", "cxr.serving.mlserver_start"]
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("mlserver", logging.WARNING, __file__, 1, message, (), None)
+
+    notice = "Adaptive Batching is enabled for model 'm' but not supported for inference streaming. Falling back."
+    assert not not_the_streaming_notice(record(notice))
+    assert not_the_streaming_notice(record("Model 'm' failed to load"))
+    help_text = subprocess.run([*mlserver_command(), "--help"], capture_output=True, text=True, check=True).stdout
+    assert "start" in help_text  # MLServer's own command line, unchanged
