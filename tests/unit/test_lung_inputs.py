@@ -35,3 +35,26 @@ def test_the_features_training_fits_on_are_what_the_served_model_computes(tiny_d
     (tmp_path / "model" / "lungs.keras").unlink()  # without its segmenter the model would read whole films
     if view != "film":
         assert not np.allclose(split_features(load_model_dir(tmp_path / "model"), train, tmp_path / "ds"), served)
+
+
+def test_the_segmenter_fit_is_reused_for_the_same_masks_parameters_and_code(tmp_path, monkeypatch):
+    import json
+
+    import cxr.model.lung_inputs as lung_inputs
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    params = tiny()
+    first, report = lung_inputs.fit_segmenter(params, (tmp_path / "a").mkdir() or tmp_path / "a")
+    (kept,) = (tmp_path / "cache" / "segmenter").iterdir()
+    assert sorted(p.name for p in kept.iterdir()) == ["lungs.keras", "segmenter.json"]
+
+    def no_fit(*args):
+        raise AssertionError("the same inputs were fitted again")
+
+    monkeypatch.setattr(lung_inputs, "fit_and_measure", no_fit)
+    again, report_again = lung_inputs.fit_segmenter(params, (tmp_path / "b").mkdir() or tmp_path / "b")
+    assert report_again == report == json.loads((tmp_path / "b" / "segmenter.json").read_text())
+    for w1, w2 in zip(first.model.get_weights(), again.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(w1, w2)
+    with pytest.raises(AssertionError, match="fitted again"):  # another seed is another fit
+        lung_inputs.fit_segmenter(tiny("lungs.seed=1"), tmp_path / "b")
