@@ -37,8 +37,13 @@ def without_noise(text: bytes) -> bytes:
 def filtered_stderr() -> Iterator[None]:
     """Send file descriptor 2 to a temporary file for the block; then write it out, less the noise
     (all of it when the block raises)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    if sys.stderr:
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to filter (a daemon with fd 2 closed)
+        yield
+        return
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         failed = True
@@ -46,7 +51,8 @@ def filtered_stderr() -> Iterator[None]:
             yield
             failed = False
         finally:
-            sys.stderr.flush()
+            if sys.stderr:
+                sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
