@@ -26,8 +26,6 @@ def _registry(tracking_uri: str, name: str) -> str:
     from cxr.params import load_params
     from cxr.tracking import runs as tracking
 
-    # a release manager reads figures, not MLflow's download progress bars for small files
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking.resolve_tracking_uri(None, tracking_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

@@ -201,7 +201,9 @@ class HeadFeatures:
         out = []
         for mirrored in views:
             rows = self.head_rows(frame, mirrored)
-            out.append(np.asarray(head.predict(rows, verbose=0), np.float64).reshape(-1))
+            # called directly, not through predict(): a fresh head per call would trace a new predict
+            # function each time (TensorFlow's retracing warning, and the time it takes)
+            out.append(np.asarray(head(rows, training=False), np.float64).reshape(-1))
         return np.mean(out, axis=0)
 
     def features(self, frame, training: bool) -> tuple[np.ndarray, np.ndarray]:

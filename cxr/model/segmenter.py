@@ -126,7 +126,8 @@ class Segmenter:
         if not films:
             return np.zeros((0, self.size, self.size), np.float32)
         batch = np.stack([unet_input(f, self.size) for f in films])[..., None]
-        return np.asarray(self.model.predict_on_batch(batch), np.float32)[..., 0]
+        # called directly: predict_on_batch traces a function per batch size (TensorFlow's retracing warning)
+        return np.asarray(self.model(batch, training=False), np.float32)[..., 0]
 
     def masks(self, films: list[np.ndarray]) -> list[np.ndarray]:
         """Each film's lung mask at the film's own size (bool), cleaned (`clean_mask`)."""
