@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import logging
 import secrets
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +94,10 @@ def run_local(
             {},
         )
     local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=False, enable_caching=cache)
-    with launch, cache_hits_shown():
+    with launch, cache_hits_shown(), warnings.catch_warnings():
+        # the tasks' cluster settings (display names, CPU, memory, accelerator) are for the compiled
+        # pipeline; kfp's local runner says, for each task, that it ignores them: expected here
+        warnings.filterwarnings("ignore", r"Task '.*': settings \[.*\] have no effect in the current local runner")
         build_pipeline(params, images=images)(
             data_dir=str(data_dir),
             tracking_uri=tracking_uri,
