@@ -53,7 +53,9 @@ def logged(trained, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("logged")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    with mlflow.start_run() as run:
+    # artifacts beside the store, not in ./mlruns (a SQLite store's default experiment keeps them there)
+    experiment = mlflow.create_experiment("model-tests", artifact_location=(tmp / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment) as run:
         log_model(trained["dir"])
     ood = {i.kind: i for i in build_ood_set()}
     files = {"chart": tmp / "chart.png", "text": tmp / "text.png"}

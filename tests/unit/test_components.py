@@ -283,7 +283,8 @@ def test_the_logged_model_carries_an_input_example_and_the_tensorflow_that_train
 
     model_dir = train_on_sample(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
-    with mlflow.start_run():
+    experiment = mlflow.create_experiment("logged", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):  # artifacts in tmp_path, not ./mlruns
         info = log_model(model_dir)
     local = mlflow.artifacts.download_artifacts(info.model_uri)
     requirements = open(f"{local}/requirements.txt").read().split()
