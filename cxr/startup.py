@@ -58,8 +58,8 @@ def filtered_stderr() -> Iterator[None]:
             captured.seek(0)
             text = captured.read()
             kept = text if failed else without_noise(text)
-            if kept:
-                os.write(2, kept)
+            while kept:
+                kept = kept[os.write(2, kept) :]
 
 
 class _FilteredLoader(importlib.abc.Loader):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from cxr.data.images import decode_image, encode_png
 from cxr.data.lung_masks import read_masked_films
@@ -43,7 +44,7 @@ def cache_root() -> Path:
 def fit_digest(names, films, masks, lp) -> str:
     """A digest of everything the segmenter's fit depends on: the masked films, the parameters, the code."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([lp.fit_share, lp.size, lp.epochs, lp.seed, keras.__version__]).encode())
+    digest.update(json.dumps([lp.fit_share, lp.size, lp.epochs, lp.seed, keras.__version__, tf.__version__]).encode())
     digest.update(Path(segmenter_code.__file__).read_bytes())
     for name, film, mask in zip(names, films, masks, strict=True):
         for part in (name.encode(), str(film.shape).encode(), film.tobytes(), np.packbits(mask).tobytes()):
