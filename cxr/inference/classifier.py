@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
+import tempfile
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 
@@ -214,17 +216,30 @@ def log_model(model_dir: str | Path, name: str = "model"):
     pyfunc_log = logging.getLogger("mlflow.pyfunc")
     pyfunc_log.addFilter(_without_pickle_caution)
     try:
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=XrayClassifier(),
-            artifacts=artifacts,
-            code_paths=[str(Path(cxr.__file__).parent)],
-            signature=signature,
-            input_example=example,
-            pip_requirements=_requirements(),
-        )
+        with tempfile.TemporaryDirectory(prefix="cxr-code-") as tmp:
+            return mlflow.pyfunc.log_model(
+                name=name,
+                python_model=XrayClassifier(),
+                artifacts=artifacts,
+                code_paths=[str(package_code(Path(tmp)))],
+                signature=signature,
+                input_example=example,
+                pip_requirements=_requirements(),
+            )
     finally:
         pyfunc_log.removeFilter(_without_pickle_caution)
+
+
+# what the logged model's copy of the package leaves out: bytecode, and the reference films training reads
+# (the fitted monitors are logged as artifacts; a served model never reads the films themselves)
+NOT_CODE = ("__pycache__", "*.pyc", "external_normals", "scope_reference")
+
+
+def package_code(folder: Path) -> Path:
+    """A copy of the `cxr` package under `folder`, without NOT_CODE: what the model logs as its code."""
+    target = folder / "cxr"
+    shutil.copytree(Path(cxr.__file__).parent, target, ignore=shutil.ignore_patterns(*NOT_CODE))
+    return target
 
 
 def _without_pickle_caution(record: logging.LogRecord) -> bool:

@@ -2,6 +2,7 @@
 (temporary, SQLite) MLflow store: the same code the pipeline runs, without the orchestrator."""
 
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -293,3 +294,7 @@ def test_the_logged_model_carries_an_input_example_and_the_tensorflow_that_train
     assert info.saved_input_example_info["type"] == "dataframe"
     example = mlflow.models.Model.load(local).load_input_example(local)
     assert bytes(example["image"][0]).startswith(b"\x89PNG")
+    # its code is the package's source, not its bytecode nor the reference films training reads
+    code = {p.relative_to(f"{local}/code").as_posix() for p in Path(local, "code").rglob("*") if p.is_file()}
+    assert "cxr/inference/classifier.py" in code and "cxr/serving/templates/index.html" in code
+    assert not [p for p in code if p.endswith((".pyc", ".png", ".jpg"))], sorted(code)[:5]
