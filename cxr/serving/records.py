@@ -95,11 +95,19 @@ def since_time(text: str) -> datetime.datetime | None:
     return datetime.datetime.now(datetime.UTC) - datetime.timedelta(**{unit: int(match.group(1))})
 
 
-def _add_missing_columns(engine) -> None:
-    """A store written by an older version of the app gets the columns added since (nullable: old rows keep
-    None), so upgrading the app keeps every row already recorded."""
-    present = {c["name"] for c in sa.inspect(engine).get_columns(PREDICTIONS.name)}
+# replicas starting together on one PostgreSQL set the schema up one at a time (a transaction-level
+# advisory lock): two concurrent CREATE TABLEs fail in one of them (a duplicate key in pg_type)
+SCHEMA_LOCK = 0x63787200  # "cxr\0"
+
+
+def _set_up_schema(engine) -> None:
+    """The records table, created if missing, with the columns added since an older version of the app
+    wrote it (nullable: old rows keep None), so upgrading the app keeps every row already recorded."""
     with engine.begin() as db:
+        if db.dialect.name == "postgresql":
+            db.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        _metadata.create_all(db)
+        present = {c["name"] for c in sa.inspect(db).get_columns(PREDICTIONS.name)}
         for column in PREDICTIONS.columns:
             if column.name not in present:
                 kind = column.type.compile(dialect=engine.dialect)
@@ -122,8 +130,7 @@ class PredictionRecords:
             options["connect_args"] = {"timeout": 30}  # concurrent requests wait for the file's write lock
         try:
             self.engine = sa.create_engine(url, pool_pre_ping=True, **options)
-            _metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
+            _set_up_schema(self.engine)
         except Exception as exc:  # noqa: BLE001 (a bad URL, an unreachable server: one sentence at start)
             raise CxrError(
                 f"The prediction records store {url.split('@')[-1]} cannot be opened ({exc.__class__.__name__}); "
