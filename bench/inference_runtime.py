@@ -2,12 +2,16 @@
 TensorFlow against OpenVINO (fp32, bf16), in the same process, on real X-rays.
 
     .venv/bin/python bench/inference_runtime.py [--model URI] [--data DIR] [--images N] [--repeats R]
+                                                [--accuracy-control DROP]
 
 The model: a registered version (default: the newest in the local store `make run` leaves). Images: N
 of --data (both classes, shuffled) to measure on and N others to calibrate int8 on (NNCF post-training
 quantisation). For each runtime: images/s at batch 1 and 32, the largest probability
 difference against TensorFlow, the labels that change at the model's threshold, the largest relative
 difference of the gate's features. A runtime that changes more than 0.5% of the labels is not offered.
+With --accuracy-control, also int8 by NNCF's accuracy-controlled quantisation: convolutions are put back in
+floating point, most sensitive first, until the mean probability difference against the floating-point
+model on the calibration images is at most DROP (run with bf16 where put back; minutes per layer here).
 Last line `ratio:` the best offered runtime's images/s / TensorFlow's, batch 32 (1.00: none is offered).
 
 Needs OpenVINO and NNCF, which the project does not install: pip install -r bench/requirements-runtime.txt
@@ -53,7 +57,35 @@ def throughput(run, batch: np.ndarray, size: int, repeats: int) -> float:
     return repeats * len(batch) / (time.perf_counter() - start)
 
 
-def openvino_runs(scorer, size: int, calibration: np.ndarray) -> dict:
+def accuracy_controlled(model, dataset, calibration: np.ndarray, probability, drop: float):
+    """int8 by nncf.quantize_with_accuracy_control: the metric is minus the mean probability difference
+    against `model` on the calibration images (training images only), allowed to fall by `drop`."""
+    import nncf
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(model, "CPU")
+    reference = probability([compiled(calibration)[compiled.output(i)] for i in range(len(compiled.outputs))])
+    chunks = [(calibration[i : i + 16], reference[i : i + 16]) for i in range(0, len(calibration), 16)]
+
+    def metric(candidate, data) -> float:
+        gaps = []
+        for images, expected in data:
+            result = candidate(images)
+            gaps.append(np.abs(probability([result[o] for o in candidate.outputs]) - expected))
+        return -float(np.mean(np.concatenate(gaps)))
+
+    return nncf.quantize_with_accuracy_control(
+        model,
+        dataset,
+        nncf.Dataset(chunks),
+        validation_fn=metric,
+        max_drop=drop,
+        drop_type=nncf.DropType.ABSOLUTE,
+        subset_size=len(calibration),
+    )
+
+
+def openvino_runs(scorer, size: int, calibration: np.ndarray, probability=None, drop: float = 0.0) -> dict:
     """The scorer converted to OpenVINO (through a SavedModel), compiled at fp32 and bf16, and quantised to
     int8 by NNCF's post-training quantisation on `calibration` (training images only)."""
     import nncf
@@ -66,9 +98,13 @@ def openvino_runs(scorer, size: int, calibration: np.ndarray) -> dict:
     model.reshape([-1, size, size, 3])
     dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
     int8 = nncf.quantize(model, dataset, subset_size=len(calibration))
+    graphs = [("f32", model), ("bf16", model), ("int8", int8)]
+    if drop:
+        graphs.append(("int8-ac", accuracy_controlled(model, dataset, calibration, probability, drop)))
     runs = {}
-    for precision, graph in (("f32", model), ("bf16", model), ("int8", int8)):
-        hint = "f32" if precision == "int8" else precision  # int8: the quantised graph, fp32 elsewhere
+    for precision, graph in graphs:
+        # int8: the quantised graph, fp32 elsewhere; int8-ac: bf16 where the layers were put back
+        hint = {"int8": "f32", "int8-ac": "bf16"}.get(precision, precision)
         config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         compiled = core.compile_model(graph, "CPU", config)
         request = compiled.create_infer_request()
@@ -87,6 +123,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=PROJECT / "data" / "covid-radiography-sample")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--accuracy-control", type=float, default=0.0, metavar="DROP")
     args = parser.parse_args()
 
     import mlflow
@@ -105,13 +142,17 @@ def main() -> None:
     def tensorflow(b):
         return [np.asarray(x) for x in classifier.scorer.predict_on_batch(b)]
 
-    calibration = classifier.preprocess(others).astype(np.float32)
-    runs = {"tensorflow": tensorflow, **openvino_runs(classifier.scorer, size, calibration)}
-    outputs = {name: run(batch) for name, run in runs.items()}
-    reference = outputs["tensorflow"]
-
     def probability(out):
         return apply_temperature(np.asarray(out[0], np.float64).reshape(-1), classifier.config.temperature)
+
+    def probability_of(out):  # a converted model's outputs, the probability found by its shape
+        return probability([next(o for o in out if np.asarray(o).reshape(len(out[0]), -1).shape[1] == 1)])
+
+    calibration = classifier.preprocess(others).astype(np.float32)
+    converted = openvino_runs(classifier.scorer, size, calibration, probability_of, args.accuracy_control)
+    runs = {"tensorflow": tensorflow, **converted}
+    outputs = {name: run(batch) for name, run in runs.items()}
+    reference = outputs["tensorflow"]
 
     p_ref = probability(reference)
     labels_ref = p_ref >= classifier.config.threshold
