@@ -160,9 +160,8 @@ def main() -> None:
     for name, run in runs.items():
         out = outputs[name]
         # the output order of a converted model follows the SavedModel's signature: match by shape
-        prob_out = next(o for o in out if np.asarray(o).reshape(len(batch), -1).shape[1] == 1)
         stats_out = next(o for o in out if np.asarray(o).reshape(len(batch), -1).shape[1] > 1)
-        p = probability([prob_out])
+        p = probability_of(out)
         stats = np.asarray(stats_out, np.float64)
         ref_stats = np.asarray(reference[1], np.float64)
         rel = np.max(np.abs(stats - ref_stats) / (np.abs(ref_stats) + 1e-3))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,16 +19,11 @@ import time
 from pathlib import Path
 
 import requests
+from serve_load import free_port  # bench/ is the script's folder, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = ("admin", "bench-admin-password-123")
 ROUTE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seconds_per_request(session: requests.Session, url: str, auth, n: int, expect: int) -> float:

@@ -32,7 +32,7 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:
 # basic-auth, @champion reserved to release managers. The admin is created on first start; the user
 # store lives in MLFLOW_AUTH_DATABASE_URI (default: SQLite beside the local store).
 # A checked password is cached (per worker, keyed by an HMAC of it) for CXR_AUTH_CACHE_TTL_S seconds (60; 0:
-# off): without it every signed-in request pays a password-hash check, 145 ms against 4 ms a request
+# off): without it every signed-in request pays a password-hash check, 145–208 ms against 4–11 ms a request
 # (bench/mlflow_auth_cache.py, 2 cores), and a pipeline's train step makes ~150 requests. The price: a
 # password changed or a user deleted on another worker, or out of band, is still accepted until the entry
 # expires.

@@ -29,7 +29,7 @@ def test_replicas_starting_together_on_an_empty_database_all_open_it_and_share_r
         replica.start()
     for replica in replicas:
         replica.join(timeout=120)
-    failed = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
+    failed = [errors.get() for _ in range(errors.qsize())]
     assert not failed and all(r.exitcode == 0 for r in replicas), failed
     one, other = PredictionRecords(url), PredictionRecords(url)
     made = one.add("3", {"label": "COVID", "probability": 0.9}, "COVID")
