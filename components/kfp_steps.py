@@ -182,6 +182,7 @@ def start_run(
     train_augment_on: str,
     train_pooling: str,
     train_stat_blocks: list,
+    train_stat_zones: list,
     train_head: str,
     train_standardise: bool,
     train_dropout: float,
@@ -280,6 +281,7 @@ def start_run(
         train_augment_on: params.yaml train.augment_on (str). One of: auto, data, model.
         train_pooling: params.yaml train.pooling (str). One of: block_stats, flatten, average.
         train_stat_blocks: params.yaml train.stat_blocks (list).
+        train_stat_zones: params.yaml train.stat_zones (list).
         train_head: params.yaml train.head (str). One of: linear, paper.
         train_standardise: params.yaml train.standardise (bool).
         train_dropout: params.yaml train.dropout (float).
@@ -367,6 +369,7 @@ def start_run(
             "train.augment_on": train_augment_on,
             "train.pooling": train_pooling,
             "train.stat_blocks": train_stat_blocks,
+            "train.stat_zones": train_stat_zones,
             "train.head": train_head,
             "train.standardise": train_standardise,
             "train.dropout": train_dropout,
@@ -529,6 +532,7 @@ def train(
     train_augment_on: str,
     train_pooling: str,
     train_stat_blocks: list,
+    train_stat_zones: list,
     train_head: str,
     train_standardise: bool,
     train_dropout: float,
@@ -605,6 +609,7 @@ def train(
         train_augment_on: params.yaml train.augment_on (str). One of: auto, data, model.
         train_pooling: params.yaml train.pooling (str). One of: block_stats, flatten, average.
         train_stat_blocks: params.yaml train.stat_blocks (list).
+        train_stat_zones: params.yaml train.stat_zones (list).
         train_head: params.yaml train.head (str). One of: linear, paper.
         train_standardise: params.yaml train.standardise (bool).
         train_dropout: params.yaml train.dropout (float).
@@ -678,6 +683,7 @@ def train(
             "train.augment_on": train_augment_on,
             "train.pooling": train_pooling,
             "train.stat_blocks": train_stat_blocks,
+            "train.stat_zones": train_stat_zones,
             "train.head": train_head,
             "train.standardise": train_standardise,
             "train.dropout": train_dropout,

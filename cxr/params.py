@@ -78,7 +78,7 @@ class TrainParams:
     image_size: int = 176
     batch_size: int = 64
     epochs: int = 100
-    learning_rate: float = 0.01
+    learning_rate: float = 0.001
     momentum: float = 0.9
     clipnorm: float = 0.0
     weights: str = "hed"
@@ -91,6 +91,7 @@ class TrainParams:
     pooling: str = "block_stats"  # flatten (the paper) | average (global average pooling: 512 features) |
     # block_stats: per-channel mean and std of the last convolution of each of `stat_blocks`
     stat_blocks: tuple = (3, 4, 5)
+    stat_zones: tuple = (3, 2)  # and over each zone of this [rows, columns] grid of the map; (1, 1): whole map only
     head: str = "linear"  # linear: Dense 1 sigmoid (a linear probe) | paper: Dense 1024 -> 512 ReLU -> 1 sigmoid
     standardise: bool = True  # the pooled features to zero mean, unit variance over the training images
     dropout: float = 0.0  # before each Dense layer of the head

@@ -101,14 +101,18 @@ def last_conv(block: int) -> str:
 def build_feature_base(params: TrainParams):
     """The VGG16 base (`build_base`), or for `pooling: block_stats` a model sharing its layers that ends in
     the per-channel mean and standard deviation (log1p) of the last convolution of each block in
-    `stat_blocks` (block 5 always among them: Grad-CAM and the input gate read it), concatenated."""
+    `stat_blocks` (block 5 always among them: Grad-CAM and the input gate read it), over the whole map and
+    over each zone of the `stat_zones` grid, concatenated."""
     vgg = build_base(params.image_size, params.weights, params.weights_path)
     if params.pooling != "block_stats":
         return vgg
     blocks = sorted(set(params.stat_blocks))
     if not blocks or 5 not in blocks or not set(blocks) <= set(HED_BLOCK_CONVS):
         raise CxrError(f"train.stat_blocks is {list(params.stat_blocks)}; list VGG16 blocks 1-5, block 5 among them.")
-    stats = [ChannelStatistics(name=f"block{b}_stats")(vgg.get_layer(last_conv(b)).output) for b in blocks]
+    zones = tuple(params.stat_zones)
+    if len(zones) != 2 or min(zones) < 1:
+        raise CxrError(f"train.stat_zones is {list(zones)}; give [rows, columns], each at least 1 ([1, 1]: none).")
+    stats = [ChannelStatistics(zones, name=f"block{b}_stats")(vgg.get_layer(last_conv(b)).output) for b in blocks]
     out = stats[0] if len(stats) == 1 else keras.layers.Concatenate(name="block_stats", dtype="float32")(stats)
     return keras.Model(vgg.input, out, name=BLOCK_STATS_BASE)
 

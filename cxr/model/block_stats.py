@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 FEATURE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
+GATE_WIDTH = 2 * (64 + 128 + 256 + 512 + 512)  # the statistics' columns: each layer's channels, mean and std
 
 
 def block_columns(blocks) -> np.ndarray:
@@ -21,14 +22,15 @@ def block_columns(blocks) -> np.ndarray:
     return np.concatenate([np.arange(starts[b], starts[b] + 2 * widths[b]) for b in sorted(set(blocks))])
 
 
-def build_scorer(keras_model, statistics_only: bool = False):
+def build_scorer(keras_model, statistics_only: bool = False, pooled: bool = False):
     """A Keras model sharing `keras_model`'s weights: image batch -> (probability, raw feature statistics).
 
     One pass through the VGG16 base gives both: the base's inner layers are called in order, the
     per-channel mean and std of FEATURE_LAYERS are taken inside the graph (small outputs), and the
     base's output continues through the head, exactly as in `keras_model` (VGG16 has no batch norm or
     dropout, so calling its layers gives what calling the base gives). `statistics_only`: the statistics
-    alone (the head is not run).
+    alone (the head is not run). `pooled`: the statistics and the head's input (the base's pooled output,
+    for `pooling: block_stats` its block statistics over the whole map and each zone), not the probability.
     """
     base = next(layer for layer in keras_model.layers if isinstance(layer, keras.Model))
     names = [layer.name for layer in keras_model.layers]
@@ -40,6 +42,7 @@ def build_scorer(keras_model, statistics_only: bool = False):
     for layer in before:
         x = layer(x)
     *maps, y = inner(x)
+    head_input = y
     for layer in after:
         y = layer(y)
     stats = []
@@ -47,6 +50,8 @@ def build_scorer(keras_model, statistics_only: bool = False):
         fmap = keras.ops.cast(fmap, "float32")
         stats += [keras.ops.mean(fmap, axis=(1, 2)), keras.ops.std(fmap, axis=(1, 2))]
     stats = keras.ops.concatenate(stats, axis=1)
+    if pooled:
+        return keras.Model(inputs, [stats, head_input], name="scorer")
     return keras.Model(inputs, stats if statistics_only else [y, stats], name="scorer")
 
 

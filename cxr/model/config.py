@@ -69,13 +69,16 @@ class ModelConfig:
         return self.positive_class if probability >= self.threshold else self.negative_class
 
 
-def describe(pooling: str, head: str, standardise: bool, stat_blocks=(3, 4, 5)) -> str:
+def describe(pooling: str, head: str, standardise: bool, stat_blocks=(3, 4, 5), stat_zones=(1, 1)) -> str:
     """The network in words, for the model card: VGG16 without its top, then the head these settings build."""
+    rows, cols = stat_zones
+    zones = "" if (rows, cols) == (1, 1) else f", over the whole map and each zone of a {rows} x {cols} grid"
     pooled = {
         "flatten": "Flatten",
         "average": "global average pooling",
         "block_stats": "per-channel mean and standard deviation (log1p) of blocks "
-        + ", ".join(str(b) for b in sorted(set(stat_blocks))),
+        + ", ".join(str(b) for b in sorted(set(stat_blocks)))
+        + zones,
     }
     layers = [pooled.get(pooling, pooling)]
     layers += ["feature standardisation"] if standardise else []

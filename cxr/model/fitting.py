@@ -29,7 +29,7 @@ from cxr.model.architecture import (
     standardise_on,
     truncated,
 )
-from cxr.model.block_stats import block_columns, build_scorer, feature_statistics
+from cxr.model.block_stats import GATE_WIDTH, build_scorer, feature_statistics
 from cxr.params import Params
 
 
@@ -166,7 +166,8 @@ class HeadFeatures:
     The base is frozen, so an image's features never change within one training: they are computed once
     per image (and mirror) into `cache` ({(file, mirrored): row}), which the cross-validation folds, the
     final fit and the safety checks share. With `pooling: block_stats` the rows are the input gate's
-    features (cxr/safety/input_gate.py: blocks 1-5), of which the head reads its blocks' columns: one pass serves both.
+    features (cxr/safety/input_gate.py: blocks 1-5, the first GATE_WIDTH columns) followed by the head's input (its
+    blocks' statistics over the whole map and each zone): one pass serves both.
     """
 
     def __init__(self, model, dataset_dir, positive: str, params: Params, cache: dict | None = None):
@@ -174,8 +175,8 @@ class HeadFeatures:
         self.cut = next(i for i, name in enumerate(names) if name in POOLING_LAYERS)
         self.gate_rows = params.train.pooling == "block_stats"
         if self.gate_rows:
-            self.extractor = build_scorer(model, statistics_only=True)
-            self.columns = block_columns(params.train.stat_blocks)
+            self.extractor = build_scorer(model, pooled=True)
+            self.columns = slice(GATE_WIDTH, None)
         else:
             self.extractor = truncated(model, self.cut)
         self.cache = {} if cache is None else cache
@@ -189,7 +190,8 @@ class HeadFeatures:
             images = make_dataset(missing, self.dataset_dir, self.positive, tp.image_size, tp.batch_size)
             images = images.map(lambda x, y: x[:, :, ::-1, :] if mirrored else x)
             out = self.extractor.predict(images, verbose=0)
-            out = feature_statistics(out) if self.gate_rows else out
+            if self.gate_rows:  # [gate statistics, head input] -> one row each
+                out = np.concatenate([feature_statistics(out[0]), np.asarray(out[1], np.float64)], axis=1)
             self.cache.update({(f, mirrored): row for f, row in zip(missing["file"], out, strict=True)})
         return np.stack([self.cache[(f, mirrored)] for f in frame["file"]])
 
@@ -213,7 +215,7 @@ class HeadFeatures:
         return x, np.tile(labels_of(frame, self.positive).astype(np.float32), len(views))
 
     def head_rows(self, frame, mirrored: bool = False) -> np.ndarray:
-        """The head's input for each row of `frame` (its blocks' columns of gate rows), float32."""
+        """The head's input for each row of `frame` (the columns after the gate's), float32."""
         rows = self.rows(frame, mirrored)
         return (rows[:, self.columns] if self.gate_rows else rows).astype(np.float32)
 

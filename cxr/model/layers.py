@@ -50,15 +50,32 @@ class PaperAugmentation(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="cxr")
 class ChannelStatistics(keras.layers.Layer):
-    """(B, H, W, C) feature maps -> (B, 2C): log1p of each channel's spatial mean, then of its standard
-    deviation. What a block says about texture and contrast, whatever the image size; log1p tames the
-    heavy tail of ReLU activations. Computed in float32 (variances overflow float16)."""
+    """(B, H, W, C) feature maps -> (B, 2C (1 + zones)): log1p of each channel's spatial mean, then of its
+    standard deviation, over the whole map and then over each zone of a `zones` = (rows, columns) grid (row
+    by row; none for (1, 1)). What a block says about texture and contrast, and where: on the lungs' box,
+    upper, middle and lower zones of each lung for (3, 2). A grid finer than the map is coarsened to it.
+    log1p tames the heavy tail of ReLU activations. Computed in float32 (variances overflow float16)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, zones=(1, 1), **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+        self.zones = tuple(int(z) for z in zones)
 
     def call(self, x):
         x = keras.ops.cast(x, "float32")
-        mean, std = keras.ops.mean(x, axis=(1, 2)), keras.ops.std(x, axis=(1, 2))
-        return keras.ops.log1p(keras.ops.maximum(keras.ops.concatenate([mean, std], axis=-1), 0.0))
+        height, width = x.shape[1], x.shape[2]
+        rows, cols = min(self.zones[0], height), min(self.zones[1], width)
+        parts = [x]
+        if rows * cols > 1:
+            parts += [
+                x[:, r * height // rows : (r + 1) * height // rows, c * width // cols : (c + 1) * width // cols, :]
+                for r in range(rows)
+                for c in range(cols)
+            ]
+        stats = []
+        for part in parts:
+            stats += [keras.ops.mean(part, axis=(1, 2)), keras.ops.std(part, axis=(1, 2))]
+        return keras.ops.log1p(keras.ops.maximum(keras.ops.concatenate(stats, axis=-1), 0.0))
+
+    def get_config(self):
+        return {**super().get_config(), "zones": list(self.zones)}

@@ -148,7 +148,7 @@ def _model_section(name: str, version: str, run: RunRecord) -> dict:
     return {
         "name": name,
         "version": str(version),
-        "architecture": describe(tp.pooling, tp.head, tp.standardise, list(tp.stat_blocks))
+        "architecture": describe(tp.pooling, tp.head, tp.standardise, list(tp.stat_blocks), list(tp.stat_zones))
         + " (after R. Wali, Detecting COVID-19 from Medical X-Ray Images, 2021: Flatten, Dense 1024 ReLU, "
         "Dense 512 ReLU, Dense 1 sigmoid)",
         "image_size": tp.image_size,

@@ -9,6 +9,7 @@ import numpy as np
 
 from cxr.evaluation.splits import split_features
 from cxr.inference.classifier import XrayClassifier
+from cxr.model.block_stats import GATE_WIDTH
 from cxr.model.config import MODEL_FILE, ModelConfig
 from cxr.model.segmenter import SEGMENTER_FILE
 from cxr.params import Params
@@ -31,7 +32,9 @@ def fit_monitors(model_dir: Path, dataset_dir, train_frame, val_frame, params: P
 
     def features(frame):
         if cache is not None and all((f, False) in cache for f in frame["file"]):
-            return np.stack([cache[(f, False)] for f in frame["file"]]) if len(frame) else np.zeros((0, 0))
+            # a cached row is the gate's statistics, then the head's input (HeadFeatures)
+            rows = [cache[(f, False)][:GATE_WIDTH] for f in frame["file"]]
+            return np.stack(rows) if len(frame) else np.zeros((0, 0))
         return split_features(classifier, frame, dataset_dir)
 
     train_features = features(train_frame)

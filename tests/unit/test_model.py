@@ -34,7 +34,8 @@ def test_block_statistics_feed_the_head_the_mean_and_std_of_each_chosen_block():
     from cxr.model.architecture import truncated
     from cxr.model.block_stats import block_columns, build_scorer, feature_statistics
 
-    model = build_model(TrainParams(image_size=64, weights="hed", pooling="block_stats", stat_blocks=(3, 4, 5)))
+    tp = TrainParams(image_size=64, weights="hed", pooling="block_stats", stat_blocks=(3, 4, 5), stat_zones=(1, 1))
+    model = build_model(tp)
     base = model.get_layer("vgg16_block_stats")
     assert base.output.shape[-1] == 2 * (256 + 512 + 512)
     images = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
@@ -47,6 +48,26 @@ def test_block_statistics_feed_the_head_the_mean_and_std_of_each_chosen_block():
     assert pooled.shape == (2, 2560)
     with pytest.raises(CxrError, match="block 5 among them"):
         build_model(TrainParams(image_size=32, weights="none", pooling="block_stats", stat_blocks=(3, 4)))
+
+
+def test_zone_statistics_are_each_zones_mean_and_std_after_the_whole_maps():
+    from cxr.model.layers import ChannelStatistics
+
+    maps = np.random.default_rng(1).gamma(0.5, 2.0, (2, 11, 11, 4)).astype(np.float32)
+    out = np.asarray(ChannelStatistics((3, 2))(maps))
+    expected = [maps.mean((1, 2)), maps.std((1, 2))]
+    for rows in ((0, 3), (3, 7), (7, 11)):  # 11 rows in three bands, 11 columns in two halves
+        for cols in ((0, 5), (5, 11)):
+            zone = maps[:, rows[0] : rows[1], cols[0] : cols[1]]
+            expected += [zone.mean((1, 2)), zone.std((1, 2))]
+    np.testing.assert_allclose(out, np.log1p(np.concatenate(expected, axis=1)), rtol=1e-5, atol=1e-6)
+    # a grid finer than the map is coarsened to it; [1, 1] is the whole map alone
+    assert np.asarray(ChannelStatistics((3, 2))(maps[:, :2, :1])).shape == (2, 4 * 2 * (1 + 2))
+    assert np.asarray(ChannelStatistics((1, 1))(maps)).shape == (2, 8)
+    model = build_model(TrainParams(image_size=64, weights="none", pooling="block_stats", stat_zones=(3, 2)))
+    assert model.get_layer("vgg16_block_stats").output.shape[-1] == 2 * (256 + 512 + 512) * 7
+    with pytest.raises(CxrError, match="stat_zones"):
+        build_model(TrainParams(image_size=64, weights="none", pooling="block_stats", stat_zones=(0, 2)))
 
 
 def test_freeze_base_controls_trainable_weights():

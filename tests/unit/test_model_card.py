@@ -65,7 +65,7 @@ def test_the_architecture_is_the_network_the_run_trained():
     cpu = build_card("m", "3", record(RECORDED, TAGS))["model"]["architecture"]
     assert cpu.startswith(
         "VGG16 without its top + per-channel mean and standard deviation (log1p) of blocks 3, 4, 5, "
-        "feature standardisation, Dense 1 sigmoid"
+        "over the whole map and each zone of a 3 x 2 grid, feature standardisation, Dense 1 sigmoid"
     )
     paper = record(RECORDED, TAGS, load_params(profile="paper"))
     architecture = build_card("m", "3", paper)["model"]["architecture"]

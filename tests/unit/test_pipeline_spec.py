@@ -51,7 +51,7 @@ def test_the_run_form_has_typed_parameters_and_no_json_blob(package):
         if p["parameterType"] == "STRING" and isinstance(p.get("defaultValue"), str):
             assert not p["defaultValue"].lstrip().startswith(("{", "[")), name
     lr = inputs["train_learning_rate"]
-    assert lr["parameterType"] == "NUMBER_DOUBLE" and lr["defaultValue"] == 0.01
+    assert lr["parameterType"] == "NUMBER_DOUBLE" and lr["defaultValue"] == 0.001
     assert inputs["train_epochs"]["parameterType"] == "NUMBER_INTEGER"
     assert "One of: linear, paper." in inputs["train_head"]["description"]
     for p in pipeline_parameters():  # every one typed from its field, described, defaulting to params.yaml

@@ -1,0 +1,160 @@
+"""Does the head read better from where in the lungs a block responds? Whole-map block statistics
+against statistics over each zone of a 3 x 2 grid of the lungs' box, measured.
+
+The default view (`lungs.view: crop`: the film cropped to its lung fields, equalised within them) of a
+dataset, of its test split with the lungs hidden and of the external normals goes through the frozen
+VGG16 once; the per-channel mean and standard deviation (log1p) of blocks 3-5 are kept over the whole map
+and over each zone (upper, middle, lower third of each half: `train.stat_zones: [3, 2]`), cached. On a
+stratified 60/20/20 split (as bench/lung_view_study.py), for each feature set and each probe strength C,
+a logistic regression: validation log loss (what chooses), test F1 at the validation's max-F1 threshold,
+test ROC AUC, the shortcut probe (test AUC with the lungs hidden) and the external normals' specificity at
+the validation threshold and at the threshold keeping test sensitivity >= 0.90. Then the pipeline's own
+head (SGD, momentum 0.9, batch 64, the epoch of lowest validation log loss out of 100) on the zone
+features at learning rates 0.01 and 0.001.
+
+    python bench/zone_study.py --data ../shared/data/covid-radiography-more
+Last line: `ratio:` test F1 of the zone features / of the whole-map features, each at its C of lowest
+validation log loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import keras
+import numpy as np
+from lung_view_study import _rgb, cached, hide_lungs, load_dataset, load_external, threshold_for_sensitivity, views
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score, log_loss, roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from cxr.data.images import resize_and_scale
+from cxr.model.architecture import build_model
+from cxr.model.segmenter import Segmenter
+from cxr.params import TrainParams
+
+BLOCKS = (("block3_conv3", 256), ("block4_conv3", 512), ("block5_conv3", 512))
+GRID = np.linspace(0.05, 0.95, 91)
+
+
+def feature_maps(size: int):
+    """The frozen base (HED VGG16, caffe input) up to the last convolution of blocks 3-5."""
+    model = build_model(TrainParams(image_size=size))
+    base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    names = [layer.name for layer in model.layers]
+    inner = keras.Model(base.inputs, [base.get_layer(n).output for n, _ in BLOCKS])
+    inputs = keras.Input((size, size, 3))
+    x = inputs
+    for layer in model.layers[1 : names.index(base.name)]:
+        x = layer(x)
+    return keras.Model(inputs, inner(x))
+
+
+def zone_statistics(fmap: np.ndarray) -> np.ndarray:
+    """(B, H, W, C) -> log1p of [mean, std] over the map, then over each zone of a 3 x 2 grid (row by row),
+    as cxr.model.layers.ChannelStatistics((3, 2)) computes them."""
+    _, h, w, _ = fmap.shape
+    parts = [fmap] + [
+        fmap[:, r * h // 3 : (r + 1) * h // 3, c * w // 2 : (c + 1) * w // 2] for r in range(3) for c in range(2)
+    ]
+    return np.log1p(np.maximum(np.concatenate([s for p in parts for s in (p.mean((1, 2)), p.std((1, 2)))], 1), 0))
+
+
+def columns() -> dict[str, list[int]]:
+    """Feature sets by column: per block [mean C, std C] over the map, then (mean C, std C) for each zone."""
+    sets, offset = {"whole map": [], "zones": []}, 0
+    for _, c in BLOCKS:
+        sets["whole map"] += range(offset, offset + 2 * c)
+        sets["zones"] += range(offset, offset + 14 * c)
+        offset += 14 * c
+    return sets
+
+
+def report(name: str, y, p: dict, val, test) -> dict:
+    t_val = GRID[np.argmax([f1_score(y[val], p["x"][val] >= t) for t in GRID])]
+    t_sens = threshold_for_sensitivity(y[test], p["x"][test])
+    res = {
+        "val_log_loss": log_loss(y[val], np.clip(p["x"][val], 1e-7, 1 - 1e-7)),
+        "test_f1": f1_score(y[test], p["x"][test] >= t_val),
+        "test_auc": roc_auc_score(y[test], p["x"][test]),
+        "hidden_auc": roc_auc_score(y[test], p["hid"]),
+        "ext_spec_val_t": float(np.mean(p["ext"] < t_val)),
+        "ext_spec_sens90": float(np.mean(p["ext"] < t_sens)),
+    }
+    print(f"{name:32s} " + " ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
+    return res
+
+
+def sgd_head(x: dict, y, train, val, lr: float, l2: float = 0.1, epochs: int = 100) -> dict:
+    """The pipeline's linear head on standardised features (variance floored at 1% of the median): the
+    epoch of lowest validation log loss."""
+    variance = x["x"][train].var(0)
+    variance = np.maximum(variance, 0.01 * np.median(variance[variance > 0]))
+    mean = x["x"][train].mean(0)
+    z = {k: ((v - mean) / np.sqrt(variance)).astype(np.float32) for k, v in x.items()}
+    keras.utils.set_random_seed(42)
+    head = keras.Sequential(
+        [
+            keras.Input((z["x"].shape[1],)),
+            keras.layers.Dense(1, "sigmoid", kernel_initializer="zeros", kernel_regularizer=keras.regularizers.L2(l2)),
+        ]
+    )
+    head.compile(keras.optimizers.SGD(lr, momentum=0.9), "binary_crossentropy")
+    best = (np.inf, None)
+    for _ in range(epochs):
+        head.fit(z["x"][train], y[train], batch_size=64, epochs=1, shuffle=True, verbose=0)
+        loss = log_loss(y[val], np.clip(head.predict(z["x"][val], verbose=0).ravel(), 1e-7, 1 - 1e-7))
+        best = min(best, (loss, [w.copy() for w in head.get_weights()]), key=lambda b: b[0])
+    head.set_weights(best[1])
+    return {k: head.predict(v, verbose=0).ravel() for k, v in z.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--size", type=int, default=176)
+    parser.add_argument("--cache", type=Path, default=Path(".cache/zone-study"))
+    args = parser.parse_args()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    films, y = load_dataset(args.data)
+    ext_films, ext_masks = load_external()
+    fit = np.random.default_rng(0).permutation(len(ext_films))[: len(ext_films) // 2]
+    seg = Segmenter.fit([ext_films[i] for i in fit], [ext_masks[i].astype(np.uint8) * 255 for i in fit], 64, 80, 0)
+    train, rest = train_test_split(np.arange(len(y)), test_size=0.4, stratify=y, random_state=42)
+    val, test = train_test_split(rest, test_size=0.5, stratify=y[rest], random_state=42)
+    hidden = [hide_lungs(films[i], m) for i, m in zip(test, seg.masks([films[i] for i in test]), strict=True)]
+    maps = feature_maps(args.size)
+
+    def features(arrays):
+        out = []
+        for i in range(0, len(arrays), 32):
+            batch = np.stack([np.asarray(resize_and_scale(_rgb(a), args.size)) for a in arrays[i : i + 32]])
+            blocks = maps.predict_on_batch(batch)
+            out.append(np.concatenate([zone_statistics(np.asarray(m, np.float32)) for m in blocks], 1))
+        return np.concatenate(out)
+
+    key = f"{args.size}-{args.data.name}"
+    x = cached(args.cache, f"x-{key}", lambda: features(views("crop_eq", films, seg)))
+    xe = cached(args.cache, f"ext-{args.size}", lambda: features(views("crop_eq", ext_films, seg)))
+    xh = cached(args.cache, f"hidden-{key}", lambda: features(views("crop_eq", hidden, seg)))
+    chosen = {}
+    for name, cols in columns().items():
+        runs = []
+        for c in (0.001, 0.003, 0.01, 0.05):
+            scaler = StandardScaler().fit(x[train][:, cols])
+            model = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x[train][:, cols]), y[train])
+            sets = (("x", x), ("ext", xe), ("hid", xh))
+            p = {k: model.predict_proba(scaler.transform(v[:, cols]))[:, 1] for k, v in sets}
+            runs.append(report(f"{name}, C {c}", y, p, val, test))
+        chosen[name] = min(runs, key=lambda r: r["val_log_loss"])
+    zones = columns()["zones"]
+    for lr in (0.01, 0.001):
+        p = sgd_head({"x": x[:, zones], "ext": xe[:, zones], "hid": xh[:, zones]}, y, train, val, lr)
+        report(f"zones, pipeline head, lr {lr}", y, p, val, test)
+    print(f"ratio: {chosen['zones']['test_f1'] / chosen['whole map']['test_f1']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
