@@ -1,8 +1,10 @@
 """Block statistics of the VGG16 base: the per-channel mean and standard deviation of the last convolution
 of every block (2,944 numbers per image), computed inside the graph in the same pass as the probability.
 
-Two readers: the `pooling: block_stats` head (the columns of its `train.stat_blocks`, `block_columns`)
-and the input gate (cxr/safety/input_gate.py: all of them, log1p-compressed by `feature_statistics`).
+Read by the input gate (cxr/safety/input_gate.py: all of them, log1p-compressed by `feature_statistics`).
+The `pooling: block_stats` head computes its own in the model (cxr.model.layers.ChannelStatistics: its
+`train.stat_blocks`, over the whole map and each zone of `train.stat_zones`); `build_scorer(pooled=True)`
+gives both from one pass, as training's feature cache holds them (cxr.model.fitting.HeadFeatures).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ GATE_WIDTH = 2 * (64 + 128 + 256 + 512 + 512)  # the statistics' columns: each l
 
 def block_columns(blocks) -> np.ndarray:
     """The columns of the block statistics that hold the mean and std of the last convolution of each of
-    `blocks` (VGG16 blocks 1-5): what a `pooling: block_stats` head reads, in its order."""
+    `blocks` (VGG16 blocks 1-5), in the order a `pooling: block_stats` head with `stat_zones` [1, 1] reads them."""
     widths = dict(zip(range(1, 6), (64, 128, 256, 512, 512), strict=True))
     starts = dict(zip(range(1, 6), np.cumsum([0] + [2 * widths[b] for b in range(1, 5)]), strict=True))
     return np.concatenate([np.arange(starts[b], starts[b] + 2 * widths[b]) for b in sorted(set(blocks))])
