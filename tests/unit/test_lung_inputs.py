@@ -5,8 +5,9 @@ import pytest
 
 import cxr.training.run as training
 from cxr.data.manifest import ingest, read_manifest, split_frame
-from cxr.evaluation.splits import split_features
+from cxr.evaluation.splits import split_batches, split_features
 from cxr.inference.classifier import load_model_dir
+from cxr.model.block_stats import GATE_WIDTH, build_scorer
 from cxr.model.config import ModelConfig
 from tests.conftest import tiny
 
@@ -31,7 +32,12 @@ def test_the_features_training_fits_on_are_what_the_served_model_computes(tiny_d
     train = split_frame(read_manifest(tmp_path / "ds"), "train")
     served = split_features(classifier, train, tmp_path / "ds")
     fitted = np.stack([captured["cache"][(f, False)] for f in train["file"]])
-    np.testing.assert_allclose(fitted, served, rtol=1e-5, atol=1e-5)
+    # a cached row: the input gate's features, then the head's input (each zone's block statistics)
+    np.testing.assert_allclose(fitted[:, :GATE_WIDTH], served, rtol=1e-5, atol=1e-5)
+    pooled = build_scorer(classifier.keras_model, pooled=True)
+    head_input = [pooled.predict_on_batch(classifier.preprocess(a))[1] for a in split_batches(train, tmp_path / "ds")]
+    assert fitted.shape[1] > GATE_WIDTH
+    np.testing.assert_allclose(fitted[:, GATE_WIDTH:], np.concatenate(head_input), rtol=1e-5, atol=1e-5)
     (tmp_path / "model" / "lungs.keras").unlink()  # without its segmenter the model would read whole films
     if view != "film":
         assert not np.allclose(split_features(load_model_dir(tmp_path / "model"), train, tmp_path / "ds"), served)
