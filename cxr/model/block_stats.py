@@ -13,13 +13,14 @@ import keras
 import numpy as np
 
 FEATURE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
-GATE_WIDTH = 2 * (64 + 128 + 256 + 512 + 512)  # the statistics' columns: each layer's channels, mean and std
+CHANNELS = (64, 128, 256, 512, 512)  # of each FEATURE_LAYERS layer (VGG16 blocks 1-5)
+GATE_WIDTH = 2 * sum(CHANNELS)  # the statistics' columns: each layer's channels, mean and std
 
 
 def block_columns(blocks) -> np.ndarray:
     """The columns of the block statistics that hold the mean and std of the last convolution of each of
     `blocks` (VGG16 blocks 1-5), in the order a `pooling: block_stats` head with `stat_zones` [1, 1] reads them."""
-    widths = dict(zip(range(1, 6), (64, 128, 256, 512, 512), strict=True))
+    widths = dict(zip(range(1, 6), CHANNELS, strict=True))
     starts = dict(zip(range(1, 6), np.cumsum([0] + [2 * widths[b] for b in range(1, 5)]), strict=True))
     return np.concatenate([np.arange(starts[b], starts[b] + 2 * widths[b]) for b in sorted(set(blocks))])
 
