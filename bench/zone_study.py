@@ -4,7 +4,8 @@ against statistics over each zone of a 3 x 2 grid of the lungs' box, measured.
 The default view (`lungs.view: crop`: the film cropped to its lung fields, equalised within them) of a
 dataset, of its test split with the lungs hidden and of the external normals goes through the frozen
 VGG16 once; the per-channel mean and standard deviation (log1p) of blocks 3-5 are kept over the whole map
-and over each zone (upper, middle, lower third of each half: `train.stat_zones: [3, 2]`), cached. On a
+and over each zone (upper, middle, lower third of each half: `train.stat_zones: [3, 2]`), as the
+model's own layers compute them, cached. On a
 stratified 60/20/20 split (as bench/lung_view_study.py), for each feature set and each probe strength C,
 a logistic regression: validation log loss (what chooses), test F1 at the validation's max-F1 threshold,
 test ROC AUC, the shortcut probe (test AUC with the lungs hidden) and the external normals' specificity at
@@ -31,41 +32,25 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from cxr.data.images import resize_and_scale
-from cxr.model.architecture import build_model
+from cxr.model.architecture import build_model, standardise_on
+from cxr.model.block_stats import CHANNELS, build_scorer
 from cxr.model.segmenter import Segmenter
 from cxr.params import TrainParams
 
-BLOCKS = (("block3_conv3", 256), ("block4_conv3", 512), ("block5_conv3", 512))
 GRID = np.linspace(0.05, 0.95, 91)
 
 
-def feature_maps(size: int):
-    """The frozen base (HED VGG16, caffe input) up to the last convolution of blocks 3-5."""
-    model = build_model(TrainParams(image_size=size))
-    base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
-    names = [layer.name for layer in model.layers]
-    inner = keras.Model(base.inputs, [base.get_layer(n).output for n, _ in BLOCKS])
-    inputs = keras.Input((size, size, 3))
-    x = inputs
-    for layer in model.layers[1 : names.index(base.name)]:
-        x = layer(x)
-    return keras.Model(inputs, inner(x))
-
-
-def zone_statistics(fmap: np.ndarray) -> np.ndarray:
-    """(B, H, W, C) -> log1p of [mean, std] over the map, then over each zone of a 3 x 2 grid (row by row),
-    as cxr.model.layers.ChannelStatistics((3, 2)) computes them."""
-    _, h, w, _ = fmap.shape
-    parts = [fmap] + [
-        fmap[:, r * h // 3 : (r + 1) * h // 3, c * w // 2 : (c + 1) * w // 2] for r in range(3) for c in range(2)
-    ]
-    return np.log1p(np.maximum(np.concatenate([s for p in parts for s in (p.mean((1, 2)), p.std((1, 2)))], 1), 0))
+def head_input(size: int):
+    """The frozen base (HED VGG16, caffe input) with the CPU profile's head input over a 3 x 2 grid: the
+    product's own layers (cxr.model.layers.ChannelStatistics), blocks 3-5, from `build_scorer(pooled=True)`."""
+    scorer = build_scorer(build_model(TrainParams(image_size=size, stat_zones=(3, 2))), pooled=True)
+    return lambda batch: np.asarray(scorer.predict_on_batch(batch)[1], np.float64)
 
 
 def columns() -> dict[str, list[int]]:
     """Feature sets by column: per block [mean C, std C] over the map, then (mean C, std C) for each zone."""
     sets, offset = {"whole map": [], "zones": []}, 0
-    for _, c in BLOCKS:
+    for c in CHANNELS[2:]:  # blocks 3-5
         sets["whole map"] += range(offset, offset + 2 * c)
         sets["zones"] += range(offset, offset + 14 * c)
         offset += 14 * c
@@ -88,16 +73,16 @@ def report(name: str, y, p: dict, val, test) -> dict:
 
 
 def sgd_head(x: dict, y, train, val, lr: float, l2: float = 0.1, epochs: int = 100) -> dict:
-    """The pipeline's linear head on standardised features (variance floored at 1% of the median): the
-    epoch of lowest validation log loss."""
-    variance = x["x"][train].var(0)
-    variance = np.maximum(variance, 0.01 * np.median(variance[variance > 0]))
-    mean = x["x"][train].mean(0)
-    z = {k: ((v - mean) / np.sqrt(variance)).astype(np.float32) for k, v in x.items()}
+    """The pipeline's linear head on standardised features (`standardise_on`: the training images', each
+    variance floored at 1% of the median): the epoch of lowest validation log loss."""
+    z = {k: v.astype(np.float32) for k, v in x.items()}
+    standardise = keras.layers.Normalization()
+    standardise_on(standardise, z["x"][train])
     keras.utils.set_random_seed(42)
     head = keras.Sequential(
         [
             keras.Input((z["x"].shape[1],)),
+            standardise,
             keras.layers.Dense(1, "sigmoid", kernel_initializer="zeros", kernel_regularizer=keras.regularizers.L2(l2)),
         ]
     )
@@ -125,14 +110,12 @@ def main() -> None:
     train, rest = train_test_split(np.arange(len(y)), test_size=0.4, stratify=y, random_state=42)
     val, test = train_test_split(rest, test_size=0.5, stratify=y[rest], random_state=42)
     hidden = [hide_lungs(films[i], m) for i, m in zip(test, seg.masks([films[i] for i in test]), strict=True)]
-    maps = feature_maps(args.size)
+    pooled = head_input(args.size)
 
     def features(arrays):
         out = []
         for i in range(0, len(arrays), 32):
-            batch = np.stack([np.asarray(resize_and_scale(_rgb(a), args.size)) for a in arrays[i : i + 32]])
-            blocks = maps.predict_on_batch(batch)
-            out.append(np.concatenate([zone_statistics(np.asarray(m, np.float32)) for m in blocks], 1))
+            out.append(pooled(np.stack([np.asarray(resize_and_scale(_rgb(a), args.size)) for a in arrays[i : i + 32]])))
         return np.concatenate(out)
 
     key = f"{args.size}-{args.data.name}"
