@@ -66,7 +66,9 @@ def throughput(run, batch: np.ndarray, size: int, repeats: int) -> float:
 STATISTICS_OPS = ["ReduceMean", "Subtract", "Multiply", "Power", "Concat", "Log", "Add", "MatMul", "Maximum"]
 
 
-def int8_settings() -> dict:
+def int8_settings(advanced: str = "advanced_parameters") -> dict:
+    """nncf.quantize's keywords; `advanced`: the name the advanced parameters take (quantize_with_accuracy_control
+    calls them advanced_quantization_parameters)."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -75,9 +77,7 @@ def int8_settings() -> dict:
         "preset": nncf.QuantizationPreset.MIXED,
         "fast_bias_correction": False,
         "ignored_scope": nncf.IgnoredScope(types=STATISTICS_OPS),
-        "advanced_parameters": AdvancedQuantizationParameters(
-            activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX
-        ),
+        advanced: AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX),
     }
 
 
@@ -94,9 +94,8 @@ def accuracy_controlled(model, dataset, calibration: np.ndarray, probability, dr
     import nncf
     import openvino as ov
 
-    settings = int8_settings()
     compiled = ov.Core().compile_model(model, "CPU")
-    reference = probability([compiled(calibration)[compiled.output(i)] for i in range(len(compiled.outputs))])
+    reference = probability(in_batches(lambda b: [compiled(b)[o] for o in compiled.outputs], calibration))
     chunks = [(calibration[i : i + 16], reference[i : i + 16]) for i in range(0, len(calibration), 16)]
 
     def metric(candidate, data) -> float:
@@ -114,7 +113,7 @@ def accuracy_controlled(model, dataset, calibration: np.ndarray, probability, dr
         max_drop=drop,
         drop_type=nncf.DropType.ABSOLUTE,
         subset_size=len(calibration),
-        **{("advanced_quantization_parameters" if k == "advanced_parameters" else k): v for k, v in settings.items()},
+        **int8_settings("advanced_quantization_parameters"),
     )
 
 
