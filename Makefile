@@ -104,7 +104,7 @@ ui: setup ## MLflow UI on the local store (http://127.0.0.1:5000)
 compile: setup ## Compile the Kubeflow Pipelines package to build/covid_xray_pipeline.yaml
 	$(BIN)/cxr pipeline compile --output build/covid_xray_pipeline.yaml $(ARGS)
 
-cluster-manifests: setup ## Render infra/k8s for a cluster with every Secret generated (build/cluster/cxr.yaml; values: infra/k8s/secrets.env)
+cluster-manifests: setup ## Render infra/k8s with every Secret generated, one set per kind of cluster (build/cluster/gpu.yaml, cpu-only.yaml; values: infra/k8s/secrets.env)
 	$(BIN)/python infra/k8s/cluster_manifests.py $(ARGS)
 
 cluster-rehearsal: data images ## Start the rendered cluster manifests for real in Docker (needs dockerd, kubectl, prometheus; ends with a JSON line)

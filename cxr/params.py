@@ -219,7 +219,7 @@ class ClusterParams:
     data_dir: str = ""  # a dataset path on a volume the pods mount; empty: fetch data.dvc's version from dvc_remote
     data_pvc: str = ""  # with data_dir: the PersistentVolumeClaim mounted (read-only) at data_dir in the ingest pod
     dvc_remote: str = ""  # empty: the URL of the DVC project's remote `s3` (.dvc/config), the one CI pushes to
-    dvc_secret: str = "cxr-s3"  # Kubernetes secret (access-key-id, secret-access-key) for the DVC remote
+    dvc_secret: str = "cxr-s3-dvc"  # Kubernetes secret (access-key-id, secret-access-key) for the DVC remote
     # Kubernetes secret (username, password) of the MLflow identity every task signs in as; empty: none
     mlflow_secret: str = "cxr-mlflow-ci"
     dvc_endpoint_url: str = ""  # S3-compatible endpoint of the DVC remote (MinIO); empty: AWS

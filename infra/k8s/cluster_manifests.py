@@ -1,12 +1,14 @@
-"""`make cluster-manifests`: the complete set of manifests for the `cxr` namespace, Secrets included.
+"""`make cluster-manifests`: the complete set of manifests for a cluster, Secrets included, one per kind of cluster.
 
     python infra/k8s/cluster_manifests.py [--values FILE] [--out DIR]
 
 Reads the operator's values (`infra/k8s/secrets.env`, from `secrets.env.example`; never committed), gives
 every value left empty a random one, keeps all of them in `DIR/secrets.env` (mode 0600, reused by the next
-render so passwords stay stable), derives the database URLs, and writes a kustomize overlay over
-`infra/k8s` whose `secretGenerator` makes every Secret the manifests mount. `DIR/cxr.yaml` is the render:
-it holds the Secrets, so it stays in `build/` (ignored by git) and is applied, not shared.
+render so passwords stay stable), derives the database URLs, and writes kustomize overlays over `infra/k8s`:
+`services` (namespace `cxr`, whose `secretGenerator` makes every Secret the manifests mount) and, for each
+overlay of `infra/k8s/overlays` (`gpu`, `cpu-only`), the pipeline's namespace (PIPELINE_NAMESPACE: the
+Secrets its tasks read and the overlay's GPU quota). `DIR/gpu.yaml` and `DIR/cpu-only.yaml` are the renders:
+they hold the Secrets, so they stay in `build/` (ignored by git) and are applied, not shared.
 """
 
 from __future__ import annotations
@@ -54,7 +56,12 @@ DEFAULTS = {
     "OAUTH2_COOKIE_SECRET": "",
     "TLS_CERT_FILE": "-",
     "TLS_KEY_FILE": "-",
+    # the Kubeflow profile's namespace the pipeline runs in, and how many GPUs its pods may hold at once (gpu)
+    "PIPELINE_NAMESPACE": "kubeflow-user",
+    "PIPELINE_GPUS": "1",
 }
+OVERLAYS = ("gpu", "cpu-only")  # infra/k8s/overlays: what differs between the two kinds of cluster
+PIPELINE_SECRETS = ("cxr-mlflow-ci", "cxr-s3-dvc")  # params.yaml cluster.mlflow_secret, cluster.dvc_secret
 PLACEHOLDERS = ("CXR_HOST", "OIDC_ISSUER_URL", "OIDC_CLIENT_SECRET")  # only the operator can know these
 
 
@@ -184,7 +191,15 @@ def write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-HOST_TARGETS = """replacements:  # the operator's host name into both Ingresses
+GPU_QUOTA = """patches:  # PIPELINE_GPUS
+  - target: {{kind: ResourceQuota, name: cxr-pipeline-accelerators}}
+    patch: '[{{"op": "replace", "path": "/spec/hard/requests.nvidia.com~1gpu", "value": {gpus}}}]'
+"""
+INGRESS_HOST = """configMapGenerator:
+  - name: cxr-ingress
+    literals:
+      - host={host}
+replacements:  # the operator's host name into both Ingresses
   - source: {kind: ConfigMap, name: cxr-ingress, fieldPath: data.host}
     targets:
       - select: {kind: Ingress}
@@ -192,31 +207,51 @@ HOST_TARGETS = """replacements:  # the operator's host name into both Ingresses
 """
 
 
-def write_overlay(out: Path, files: dict[str, dict[str, str]], ingress: dict[str, str]) -> Path:
-    """A kustomization over infra/k8s whose secretGenerator makes `files` (cxr-tls: a TLS Secret) and whose
-    configMapGenerator makes cxr-ingress from `ingress`; returns its folder."""
-    overlay = out / "kustomize"
-    shutil.rmtree(overlay, ignore_errors=True)
-    generators = []
+def generators(overlay: Path, files: dict[str, dict[str, str]]) -> str:
+    """secretGenerator entries making `files` (cxr-tls: a TLS Secret), their values written under `overlay`."""
+    entries = []
     for name, keys in files.items():
         for key, value in keys.items():
             write_private(overlay / "secrets" / name / key, value)
-        entries = "".join(f"\n      - {key}=secrets/{name}/{key}" for key in keys)
+        listed = "".join(f"\n      - {key}=secrets/{name}/{key}" for key in keys)
         kind = "kubernetes.io/tls" if name == "cxr-tls" else "Opaque"
-        generators.append(f"  - name: {name}\n    type: {kind}\n    files:{entries}")
-    literals = "".join(f"\n      - {key}={value}" for key, value in ingress.items())
-    base = os.path.relpath(HERE, overlay)
-    text = (
-        "# written by infra/k8s/cluster_manifests.py (make cluster-manifests): infra/k8s and its Secrets\n"
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: cxr\n"
-        f"resources:\n  - {base}\n"
-        "generatorOptions:\n  disableNameSuffixHash: true  # the names the manifests and cxr pipeline compile use\n"
-        "  labels: {app.kubernetes.io/part-of: cxr}\n"
-        "secretGenerator:\n" + "\n".join(generators) + "\n"
-        f"configMapGenerator:\n  - name: cxr-ingress\n    literals:{literals}\n" + HOST_TARGETS
+        entries.append(f"  - name: {name}\n    type: {kind}\n    files:{listed}")
+    return "secretGenerator:\n" + "\n".join(entries) + "\n"
+
+
+def kustomization(namespace: str, resources: list[str], body: str = "") -> str:
+    return (
+        "# written by infra/k8s/cluster_manifests.py (make cluster-manifests)\n"
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        + (f"namespace: {namespace}\n" if namespace else "")
+        + "resources:\n"
+        + "".join(f"  - {r}\n" for r in resources)
+        + "generatorOptions:\n  disableNameSuffixHash: true  # the names the manifests and cxr pipeline compile use\n"
+        "  labels: {app.kubernetes.io/part-of: cxr}\n" + body
     )
-    write_private(overlay / "kustomization.yaml", text)
-    return overlay
+
+
+def write_overlays(out: Path, files: dict[str, dict[str, str]], v: dict[str, str]) -> dict[str, Path]:
+    """Kustomizations under `out/kustomize`: `services` (infra/k8s, its Secrets, cxr-ingress from CXR_HOST), and
+    for each of OVERLAYS one over `services` plus the pipeline's namespace; overlay name -> its folder."""
+    root = out / "kustomize"
+    shutil.rmtree(root, ignore_errors=True)
+    services = root / "services"
+    body = generators(services, files) + INGRESS_HOST.replace("{host}", v["CXR_HOST"])
+    write_private(services / "kustomization.yaml", kustomization("cxr", [os.path.relpath(HERE, services)], body))
+    folders = {}
+    for name in OVERLAYS:
+        pipeline = root / f"pipeline-{name}"
+        body = generators(pipeline, {s: files[s] for s in PIPELINE_SECRETS})
+        if name == "gpu":
+            if not v["PIPELINE_GPUS"].isdigit():
+                raise SystemExit(f"PIPELINE_GPUS is {v['PIPELINE_GPUS']!r}; give a whole number of GPUs, e.g. 1.")
+            body += GPU_QUOTA.format(gpus=json.dumps(v["PIPELINE_GPUS"]))
+        resources = [os.path.relpath(HERE / "overlays" / name, pipeline)]
+        write_private(pipeline / "kustomization.yaml", kustomization(v["PIPELINE_NAMESPACE"], resources, body))
+        folders[name] = root / name
+        write_private(folders[name] / "kustomization.yaml", kustomization("", ["../services", f"../pipeline-{name}"]))
+    return folders
 
 
 def monitoring_objects() -> str:
@@ -298,8 +333,8 @@ def kserve_objects(v: dict[str, str]) -> str:
     return header + yaml.safe_dump_all([runtime, account, secret, policy], sort_keys=False, width=120)
 
 
-def render(values_file: Path, out: Path) -> tuple[Path, list[str]]:
-    """The render's path and the values only the operator can give that were not given."""
+def render(values_file: Path, out: Path) -> tuple[list[Path], list[str]]:
+    """The renders' paths (one per overlay) and the values only the operator can give that were not given."""
     given = read_env(values_file) if values_file.is_file() else {}
     kubectl = shutil.which("kubectl")
     if not kubectl:
@@ -308,15 +343,16 @@ def render(values_file: Path, out: Path) -> tuple[Path, list[str]]:
     values = settle_values(given, read_env(kept_file) if kept_file.is_file() else {})
     write_private(kept_file, "".join(f"{k}={v}\n" for k, v in values.items()))
     files = secret_files(values) | {"cxr-tls": tls_files(values, out)}
-    overlay = write_overlay(out, files, {"host": values["CXR_HOST"]})
-    done = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        raise SystemExit(f"kubectl kustomize {overlay} failed: {done.stderr.strip()}")
-    target = out / "cxr.yaml"
-    write_private(target, done.stdout)
+    targets = []
+    for name, overlay in write_overlays(out, files, values).items():
+        done = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise SystemExit(f"kubectl kustomize {overlay} failed: {done.stderr.strip()}")
+        targets.append(out / f"{name}.yaml")
+        write_private(targets[-1], done.stdout)
     (out / "monitoring.yaml").write_text(monitoring_objects())
     write_private(out / "kserve.yaml", kserve_objects(values))
-    return target, [name for name in PLACEHOLDERS if not given.get(name)]
+    return targets, [name for name in PLACEHOLDERS if not given.get(name)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -324,8 +360,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--values", type=Path, default=HERE / "secrets.env", help="the operator's values")
     parser.add_argument("--out", type=Path, default=PROJECT / "build" / "cluster", help="where the render goes")
     args = parser.parse_args(argv)
-    target, unset = render(args.values, args.out)
-    print(f"wrote {target} (Secrets included: apply it, never commit it); values kept in {args.out / 'secrets.env'}")
+    targets, unset = render(args.values, args.out)
+    written = " and ".join(str(t) for t in targets)
+    print(f"wrote {written} (Secrets included: apply the one for your cluster, never commit it); values kept in "
+          f"{args.out / 'secrets.env'}")  # fmt: skip
     if unset:
         print(
             f"warning: set {', '.join(unset)} in {args.values} (placeholders now), then render again", file=sys.stderr

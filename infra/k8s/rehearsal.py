@@ -98,7 +98,8 @@ class Rehearsal:
                           "OIDC_CLIENT_SECRET=rehearsal\n")  # fmt: skip
         subprocess.run([sys.executable, str(HERE / "cluster_manifests.py"), "--values", str(values), "--out",
                         str(out)], check=True, capture_output=True, text=True, timeout=300)  # fmt: skip
-        return Cluster([d for d in yaml.safe_load_all((out / "cxr.yaml").read_text()) if d])
+        # the CPU-only cluster's set: the rehearsal has no GPU (the two sets differ only in the pipeline's quota)
+        return Cluster([d for d in yaml.safe_load_all((out / "cpu-only.yaml").read_text()) if d])
 
     def secret(self, name: str, key: str) -> str:
         return self.cluster.secrets[name][key].decode()

@@ -1,6 +1,6 @@
 """A rendered Kubernetes pod spec as a Docker container: what `make cluster-rehearsal` starts (test tooling).
 
-Each workload of `build/cluster/cxr.yaml` (Deployment, StatefulSet, Job, a CronJob's job template) becomes
+Each workload of `build/cluster/cpu-only.yaml` (Deployment, StatefulSet, Job, a CronJob's job template) becomes
 `docker run` with exactly its pod spec's command, args, environment (values from the rendered Secrets and
 ConfigMaps), mounted Secret and ConfigMap files (with the modes and ownership kubelet gives them: root,
 `defaultMode`, group `fsGroup` and group-readable only when the pod sets `fsGroup`), emptyDirs, claims

@@ -21,7 +21,8 @@ THIRD_PARTY = re.compile(
 )
 
 
-def render(tmp: Path, values: str = "") -> dict:
+def render(tmp: Path, values: str = "", overlay: str = "gpu", namespace: str = "cxr") -> dict:
+    """The objects of one overlay's render in `namespace` (and the cluster-wide ones), by kind and name."""
     (tmp / "values.env").write_text(values)
     out = subprocess.run(
         [sys.executable, str(SCRIPT), "--values", str(tmp / "values.env"), "--out", str(tmp / "out")],
@@ -30,8 +31,9 @@ def render(tmp: Path, values: str = "") -> dict:
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    docs = [d for d in yaml.safe_load_all((tmp / "out" / "cxr.yaml").read_text()) if d]
-    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    docs = [d for d in yaml.safe_load_all((tmp / "out" / f"{overlay}.yaml").read_text()) if d]
+    here = [d for d in docs if d["metadata"].get("namespace", namespace) == namespace]
+    return {(d["kind"], d["metadata"]["name"]): d for d in here}
 
 
 def pod_specs(objects: dict):
@@ -60,8 +62,9 @@ def mounted_file(spec: dict, container: dict, path: str, objects: dict) -> tuple
 
 
 @pytest.mark.system
-def test_the_render_is_closed_over_what_its_pods_use(tmp_path):
-    objects = render(tmp_path)
+@pytest.mark.parametrize("overlay", ["gpu", "cpu-only"])
+def test_the_render_is_closed_over_what_its_pods_use(tmp_path, overlay):
+    objects = render(tmp_path, overlay=overlay)
     claims = {name for kind, name in objects if kind == "PersistentVolumeClaim"}
     for name, spec, doc in pod_specs(objects):
         claims_here = claims | {t["metadata"]["name"] for t in doc["spec"].get("volumeClaimTemplates", [])}
@@ -157,3 +160,26 @@ def test_every_mounted_secret_and_config_file_is_readable_by_the_pods_user(tmp_p
             modes = [source.get("defaultMode", 0o644)] + [i["mode"] for i in source.get("items", []) if "mode" in i]
             unreadable = [oct(m) for m in modes if not m & 0o004 and context.get("fsGroup") is None]
             assert not unreadable, f"{name}: volume {volume['name']} mode {unreadable} needs the pod's fsGroup"
+
+
+@pytest.mark.system
+def test_the_pipelines_namespace_gets_its_secrets_and_a_gpu_quota_for_its_kind_of_cluster(tmp_path):
+    """The pipeline's tasks read cluster.mlflow_secret and cluster.dvc_secret in the Kubeflow profile's
+    namespace: both are in each render, with the values of the services' copies. The GPU cluster's quota is
+    PIPELINE_GPUS; the CPU-only cluster's is 0, so a package compiled with an accelerator is refused at once."""
+    from cxr.params import Params
+
+    cluster = Params().cluster
+    values = "PIPELINE_NAMESPACE=radiology-ml\nPIPELINE_GPUS=2\n"
+    services = render(tmp_path, values)
+    for overlay, gpus in (("gpu", "2"), ("cpu-only", "0")):
+        pipeline = render(tmp_path, values, overlay, namespace="radiology-ml")
+        assert {name for kind, name in pipeline if kind == "Secret"} == {cluster.mlflow_secret, cluster.dvc_secret}
+        for name in (cluster.mlflow_secret, cluster.dvc_secret):
+            assert pipeline[("Secret", name)]["data"] == services[("Secret", name)]["data"]
+        quota = pipeline[("ResourceQuota", "cxr-pipeline-accelerators")]
+        assert quota["spec"]["hard"] == {f"requests.{cluster.accelerator}": gpus}
+    (tmp_path / "values.env").write_text("PIPELINE_GPUS=one\n")
+    out = subprocess.run([sys.executable, str(SCRIPT), "--values", str(tmp_path / "values.env"), "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode != 0 and "PIPELINE_GPUS is 'one'; give a whole number" in out.stderr

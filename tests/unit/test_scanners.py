@@ -69,10 +69,10 @@ def test_hadolint_catches_a_careless_dockerfile(tmp_path):
     assert out.returncode != 0 and "DL3008" in out.stdout
 
 
-def rendered(tmp_path):
+def rendered(tmp_path, folder="infra/k8s"):
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl is needed to render infra/k8s"
-    out = subprocess.run([kubectl, "kustomize", str(PROJECT / "infra" / "k8s")], capture_output=True, text=True)
+    out = subprocess.run([kubectl, "kustomize", str(PROJECT / folder)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     path = tmp_path / "rendered.yaml"
     path.write_text(out.stdout)
@@ -91,6 +91,14 @@ def test_the_rendered_manifests_validate_against_the_kubernetes_schema(tmp_path)
     broken = tmp_path / "broken.yaml"
     broken.write_text(path.read_text().replace("readOnlyRootFilesystem", "readOnlyRootFileSystem", 1))
     assert validate(broken).returncode != 0
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "cpu-only"])
+def test_the_overlays_for_the_pipelines_namespace_validate_too(tmp_path, overlay):
+    path = rendered(tmp_path, f"infra/k8s/overlays/{overlay}")
+    assert "ResourceQuota" in path.read_text()
+    out = validate(path)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_every_pod_meets_the_restricted_pod_security_standard(tmp_path):
