@@ -75,8 +75,7 @@ bench-serve: data ## Web-app latency, load, batching, BLAS threads and the model
 	$(BIN)/python bench/serve_blas_threads.py
 	$(BIN)/python bench/model_batch_cost.py
 
-bench-runtime: data ## OpenVINO fp32/bf16/int8 against TensorFlow on the served model's pass (installs bench/requirements-runtime.txt into .venv; needs a registered model)
-	$(BIN)/pip install --quiet -r bench/requirements-runtime.txt
+bench-runtime: data ## OpenVINO fp32/bf16/int8 against TensorFlow on the served model's pass (needs a registered model)
 	$(BIN)/python bench/inference_runtime.py
 
 bench-profile: data ## The CPU profile's tuning study and its end-to-end check: 5-fold CV x 3 seeds (about an hour)

@@ -15,7 +15,7 @@ floating point, most sensitive first, until the mean probability difference agai
 model on the calibration images is at most DROP (run with bf16 where put back; minutes per layer here).
 Last line `ratio:` the best offered runtime's images/s / TensorFlow's, batch 32 (1.00: none is offered).
 
-Needs OpenVINO and NNCF, which the project does not install: pip install -r bench/requirements-runtime.txt
+The int8 settings are the product's (cxr/inference/runtime.py `int8_settings`, `train.precision: int8`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from cxr.inference.runtime import int8_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -56,29 +58,6 @@ def throughput(run, batch: np.ndarray, size: int, repeats: int) -> float:
         for i in range(0, len(batch), size):
             run(batch[i : i + size])
     return repeats * len(batch) / (time.perf_counter() - start)
-
-
-# int8 where it pays and is safe: the 13 convolutions' inputs. NNCF's defaults also quantise the block
-# statistics (mean, deviation, log, standardisation: a per-tensor 8-bit grid at each step) and the head's
-# input, and that alone changed 10 of 64 labels; in floating point they change none. Full bias correction
-# (not the fast one), activation ranges from the calibration images' extremes (MINMAX, nothing clipped)
-# and the mixed preset (asymmetric activations) each halved the remaining error (docs/performance.md).
-STATISTICS_OPS = ["ReduceMean", "Subtract", "Multiply", "Power", "Concat", "Log", "Add", "MatMul", "Maximum"]
-
-
-def int8_settings(advanced: str = "advanced_parameters") -> dict:
-    """nncf.quantize's keywords; `advanced`: the name the advanced parameters take (quantize_with_accuracy_control
-    calls them advanced_quantization_parameters)."""
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-
-    return {
-        "preset": nncf.QuantizationPreset.MIXED,
-        "fast_bias_correction": False,
-        "ignored_scope": nncf.IgnoredScope(types=STATISTICS_OPS),
-        advanced: AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX),
-    }
 
 
 def in_batches(run, batch: np.ndarray, size: int = 32) -> list[np.ndarray]:

@@ -183,6 +183,8 @@ def start_run(
     train_pooling: str,
     train_stat_blocks: list,
     train_stat_zones: list,
+    train_runtime: str,
+    train_precision: str,
     train_head: str,
     train_standardise: bool,
     train_dropout: float,
@@ -282,6 +284,8 @@ def start_run(
         train_pooling: params.yaml train.pooling (str). One of: block_stats, flatten, average.
         train_stat_blocks: params.yaml train.stat_blocks (list).
         train_stat_zones: params.yaml train.stat_zones (list).
+        train_runtime: params.yaml train.runtime (str). One of: tensorflow, openvino.
+        train_precision: params.yaml train.precision (str). One of: fp32, bf16, int8.
         train_head: params.yaml train.head (str). One of: linear, paper.
         train_standardise: params.yaml train.standardise (bool).
         train_dropout: params.yaml train.dropout (float).
@@ -370,6 +374,8 @@ def start_run(
             "train.pooling": train_pooling,
             "train.stat_blocks": train_stat_blocks,
             "train.stat_zones": train_stat_zones,
+            "train.runtime": train_runtime,
+            "train.precision": train_precision,
             "train.head": train_head,
             "train.standardise": train_standardise,
             "train.dropout": train_dropout,
@@ -533,6 +539,8 @@ def train(
     train_pooling: str,
     train_stat_blocks: list,
     train_stat_zones: list,
+    train_runtime: str,
+    train_precision: str,
     train_head: str,
     train_standardise: bool,
     train_dropout: float,
@@ -610,6 +618,8 @@ def train(
         train_pooling: params.yaml train.pooling (str). One of: block_stats, flatten, average.
         train_stat_blocks: params.yaml train.stat_blocks (list).
         train_stat_zones: params.yaml train.stat_zones (list).
+        train_runtime: params.yaml train.runtime (str). One of: tensorflow, openvino.
+        train_precision: params.yaml train.precision (str). One of: fp32, bf16, int8.
         train_head: params.yaml train.head (str). One of: linear, paper.
         train_standardise: params.yaml train.standardise (bool).
         train_dropout: params.yaml train.dropout (float).
@@ -684,6 +694,8 @@ def train(
             "train.pooling": train_pooling,
             "train.stat_blocks": train_stat_blocks,
             "train.stat_zones": train_stat_zones,
+            "train.runtime": train_runtime,
+            "train.precision": train_precision,
             "train.head": train_head,
             "train.standardise": train_standardise,
             "train.dropout": train_dropout,

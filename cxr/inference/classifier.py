@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import shutil
 import tempfile
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
@@ -30,8 +31,9 @@ import cxr.model.layers  # noqa: F401 (registers the custom layers before a mode
 from cxr.data.images import resize_and_scale
 from cxr.data.lung_view import LUNG_VIEWS, bounding_box, lung_view
 from cxr.errors import CxrError, first_line
+from cxr.inference.runtime import EXTRACTOR_FILE, WEIGHTS_FILE, Extractor
 from cxr.inference.scoring import assess
-from cxr.model.block_stats import build_scorer, feature_statistics
+from cxr.model.block_stats import build_scorer, feature_statistics, head_of
 from cxr.model.calibration import apply_temperature
 from cxr.model.config import CONFIG_FILE, MODEL_FILE, ModelConfig
 from cxr.model.segmenter import SEGMENTER_FILE, Segmenter
@@ -44,7 +46,8 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
     """Loads the Keras model once; predictions reuse one compiled predict function."""
 
     def load_context(self, context):
-        gate, scope, drift, lungs = (context.artifacts.get(key) for key in ("ood", "scope", "drift", "lungs"))
+        keys = ("ood", "scope", "drift", "lungs", "extractor")
+        gate, scope, drift, lungs, extractor = (context.artifacts.get(key) for key in keys)
         self.load(
             Path(context.artifacts["keras_model"]),
             ModelConfig.from_file(context.artifacts["config"]),
@@ -52,6 +55,7 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
             Path(scope) if scope else None,
             Path(drift) if drift else None,
             Path(lungs) if lungs else None,
+            Path(extractor) if extractor else None,
         )
 
     def load(
@@ -62,9 +66,12 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         scope_path: Path | None = None,
         drift_path: Path | None = None,
         lungs_path: Path | None = None,
+        extractor_path: Path | None = None,
     ):
         """The Keras model, its config, its input gate, its population scope check, its drift reference and
-        its lung segmenter (None: a model trained before they existed, or one whose checks are being fitted)."""
+        its lung segmenter (None: a model trained before they existed, or one whose checks are being fitted),
+        and the frozen base's converted pass (extractor.xml, for config.runtime openvino; default: beside
+        the Keras file). $CXR_RUNTIME=tensorflow runs TensorFlow's pass, the reference, whatever the model's."""
         self.keras_model = keras.models.load_model(keras_path, compile=False, safe_mode=True)
         self.config = config
         self.gate = InputGate.load(ood_path) if ood_path and Path(ood_path).is_file() else None
@@ -72,9 +79,25 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         self.drift = DriftReference.load(drift_path) if drift_path and Path(drift_path).is_file() else None
         self.segmenter = Segmenter.load(lungs_path) if lungs_path and Path(lungs_path).is_file() else None
         self.scorer = build_scorer(self.keras_model)  # one pass: probability and the gate's features
+        self.extractor, self.head = None, None
+        if config.runtime == "openvino" and os.environ.get("CXR_RUNTIME", "") != "tensorflow":
+            path = Path(extractor_path or Path(keras_path).parent / EXTRACTOR_FILE)
+            if not path.is_file():
+                raise CxrError(f"{path} is missing: this model's frozen base runs in OpenVINO; log it with the model.")
+            self.extractor, self.head = Extractor.load(path, config.precision), head_of(self.keras_model)
         size = config.image_size
-        self.scorer.predict_on_batch(np.zeros((1, size, size, 3), np.float32))  # build once, not per request
+        self.one_pass(np.zeros((1, size, size, 3), np.float32))  # build once, not per request
         return self
+
+    def one_pass(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(uncalibrated probabilities, the gate's raw statistics) of a preprocessed batch: TensorFlow's
+        scorer, or the converted pass followed by the model's own head layers in Keras."""
+        if self.extractor is None:
+            probability, stats = self.scorer.predict_on_batch(batch)
+        else:
+            stats, features = self.extractor.predict_on_batch(batch)
+            probability = self.head(features, training=False)
+        return np.asarray(probability, dtype=np.float64).reshape(-1), stats
 
     def lung_masks(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Each film's lung fields (bool, the film's size) from the model's segmenter; None without one."""
@@ -110,11 +133,9 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
 
     def assess_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A preprocessed batch (`preprocess`) -> (calibrated probabilities, the gate's features)."""
-        probability, stats = self.scorer.predict_on_batch(batch)
-        probability = np.asarray(probability, dtype=np.float64).reshape(-1)
+        probability, stats = self.one_pass(batch)
         if self.config.flip_average:  # mean over the image and its mirror (train.flip_average)
-            mirrored = np.asarray(self.keras_model.predict_on_batch(batch[:, :, ::-1, :]), dtype=np.float64)
-            probability = (probability + mirrored.reshape(-1)) / 2
+            probability = (probability + self.one_pass(batch[:, :, ::-1, :])[0]) / 2
         # the temperature fitted in training (cxr/model/calibration.py)
         return apply_temperature(probability, self.config.temperature), feature_statistics(stats)
 
@@ -122,7 +143,7 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         """The gate's features only: one pass, without the mirrored pass the probability needs."""
         if not arrays:
             return np.zeros((0, 0), np.float64)
-        return feature_statistics(self.scorer.predict_on_batch(self.preprocess(arrays))[1])
+        return feature_statistics(self.one_pass(self.preprocess(arrays))[1])
 
     def predict_arrays(self, arrays: list[np.ndarray]) -> np.ndarray:
         """8-bit RGB arrays (any size) -> probabilities of the positive class (no gate)."""
@@ -207,7 +228,9 @@ def log_model(model_dir: str | Path, name: str = "model"):
     output = answer_frame([{"probability": 0.5, "label": "COVID", "in_distribution": True, "ood_score": 1.0}])
     signature = infer_signature(example, output, params={"allow_ood": False})
     artifacts = {"keras_model": str(model_dir / MODEL_FILE), "config": str(model_dir / CONFIG_FILE)}
-    for key, file in (("ood", OOD_FILE), ("scope", SCOPE_FILE), ("drift", DRIFT_FILE), ("lungs", SEGMENTER_FILE)):
+    files = (("ood", OOD_FILE), ("scope", SCOPE_FILE), ("drift", DRIFT_FILE), ("lungs", SEGMENTER_FILE))
+    files += (("extractor", EXTRACTOR_FILE), ("extractor_weights", WEIGHTS_FILE))  # logged side by side
+    for key, file in files:
         if (model_dir / file).is_file():
             artifacts[key] = str(model_dir / file)
     # MLflow cautions, at every log, that a pickled python_model runs code when unpickled. This project's
@@ -260,7 +283,7 @@ def _requirements() -> list[str]:
     (tensorflow-cpu in the CPU images, tensorflow in the GPU image)."""
     providers = packages_distributions().get("tensorflow", [])
     pins = []
-    for package in (*providers[:1], "keras", "mlflow", "pillow", "pydicom", "numpy", "pandas", "pyyaml"):
+    for package in (*providers[:1], "keras", "mlflow", "pillow", "pydicom", "numpy", "pandas", "pyyaml", "openvino"):
         try:
             pins.append(f"{package.replace('_', '-').lower()}=={version(package)}")
         except PackageNotFoundError:
@@ -280,7 +303,7 @@ def load_pyfunc(model_uri: str):
     if not meta_file.is_file():
         raise CxrError(f"{model_uri} is not an MLflow model (no MLmodel file); pass a model URI.")
     flavor = (yaml.safe_load(meta_file.read_text()) or {}).get("flavors", {}).get("python_function", {})
-    keys = ("keras_model", "config", "ood", "scope", "drift", "lungs")
+    keys = ("keras_model", "config", "ood", "scope", "drift", "lungs", "extractor", "extractor_weights")
     paths = {key: (flavor.get("artifacts") or {}).get(key, {}).get("path", "") for key in keys}
     files = {key: (local / path).resolve() for key, path in paths.items() if path}
     required = [files.get("keras_model"), files.get("config")]
@@ -296,6 +319,7 @@ def load_pyfunc(model_uri: str):
         files.get("scope"),
         files.get("drift"),
         files.get("lungs"),
+        files.get("extractor"),
     )
 
 

@@ -58,6 +58,23 @@ def build_scorer(keras_model, statistics_only: bool = False, pooled: bool = Fals
     return keras.Model(inputs, stats if statistics_only else [y, stats], name="scorer")
 
 
+def base_of(keras_model):
+    """The VGG16 base inside `keras_model` (its one nested Keras model)."""
+    return next(layer for layer in keras_model.layers if isinstance(layer, keras.Model))
+
+
+def head_of(keras_model):
+    """`keras_model`'s own layers after the base (Flatten or pooling and the head), as a Keras model on the
+    base's output: what follows build_scorer(pooled=True)'s second output (weights shared)."""
+    base = base_of(keras_model)
+    names = [layer.name for layer in keras_model.layers]
+    inputs = keras.Input(base.output.shape[1:], name="features")
+    x = inputs
+    for layer in keras_model.layers[names.index(base.name) + 1 :]:
+        x = layer(x)
+    return keras.Model(inputs, x, name="head")
+
+
 def feature_statistics(raw) -> np.ndarray:
     """The scorer's raw statistics -> the detector's features (log1p-compressed, float64)."""
     return np.log1p(np.maximum(np.asarray(raw, np.float64), 0.0))

@@ -40,6 +40,8 @@ class ModelConfig:
     profile: str = ""
     input_view: str = "film"  # film | crop | lungs: what the network reads (cxr/data/lung_view.py)
     lung_equalise: bool = False  # crop and lungs: histogram equalisation within the lung fields
+    runtime: str = "tensorflow"  # openvino: the frozen base's pass is extractor.xml (cxr/inference/runtime.py)
+    precision: str = "fp32"  # the converted pass's: fp32 | bf16 | int8
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:

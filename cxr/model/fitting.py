@@ -80,6 +80,7 @@ class FitSetup:
     in_model: bool = False
     log_to_mlflow: bool = False
     cache: dict = dataclasses.field(default_factory=dict)
+    extractor: object = None  # the frozen base's converted pass (cxr/inference/runtime.py); None: TensorFlow's
 
     @property
     def features_once(self) -> bool:
@@ -88,9 +89,8 @@ class FitSetup:
     def probabilities(self, model, frame) -> np.ndarray:
         """`model`'s probabilities on `frame`: from the cached features when the base is frozen."""
         if self.features_once:
-            return HeadFeatures(model, self.dataset_dir, self.positive, self.params, self.cache).probabilities(
-                model, frame
-            )
+            data = HeadFeatures(model, self.dataset_dir, self.positive, self.params, self.cache, self.extractor)
+            return data.probabilities(model, frame)
         return image_probabilities(model, frame, self.dataset_dir, self.positive, self.params)
 
 
@@ -105,7 +105,7 @@ def fit_network(setup: FitSetup, train_frame, val_frame, select_best: bool, fold
     tp = params.train
     if setup.features_once:
         model = build_model(tp)
-        data = HeadFeatures(model, dataset_dir, positive, params, cache)
+        data = HeadFeatures(model, dataset_dir, positive, params, cache, setup.extractor)
         return _fit_head(model, data, train_frame, val_frame, params, select_best, log_to_mlflow, fold)
     train_ds = make_dataset(
         train_frame,
@@ -167,15 +167,16 @@ class HeadFeatures:
     per image (and mirror) into `cache` ({(file, mirrored): row}), which the cross-validation folds, the
     final fit and the safety checks share. With `pooling: block_stats` the rows are the input gate's
     features (cxr/safety/input_gate.py: blocks 1-5, the first GATE_WIDTH columns) followed by the head's input (its
-    blocks' statistics over the whole map and each zone): one pass serves both.
+    blocks' statistics over the whole map and each zone): one pass serves both, in TensorFlow or, given
+    `extractor`, the same pass converted (cxr/inference/runtime.py).
     """
 
-    def __init__(self, model, dataset_dir, positive: str, params: Params, cache: dict | None = None):
+    def __init__(self, model, dataset_dir, positive: str, params: Params, cache=None, extractor=None):
         names = [layer.name for layer in model.layers]
         self.cut = next(i for i, name in enumerate(names) if name in POOLING_LAYERS)
         self.gate_rows = params.train.pooling == "block_stats"
         if self.gate_rows:
-            self.extractor = build_scorer(model, pooled=True)
+            self.extractor = extractor or build_scorer(model, pooled=True)
             self.columns = slice(GATE_WIDTH, None)
         else:
             self.extractor = truncated(model, self.cut)

@@ -118,5 +118,7 @@ def calibrate_and_configure(setup: FitSetup, fitted: Fitted, negative: str, metr
         if ep.cv_folds
         else "lowest validation cross-entropy",
         profile=params.profile,
+        runtime="openvino" if setup.extractor is not None else "tensorflow",
+        precision=setup.extractor.precision if setup.extractor is not None else "fp32",
     ).write(setup.out_dir)
     return calibrated

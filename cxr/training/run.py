@@ -10,10 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
+from cxr.data.augment import make_dataset
 from cxr.data.lung_view import LUNG_VIEWS
 from cxr.data.manifest import class_names, read_manifest, split_frame
+from cxr.errors import CxrError
 from cxr.evaluation.cross_validation import OOF_FILE
+from cxr.inference.runtime import CALIBRATION_IMAGES, Extractor, convert, save
+from cxr.model.architecture import build_model
+from cxr.model.block_stats import base_of, build_scorer
 from cxr.model.config import MODEL_FILE
 from cxr.model.fitting import (
     FitSetup,
@@ -34,6 +40,29 @@ class TrainResult:
     gpu: bool
     mixed_precision: bool
     metrics: dict = dataclasses.field(default_factory=dict)  # calibration, and cv_* with cross-validation
+
+
+def converted_pass(setup: FitSetup, train_frame):
+    """With `train.runtime: openvino`, the frozen base's pass converted (int8: calibrated on up to
+    CALIBRATION_IMAGES training images), saved into the model folder and compiled; else None (TensorFlow).
+    Only a frozen base with block statistics has a pass fixed before the head is fitted."""
+    tp = setup.params.train
+    if tp.runtime != "openvino":
+        return None
+    if not (setup.features_once and tp.pooling == "block_stats"):
+        raise CxrError(
+            "train.runtime openvino converts the frozen base's block statistics: it needs train.freeze_base true, "
+            "train.pooling block_stats and no random augmentation; set train.runtime=tensorflow for this profile."
+        )
+    sample = train_frame.sample(n=min(CALIBRATION_IMAGES, len(train_frame)), random_state=tp.seed)
+    images = make_dataset(sample, setup.dataset_dir, setup.positive, tp.image_size, tp.batch_size)
+    calibration = (np.asarray(x) for x, _ in images) if tp.precision == "int8" else ()
+    source = build_model(tp)
+    model = convert(build_scorer(source, pooled=True), tp.image_size, tp.precision, calibration)
+    save(model, setup.out_dir)
+    extractor = Extractor(model, tp.precision)
+    extractor.base_weights = base_of(source).get_weights()  # what the converted pass computes with
+    return extractor
 
 
 def train_model(
@@ -67,7 +96,10 @@ def train_model(
             lung_report["found_rate"] = write_views(segmenter, dataset_dir, frame["file"], views, lp.view, lp.equalise)
             fit_dir = Path(views)
         setup = FitSetup(fit_dir, positive, params, out_dir, in_model, log_to_mlflow)
+        setup = dataclasses.replace(setup, extractor=converted_pass(setup, train_frame))
         fitted = fit_final(setup, train_frame, val_frame)
+    if setup.extractor is not None:  # the saved model's frozen base is the converted one (the reference path)
+        base_of(fitted.model).set_weights(setup.extractor.base_weights)
     keras.mixed_precision.set_global_policy("float32")
     fitted.model.save(out_dir / MODEL_FILE)
     metrics = fitted.metrics | {"loss_jump_max": largest_loss_jump(fitted.history.get("bce", fitted.history["loss"]))}
