@@ -91,6 +91,7 @@ class Extractor:
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.precision = precision
+        self.base_weights: list | None = None  # the Keras base's weights it was converted from (training sets them)
         self.compiled = ov.Core().compile_model(model, "CPU", config)
         self.outputs = sorted(self.compiled.outputs, key=lambda o: min(o.get_names()))  # output_0, output_1
 
