@@ -11,6 +11,8 @@ from matplotlib import colormaps
 from PIL import Image
 from scipy import ndimage
 
+from cxr.model.block_stats import base_of
+
 LAST_CONV = "block5_conv3"
 
 
@@ -18,7 +20,7 @@ class GradCam:
     """Built once per model; `heatmap` runs one traced function (no re-tracing per request)."""
 
     def __init__(self, keras_model, image_size: int):
-        base = next(layer for layer in keras_model.layers if isinstance(layer, keras.Model))
+        base = base_of(keras_model)
         features = keras.Model(base.inputs, [base.get_layer(LAST_CONV).output, base.output])
         names = [layer.name for layer in keras_model.layers]
         before = keras_model.layers[1 : names.index(base.name)]  # input adapters (e.g. CaffeInput)

@@ -28,7 +28,6 @@ from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
 EXTRACTOR_FILE = "extractor.xml"  # the converted pass in the model folder (its weights: extractor.bin beside it)
 WEIGHTS_FILE = "extractor.bin"
-RUNTIMES = ("tensorflow", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
 STATISTICS_OPS = ["ReduceMean", "Subtract", "Multiply", "Power", "Concat", "Log", "Add", "MatMul", "Maximum"]
 CALIBRATION_IMAGES = 300  # NNCF's default subset size
@@ -84,22 +83,18 @@ class Extractor:
     """A converted pass compiled for this CPU: batch -> [gate statistics, head input], as the Keras pass
     gives them (`predict_on_batch`, and `predict` over a tf.data dataset of image batches or (images, labels))."""
 
-    def __init__(self, model, precision: str, threads: int = 0):
-
+    def __init__(self, model, precision: str):
         hint = "bf16" if precision == "bf16" else "f32"  # int8: the quantised graph, fp32 around it
         config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
         self.precision = precision
         self.base_weights: list | None = None  # the Keras base's weights it was converted from (training sets them)
         self.compiled = ov.Core().compile_model(model, "CPU", config)
         self.outputs = sorted(self.compiled.outputs, key=lambda o: min(o.get_names()))  # output_0, output_1
 
     @classmethod
-    def load(cls, path: Path, precision: str, threads: int = 0) -> Extractor:
+    def load(cls, path: Path, precision: str) -> Extractor:
         """From a saved pass (`save`: extractor.xml, extractor.bin beside it)."""
-
-        return cls(ov.Core().read_model(str(path)), precision, threads)
+        return cls(ov.Core().read_model(str(path)), precision)
 
     def predict_on_batch(self, batch: np.ndarray) -> list[np.ndarray]:
         # a request per call: the web app's threads may call at once

@@ -35,7 +35,7 @@ def build_scorer(keras_model, statistics_only: bool = False, pooled: bool = Fals
     alone (the head is not run). `pooled`: the statistics and the head's input (the base's pooled output,
     for `pooling: block_stats` its block statistics over the whole map and each zone), not the probability.
     """
-    base = next(layer for layer in keras_model.layers if isinstance(layer, keras.Model))
+    base = base_of(keras_model)
     names = [layer.name for layer in keras_model.layers]
     before = keras_model.layers[1 : names.index(base.name)]  # input adapters (e.g. CaffeInput)
     after = keras_model.layers[names.index(base.name) + 1 :]  # Flatten + the paper's head

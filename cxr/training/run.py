@@ -54,9 +54,11 @@ def converted_pass(setup: FitSetup, train_frame):
             "train.runtime openvino converts the frozen base's block statistics: it needs train.freeze_base true, "
             "train.pooling block_stats and no random augmentation; set train.runtime=tensorflow for this profile."
         )
-    sample = train_frame.sample(n=min(CALIBRATION_IMAGES, len(train_frame)), random_state=tp.seed)
-    images = make_dataset(sample, setup.dataset_dir, setup.positive, tp.image_size, tp.batch_size)
-    calibration = (np.asarray(x) for x, _ in images) if tp.precision == "int8" else ()
+    calibration = ()
+    if tp.precision == "int8":
+        sample = train_frame.sample(n=min(CALIBRATION_IMAGES, len(train_frame)), random_state=tp.seed)
+        images = make_dataset(sample, setup.dataset_dir, setup.positive, tp.image_size, tp.batch_size)
+        calibration = (np.asarray(x) for x, _ in images)
     source = build_model(tp)
     model = convert(build_scorer(source, pooled=True), tp.image_size, tp.precision, calibration)
     save(model, setup.out_dir)
