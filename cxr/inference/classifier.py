@@ -87,6 +87,7 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
             self.extractor, self.head = Extractor.load(path, config.precision), head_of(self.keras_model)
         size = config.image_size
         self.one_pass(np.zeros((1, size, size, 3), np.float32))  # build once, not per request
+        self.lung_masks([np.zeros((size, size), np.uint8)])
         return self
 
     def one_pass(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

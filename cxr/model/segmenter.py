@@ -10,11 +10,12 @@ checked by eye and by the share of films where it finds plausible lungs (`plausi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 from PIL import Image, ImageOps
 from scipy import ndimage
 
@@ -105,6 +106,14 @@ class Segmenter:
 
     model: object
     size: int
+    forward: object = field(init=False, repr=False, default=None)
+
+    def __post_init__(self):
+        # one graph for every batch size (the batch dimension is left free, so nothing is retraced): a call
+        # costs about a tenth of calling the layers eagerly, which is most of a request's segmentation
+        # (bench/request_stages.py)
+        spec = tf.TensorSpec([None, self.size, self.size, 1], tf.float32)
+        self.forward = tf.function(lambda batch: self.model(batch, training=False), input_signature=[spec])
 
     @classmethod
     def fit(cls, films: list[np.ndarray], masks: list[np.ndarray], size: int, epochs: int, seed: int) -> Segmenter:
@@ -126,8 +135,7 @@ class Segmenter:
         if not films:
             return np.zeros((0, self.size, self.size), np.float32)
         batch = np.stack([unet_input(f, self.size) for f in films])[..., None]
-        # called directly: predict_on_batch traces a function per batch size (TensorFlow's retracing warning)
-        return np.asarray(self.model(batch, training=False), np.float32)[..., 0]
+        return np.asarray(self.forward(batch), np.float32)[..., 0]
 
     def masks(self, films: list[np.ndarray]) -> list[np.ndarray]:
         """Each film's lung mask at the film's own size (bool), cleaned (`clean_mask`)."""
