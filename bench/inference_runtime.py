@@ -1,11 +1,11 @@
 """The served model's one pass (image batch -> probability and the input gate's block statistics) in
 TensorFlow against OpenVINO (fp32, bf16, int8), in the same process, on real X-rays.
 
-    .venv/bin/python bench/inference_runtime.py [--model URI] [--data DIR] [--images N] [--repeats R]
-                                                [--accuracy-control DROP]
+    .venv/bin/python bench/inference_runtime.py [--model URI] [--data DIR] [--images N] [--calibration C]
+                                                [--repeats R] [--accuracy-control DROP]
 
 The model: a registered version (default: the newest in the local store `make run` leaves). Images: N
-of --data (both classes, shuffled) to measure on and N others to calibrate int8 on (NNCF post-training
+of --data (both classes, shuffled) to measure on and C others (default N) to calibrate int8 on (NNCF post-training
 quantisation of the convolutions; the statistics and the head stay in floating point). For each runtime:
 images/s at batch 1 and 32, the largest and the mean probability difference against TensorFlow, the
 labels that change at the model's threshold, the largest relative difference of the gate's features. A
@@ -32,12 +32,13 @@ from cxr.inference.runtime import int8_settings
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def images(data: Path, limit: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """`limit` images to measure on and `limit` others to calibrate int8 on: both classes, shuffled (seed 0)."""
+def images(data: Path, limit: int, calibrate: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`limit` images to measure on and `calibrate` others to calibrate int8 on: both classes, shuffled (seed 0);
+    the measured images are the same whatever `calibrate` is."""
     from cxr.data.images import decode_image
 
     files = sorted(p for p in data.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    files = [files[i] for i in np.random.default_rng(0).permutation(len(files))[: 2 * limit]]
+    files = [files[i] for i in np.random.default_rng(0).permutation(len(files))[: limit + calibrate]]
     arrays = [decode_image(p.read_bytes(), str(p))[0] for p in files]
     return arrays[:limit], arrays[limit:]
 
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--model", default="")
     parser.add_argument("--data", type=Path, default=PROJECT / "data" / "covid-radiography-sample")
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--calibration", type=int, default=0, help="images calibrating int8 (default: --images)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--accuracy-control", type=float, default=0.0, metavar="DROP")
     args = parser.parse_args()
@@ -145,7 +147,7 @@ def main() -> None:
     mlflow.set_tracking_uri(f"sqlite:///{PROJECT / 'mlflow' / 'mlflow.db'}")
     uri = args.model or newest_model()
     classifier = load_classifier(uri)
-    measured, others = images(args.data, args.images)
+    measured, others = images(args.data, args.images, args.calibration or args.images)
     batch = classifier.preprocess(measured).astype(np.float32)
     size = classifier.config.image_size
     print(f"model {uri}: {size} px, {len(batch)} images from {args.data}")

@@ -62,8 +62,8 @@ def main() -> None:
     limit_blas_threads(params.serve.blas_threads)
     served = load_served_model(args.model, params.register.model_name)
     classifier = served.classifier
-    runtime = "tensorflow" if classifier.extractor is None else f"openvino {classifier.config.precision}"
-    print(f"model {served.uri} (version {served.version or '-'}), {classifier.config.image_size} px, {runtime}")
+    size = classifier.config.image_size
+    print(f"model {served.uri} (version {served.version or '-'}), {size} px, runtime {classifier.runtime}")
     ms = stages(classifier, args.image.read_bytes(), args.repeats)
     for stage, value in ms.items():
         print(f"{stage:<11} {value:7.1f} ms")

@@ -82,9 +82,8 @@ def served(model: str, requests_per_level: int, levels: tuple[int, ...], env: di
         data = IMAGE.read_bytes()
         for _ in range(5):  # warm-up
             requests.post(f"{base}/api/predict", files={"file": ("x.png", data)}, timeout=120)
-        runtime = env.get("CXR_RUNTIME") or "the model's own"
-        print(f"cxr serve (gunicorn, 1 worker) model {ready['model_uri']}, {runtime} runtime; {requests_per_level} "
-              "requests per level")  # fmt: skip
+        print(f"cxr serve (gunicorn, 1 worker) model {ready['model_uri']}, runtime {ready['runtime']}; "
+              f"{requests_per_level} requests per level")  # fmt: skip
         rows = [level(f"{base}/api/predict", data, clients, requests_per_level) for clients in levels]
         for r in rows:
             print(

@@ -201,6 +201,9 @@ class ServeParams:
     # an Open Inference Protocol v2 service (MLServer, KServe) that answers instead of the in-process model;
     # the app still decodes, explains (heat map) and records; empty: the model in process
     inference_url: str = ""
+    # the frozen base's pass the served model runs: model: its own (the converted pass of a model trained with
+    # train.runtime openvino); tensorflow: TensorFlow's, the reference. $CXR_RUNTIME, when set, decides instead
+    runtime: str = "model"
 
 
 @dataclass(frozen=True)
@@ -314,6 +317,7 @@ CHOICES = {
     ("train", "head"): ("linear", "paper"),
     ("train", "runtime"): ("tensorflow", "openvino"),
     ("train", "precision"): ("fp32", "bf16", "int8"),
+    ("serve", "runtime"): ("model", "tensorflow"),
     ("lungs", "view"): ("crop", "lungs", "film"),
     ("evaluate", "threshold_strategy"): ("max_f1", "target_sensitivity", "fixed"),
 }

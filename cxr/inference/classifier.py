@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import shutil
 import tempfile
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
@@ -31,7 +30,7 @@ import cxr.model.layers  # noqa: F401 (registers the custom layers before a mode
 from cxr.data.images import resize_and_scale
 from cxr.data.lung_view import LUNG_VIEWS, bounding_box, lung_view
 from cxr.errors import CxrError, first_line
-from cxr.inference.runtime import EXTRACTOR_FILE, WEIGHTS_FILE, Extractor
+from cxr.inference.runtime import EXTRACTOR_FILE, WEIGHTS_FILE, Extractor, served_runtime
 from cxr.inference.scoring import assess
 from cxr.model.block_stats import build_scorer, feature_statistics, head_of
 from cxr.model.calibration import apply_temperature
@@ -71,7 +70,8 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         """The Keras model, its config, its input gate, its population scope check, its drift reference and
         its lung segmenter (None: a model trained before they existed, or one whose checks are being fitted),
         and the frozen base's converted pass (extractor.xml, for config.runtime openvino; default: beside
-        the Keras file). $CXR_RUNTIME=tensorflow runs TensorFlow's pass, the reference, whatever the model's."""
+        the Keras file). $CXR_RUNTIME=tensorflow (serve.runtime) runs TensorFlow's pass, the reference,
+        whatever the model's."""
         self.keras_model = keras.models.load_model(keras_path, compile=False, safe_mode=True)
         self.config = config
         self.gate = InputGate.load(ood_path) if ood_path and Path(ood_path).is_file() else None
@@ -80,7 +80,7 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         self.segmenter = Segmenter.load(lungs_path) if lungs_path and Path(lungs_path).is_file() else None
         self.scorer = build_scorer(self.keras_model)  # one pass: probability and the gate's features
         self.extractor, self.head = None, None
-        if config.runtime == "openvino" and os.environ.get("CXR_RUNTIME", "") != "tensorflow":
+        if config.runtime == "openvino" and served_runtime() == "model":
             path = Path(extractor_path or Path(keras_path).parent / EXTRACTOR_FILE)
             if not path.is_file():
                 raise CxrError(f"{path} is missing: this model's frozen base runs in OpenVINO; log it with the model.")
@@ -89,6 +89,11 @@ class XrayClassifier(mlflow.pyfunc.PythonModel):
         self.one_pass(np.zeros((1, size, size, 3), np.float32))  # build once, not per request
         self.lung_masks([np.zeros((size, size), np.uint8)])
         return self
+
+    @property
+    def runtime(self) -> str:
+        """The pass this model runs: "tensorflow", or "openvino <precision>" for its converted pass."""
+        return "tensorflow" if self.extractor is None else f"openvino {self.extractor.precision}"
 
     def one_pass(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(uncalibrated probabilities, the gate's raw statistics) of a preprocessed batch: TensorFlow's

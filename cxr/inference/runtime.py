@@ -16,6 +16,7 @@ images' extremes (MINMAX) and the mixed preset each halved the remaining error.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,11 +27,26 @@ import openvino as ov
 from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
+from cxr.errors import CxrError
+
 EXTRACTOR_FILE = "extractor.xml"  # the converted pass in the model folder (its weights: extractor.bin beside it)
 WEIGHTS_FILE = "extractor.bin"
 PRECISIONS = ("fp32", "bf16", "int8")
 STATISTICS_OPS = ["ReduceMean", "Subtract", "Multiply", "Power", "Concat", "Log", "Add", "MatMul", "Maximum"]
-CALIBRATION_IMAGES = 300  # NNCF's default subset size
+# training images calibrating int8: NNCF's time grows with them (statistics and bias correction: 18 s for 100,
+# 89 s for 500 at 176 px), and 100 changed no more labels than 500 (0 and 1 of 500: docs/performance.md)
+CALIBRATION_IMAGES = 100
+RUNTIME_ENV = "CXR_RUNTIME"  # the served pass, process-wide: model (the model's own) | tensorflow (serve.runtime)
+SERVED_RUNTIMES = ("model", "tensorflow")
+
+
+def served_runtime() -> str:
+    """The pass a loaded model runs: $CXR_RUNTIME (model | tensorflow; `cxr serve` sets it from serve.runtime
+    when unset), default model."""
+    value = os.environ.get(RUNTIME_ENV, "").strip().lower() or "model"
+    if value not in SERVED_RUNTIMES:
+        raise CxrError(f"${RUNTIME_ENV} is {value!r}; set it to model or tensorflow, or unset it.")
+    return value
 
 
 def int8_settings(advanced: str = "advanced_parameters") -> dict:

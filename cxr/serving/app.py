@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from cxr.data.lung_view import LUNG_VIEWS
 from cxr.errors import CxrError, EmptyInput, InputTooLarge, OutOfScope, UnsupportedFormat
 from cxr.inference.gradcam import overlay_png, thumbnail_png
+from cxr.inference.runtime import RUNTIME_ENV
 from cxr.safety.dicom_scope import dicom_site, site_name
 from cxr.serving import webhook
 from cxr.serving.auth import OPEN_PATHS, Auth
@@ -137,6 +138,7 @@ class Predictor:
             "data_version": served.data_version,
             "threshold": served.threshold,
             "positive_class": served.positive_class,
+            "runtime": served.classifier.runtime,
         }
 
     def site_fields(self, site: str, version: str) -> dict:
@@ -465,6 +467,7 @@ def serve(
 
         def load(self):  # in the worker: TensorFlow does not survive a fork
             limit_blas_threads(params.blas_threads)
+            os.environ.setdefault(RUNTIME_ENV, params.runtime)  # the pass every model loaded here runs
             batching = (params.max_batch, params.max_wait_ms)
             remote = InferenceClient(params.inference_url, model_name) if params.inference_url else None
             follower = ModelFollower(model_uri, model_name, params.reload_s, batching, remote).start()

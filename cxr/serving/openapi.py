@@ -72,6 +72,10 @@ PREDICTION = {
         "model_uri": {"type": "string"},
         "model_version": {"type": "string"},
         "data_version": {"type": "string"},
+        "runtime": {
+            "type": "string",
+            "description": "the frozen base's pass that answered: tensorflow, or openvino with its precision",
+        },
         "heatmap_png": {"type": "string", "description": "base64 PNG: Grad-CAM over the image (heatmap=true)"},
         "image_png": {
             "type": "string",

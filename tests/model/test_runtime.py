@@ -75,3 +75,35 @@ def test_a_runtime_the_profile_cannot_use_is_refused_before_training(tmp_path):
 
     with pytest.raises(CxrError, match="train.runtime openvino converts the frozen base"):
         train_on_sample(tmp_path, "train.runtime=openvino", "train.pooling=average")
+
+
+def test_serve_runtime_chooses_the_pass_the_web_app_runs(int8_model, tracking_uri, tmp_path):
+    """`cxr serve` runs the model's converted pass by default and TensorFlow's with serve.runtime tensorflow;
+    each answer names the pass that gave it, and the two agree on the film."""
+    import requests
+    import yaml
+
+    from tests.integration.conftest import start_server
+
+    with mlflow.start_run():
+        info = log_model(int8_model)
+    raw = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
+    raw["serve"] |= {"runtime": "tensorflow", "records_url": "off"}
+    reference_params = tmp_path / "params.yaml"
+    reference_params.write_text(yaml.safe_dump(raw))
+    film = (SAMPLE / "COVID" / "COVID-1.png").read_bytes()
+    answers = {}
+    for name, extra in (("model", ()), ("tensorflow", ("--params", str(reference_params)))):
+        folder = tmp_path / name
+        folder.mkdir()
+        proc, base = start_server(folder, tracking_uri, "--model", info.model_uri, *extra)
+        try:
+            ready = requests.get(f"{base}/readyz", timeout=10).json()
+            answer = requests.post(f"{base}/api/predict?allow_ood=true", files={"file": ("x.png", film)}, timeout=120)
+            answers[name] = (ready["runtime"], answer.json())
+        finally:
+            proc.terminate()
+            proc.wait(timeout=90)
+    assert answers["model"][0] == "openvino int8" and answers["model"][1]["runtime"] == "openvino int8"
+    assert answers["tensorflow"][0] == "tensorflow" and answers["tensorflow"][1]["runtime"] == "tensorflow"
+    assert abs(answers["model"][1]["probability"] - answers["tensorflow"][1]["probability"]) < 0.1
