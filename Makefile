@@ -74,9 +74,11 @@ bench-serve: data ## Web-app latency, load, batching, BLAS threads and the model
 	$(BIN)/python bench/serve_batching.py
 	$(BIN)/python bench/serve_blas_threads.py
 	$(BIN)/python bench/model_batch_cost.py
+	$(BIN)/python bench/request_stages.py
 
-bench-runtime: data ## OpenVINO fp32/bf16/int8 against TensorFlow on the served model's pass (needs a registered model)
+bench-runtime: data ## OpenVINO fp32/bf16/int8 against TensorFlow on the served model's pass (needs a registered model), then the pipeline end to end with each (about 8 minutes)
 	$(BIN)/python bench/inference_runtime.py
+	$(BIN)/python bench/pipeline_runtime.py
 
 bench-profile: data ## The CPU profile's tuning study and its end-to-end check: 5-fold CV x 3 seeds (about an hour)
 	$(BIN)/python bench/cpu_profile_cv.py --cache .cache/cpu-profile --redraw-folds

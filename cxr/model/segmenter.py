@@ -106,7 +106,7 @@ class Segmenter:
 
     model: object
     size: int
-    forward: object = field(init=False, repr=False, default=None)
+    forward: object = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self):
         # one graph for every batch size (the batch dimension is left free, so nothing is retraced): a call
