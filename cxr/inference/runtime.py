@@ -28,6 +28,7 @@ from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
 from cxr.errors import CxrError
+from cxr.params import CHOICES
 
 EXTRACTOR_FILE = "extractor.xml"  # the converted pass in the model folder (its weights: extractor.bin beside it)
 WEIGHTS_FILE = "extractor.bin"
@@ -37,7 +38,7 @@ STATISTICS_OPS = ["ReduceMean", "Subtract", "Multiply", "Power", "Concat", "Log"
 # 89 s for 500 at 176 px), and 100 changed no more labels than 500 (0 and 1 of 500: docs/performance.md)
 CALIBRATION_IMAGES = 100
 RUNTIME_ENV = "CXR_RUNTIME"  # the served pass, process-wide: model (the model's own) | tensorflow (serve.runtime)
-SERVED_RUNTIMES = ("model", "tensorflow")
+SERVED_RUNTIMES = CHOICES[("serve", "runtime")]  # what $CXR_RUNTIME may say: serve.runtime's values
 
 
 def served_runtime() -> str:
@@ -45,7 +46,7 @@ def served_runtime() -> str:
     when unset), default model."""
     value = os.environ.get(RUNTIME_ENV, "").strip().lower() or "model"
     if value not in SERVED_RUNTIMES:
-        raise CxrError(f"${RUNTIME_ENV} is {value!r}; set it to model or tensorflow, or unset it.")
+        raise CxrError(f"${RUNTIME_ENV} is {value!r}; set it to {' or '.join(SERVED_RUNTIMES)}, or unset it.")
     return value
 
 
