@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.inference.runtime import int8_settings
+from cxr.inference.runtime import int8_settings, quantise
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def openvino_runs(scorer, size: int, calibration: np.ndarray, probability=None, 
         model = ov.convert_model(f"{tmp}/scorer")
     model.reshape([-1, size, size, 3])
     dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
-    int8 = nncf.quantize(model, dataset, subset_size=len(calibration), **int8_settings())
+    int8 = quantise(model, [calibration])  # the product's int8 (train.precision: int8)
     graphs = [("f32", model), ("bf16", model), ("int8", int8)]
     if drop:
         graphs.append(("int8-ac", accuracy_controlled(model, dataset, calibration, probability, drop)))

@@ -284,7 +284,7 @@ def start_run(
         train_pooling: params.yaml train.pooling (str). One of: block_stats, flatten, average.
         train_stat_blocks: params.yaml train.stat_blocks (list).
         train_stat_zones: params.yaml train.stat_zones (list).
-        train_runtime: params.yaml train.runtime (str). One of: tensorflow, openvino.
+        train_runtime: params.yaml train.runtime (str). One of: auto, tensorflow, openvino.
         train_precision: params.yaml train.precision (str). One of: fp32, bf16, int8.
         train_head: params.yaml train.head (str). One of: linear, paper.
         train_standardise: params.yaml train.standardise (bool).
@@ -618,7 +618,7 @@ def train(
         train_pooling: params.yaml train.pooling (str). One of: block_stats, flatten, average.
         train_stat_blocks: params.yaml train.stat_blocks (list).
         train_stat_zones: params.yaml train.stat_zones (list).
-        train_runtime: params.yaml train.runtime (str). One of: tensorflow, openvino.
+        train_runtime: params.yaml train.runtime (str). One of: auto, tensorflow, openvino.
         train_precision: params.yaml train.precision (str). One of: fp32, bf16, int8.
         train_head: params.yaml train.head (str). One of: linear, paper.
         train_standardise: params.yaml train.standardise (bool).

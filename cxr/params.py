@@ -93,9 +93,10 @@ class TrainParams:
     stat_blocks: tuple = (3, 4, 5)
     stat_zones: tuple = (3, 2)  # and over each zone of this [rows, columns] grid of the map; (1, 1): whole map only
     # where the frozen base's pass runs (cxr/inference/runtime.py): tensorflow (the reference) | openvino, at
-    # precision fp32 | bf16 | int8 (calibrated on training images); openvino only with a frozen base and block_stats
-    runtime: str = "tensorflow"
-    precision: str = "fp32"
+    # precision fp32 | bf16 | int8 (calibrated on training images); openvino only with a frozen base and block_stats;
+    # auto: openvino where it can run and no GPU is visible, else tensorflow
+    runtime: str = "auto"
+    precision: str = "int8"
     head: str = "linear"  # linear: Dense 1 sigmoid (a linear probe) | paper: Dense 1024 -> 512 ReLU -> 1 sigmoid
     standardise: bool = True  # the pooled features to zero mean, unit variance over the training images
     dropout: float = 0.0  # before each Dense layer of the head
@@ -315,7 +316,7 @@ CHOICES = {
     ("train", "augment_on"): ("auto", "data", "model"),
     ("train", "pooling"): ("block_stats", "flatten", "average"),
     ("train", "head"): ("linear", "paper"),
-    ("train", "runtime"): ("tensorflow", "openvino"),
+    ("train", "runtime"): ("auto", "tensorflow", "openvino"),
     ("train", "precision"): ("fp32", "bf16", "int8"),
     ("serve", "runtime"): ("model", "tensorflow"),
     ("lungs", "view"): ("crop", "lungs", "film"),

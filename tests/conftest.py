@@ -85,6 +85,9 @@ TINY = [
     "lungs.size=16",
     "lungs.epochs=1",
     "lungs.fit_share=0.2",
+    # TensorFlow's reference pass: the default (auto: OpenVINO int8) adds its conversion and calibration to every
+    # training; tests/model/test_runtime.py and the pipeline-level tests run the default
+    "train.runtime=tensorflow",
 ]
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from cxr.model.layers import channel_moments
+
 FEATURE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
 CHANNELS = (64, 128, 256, 512, 512)  # of each FEATURE_LAYERS layer (VGG16 blocks 1-5)
 GATE_WIDTH = 2 * sum(CHANNELS)  # the statistics' columns: each layer's channels, mean and std
@@ -50,8 +52,7 @@ def build_scorer(keras_model, statistics_only: bool = False, pooled: bool = Fals
         y = layer(y)
     stats = []
     for fmap in maps:
-        fmap = keras.ops.cast(fmap, "float32")
-        stats += [keras.ops.mean(fmap, axis=(1, 2)), keras.ops.std(fmap, axis=(1, 2))]
+        stats += list(channel_moments(fmap)[0])
     stats = keras.ops.concatenate(stats, axis=1)
     if pooled:
         return keras.Model(inputs, [stats, head_input], name="scorer")

@@ -42,17 +42,20 @@ class TrainResult:
     metrics: dict = dataclasses.field(default_factory=dict)  # calibration, and cv_* with cross-validation
 
 
-def converted_pass(setup: FitSetup, train_frame):
-    """With `train.runtime: openvino`, the frozen base's pass converted (int8: calibrated on up to
-    CALIBRATION_IMAGES training images), saved into the model folder and compiled; else None (TensorFlow).
-    Only a frozen base with block statistics has a pass fixed before the head is fitted."""
+def converted_pass(setup: FitSetup, train_frame, gpu: bool = False):
+    """The frozen base's pass converted to OpenVINO (int8: calibrated on up to CALIBRATION_IMAGES training
+    images), saved into the model folder and compiled; None where TensorFlow runs it. Only a frozen base with
+    block statistics has a pass fixed before the head is fitted: `train.runtime: auto` converts exactly then,
+    on a machine without a GPU (a GPU runs TensorFlow's pass faster); `openvino` refuses any other profile."""
     tp = setup.params.train
-    if tp.runtime != "openvino":
+    fixed = setup.features_once and tp.pooling == "block_stats"
+    if tp.runtime == "tensorflow" or (tp.runtime == "auto" and (gpu or not fixed)):
         return None
-    if not (setup.features_once and tp.pooling == "block_stats"):
+    if not fixed:
         raise CxrError(
             "train.runtime openvino converts the frozen base's block statistics: it needs train.freeze_base true, "
-            "train.pooling block_stats and no random augmentation; set train.runtime=tensorflow for this profile."
+            "train.pooling block_stats and no random augmentation; set train.runtime=auto or tensorflow for this "
+            "profile."
         )
     calibration = ()
     if tp.precision == "int8":
@@ -98,7 +101,7 @@ def train_model(
             lung_report["found_rate"] = write_views(segmenter, dataset_dir, frame["file"], views, lp.view, lp.equalise)
             fit_dir = Path(views)
         setup = FitSetup(fit_dir, positive, params, out_dir, in_model, log_to_mlflow)
-        setup = dataclasses.replace(setup, extractor=converted_pass(setup, train_frame))
+        setup = dataclasses.replace(setup, extractor=converted_pass(setup, train_frame, gpu))
         fitted = fit_final(setup, train_frame, val_frame)
     if setup.extractor is not None:  # the saved model's frozen base is the converted one (the reference path)
         base_of(fitted.model).set_weights(setup.extractor.base_weights)

@@ -1,6 +1,7 @@
-"""`train.runtime: openvino`: the frozen base's pass converted once per model (int8 calibrated on training
-images), logged with it and used by every front-end, agrees with TensorFlow's pass, the reference, on real
-X-rays within the stated tolerance (docs/performance.md)."""
+"""`train.runtime: auto` (the default; openvino int8 where the base is frozen with block statistics): the frozen
+base's pass converted once per model (int8 calibrated on training images), logged with it and used by every
+front-end, agrees with TensorFlow's pass, the reference, on real X-rays within the stated tolerance
+(docs/performance.md)."""
 
 from pathlib import Path
 
@@ -11,8 +12,11 @@ import pytest
 from cxr.data.images import decode_image
 from cxr.inference.classifier import XrayClassifier, load_classifier, log_model
 from cxr.model.config import MODEL_FILE, ModelConfig
+from cxr.model.fitting import FitSetup
 from cxr.model.segmenter import SEGMENTER_FILE
-from tests.conftest import SAMPLE, train_on_sample
+from cxr.params import TrainParams
+from cxr.training.run import converted_pass
+from tests.conftest import SAMPLE, tiny, train_on_sample
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +24,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def int8_model(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("runtime")
-    overrides = ("train.runtime=openvino", "train.precision=int8", "train.weights=hed", "train.image_size=64")
-    return train_on_sample(tmp, *overrides, "train.batch_size=8")
+    defaults = (f"train.runtime={TrainParams.runtime}", f"train.precision={TrainParams.precision}")  # not TINY's
+    return train_on_sample(tmp, *defaults, "train.weights=hed", "train.image_size=64", "train.batch_size=8")
 
 
 def load(model_dir: Path) -> XrayClassifier:
@@ -68,6 +72,17 @@ def test_the_registered_model_carries_its_converted_pass(int8_model, tracking_ur
     arrays = sample_arrays(8)
     local = load(int8_model)
     assert np.allclose(loaded.predict_arrays(arrays), local.predict_arrays(arrays), atol=1e-6)
+
+
+def test_auto_runs_tensorflow_where_the_pass_is_not_fixed_or_a_gpu_is_visible(tmp_path):
+    def resolved(*overrides, gpu=False):
+        setup = FitSetup(tmp_path, "COVID", tiny("train.runtime=auto", *overrides), tmp_path)
+        return converted_pass(setup, train_frame=None, gpu=gpu)  # None: TensorFlow's pass; nothing converted
+
+    assert resolved("train.pooling=average") is None
+    assert resolved("train.freeze_base=false") is None
+    assert resolved(gpu=True) is None
+    assert not (tmp_path / "extractor.xml").exists()
 
 
 def test_a_runtime_the_profile_cannot_use_is_refused_before_training(tmp_path):

@@ -36,6 +36,8 @@ TINY = [
     "evaluate.bootstrap_samples=50",
     "--set",
     "augment.preview_images=2",
+    "--set",
+    "train.runtime=tensorflow",  # the reference pass: these tests are of the team's loop, not the runtime
 ]
 
 
