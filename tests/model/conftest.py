@@ -22,7 +22,9 @@ def _train(tmp):
     # the segmenter as params.yaml fits it, not TINY's: the gate reads the crop the segmenter finds, so a
     # weaker segmenter would test a weaker gate than the served model's
     lungs = [f"lungs.{key}={getattr(served.lungs, key)}" for key in ("size", "epochs", "fit_share")]
-    return train_on_sample(tmp, "train.weights=hed", size, "train.epochs=1", "train.batch_size=8", *lungs)
+    # the frozen base's pass as params.yaml runs it (auto: OpenVINO int8 here), not TINY's TensorFlow
+    runtime = [f"train.{key}={getattr(served.train, key)}" for key in ("runtime", "precision")]
+    return train_on_sample(tmp, "train.weights=hed", size, "train.epochs=1", "train.batch_size=8", *lungs, *runtime)
 
 
 @pytest.fixture(scope="session")
