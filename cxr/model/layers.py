@@ -67,10 +67,9 @@ def channel_moments(x, zones=(1, 1)) -> list[tuple]:
         return [moments(keras.ops.mean(x, axis=(1, 2)), keras.ops.mean(squares, axis=(1, 2)))]
     firsts = [keras.ops.mean(x[:, t:b, left:right, :], axis=(1, 2)) for t, b, left, right in boxes]
     seconds = [keras.ops.mean(squares[:, t:b, left:right, :], axis=(1, 2)) for t, b, left, right in boxes]
-    if len(boxes) > 1:
-        areas = [(b - t) * (right - left) / (height * width) for t, b, left, right in boxes]
-        firsts.insert(0, sum(a * m for a, m in zip(areas, firsts, strict=True)))
-        seconds.insert(0, sum(a * m for a, m in zip(areas, seconds, strict=True)))
+    areas = [(b - t) * (right - left) / (height * width) for t, b, left, right in boxes]
+    firsts.insert(0, sum(a * m for a, m in zip(areas, firsts, strict=True)))  # the whole map: the zones tile it
+    seconds.insert(0, sum(a * m for a, m in zip(areas, seconds, strict=True)))
     return [moments(mean, second) for mean, second in zip(firsts, seconds, strict=True)]
 
 
