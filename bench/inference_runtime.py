@@ -9,7 +9,8 @@ of --data (both classes, shuffled) to measure on and C others (default N) to cal
 quantisation of the convolutions; the statistics and the head stay in floating point). For each runtime:
 images/s at batch 1 and 32, the largest and the mean probability difference against TensorFlow, the
 labels that change at the model's threshold, the largest relative difference of the gate's features. A
-runtime that changes more than 0.5% of the labels is not offered.
+runtime that changes more than 0.5% of the labels is not offered. The SavedModel export and conversion's
+seconds and the int8 quantisation's are printed as they happen.
 With --accuracy-control, also int8 by NNCF's accuracy-controlled quantisation: convolutions are put back in
 floating point, most sensitive first, until the mean probability difference against the floating-point
 model on the calibration images is at most DROP (run with bf16 where put back; minutes per layer here).
@@ -104,12 +105,16 @@ def openvino_runs(scorer, size: int, calibration: np.ndarray, probability=None, 
     import openvino as ov
 
     core = ov.Core()
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         scorer.export(f"{tmp}/scorer", format="tf_saved_model", verbose=False)
         model = ov.convert_model(f"{tmp}/scorer")
     model.reshape([-1, size, size, 3])
+    print(f"SavedModel export and conversion: {time.perf_counter() - start:.1f} s", flush=True)
     dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
+    start = time.perf_counter()
     int8 = quantise(model, [calibration])  # the product's int8 (train.precision: int8)
+    print(f"int8 quantisation on {len(calibration)} images: {time.perf_counter() - start:.1f} s", flush=True)
     graphs = [("f32", model), ("bf16", model), ("int8", int8)]
     if drop:
         graphs.append(("int8-ac", accuracy_controlled(model, dataset, calibration, probability, drop)))

@@ -96,8 +96,10 @@ def sgd_head(x: dict, y, train, val, lr: float, l2: float = 0.1, epochs: int = 1
     return {k: head.predict(v, verbose=0).ravel() for k, v in z.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def study_setup(description: str):
+    """The studies' arguments (--data, --size, --cache), the dataset's films and labels, the external normals
+    and the lung segmenter fitted on half of them (seed 0, as the product's default)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--size", type=int, default=176)
     parser.add_argument("--cache", type=Path, default=Path(".cache/zone-study"))
@@ -107,6 +109,11 @@ def main() -> None:
     ext_films, ext_masks = load_external()
     fit = np.random.default_rng(0).permutation(len(ext_films))[: len(ext_films) // 2]
     seg = Segmenter.fit([ext_films[i] for i in fit], [ext_masks[i].astype(np.uint8) * 255 for i in fit], 64, 80, 0)
+    return args, films, y, ext_films, seg
+
+
+def main() -> None:
+    args, films, y, ext_films, seg = study_setup(__doc__.splitlines()[0])
     train, rest = train_test_split(np.arange(len(y)), test_size=0.4, stratify=y, random_state=42)
     val, test = train_test_split(rest, test_size=0.5, stratify=y[rest], random_state=42)
     hidden = [hide_lungs(films[i], m) for i, m in zip(test, seg.masks([films[i] for i in test]), strict=True)]
