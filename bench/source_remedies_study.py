@@ -3,10 +3,10 @@ default zone features (bench/zone_study.py), with the external normals used only
 
 The default view (`crop`: the film cropped to its lung fields, equalised within them) and the `lungs` view
 (cropped, black outside the lung fields, not equalised) of a dataset go through the frozen VGG16 once
-each, as do the whole films with their lung fields hidden; the CPU profile's block statistics of blocks
-3-5 over the lungs' box and its 3 x 2 zones are cached (the zone study's cache: its crop-view features
-are reused). On the zone study's stratified 60/20/20 split, a logistic regression on standardised
-features, its strength C chosen on validation log loss, for:
+each, as do the whole films with their lung fields hidden (as they are and in each view); the CPU
+profile's block statistics of blocks 3-5 over the lungs' box and its 3 x 2 zones are cached (the zone
+study's cache: its crop-view features are reused). On the zone study's stratified 60/20/20 split, a
+logistic regression on standardised features, its strength C chosen on validation log loss, for:
 
 1. feature variants of the crop view: each zone relative to its whole map (zone minus whole, in the log
    domain; with and without the whole map), left and right zones summed and differenced, channel means
@@ -16,8 +16,10 @@ features, its strength C chosen on validation log loss, for:
 3. the `lungs` view, and the mean of the crop and lungs views' probabilities, on four splits (seeds
    42, 1, 2, 3).
 
-Printed: validation log loss, test F1 at the validation's max-F1 threshold, test ROC AUC, the external
-normals' specificity at the validation threshold and at the threshold keeping test sensitivity >= 0.90.
+Printed: validation log loss, test F1 at the validation's max-F1 threshold, test ROC AUC, the shortcut
+probe (test ROC AUC with the lung fields hidden, the hidden film then taking the view's whole path,
+segmentation included), the external normals' specificity at the validation threshold and at the
+threshold keeping test sensitivity >= 0.90.
 
     python bench/source_remedies_study.py --data ../shared/data/covid-radiography-more
 Last line `ratio:` the external specificity at test sensitivity 0.90 of the two views' mean / of the crop
@@ -80,6 +82,7 @@ def scores(y, p: dict, val, test) -> dict:
         "val_log_loss": log_loss(y[val], np.clip(p["x"][val], 1e-7, 1 - 1e-7)),
         "test_f1": f1_score(y[test], p["x"][test] >= t_val),
         "test_auc": roc_auc_score(y[test], p["x"][test]),
+        "hidden_auc": roc_auc_score(y[test], p["hid"][test]),
         "ext_spec_val_t": float(np.mean(p["ext"] < t_val)),
         "ext_spec_sens90": float(np.mean(p["ext"] < threshold_for_sensitivity(y[test], p["x"][test]))),
     }
@@ -117,25 +120,30 @@ def main() -> None:
         return np.concatenate([pooled(scaled(arrays[i : i + 32])) for i in range(0, len(arrays), 32)])
 
     key = f"{args.size}-{args.data.name}"
+    hidden_films = []
+
+    def hidden():  # every film with its lung fields hidden (segmented once, when a cache misses)
+        if not hidden_films:
+            hidden_films.extend(hide_lungs(f, m) for f, m in zip(films, seg.masks(films), strict=True))
+        return hidden_films
+
     crop = {
         "x": cached(args.cache, f"x-{key}", lambda: features(views("crop_eq", films, seg))),
         "ext": cached(args.cache, f"ext-{args.size}", lambda: features(views("crop_eq", ext_films, seg))),
+        "hid": cached(args.cache, f"hidden-all-{key}", lambda: features(views("crop_eq", hidden(), seg))),
     }
     lungs = {
         "x": cached(args.cache, f"lungs-x-{key}", lambda: features(views("lungs", films, seg))),
         "ext": cached(args.cache, f"lungs-ext-{args.size}", lambda: features(views("lungs", ext_films, seg))),
+        "hid": cached(args.cache, f"lungs-hidden-all-{key}", lambda: features(views("lungs", hidden(), seg))),
     }
-    hidden = cached(
-        args.cache,
-        f"film-hidden-{key}",
-        lambda: features([hide_lungs(f, m) for f, m in zip(films, seg.masks(films), strict=True)]),
-    )
+    film_hidden = cached(args.cache, f"film-hidden-{key}", lambda: features(hidden()))
     sets = split(42, y)
     print("1. feature variants (crop view)")
     for name in VARIANTS:
         best(name, {k: variant(name, v) for k, v in crop.items()}, y, sets)
     print("2. propensity weighting against the look outside the lungs (crop view, zones)")
-    p = propensity(hidden, y, sets)
+    p = propensity(film_hidden, y, sets)
     own = np.where(y[sets[0]] == 1, p, 1 - p)
     for clip in (5, 10, 20):
         w = 1 / np.clip(own, 1 / clip, 1)
