@@ -29,25 +29,18 @@ view alone, mean over the four splits.
 from __future__ import annotations
 
 import numpy as np
-from lung_view_study import _rgb, cached, hide_lungs, threshold_for_sensitivity, views
+from lung_view_study import cached, hide_lungs, threshold_for_sensitivity, views
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, log_loss, roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from zone_study import GRID, head_input, study_setup
+from zone_study import GRID, columns, head_input, split, study_setup
 
-from cxr.data.images import resize_and_scale
 from cxr.model.block_stats import CHANNELS
 
 STRENGTHS = (0.001, 0.003, 0.01)
 VARIANTS = ("zones", "relative", "relative + whole", "left/right", "means", "stds", "blocks 4-5")
-
-
-def split(seed: int, y):
-    train, rest = train_test_split(np.arange(len(y)), test_size=0.4, stratify=y, random_state=seed)
-    val, test = train_test_split(rest, test_size=0.5, stratify=y[rest], random_state=seed)
-    return train, val, test
 
 
 def variant(name: str, a: np.ndarray) -> np.ndarray:
@@ -100,8 +93,7 @@ def best(name: str, x: dict, y, sets, weight=None) -> dict:
 def propensity(hidden: np.ndarray, y, sets) -> np.ndarray:
     """P(COVID | the whole film with its lungs hidden): cross-fitted on the training images."""
     train, _, _ = sets
-    offsets = np.cumsum([0] + [14 * c for c in CHANNELS[2:]])[:-1]
-    whole = np.concatenate([hidden[:, o : o + 2 * c] for o, c in zip(offsets, CHANNELS[2:], strict=True)], axis=1)
+    whole = hidden[:, columns()["whole map"]]
     model = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=5000))
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
     p = cross_val_predict(model, whole[train], y[train], cv=folds, method="predict_proba")[:, 1]
@@ -111,14 +103,7 @@ def propensity(hidden: np.ndarray, y, sets) -> np.ndarray:
 
 def main() -> None:
     args, films, y, ext_films, seg = study_setup(__doc__.splitlines()[0])
-    pooled = head_input(args.size)
-
-    def features(arrays):
-        def scaled(batch):
-            return np.stack([np.asarray(resize_and_scale(_rgb(a), args.size)) for a in batch])
-
-        return np.concatenate([pooled(scaled(arrays[i : i + 32])) for i in range(0, len(arrays), 32)])
-
+    features = head_input(args.size)
     key = f"{args.size}-{args.data.name}"
     hidden_films = []
 
@@ -152,16 +137,14 @@ def main() -> None:
     gains = []
     for seed in (42, 1, 2, 3):
         seed_sets = split(seed, y)
-        chosen = {}
+        chosen, result = {}, {}
         for name, x in (("crop", crop), ("lungs", lungs)):
-            runs = [probe(x, y, seed_sets[0], c) for c in STRENGTHS]
-            chosen[name] = min(runs, key=lambda q: scores(y, q, *seed_sets[1:])["val_log_loss"])
-        chosen["mean of both"] = {k: (chosen["crop"][k] + chosen["lungs"][k]) / 2 for k in chosen["crop"]}
-        result = {}
-        for name, q in chosen.items():
-            result[name] = scores(y, q, *seed_sets[1:])
-            figures = " ".join(f"{k} {v:.3f}" for k, v in result[name].items())
-            print(f"split {seed:2d}, {name:14s} {figures}", flush=True)
+            runs = [(scores(y, q, *seed_sets[1:]), q) for q in (probe(x, y, seed_sets[0], c) for c in STRENGTHS)]
+            result[name], chosen[name] = min(runs, key=lambda run: run[0]["val_log_loss"])
+        mean = {k: (chosen["crop"][k] + chosen["lungs"][k]) / 2 for k in chosen["crop"]}
+        result["mean of both"] = scores(y, mean, *seed_sets[1:])
+        for name, figures in result.items():
+            print(f"split {seed:2d}, {name:14s} " + " ".join(f"{k} {v:.3f}" for k, v in figures.items()), flush=True)
         gains.append((result["mean of both"]["ext_spec_sens90"], result["crop"]["ext_spec_sens90"]))
     both, crop_only = np.mean(gains, axis=0)
     print(f"external specificity at test sensitivity 0.90, mean of 4 splits: both {both:.3f}, crop {crop_only:.3f}")

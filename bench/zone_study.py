@@ -42,9 +42,25 @@ GRID = np.linspace(0.05, 0.95, 91)
 
 def head_input(size: int):
     """The frozen base (HED VGG16, caffe input) with the CPU profile's head input over a 3 x 2 grid: the
-    product's own layers (cxr.model.layers.ChannelStatistics), blocks 3-5, from `build_scorer(pooled=True)`."""
+    product's own layers (cxr.model.layers.ChannelStatistics), blocks 3-5, from `build_scorer(pooled=True)`.
+    A function of a list of uint8 films (any size, grey or RGB), 32 at a time."""
     scorer = build_scorer(build_model(TrainParams(image_size=size, stat_zones=(3, 2))), pooled=True)
-    return lambda batch: np.asarray(scorer.predict_on_batch(batch)[1], np.float64)
+
+    def features(arrays) -> np.ndarray:
+        out = []
+        for i in range(0, len(arrays), 32):
+            batch = np.stack([np.asarray(resize_and_scale(_rgb(a), size)) for a in arrays[i : i + 32]])
+            out.append(np.asarray(scorer.predict_on_batch(batch)[1], np.float64))
+        return np.concatenate(out)
+
+    return features
+
+
+def split(seed: int, y):
+    """The studies' stratified 60/20/20 split: train, validation, test indices."""
+    train, rest = train_test_split(np.arange(len(y)), test_size=0.4, stratify=y, random_state=seed)
+    val, test = train_test_split(rest, test_size=0.5, stratify=y[rest], random_state=seed)
+    return train, val, test
 
 
 def columns() -> dict[str, list[int]]:
@@ -114,17 +130,9 @@ def study_setup(description: str):
 
 def main() -> None:
     args, films, y, ext_films, seg = study_setup(__doc__.splitlines()[0])
-    train, rest = train_test_split(np.arange(len(y)), test_size=0.4, stratify=y, random_state=42)
-    val, test = train_test_split(rest, test_size=0.5, stratify=y[rest], random_state=42)
+    train, val, test = split(42, y)
     hidden = [hide_lungs(films[i], m) for i, m in zip(test, seg.masks([films[i] for i in test]), strict=True)]
-    pooled = head_input(args.size)
-
-    def features(arrays):
-        out = []
-        for i in range(0, len(arrays), 32):
-            out.append(pooled(np.stack([np.asarray(resize_and_scale(_rgb(a), args.size)) for a in arrays[i : i + 32]])))
-        return np.concatenate(out)
-
+    features = head_input(args.size)
     key = f"{args.size}-{args.data.name}"
     x = cached(args.cache, f"x-{key}", lambda: features(views("crop_eq", films, seg)))
     xe = cached(args.cache, f"ext-{args.size}", lambda: features(views("crop_eq", ext_films, seg)))
