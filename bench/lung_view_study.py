@@ -103,8 +103,22 @@ def views(name: str, films, seg: Segmenter):
         return [_low(v) for v in views(name[:-3], films, seg)]
     if name == "film_eq":
         return [equalise_within(f, m) for f, m in zip(films, masks, strict=True)]
+    if name == "crop_win":  # cropped, the lungs' 1st-99th percentile stretched linearly to 0-255
+        return [window_view(f, m) for f, m in zip(films, masks, strict=True)]
     equalise, mask_outside = name.endswith("_eq"), name.startswith("lungs")
     return [lung_view(f, m, equalise, mask_outside) for f, m in zip(films, masks, strict=True)]
+
+
+def window_view(film: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The `crop` view with a linear window in place of equalisation: the grey levels of the pixels inside the
+    (dilated) lungs between their 1st and 99th percentile stretched to 0-255, the histogram's shape kept."""
+    crop = lung_view(film, mask, equalise=False, mask_outside=False)[..., 0]
+    inside = lung_view(np.full(mask.shape, 255, np.uint8), mask, equalise=False, mask_outside=True)[..., 0] > 0
+    if not inside.any():
+        return _rgb(crop)
+    lo, hi = np.percentile(crop[inside], [1, 99])
+    out = np.clip((crop.astype(np.float32) - lo) / max(hi - lo, 1.0), 0, 1)
+    return _rgb(np.uint8(np.round(255 * out)))
 
 
 def _low(view: np.ndarray, size: int = 64) -> np.ndarray:

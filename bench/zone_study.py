@@ -8,12 +8,14 @@ and over each zone (upper, middle, lower third of each half: `train.stat_zones: 
 model's own layers compute them, cached. On a
 stratified 60/20/20 split (as bench/lung_view_study.py), for each feature set and each probe strength C,
 a logistic regression: validation log loss (what chooses), test F1 at the validation's max-F1 threshold,
-test ROC AUC, the shortcut probe (test AUC with the lungs hidden) and the external normals' specificity at
+test ROC AUC, the shortcut probe (test AUC with the lungs hidden: as the product hides them, in the film,
+and in the view as served, `hidden_in_view`) and the external normals' specificity at
 the validation threshold and at the threshold keeping test sensitivity >= 0.90. Then the pipeline's own
 head (SGD, momentum 0.9, batch 64, the epoch of lowest validation log loss out of 100) on the zone
 features at learning rates 0.01 and 0.001.
 
-    python bench/zone_study.py --data ../shared/data/covid-radiography-more
+    python bench/zone_study.py --data ../shared/data/covid-radiography-more [--view crop] [--size 224]
+`--view` is one of bench/lung_view_study.py's views (default `crop_eq`, the product's `crop`).
 Last line: `ratio:` test F1 of the zone features / of the whole-map features, each at its C of lowest
 validation log loss.
 """
@@ -32,6 +34,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from cxr.data.images import resize_and_scale
+from cxr.data.lung_view import lung_view
 from cxr.model.architecture import build_model, standardise_on
 from cxr.model.block_stats import CHANNELS, build_scorer
 from cxr.model.segmenter import Segmenter
@@ -63,6 +66,18 @@ def split(seed: int, y):
     return train, val, test
 
 
+def hidden_in_view(view: str, films, seg) -> list:
+    """Each film's `view` with the (dilated) lung fields in it then filled with the view's mean grey: what the
+    model can read outside the lungs of the view as served, its standardisation taken from the real lungs
+    (the product's probe hides the lungs first, so a view standardised within the lungs sees a flat grey
+    there and maps the rest of the film through a step)."""
+    out = []
+    for view_image, mask in zip(views(view, films, seg), seg.masks(films), strict=True):
+        inside = lung_view(np.full(mask.shape, 255, np.uint8), mask, equalise=False, mask_outside=True)[..., 0] > 0
+        out.append(hide_lungs(view_image, inside))
+    return out
+
+
 def columns() -> dict[str, list[int]]:
     """Feature sets by column: per block [mean C, std C] over the map, then (mean C, std C) for each zone."""
     sets, offset = {"whole map": [], "zones": []}, 0
@@ -84,13 +99,16 @@ def report(name: str, y, p: dict, val, test) -> dict:
         "ext_spec_val_t": float(np.mean(p["ext"] < t_val)),
         "ext_spec_sens90": float(np.mean(p["ext"] < t_sens)),
     }
+    if "hidv" in p:
+        res["hidden_in_view_auc"] = roc_auc_score(y[test], p["hidv"])
     print(f"{name:32s} " + " ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
     return res
 
 
-def sgd_head(x: dict, y, train, val, lr: float, l2: float = 0.1, epochs: int = 100) -> dict:
+def sgd_head(x: dict, y, train, val, lr: float, l2: float = 0.1, epochs: int = 100):
     """The pipeline's linear head on standardised features (`standardise_on`: the training images', each
-    variance floored at 1% of the median): the epoch of lowest validation log loss."""
+    variance floored at 1% of the median): the epoch of lowest validation log loss. Returns its
+    probabilities for each of `x` and the head (Normalization, Dense)."""
     z = {k: v.astype(np.float32) for k, v in x.items()}
     standardise = keras.layers.Normalization()
     standardise_on(standardise, z["x"][train])
@@ -109,13 +127,16 @@ def sgd_head(x: dict, y, train, val, lr: float, l2: float = 0.1, epochs: int = 1
         loss = log_loss(y[val], np.clip(head.predict(z["x"][val], verbose=0).ravel(), 1e-7, 1 - 1e-7))
         best = min(best, (loss, [w.copy() for w in head.get_weights()]), key=lambda b: b[0])
     head.set_weights(best[1])
-    return {k: head.predict(v, verbose=0).ravel() for k, v in z.items()}
+    return {k: head.predict(v, verbose=0).ravel() for k, v in z.items()}, head
 
 
-def study_setup(description: str):
-    """The studies' arguments (--data, --size, --cache), the dataset's films and labels, the external normals
-    and the lung segmenter fitted on half of them (seed 0, as the product's default)."""
+def study_setup(description: str, **options):
+    """The studies' arguments (--data, --size, --cache, and `options`: name -> default), the dataset's films
+    and labels, the external normals and the lung segmenter fitted on half of them (seed 0, as the product's
+    default)."""
     parser = argparse.ArgumentParser(description=description)
+    for name, default in options.items():
+        parser.add_argument(f"--{name}", type=type(default), default=default)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--size", type=int, default=176)
     parser.add_argument("--cache", type=Path, default=Path(".cache/zone-study"))
@@ -129,27 +150,31 @@ def study_setup(description: str):
 
 
 def main() -> None:
-    args, films, y, ext_films, seg = study_setup(__doc__.splitlines()[0])
+    args, films, y, ext_films, seg = study_setup(__doc__.splitlines()[0], view="crop_eq")
     train, val, test = split(42, y)
     hidden = [hide_lungs(films[i], m) for i, m in zip(test, seg.masks([films[i] for i in test]), strict=True)]
     features = head_input(args.size)
+    view = "" if args.view == "crop_eq" else f"{args.view}-"  # the default view's caches keep their names
     key = f"{args.size}-{args.data.name}"
-    x = cached(args.cache, f"x-{key}", lambda: features(views("crop_eq", films, seg)))
-    xe = cached(args.cache, f"ext-{args.size}", lambda: features(views("crop_eq", ext_films, seg)))
-    xh = cached(args.cache, f"hidden-{key}", lambda: features(views("crop_eq", hidden, seg)))
+    x = cached(args.cache, f"{view}x-{key}", lambda: features(views(args.view, films, seg)))
+    xe = cached(args.cache, f"{view}ext-{args.size}", lambda: features(views(args.view, ext_films, seg)))
+    xh = cached(args.cache, f"{view}hidden-{key}", lambda: features(views(args.view, hidden, seg)))
+    test_films = [films[i] for i in test]
+    xv = cached(args.cache, f"{view}hidden-in-view-{key}", lambda: features(hidden_in_view(args.view, test_films, seg)))
     chosen = {}
     for name, cols in columns().items():
         runs = []
         for c in (0.001, 0.003, 0.01, 0.05):
             scaler = StandardScaler().fit(x[train][:, cols])
             model = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x[train][:, cols]), y[train])
-            sets = (("x", x), ("ext", xe), ("hid", xh))
+            sets = (("x", x), ("ext", xe), ("hid", xh), ("hidv", xv))
             p = {k: model.predict_proba(scaler.transform(v[:, cols]))[:, 1] for k, v in sets}
             runs.append(report(f"{name}, C {c}", y, p, val, test))
         chosen[name] = min(runs, key=lambda r: r["val_log_loss"])
     zones = columns()["zones"]
     for lr in (0.01, 0.001):
-        p = sgd_head({"x": x[:, zones], "ext": xe[:, zones], "hid": xh[:, zones]}, y, train, val, lr)
+        inputs = {"x": x[:, zones], "ext": xe[:, zones], "hid": xh[:, zones], "hidv": xv[:, zones]}
+        p, _ = sgd_head(inputs, y, train, val, lr)
         report(f"zones, pipeline head, lr {lr}", y, p, val, test)
     print(f"ratio: {chosen['zones']['test_f1'] / chosen['whole map']['test_f1']:.2f}")
 
