@@ -109,11 +109,16 @@ def views(name: str, films, seg: Segmenter):
     return [lung_view(f, m, equalise, mask_outside) for f, m in zip(films, masks, strict=True)]
 
 
+def lungs_in_view(mask: np.ndarray) -> np.ndarray:
+    """The (dilated) lung fields as they lie in the film's lung view (cropped to the lungs' box)."""
+    return lung_view(np.full(mask.shape, 255, np.uint8), mask, equalise=False, mask_outside=True)[..., 0] > 0
+
+
 def window_view(film: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The `crop` view with a linear window in place of equalisation: the grey levels of the pixels inside the
     (dilated) lungs between their 1st and 99th percentile stretched to 0-255, the histogram's shape kept."""
     crop = lung_view(film, mask, equalise=False, mask_outside=False)[..., 0]
-    inside = lung_view(np.full(mask.shape, 255, np.uint8), mask, equalise=False, mask_outside=True)[..., 0] > 0
+    inside = lungs_in_view(mask)
     if not inside.any():
         return _rgb(crop)
     lo, hi = np.percentile(crop[inside], [1, 99])

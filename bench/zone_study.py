@@ -27,14 +27,22 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from lung_view_study import _rgb, cached, hide_lungs, load_dataset, load_external, threshold_for_sensitivity, views
+from lung_view_study import (
+    _rgb,
+    cached,
+    hide_lungs,
+    load_dataset,
+    load_external,
+    lungs_in_view,
+    threshold_for_sensitivity,
+    views,
+)
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, log_loss, roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from cxr.data.images import resize_and_scale
-from cxr.data.lung_view import lung_view
 from cxr.model.architecture import build_model, standardise_on
 from cxr.model.block_stats import CHANNELS, build_scorer
 from cxr.model.segmenter import Segmenter
@@ -73,8 +81,7 @@ def hidden_in_view(view: str, films, seg) -> list:
     there and maps the rest of the film through a step)."""
     out = []
     for view_image, mask in zip(views(view, films, seg), seg.masks(films), strict=True):
-        inside = lung_view(np.full(mask.shape, 255, np.uint8), mask, equalise=False, mask_outside=True)[..., 0] > 0
-        out.append(hide_lungs(view_image, inside))
+        out.append(hide_lungs(view_image, lungs_in_view(mask)))
     return out
 
 
