@@ -24,11 +24,10 @@ import time
 
 import keras
 import numpy as np
-from lung_view_study import _rgb, cached, hide_lungs, views
+from lung_view_study import batched, cached, hide_lungs, views
 from sklearn.metrics import log_loss
 from zone_study import columns, head_input, report, sgd_head, split, study_setup
 
-from cxr.data.images import resize_and_scale
 from cxr.model.architecture import build_model
 from cxr.model.block_stats import CHANNELS, base_of
 from cxr.model.layers import ChannelStatistics
@@ -47,15 +46,7 @@ def block4_maps(size: int):
     trunk = keras.Model(base.input, base.get_layer("block4_pool").output)
     extractor = keras.Model(inputs, trunk(x))
     block5 = [base.get_layer(f"block5_conv{i}").get_weights() for i in (1, 2, 3)]
-
-    def maps(films) -> np.ndarray:
-        out = []
-        for i in range(0, len(films), 32):
-            batch = np.stack([np.asarray(resize_and_scale(_rgb(a), size)) for a in films[i : i + 32]])
-            out.append(np.asarray(extractor.predict_on_batch(batch), np.float16))
-        return np.concatenate(out)
-
-    return maps, block5
+    return batched(size, lambda batch: np.asarray(extractor.predict_on_batch(batch), np.float16)), block5
 
 
 def tunable(shape, block5, frozen_width: int) -> keras.Model:
@@ -84,7 +75,11 @@ def fit(model, data: dict, y, train, val, epochs: int, lr: float, mirror: bool):
     its weights."""
     model.compile(keras.optimizers.SGD(lr, momentum=0.9), "binary_crossentropy")
     rng = np.random.default_rng(0)
-    start = log_loss(y[val], np.clip(predict(model, data["m"][val], data["f"][val]), 1e-7, 1 - 1e-7))
+
+    def val_loss() -> float:
+        return log_loss(y[val], np.clip(predict(model, data["m"][val], data["f"][val]), 1e-7, 1 - 1e-7))
+
+    start = val_loss()
     print(f"  epoch 0: val log loss {start:.3f}", flush=True)
     best = (start, 0, [w.copy() for w in model.get_weights()])
     for epoch in range(epochs):
@@ -94,7 +89,7 @@ def fit(model, data: dict, y, train, val, epochs: int, lr: float, mirror: bool):
         flip = rng.random(len(order)) < (0.5 if mirror else 0.0)
         m[flip] = m[flip, :, ::-1]
         model.fit([m, data["f"][order].astype(np.float32)], y[order], batch_size=64, epochs=1, verbose=0)
-        loss = log_loss(y[val], np.clip(predict(model, data["m"][val], data["f"][val]), 1e-7, 1 - 1e-7))
+        loss = val_loss()
         print(f"  epoch {epoch + 1}: val log loss {loss:.3f} ({time.time() - t:.0f} s)", flush=True)
         best = min(best, (loss, epoch + 1, [w.copy() for w in model.get_weights()]), key=lambda b: b[0])
     return best[1:]
@@ -125,11 +120,13 @@ def main() -> None:
     model.get_layer("probability").set_weights(head.layers[1].get_weights())
     best, weights = fit(model, {"m": m, "f": x[:, :FROZEN]}, y, train, val, args.epochs, args.lr, bool(args.mirror))
     sets = {"x": (m, x), "ext": (me, xe), "hid": (mh, xh)}
-    p = {k: predict(model, mv, xv[:, :FROZEN]) for k, (mv, xv) in sets.items()}
-    report(f"block 5 + head, lr {args.lr}, epoch {args.epochs}", y, p, val, test)
+
+    def scored(name: str) -> dict:
+        return report(name, y, {k: predict(model, mv, xv[:, :FROZEN]) for k, (mv, xv) in sets.items()}, val, test)
+
+    scored(f"block 5 + head, lr {args.lr}, epoch {args.epochs}")
     model.set_weights(weights)
-    p = {k: predict(model, mv, xv[:, :FROZEN]) for k, (mv, xv) in sets.items()}
-    tuned = report(f"block 5 + head, lr {args.lr}, epoch {best} (kept)", y, p, val, test)
+    tuned = scored(f"block 5 + head, lr {args.lr}, epoch {best} (kept)")
     print(f"ratio: {tuned['test_f1'] / frozen['test_f1']:.2f}")
 
 

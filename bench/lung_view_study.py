@@ -84,23 +84,34 @@ class Features:
         self.columns = block_columns(tp.stat_blocks)
 
     def __call__(self, arrays) -> np.ndarray:
+        statistics = batched(self.size, lambda batch: feature_statistics(self.scorer.predict_on_batch(batch)))
+        return statistics(arrays)[:, self.columns]
+
+
+def batched(size: int, predict):
+    """A function of a list of uint8 films (any size, grey or RGB) -> `predict` of them, resized to `size`,
+    32 at a time, concatenated."""
+
+    def run(films) -> np.ndarray:
         out = []
-        for i in range(0, len(arrays), 32):
-            batch = np.stack([np.asarray(resize_and_scale(_rgb(a), self.size)) for a in arrays[i : i + 32]])
-            out.append(feature_statistics(self.scorer.predict_on_batch(batch)))
-        return np.concatenate(out)[:, self.columns]
+        for i in range(0, len(films), 32):
+            out.append(predict(np.stack([np.asarray(resize_and_scale(_rgb(a), size)) for a in films[i : i + 32]])))
+        return np.concatenate(out)
+
+    return run
 
 
 def _rgb(a):
     return a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2)
 
 
-def views(name: str, films, seg: Segmenter):
+def views(name: str, films, seg: Segmenter, masks=None):
+    """The view `name` of each film; `masks`: their lung masks, when the caller has them already."""
     if name == "film":
         return films
-    masks = seg.masks(films)
+    masks = seg.masks(films) if masks is None else masks
     if name.endswith("_lo"):  # the view at 64 px: fine texture (noise, sharpening, JPEG) gone
-        return [_low(v) for v in views(name[:-3], films, seg)]
+        return [_low(v) for v in views(name[:-3], films, seg, masks)]
     if name == "film_eq":
         return [equalise_within(f, m) for f, m in zip(films, masks, strict=True)]
     if name == "crop_win":  # cropped, the lungs' 1st-99th percentile stretched linearly to 0-255

@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 from lung_view_study import (
-    _rgb,
+    batched,
     cached,
     hide_lungs,
     load_dataset,
@@ -42,7 +42,6 @@ from sklearn.metrics import f1_score, log_loss, roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from cxr.data.images import resize_and_scale
 from cxr.model.architecture import build_model, standardise_on
 from cxr.model.block_stats import CHANNELS, build_scorer
 from cxr.model.segmenter import Segmenter
@@ -56,15 +55,7 @@ def head_input(size: int):
     product's own layers (cxr.model.layers.ChannelStatistics), blocks 3-5, from `build_scorer(pooled=True)`.
     A function of a list of uint8 films (any size, grey or RGB), 32 at a time."""
     scorer = build_scorer(build_model(TrainParams(image_size=size, stat_zones=(3, 2))), pooled=True)
-
-    def features(arrays) -> np.ndarray:
-        out = []
-        for i in range(0, len(arrays), 32):
-            batch = np.stack([np.asarray(resize_and_scale(_rgb(a), size)) for a in arrays[i : i + 32]])
-            out.append(np.asarray(scorer.predict_on_batch(batch)[1], np.float64))
-        return np.concatenate(out)
-
-    return features
+    return batched(size, lambda batch: np.asarray(scorer.predict_on_batch(batch)[1], np.float64))
 
 
 def split(seed: int, y):
@@ -79,10 +70,8 @@ def hidden_in_view(view: str, films, seg) -> list:
     model can read outside the lungs of the view as served, its standardisation taken from the real lungs
     (the product's probe hides the lungs first, so a view standardised within the lungs sees a flat grey
     there and maps the rest of the film through a step)."""
-    out = []
-    for view_image, mask in zip(views(view, films, seg), seg.masks(films), strict=True):
-        out.append(hide_lungs(view_image, lungs_in_view(mask)))
-    return out
+    masks = seg.masks(films)
+    return [hide_lungs(v, lungs_in_view(m)) for v, m in zip(views(view, films, seg, masks), masks, strict=True)]
 
 
 def columns() -> dict[str, list[int]]:
